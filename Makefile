@@ -1,0 +1,22 @@
+# cri-mini build, test and run targets. Integration tests need root.
+GO      ?= go
+BIN     := bin/cri-mini
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: build test unit vet clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/cri-mini
+
+# test: unit tests plus the root integration tests (namespaces, mounts,
+# cgroups, a loopback registry, CNI). Run as root.
+test: vet
+	$(GO) test -count=1 -timeout 30m ./...
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+clean:
+	rm -rf bin

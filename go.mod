@@ -1,0 +1,3 @@
+module github.com/cri-mini/cri-mini
+
+go 1.26

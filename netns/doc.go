@@ -1,0 +1,3 @@
+// Package netns creates, pins and removes pod network namespaces and attaches
+// them to networks through CNI.
+package netns
