@@ -1,0 +1,259 @@
+// Package nspin creates namespaces and pins them to files by bind mounts, so
+// that they outlive the thread that made them and can be joined by path.
+// netns/ pins pod network namespaces with it, sandbox/ the uts and ipc ones.
+package nspin
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+)
+
+// Kind names a namespace type as in /proc/<pid>/ns/<kind>.
+type Kind string
+
+// The kinds a thread can create and join on its own (mount, user and pid
+// namespaces need a single-threaded process or a child, so they are not here).
+const (
+	Net Kind = "net"
+	UTS Kind = "uts"
+	IPC Kind = "ipc"
+)
+
+func (k Kind) cloneFlag() (int, error) {
+	switch k {
+	case Net:
+		return unix.CLONE_NEWNET, nil
+	case UTS:
+		return unix.CLONE_NEWUTS, nil
+	case IPC:
+		return unix.CLONE_NEWIPC, nil
+	}
+	return 0, fmt.Errorf("namespace kind %q (want net, uts or ipc): %w", k, errdefs.ErrInvalidArgument)
+}
+
+// Path is where Pin puts the namespace of kind k under dir.
+func Path(dir string, k Kind) string { return filepath.Join(dir, string(k)) }
+
+// Pin creates one new namespace of each kind, runs setup inside them (for
+// example sethostname in a new uts namespace; setup may be nil) and
+// bind-mounts each onto dir/<kind>. It returns the pinned paths by kind.
+// A namespace already pinned there is ErrAlreadyExists. On failure nothing
+// stays pinned.
+func Pin(dir string, kinds []Kind, setup func() error) (map[Kind]string, error) {
+	flags := 0
+	for _, k := range kinds {
+		f, err := k.cloneFlag()
+		if err != nil {
+			return nil, err
+		}
+		flags |= f
+	}
+	if flags == 0 {
+		return nil, fmt.Errorf("pin namespaces in %s: no kind given: %w", dir, errdefs.ErrInvalidArgument)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("pin namespaces: %w", err)
+	}
+
+	type answer struct {
+		paths map[Kind]string
+		err   error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		// The thread ends up in the new namespaces. It stays locked: when this
+		// goroutine returns, the Go runtime ends the thread instead of handing
+		// it to other goroutines.
+		runtime.LockOSThread()
+		paths, err := pinOnThread(dir, kinds, flags, setup)
+		done <- answer{paths, err}
+	}()
+	a := <-done
+	if a.err != nil {
+		return nil, a.err
+	}
+	return a.paths, nil
+}
+
+func pinOnThread(dir string, kinds []Kind, flags int, setup func() error) (map[Kind]string, error) {
+	if err := unix.Unshare(flags); err != nil {
+		return nil, fmt.Errorf("unshare %v: %w", kinds, err)
+	}
+	if setup != nil {
+		if err := setup(); err != nil {
+			return nil, fmt.Errorf("set up new namespaces %v: %w", kinds, err)
+		}
+	}
+	paths := make(map[Kind]string, len(kinds))
+	for _, k := range kinds {
+		if _, ok := paths[k]; ok {
+			continue
+		}
+		target := Path(dir, k)
+		if err := bindThreadNS(k, target); err != nil {
+			for _, p := range paths {
+				_ = unpinFile(p)
+			}
+			return nil, err
+		}
+		paths[k] = target
+	}
+	return paths, nil
+}
+
+// bindThreadNS mounts the calling thread's namespace of kind k onto target,
+// through a detached mount (open_tree) moved into place by file descriptor.
+func bindThreadNS(k Kind, target string) error {
+	f, err := os.OpenFile(target, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o400)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("pin %s namespace at %s: %w", k, target, errdefs.ErrAlreadyExists)
+		}
+		return fmt.Errorf("pin %s namespace: %w", k, err)
+	}
+	f.Close()
+	src := fmt.Sprintf("/proc/thread-self/ns/%s", k)
+	treeFD, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		os.Remove(target)
+		return fmt.Errorf("pin %s namespace: open_tree %s: %w", k, src, err)
+	}
+	defer unix.Close(treeFD)
+	if err := unix.MoveMount(treeFD, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		os.Remove(target)
+		return fmt.Errorf("pin %s namespace: move_mount to %s: %w", k, target, err)
+	}
+	return nil
+}
+
+// Unpin unmounts and removes dir/<kind> for each kind (dir itself is the
+// caller's). Missing pins are not an error, so Unpin can be repeated.
+func Unpin(dir string, kinds ...Kind) error {
+	var errs []error
+	for _, k := range kinds {
+		if _, err := k.cloneFlag(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		errs = append(errs, unpinFile(Path(dir, k)))
+	}
+	return errors.Join(errs...)
+}
+
+// unpinFile detaches every mount stacked on path and removes the file.
+func unpinFile(path string) error {
+	for {
+		err := unix.Unmount(path, unix.MNT_DETACH)
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			break // not (or no longer) a mount point
+		}
+		return fmt.Errorf("unpin %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("unpin %s: %w", path, err)
+	}
+	return nil
+}
+
+// IsPinned reports whether path is a namespace file (a pinned or live nsfs
+// entry) rather than a plain file or nothing.
+func IsPinned(path string) (bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return false, nil
+		}
+		return false, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	return st.Type == unix.NSFS_MAGIC, nil
+}
+
+// Run calls fn on a locked OS thread that has joined the namespace of kind k
+// pinned at nsPath. Sockets fn creates belong to that namespace and keep it
+// after Run returns. The thread rejoins its own namespace afterwards; if that
+// fails the thread stays locked and the Go runtime discards it.
+func Run(nsPath string, k Kind, fn func() error) error {
+	flag, err := k.cloneFlag()
+	if err != nil {
+		return err
+	}
+	target, err := os.Open(nsPath)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("join %s namespace %s: %w", k, nsPath, errdefs.ErrNotFound)
+		}
+		return fmt.Errorf("join %s namespace: %w", k, err)
+	}
+	defer target.Close()
+
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		own, err := os.Open(fmt.Sprintf("/proc/thread-self/ns/%s", k))
+		if err != nil {
+			done <- fmt.Errorf("open own %s namespace: %w", k, err)
+			return // the thread stays locked and is discarded; harmless
+		}
+		defer own.Close()
+		if err := unix.Setns(int(target.Fd()), flag); err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("join %s namespace %s: %w", k, nsPath, err)
+			return
+		}
+		fnErr := fn()
+		if err := unix.Setns(int(own.Fd()), flag); err != nil {
+			done <- errors.Join(fnErr, fmt.Errorf("return to own %s namespace: %w", k, err))
+			return // still inside nsPath: leave the thread locked so it dies
+		}
+		runtime.UnlockOSThread()
+		done <- fnErr
+	}()
+	return <-done
+}
+
+// MountedAt reports whether anything is mounted at path in this mount
+// namespace, from /proc/self/mountinfo (a removed pin leaves no line).
+func MountedAt(path string) (bool, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false, fmt.Errorf("read mountinfo: %w", err)
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) > 4 && unescapeMountinfo(fields[4]) == path {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space, ...).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,197 @@
+package nspin
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create and mount namespaces")
+	}
+}
+
+// threadNS names the namespace of kind k that the calling thread is in.
+func threadNS(t *testing.T, k Kind) string {
+	t.Helper()
+	link, err := os.Readlink("/proc/thread-self/ns/" + string(k))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return link
+}
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// assertGone checks that nothing is mounted at path and that no file is left.
+func assertGone(t *testing.T, path string) {
+	t.Helper()
+	mounted, err := MountedAt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mounted {
+		t.Errorf("%s is still a mount point", path)
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s still exists (err %v)", path, err)
+	}
+}
+
+func TestPinJoinUnpin(t *testing.T) {
+	requireRoot(t)
+	dir := filepath.Join(t.TempDir(), "pod")
+	ownHost, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := []Kind{Net, UTS, IPC}
+	paths, err := Pin(dir, kinds, func() error { return unix.Sethostname([]byte("pinned-pod")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = Unpin(dir, kinds...) })
+
+	for _, k := range kinds {
+		p := paths[k]
+		if p != Path(dir, k) {
+			t.Errorf("%s pinned at %q, want %q", k, p, Path(dir, k))
+		}
+		if ok, err := IsPinned(p); err != nil || !ok {
+			t.Errorf("IsPinned(%s) = %v, %v", p, ok, err)
+		}
+		if mounted, err := MountedAt(p); err != nil || !mounted {
+			t.Errorf("MountedAt(%s) = %v, %v", p, mounted, err)
+		}
+		var joined string
+		if err := Run(p, k, func() error { joined = threadNS(t, k); return nil }); err != nil {
+			t.Fatalf("Run in %s: %v", k, err)
+		}
+		own := threadNS(t, k)
+		if joined == own {
+			t.Errorf("%s: joined namespace %s is our own", k, joined)
+		}
+		if want := inode(t, p); joined != fmt.Sprintf("%s:[%d]", k, want) {
+			t.Errorf("%s: joined %s, pin inode is %d", k, joined, want)
+		}
+	}
+
+	// The setup ran inside the new uts namespace, not ours.
+	var uname unix.Utsname
+	if err := Run(paths[UTS], UTS, func() error { return unix.Uname(&uname) }); err != nil {
+		t.Fatal(err)
+	}
+	if got := unix.ByteSliceToString(uname.Nodename[:]); got != "pinned-pod" {
+		t.Errorf("hostname in pinned uts = %q, want pinned-pod", got)
+	}
+	if h, _ := os.Hostname(); h != ownHost {
+		t.Errorf("our hostname changed to %q", h)
+	}
+
+	if err := Unpin(dir, kinds...); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range kinds {
+		assertGone(t, paths[k])
+	}
+	if err := Unpin(dir, kinds...); err != nil {
+		t.Errorf("second Unpin: %v", err)
+	}
+	if err := Run(paths[Net], Net, func() error { return nil }); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("Run in removed pin: %v, want ErrNotFound", err)
+	}
+}
+
+func TestPinTwiceIsAlreadyExists(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	first, err := Pin(dir, []Kind{Net}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = Unpin(dir, Net) })
+	before := inode(t, first[Net])
+	if _, err := Pin(dir, []Kind{Net}, nil); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Fatalf("second Pin: %v, want ErrAlreadyExists", err)
+	}
+	if after := inode(t, first[Net]); after != before {
+		t.Errorf("first pin replaced: inode %d -> %d", before, after)
+	}
+}
+
+func TestPinRollsBack(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	boom := errors.New("boom")
+	if _, err := Pin(dir, []Kind{Net, UTS}, func() error { return boom }); !errors.Is(err, boom) {
+		t.Fatalf("Pin with failing setup: %v", err)
+	}
+	assertGone(t, Path(dir, Net))
+	assertGone(t, Path(dir, UTS))
+
+	// The uts pin cannot be created (a directory is in the way): the net pin
+	// made just before must be undone too.
+	if err := os.Mkdir(Path(dir, UTS), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Pin(dir, []Kind{Net, UTS}, nil); err == nil {
+		t.Fatal("Pin over a directory succeeded")
+	}
+	assertGone(t, Path(dir, Net))
+}
+
+func TestBadKinds(t *testing.T) {
+	dir := t.TempDir()
+	for _, kinds := range [][]Kind{{"mnt"}, {"user"}, {}} {
+		if _, err := Pin(dir, kinds, nil); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("Pin(%v): %v, want ErrInvalidArgument", kinds, err)
+		}
+	}
+	if err := Run("/proc/self/ns/mnt", "mnt", func() error { return nil }); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("Run in mnt: %v, want ErrInvalidArgument", err)
+	}
+	if err := Unpin(dir, "pid"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("Unpin(pid): %v, want ErrInvalidArgument", err)
+	}
+}
+
+func TestIsPinnedPlainFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "net")
+	if err := os.WriteFile(f, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := IsPinned(f); err != nil || ok {
+		t.Errorf("IsPinned(plain file) = %v, %v", ok, err)
+	}
+	if ok, err := IsPinned(f + ".missing"); err != nil || ok {
+		t.Errorf("IsPinned(missing) = %v, %v", ok, err)
+	}
+}
+
+func TestUnescapeMountinfo(t *testing.T) {
+	for in, want := range map[string]string{
+		`/run/a\040b`: "/run/a b",
+		`/plain`:      "/plain",
+		`/tab\011x`:   "/tab\tx",
+		`/short\04`:   `/short\04`,
+	} {
+		if got := unescapeMountinfo(in); got != want {
+			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
