@@ -247,8 +247,11 @@ func (m *Manager) Setup(ctx context.Context, podID, nsPath string, pod PodNetwor
 
 // Teardown detaches the pod from its network (CNI DEL with the recorded
 // configuration), freeing its addresses, port mappings and host interface.
-// It is safe to repeat, after a daemon restart and after the pod's network
-// namespace is gone; a pod that was never attached is not an error.
+// It is safe to repeat and works after a daemon restart; a pod that was never
+// attached is not an error. Call it while the pod's netns is still pinned
+// (Remove does): once the namespace is gone, DEL still frees the address and
+// the port mappings, but Debian 12's bridge plugin can no longer find the
+// pod's masquerade rule.
 func (m *Manager) Teardown(ctx context.Context, podID string) error {
 	if err := checkPodID(podID); err != nil {
 		return err

@@ -45,7 +45,8 @@ func Path(dir string, k Kind) string { return filepath.Join(dir, string(k)) }
 
 // Pin creates one new namespace of each kind, runs setup inside them (for
 // example sethostname in a new uts namespace; setup may be nil) and
-// bind-mounts each onto dir/<kind>. It returns the pinned paths by kind.
+// bind-mounts each onto dir/<kind>, all on one locked OS thread that then
+// returns to its own namespaces. It returns the pinned paths by kind.
 // A namespace already pinned there is ErrAlreadyExists. On failure nothing
 // stays pinned.
 func Pin(dir string, kinds []Kind, setup func() error) (map[Kind]string, error) {
@@ -64,24 +65,68 @@ func Pin(dir string, kinds []Kind, setup func() error) (map[Kind]string, error) 
 		return nil, fmt.Errorf("pin namespaces: %w", err)
 	}
 
-	type answer struct {
-		paths map[Kind]string
-		err   error
+	var paths map[Kind]string
+	err := onThread(kinds, func() (err error) {
+		paths, err = pinOnThread(dir, kinds, flags, setup)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
-	done := make(chan answer, 1)
+	return paths, nil
+}
+
+// onThread runs fn on a locked OS thread and afterwards returns that
+// thread to the namespaces of kinds it had before, so that Go can reuse
+// it. Restoring matters even for a thread Go would end: a goroutine can run
+// on the main thread, which Go never ends but parks, and a parked thread
+// would keep a namespace alive after it is unpinned. If restoring fails the
+// thread stays locked and is not reused.
+func onThread(kinds []Kind, fn func() error) error {
+	done := make(chan error, 1)
 	go func() {
-		// The thread ends up in the new namespaces. It stays locked: when this
-		// goroutine returns, the Go runtime ends the thread instead of handing
-		// it to other goroutines.
 		runtime.LockOSThread()
-		paths, err := pinOnThread(dir, kinds, flags, setup)
-		done <- answer{paths, err}
+		type saved struct {
+			f    *os.File
+			flag int
+		}
+		var own []saved
+		closeAll := func() {
+			for _, s := range own {
+				s.f.Close()
+			}
+		}
+		for _, k := range kinds {
+			flag, err := k.cloneFlag()
+			if err != nil {
+				closeAll()
+				runtime.UnlockOSThread()
+				done <- err
+				return
+			}
+			f, err := os.Open("/proc/thread-self/ns/" + string(k))
+			if err != nil {
+				closeAll()
+				runtime.UnlockOSThread()
+				done <- fmt.Errorf("open own %s namespace: %w", k, err)
+				return
+			}
+			own = append(own, saved{f, flag})
+		}
+		err := fn()
+		var restoreErr error
+		for _, s := range own {
+			if e := unix.Setns(int(s.f.Fd()), s.flag); e != nil {
+				restoreErr = errors.Join(restoreErr, fmt.Errorf("return to own namespace: %w", e))
+			}
+		}
+		closeAll()
+		if restoreErr == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- errors.Join(err, restoreErr)
 	}()
-	a := <-done
-	if a.err != nil {
-		return nil, a.err
-	}
-	return a.paths, nil
+	return <-done
 }
 
 func pinOnThread(dir string, kinds []Kind, flags int, setup func() error) (map[Kind]string, error) {
@@ -182,8 +227,8 @@ func IsPinned(path string) (bool, error) {
 
 // Run calls fn on a locked OS thread that has joined the namespace of kind k
 // pinned at nsPath. Sockets fn creates belong to that namespace and keep it
-// after Run returns. The thread rejoins its own namespace afterwards; if that
-// fails the thread stays locked and the Go runtime discards it.
+// after Run returns; goroutines fn starts run elsewhere, outside it. The
+// thread rejoins its own namespace afterwards (see onThread).
 func Run(nsPath string, k Kind, fn func() error) error {
 	flag, err := k.cloneFlag()
 	if err != nil {
@@ -198,29 +243,12 @@ func Run(nsPath string, k Kind, fn func() error) error {
 	}
 	defer target.Close()
 
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		own, err := os.Open(fmt.Sprintf("/proc/thread-self/ns/%s", k))
-		if err != nil {
-			done <- fmt.Errorf("open own %s namespace: %w", k, err)
-			return // the thread stays locked and is discarded; harmless
-		}
-		defer own.Close()
+	return onThread([]Kind{k}, func() error {
 		if err := unix.Setns(int(target.Fd()), flag); err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("join %s namespace %s: %w", k, nsPath, err)
-			return
+			return fmt.Errorf("join %s namespace %s: %w", k, nsPath, err)
 		}
-		fnErr := fn()
-		if err := unix.Setns(int(own.Fd()), flag); err != nil {
-			done <- errors.Join(fnErr, fmt.Errorf("return to own %s namespace: %w", k, err))
-			return // still inside nsPath: leave the thread locked so it dies
-		}
-		runtime.UnlockOSThread()
-		done <- fnErr
-	}()
-	return <-done
+		return fn()
+	})
 }
 
 // MountedAt reports whether anything is mounted at path in this mount

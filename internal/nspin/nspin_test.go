@@ -195,3 +195,57 @@ func TestUnescapeMountinfo(t *testing.T) {
 		}
 	}
 }
+
+// No thread of ours may stay in a namespace after Pin or Run: it would keep
+// an unpinned namespace (and, for net, the pod's veth) alive. Go parks
+// rather than ends the main thread, so this once failed on the first pin.
+func TestNoThreadKeepsNamespace(t *testing.T) {
+	requireRoot(t)
+	root := t.TempDir()
+	for i := range 20 {
+		dir := filepath.Join(root, fmt.Sprint(i))
+		paths, err := Pin(dir, []Kind{Net, UTS, IPC}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pinned := map[string]bool{}
+		for k, p := range paths {
+			if err := Run(p, k, func() error { pinned[threadNS(t, k)] = true; return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := Unpin(dir, Net, UTS, IPC); err != nil {
+			t.Fatal(err)
+		}
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, task := range tasks {
+			for _, k := range []Kind{Net, UTS, IPC} {
+				link, err := os.Readlink(filepath.Join("/proc/self/task", task.Name(), "ns", string(k)))
+				if err == nil && pinned[link] {
+					t.Fatalf("pin %d: thread %s is still in %s", i, task.Name(), link)
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkPinUnpin measures pinning a pod's net, uts and ipc namespaces and
+// releasing them again.
+func BenchmarkPinUnpin(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	dir := b.TempDir()
+	kinds := []Kind{Net, UTS, IPC}
+	for b.Loop() {
+		if _, err := Pin(dir, kinds, nil); err != nil {
+			b.Fatal(err)
+		}
+		if err := Unpin(dir, kinds...); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
