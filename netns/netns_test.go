@@ -265,7 +265,16 @@ func TestTwoPodsOnDefaultBridge(t *testing.T) {
 		t.Errorf("no iptables rules mention the pods:\n%s", dump)
 	}
 
-	// Teardown from a fresh Manager, as after a daemon restart, and twice.
+	// Teardown from a fresh Manager, as after a daemon restart, and twice;
+	// meanwhile another network was configured, which must not matter: DEL
+	// runs with the configuration the pods were attached with.
+	if err := os.MkdirAll(tn.cfg.ConfDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	other := `{"cniVersion":"1.0.0","name":"other","plugins":[{"type":"ptp","ipam":{"type":"host-local","subnet":"10.254.254.0/24"}}]}`
+	if err := os.WriteFile(filepath.Join(tn.cfg.ConfDir, "00-other.conflist"), []byte(other), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	restarted := newManager(t, tn.cfg)
 	for _, pod := range pods {
 		for range 2 {
