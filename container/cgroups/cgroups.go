@@ -1,0 +1,465 @@
+// Package cgroups places containers in control groups and applies their
+// linux.resources, on cgroup v1 (one hierarchy per controller, as on hosts
+// booted with the legacy or hybrid layout) and on cgroup v2 (one unified
+// hierarchy).
+//
+// Paths are the ones kubelet hands to a runtime: cgroupfs-style
+// ("/kubepods/burstable/pod123/ctr"), or a systemd triple
+// ("kubepods-burstable-pod123.slice:cri-mini:ctr") when the driver is
+// "systemd". Either way a path is relative to the root of each hierarchy,
+// not to the cgroup the runtime itself runs in: kubelet sizes the kubepods
+// tree from the root, and a runtime running inside its own cgroup (as this
+// one may, e.g. memory:/process_api/...) must not nest pods below itself.
+// Without systemd as PID 1 the systemd driver only converts names; the
+// cgroups are made directly in cgroupfs, where systemd would put them.
+package cgroups
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+)
+
+// DefaultRoot is where cgroup file systems are mounted.
+const DefaultRoot = "/sys/fs/cgroup"
+
+// Manager creates, fills, limits, inspects and removes cgroups. Every path
+// argument is in the driver's syntax (see the package doc).
+type Manager interface {
+	// Create makes the cgroup (in every hierarchy on v1) and applies r,
+	// which may be nil. A failure removes what it created.
+	Create(path string, r *specs.LinuxResources) error
+	// Apply moves process pid (all its threads) into the cgroup.
+	Apply(path string, pid int) error
+	// Update applies r to an existing cgroup; unset fields stay as they are.
+	Update(path string, r *specs.LinuxResources) error
+	Stats(path string) (*Stats, error)
+	// Freeze stops every process in the cgroup and its descendants, and
+	// returns once they are frozen; Thaw lets them run again.
+	Freeze(path string) error
+	Thaw(path string) error
+	// Pids lists the processes directly in the cgroup.
+	Pids(path string) ([]int, error)
+	// KillAll sends SIGKILL to every process in the cgroup and below.
+	KillAll(path string) error
+	// OOMKills counts the processes the kernel's OOM killer killed in the
+	// cgroup because of its memory limit.
+	OOMKills(path string) (uint64, error)
+	// Destroy kills what still runs, waits for it to exit, and removes the
+	// cgroup and its descendants from every hierarchy. A cgroup that does
+	// not exist is not an error.
+	Destroy(path string) error
+	// Path converts a driver path into the cgroupfs path below each
+	// hierarchy's root ("/kubepods/pod1/ctr").
+	Path(path string) (string, error)
+	// Version is 1 or 2.
+	Version() int
+}
+
+// Stats is what kubelet's container and pod statistics need.
+type Stats struct {
+	CPU    CPUStats
+	Memory MemoryStats
+	Pids   PidsStats
+}
+
+// CPUStats: cumulative CPU time.
+type CPUStats struct {
+	UsageNanos       uint64
+	UserNanos        uint64
+	SystemNanos      uint64
+	ThrottledPeriods uint64
+	ThrottledNanos   uint64
+}
+
+// MemoryStats in bytes (faults in events). WorkingSet is usage minus
+// inactive file pages, the figure kubelet evicts and reports on.
+type MemoryStats struct {
+	Usage           uint64
+	WorkingSet      uint64
+	RSS             uint64
+	Cache           uint64
+	Limit           uint64 // 0 when unlimited
+	PageFaults      uint64
+	MajorPageFaults uint64
+	OOMKills        uint64
+}
+
+// PidsStats: tasks in the cgroup and its limit (0 when unlimited).
+type PidsStats struct {
+	Current uint64
+	Limit   uint64
+}
+
+// Options select the driver, the cgroup version and where cgroup file
+// systems are mounted.
+type Options struct {
+	// Driver is "cgroupfs" (also when empty) or "systemd".
+	Driver string
+	// Version is 1 or 2; 0 detects it from Root.
+	Version int
+	// Root is the mount point of the unified hierarchy (v2) or the
+	// directory holding one mount per v1 hierarchy. Default DefaultRoot.
+	Root string
+}
+
+// New returns a manager for this host's cgroups at DefaultRoot: v2 when
+// the unified hierarchy is mounted there, v1 otherwise.
+func New(driver string) (Manager, error) {
+	return Open(Options{Driver: driver})
+}
+
+// Open returns a manager as o says.
+func Open(o Options) (Manager, error) {
+	if o.Root == "" {
+		o.Root = DefaultRoot
+	}
+	var conv func(string) (string, error)
+	switch o.Driver {
+	case "", "cgroupfs":
+		conv = cgroupfsPath
+	case "systemd":
+		conv = systemdPath
+	default:
+		return nil, fmt.Errorf("cgroup driver %q: want cgroupfs or systemd: %w", o.Driver, errdefs.ErrInvalidArgument)
+	}
+	if o.Version == 0 {
+		o.Version = 1
+		if _, err := os.Stat(filepath.Join(o.Root, "cgroup.controllers")); err == nil {
+			o.Version = 2
+		}
+	}
+	switch o.Version {
+	case 1:
+		return openV1(o.Root, conv)
+	case 2:
+		if _, err := os.Stat(o.Root); err != nil {
+			return nil, fmt.Errorf("cgroup v2 root: %w", err)
+		}
+		return &v2{root: o.Root, conv: conv}, nil
+	}
+	return nil, fmt.Errorf("cgroup version %d: %w", o.Version, errdefs.ErrInvalidArgument)
+}
+
+// cgroupfsPath checks and cleans a cgroupfs path. The root itself is
+// refused: nothing here may limit, kill or remove the whole machine.
+func cgroupfsPath(p string) (string, error) {
+	if p == "" || strings.ContainsRune(p, 0) {
+		return "", fmt.Errorf("cgroup path %q: %w", p, errdefs.ErrInvalidArgument)
+	}
+	for _, part := range strings.Split(p, "/") {
+		if part == ".." {
+			return "", fmt.Errorf("cgroup path %q must not contain '..': %w", p, errdefs.ErrInvalidArgument)
+		}
+	}
+	clean := filepath.Clean("/" + p)
+	if clean == "/" {
+		return "", fmt.Errorf("cgroup path %q is the root cgroup: %w", p, errdefs.ErrInvalidArgument)
+	}
+	return clean, nil
+}
+
+// systemdPath converts "parent.slice:prefix:name" into the cgroupfs path
+// systemd would give that unit: the slice expanded along its dashes, then
+// "prefix-name.scope" (or name itself when it is a slice). A lone slice
+// name is accepted too.
+func systemdPath(p string) (string, error) {
+	parts := strings.Split(p, ":")
+	var dir, unit string
+	switch len(parts) {
+	case 1:
+		dir = p
+	case 3:
+		dir, unit = parts[0], parts[2]
+		if unit == "" {
+			return "", fmt.Errorf("systemd cgroup %q: no unit name: %w", p, errdefs.ErrInvalidArgument)
+		}
+		if parts[1] != "" && !strings.HasSuffix(unit, ".slice") {
+			unit = parts[1] + "-" + unit + ".scope"
+		}
+		if strings.ContainsAny(unit, "/") {
+			return "", fmt.Errorf("systemd cgroup %q: bad unit name: %w", p, errdefs.ErrInvalidArgument)
+		}
+	default:
+		return "", fmt.Errorf("systemd cgroup %q: want slice:prefix:name: %w", p, errdefs.ErrInvalidArgument)
+	}
+	if dir == "" {
+		dir = "-.slice"
+	}
+	expanded, err := expandSlice(dir)
+	if err != nil {
+		return "", fmt.Errorf("systemd cgroup %q: %w", p, err)
+	}
+	return cgroupfsPath(filepath.Join(expanded, unit))
+}
+
+// expandSlice: "a-b-c.slice" lives at /a.slice/a-b.slice/a-b-c.slice.
+func expandSlice(slice string) (string, error) {
+	name, ok := strings.CutSuffix(slice, ".slice")
+	if !ok || strings.Contains(name, "/") || name == "" {
+		return "", fmt.Errorf("%q is not a slice name: %w", slice, errdefs.ErrInvalidArgument)
+	}
+	if name == "-" {
+		return "/", nil
+	}
+	var path, prefix strings.Builder
+	for i, part := range strings.Split(name, "-") {
+		if part == "" {
+			return "", fmt.Errorf("slice %q has an empty component: %w", slice, errdefs.ErrInvalidArgument)
+		}
+		if i > 0 {
+			prefix.WriteByte('-')
+		}
+		prefix.WriteString(part)
+		path.WriteString("/" + prefix.String() + ".slice")
+	}
+	return path.String(), nil
+}
+
+// SharesToWeight converts v1 cpu.shares (2..262144) to v2 cpu.weight
+// (1..10000) on the same linear scale as runc and the kernel docs; 0 stays
+// 0 (unset).
+func SharesToWeight(shares uint64) uint64 {
+	if shares == 0 {
+		return 0
+	}
+	shares = min(max(shares, 2), 262144)
+	return 1 + ((shares-2)*9999)/262142
+}
+
+// WeightToShares is the inverse of SharesToWeight (rounded up, so that
+// converting back gives the same weight).
+func WeightToShares(weight uint64) uint64 {
+	if weight == 0 {
+		return 0
+	}
+	weight = min(max(weight, 1), 10000)
+	return 2 + ((weight-1)*262142+9998)/9999
+}
+
+// writeFile writes one value to a cgroup control file. Bad values come
+// back as ErrInvalidArgument naming the file.
+func writeFile(dir, file, value string) error {
+	path := filepath.Join(dir, file)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return fmt.Errorf("write %q to %s: %w", value, path, err)
+	}
+	_, err = f.WriteString(value)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ERANGE) {
+		return fmt.Errorf("write %q to %s: %w: %w", value, path, err, errdefs.ErrInvalidArgument)
+	}
+	if err != nil {
+		return fmt.Errorf("write %q to %s: %w", value, path, err)
+	}
+	return nil
+}
+
+func readFile(dir, file string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, file))
+	return string(bytes.TrimSpace(b)), err
+}
+
+func readUint(dir, file string) (uint64, error) {
+	s, err := readFile(dir, file)
+	if err != nil {
+		return 0, err
+	}
+	if s == "max" {
+		return 0, nil
+	}
+	return strconv.ParseUint(s, 10, 64)
+}
+
+// readKeyed parses "key value" lines (memory.stat, cpu.stat, *.events).
+func readKeyed(dir, file string) (map[string]uint64, error) {
+	b, err := os.ReadFile(filepath.Join(dir, file))
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]uint64{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
+			m[k] = n
+		}
+	}
+	return m, nil
+}
+
+// readPids reads cgroup.procs of one cgroup directory.
+func readPids(dir string) ([]int, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// subtreePids lists the processes in dir and every cgroup below it.
+func subtreePids(dir string) ([]int, error) {
+	var all []int
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		pids, err := readPids(p)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		all = append(all, pids...)
+		return nil
+	})
+	return all, err
+}
+
+// removeTree removes the cgroup dir and its descendants, deepest first.
+// Missing directories are fine; a cgroup that stays busy (its last
+// processes still exiting) is retried for a while.
+func removeTree(dir string) error {
+	var dirs []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		err := retry(func() error {
+			err := unix.Rmdir(dirs[i])
+			if err == unix.ENOENT {
+				return nil
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("remove cgroup %s: %w", dirs[i], err)
+		}
+	}
+	return nil
+}
+
+// waitTimeout bounds how long Freeze and Destroy wait for the kernel.
+const waitTimeout = 10 * time.Second
+
+// retry calls f until it succeeds or waitTimeout passes, backing off from
+// a millisecond to 100ms.
+func retry(f func() error) error {
+	deadline := time.Now().Add(waitTimeout)
+	delay := time.Millisecond
+	for {
+		err := f()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(delay)
+		delay = min(2*delay, 100*time.Millisecond)
+	}
+}
+
+// mkdirPath creates cgroup p below base one level at a time, calling each
+// (when not nil) on every level, and returns the directories it made. On
+// error it removes those again.
+func mkdirPath(base, p string, each func(dir string) error) ([]string, error) {
+	var created []string
+	cur := base
+	for _, part := range strings.Split(p[1:], "/") {
+		cur = filepath.Join(cur, part)
+		err := unix.Mkdir(cur, 0o755)
+		switch {
+		case err == nil:
+			created = append(created, cur)
+		case err != unix.EEXIST:
+			removeAll(created)
+			return nil, fmt.Errorf("create cgroup %s: %w", cur, err)
+		}
+		if each != nil {
+			if err := each(cur); err != nil {
+				removeAll(created)
+				return nil, err
+			}
+		}
+	}
+	return created, nil
+}
+
+// removeAll removes directories made by mkdirPath, deepest first.
+func removeAll(dirs []string) {
+	for i := len(dirs) - 1; i >= 0; i-- {
+		_ = unix.Rmdir(dirs[i])
+	}
+}
+
+// waitEmpty waits until list finds no process, killing again whatever
+// it finds (one may have been moved in meanwhile).
+func waitEmpty(path string, list func() ([]int, error)) error {
+	return retry(func() error {
+		pids, err := list()
+		if err == nil && len(pids) > 0 {
+			_ = killPids(pids)
+			err = fmt.Errorf("cgroup %s still has processes %v: %w", path, pids, errdefs.ErrDeadlineExceeded)
+		}
+		return err
+	})
+}
+
+// killPids sends SIGKILL to every pid; ones already gone are fine.
+func killPids(pids []int) error {
+	for _, pid := range pids {
+		if err := unix.Kill(pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
+			return fmt.Errorf("kill %d: %w", pid, err)
+		}
+	}
+	return nil
+}
+
+// hugepageFile turns an OCI page size ("2MB", "1GB", "64KB") into the
+// infix of the kernel's hugetlb files.
+func hugepageFile(size string) (string, error) {
+	if len(size) < 3 || !strings.HasSuffix(size, "B") {
+		return "", fmt.Errorf("hugepage size %q: %w", size, errdefs.ErrInvalidArgument)
+	}
+	if _, err := strconv.ParseUint(size[:len(size)-2], 10, 32); err != nil || !strings.ContainsAny(size[len(size)-2:], "KMG") {
+		return "", fmt.Errorf("hugepage size %q: %w", size, errdefs.ErrInvalidArgument)
+	}
+	return "hugetlb." + size, nil
+}

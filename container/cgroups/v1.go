@@ -1,0 +1,501 @@
+package cgroups
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+)
+
+// v1 manages a cgroup as one directory per mounted hierarchy.
+type v1 struct {
+	conv func(string) (string, error)
+	// hierarchies are the distinct mount points (co-mounted controllers
+	// such as cpu,cpuacct share one).
+	hierarchies []string
+	// mounts maps a controller name to its hierarchy.
+	mounts map[string]string
+}
+
+func openV1(root string, conv func(string) (string, error)) (*v1, error) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return nil, fmt.Errorf("cgroup v1 root: %w", err)
+	}
+	m := &v1{conv: conv, mounts: map[string]string{}}
+	for _, e := range entries {
+		dir, err := filepath.EvalSymlinks(filepath.Join(root, e.Name()))
+		if err != nil {
+			continue
+		}
+		var st unix.Statfs_t
+		if unix.Statfs(dir, &st) != nil || st.Type != unix.CGROUP_SUPER_MAGIC {
+			continue // the unified mount of a hybrid host, or not a cgroup
+		}
+		for _, c := range strings.Split(e.Name(), ",") {
+			m.mounts[c] = dir
+		}
+		if !slices.Contains(m.hierarchies, dir) {
+			m.hierarchies = append(m.hierarchies, dir)
+		}
+	}
+	if len(m.hierarchies) == 0 {
+		return nil, fmt.Errorf("no cgroup v1 hierarchy mounted below %s: %w", root, errdefs.ErrFailedPrecondition)
+	}
+	return m, nil
+}
+
+func (m *v1) Version() int { return 1 }
+
+func (m *v1) Path(path string) (string, error) { return m.conv(path) }
+
+// dir is the cgroup's directory in the hierarchy of controller.
+func (m *v1) dir(controller, p string) (string, bool) {
+	h, ok := m.mounts[controller]
+	return filepath.Join(h, p), ok
+}
+
+func (m *v1) Create(path string, r *specs.LinuxResources) error {
+	p, err := m.conv(path)
+	if err != nil {
+		return err
+	}
+	var created []string
+	for _, h := range m.hierarchies {
+		var seed func(string) error
+		if h == m.mounts["cpuset"] {
+			seed = seedCpuset
+		}
+		made, err := mkdirPath(h, p, seed)
+		if err != nil {
+			removeAll(created)
+			return err
+		}
+		created = append(created, made...)
+	}
+	if err := m.Update(path, r); err != nil {
+		removeAll(created)
+		return err
+	}
+	return nil
+}
+
+// seedCpuset copies the parent's cpus and mems into a new v1 cpuset
+// cgroup: they start empty, and no process may join an empty cpuset.
+func seedCpuset(dir string) error {
+	for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+		cur, err := readFile(dir, f)
+		if err != nil {
+			return fmt.Errorf("read %s/%s: %w", dir, f, err)
+		}
+		if cur != "" {
+			continue
+		}
+		parent, err := readFile(filepath.Dir(dir), f)
+		if err != nil {
+			return fmt.Errorf("read parent %s: %w", f, err)
+		}
+		if err := writeFile(dir, f, parent); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *v1) Apply(path string, pid int) error {
+	p, err := m.conv(path)
+	if err != nil {
+		return err
+	}
+	for _, h := range m.hierarchies {
+		if err := writeFile(filepath.Join(h, p), "cgroup.procs", strconv.Itoa(pid)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *v1) Update(path string, r *specs.LinuxResources) error {
+	p, err := m.conv(path)
+	if err != nil || r == nil {
+		return err
+	}
+	if len(r.Unified) > 0 {
+		return fmt.Errorf("unified (cgroup v2) resources on a cgroup v1 host: %w", errdefs.ErrInvalidArgument)
+	}
+	// need returns the controller's directory or says it is missing.
+	need := func(controller string) (string, error) {
+		d, ok := m.dir(controller, p)
+		if !ok {
+			return "", fmt.Errorf("the %s cgroup controller is not mounted: %w", controller, errdefs.ErrFailedPrecondition)
+		}
+		return d, nil
+	}
+	if c := r.CPU; c != nil {
+		var writes []kv
+		if c.Shares != nil && *c.Shares != 0 {
+			writes = append(writes, kv{"cpu.shares", strconv.FormatUint(*c.Shares, 10)})
+		}
+		if c.Period != nil && *c.Period != 0 {
+			writes = append(writes, kv{"cpu.cfs_period_us", strconv.FormatUint(*c.Period, 10)})
+		}
+		if c.Quota != nil && *c.Quota != 0 {
+			writes = append(writes, kv{"cpu.cfs_quota_us", strconv.FormatInt(*c.Quota, 10)})
+		}
+		if c.RealtimePeriod != nil && *c.RealtimePeriod != 0 {
+			writes = append(writes, kv{"cpu.rt_period_us", strconv.FormatUint(*c.RealtimePeriod, 10)})
+		}
+		if c.RealtimeRuntime != nil && *c.RealtimeRuntime != 0 {
+			writes = append(writes, kv{"cpu.rt_runtime_us", strconv.FormatInt(*c.RealtimeRuntime, 10)})
+		}
+		if len(writes) > 0 {
+			d, err := need("cpu")
+			if err != nil {
+				return err
+			}
+			if err := writeAll(d, writes); err != nil {
+				return err
+			}
+		}
+		var sets []kv
+		if c.Cpus != "" {
+			sets = append(sets, kv{"cpuset.cpus", c.Cpus})
+		}
+		if c.Mems != "" {
+			sets = append(sets, kv{"cpuset.mems", c.Mems})
+		}
+		if len(sets) > 0 {
+			d, err := need("cpuset")
+			if err != nil {
+				return err
+			}
+			if err := writeAll(d, sets); err != nil {
+				return err
+			}
+		}
+	}
+	if mem := r.Memory; mem != nil {
+		d, err := need("memory")
+		if err != nil {
+			return err
+		}
+		if err := m.memory(d, mem); err != nil {
+			return err
+		}
+	}
+	if r.Pids != nil && r.Pids.Limit != nil && *r.Pids.Limit != 0 {
+		d, err := need("pids")
+		if err != nil {
+			return err
+		}
+		if err := writeFile(d, "pids.max", pidsMax(*r.Pids.Limit)); err != nil {
+			return err
+		}
+	}
+	if len(r.HugepageLimits) > 0 {
+		d, ok := m.dir("hugetlb", p)
+		for _, h := range r.HugepageLimits {
+			f, err := hugepageFile(h.Pagesize)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				// kubelet sends a limit for every page size it knows;
+				// without the controller none can be used either.
+				klog.V(2).InfoS("Hugetlb controller not mounted, limit ignored", "cgroup", p, "pagesize", h.Pagesize)
+				continue
+			}
+			if err := writeFile(d, f+".limit_in_bytes", strconv.FormatUint(h.Limit, 10)); err != nil {
+				return err
+			}
+		}
+	}
+	if len(r.Devices) > 0 {
+		d, err := need("devices")
+		if err != nil {
+			return err
+		}
+		for _, dev := range r.Devices {
+			file := "devices.deny"
+			if dev.Allow {
+				file = "devices.allow"
+			}
+			if err := writeFile(d, file, deviceRule(dev)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+type kv struct{ file, value string }
+
+func writeAll(dir string, writes []kv) error {
+	for _, w := range writes {
+		if err := writeFile(dir, w.file, w.value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func pidsMax(limit int64) string {
+	if limit < 0 {
+		return "max"
+	}
+	return strconv.FormatInt(limit, 10)
+}
+
+// deviceRule formats a v1 devices.allow/deny line ("c 1:3 rwm").
+func deviceRule(d specs.LinuxDeviceCgroup) string {
+	num := func(n *int64) string {
+		if n == nil || *n < 0 {
+			return "*"
+		}
+		return strconv.FormatInt(*n, 10)
+	}
+	typ, access := d.Type, d.Access
+	if typ == "" {
+		typ = "a"
+	}
+	if access == "" {
+		access = "rwm"
+	}
+	return fmt.Sprintf("%s %s:%s %s", typ, num(d.Major), num(d.Minor), access)
+}
+
+// memory applies memory settings. OCI's swap is memory plus swap, which is
+// v1's memsw; the kernel insists memsw >= limit at every moment, so the
+// order of the two writes depends on whether the limit grows.
+func (m *v1) memory(d string, mem *specs.LinuxMemory) error {
+	_, err := os.Stat(filepath.Join(d, "memory.memsw.limit_in_bytes"))
+	hasMemsw := err == nil
+	swap := mem.Swap != nil && *mem.Swap != 0
+	if swap && !hasMemsw {
+		klog.V(2).InfoS("Swap accounting is off, memory+swap limit ignored", "cgroup", d, "swap", *mem.Swap)
+		swap = false
+	}
+	var writes []kv
+	if mem.Limit != nil && *mem.Limit != 0 {
+		writes = append(writes, kv{"memory.limit_in_bytes", strconv.FormatInt(*mem.Limit, 10)})
+	}
+	if swap {
+		w := kv{"memory.memsw.limit_in_bytes", strconv.FormatInt(*mem.Swap, 10)}
+		cur, err := readUint(d, "memory.memsw.limit_in_bytes")
+		if err != nil {
+			return fmt.Errorf("read memsw limit: %w", err)
+		}
+		if *mem.Swap < 0 || uint64(*mem.Swap) > cur {
+			writes = append([]kv{w}, writes...)
+		} else {
+			writes = append(writes, w)
+		}
+	}
+	if mem.Reservation != nil && *mem.Reservation != 0 {
+		writes = append(writes, kv{"memory.soft_limit_in_bytes", strconv.FormatInt(*mem.Reservation, 10)})
+	}
+	if mem.Swappiness != nil {
+		writes = append(writes, kv{"memory.swappiness", strconv.FormatUint(*mem.Swappiness, 10)})
+	}
+	if mem.DisableOOMKiller != nil && *mem.DisableOOMKiller {
+		writes = append(writes, kv{"memory.oom_control", "1"})
+	}
+	return writeAll(d, writes)
+}
+
+func (m *v1) Stats(path string) (*Stats, error) {
+	p, err := m.conv(path)
+	if err != nil {
+		return nil, err
+	}
+	s := &Stats{}
+	if d, ok := m.dir("cpuacct", p); ok {
+		if s.CPU.UsageNanos, err = readUint(d, "cpuacct.usage"); err != nil {
+			return nil, notFound(path, err)
+		}
+		s.CPU.UserNanos, _ = readUint(d, "cpuacct.usage_user")
+		s.CPU.SystemNanos, _ = readUint(d, "cpuacct.usage_sys")
+	}
+	if d, ok := m.dir("cpu", p); ok {
+		if st, err := readKeyed(d, "cpu.stat"); err == nil {
+			s.CPU.ThrottledPeriods, s.CPU.ThrottledNanos = st["nr_throttled"], st["throttled_time"]
+		}
+	}
+	if d, ok := m.dir("memory", p); ok {
+		if s.Memory.Usage, err = readUint(d, "memory.usage_in_bytes"); err != nil {
+			return nil, notFound(path, err)
+		}
+		if limit, err := readUint(d, "memory.limit_in_bytes"); err == nil && limit < 1<<62 {
+			s.Memory.Limit = limit
+		}
+		st, err := readKeyed(d, "memory.stat")
+		if err != nil {
+			return nil, err
+		}
+		s.Memory.RSS, s.Memory.Cache = st["total_rss"], st["total_cache"]
+		s.Memory.PageFaults, s.Memory.MajorPageFaults = st["total_pgfault"], st["total_pgmajfault"]
+		s.Memory.WorkingSet = workingSet(s.Memory.Usage, st["total_inactive_file"])
+		if oom, err := readKeyed(d, "memory.oom_control"); err == nil {
+			s.Memory.OOMKills = oom["oom_kill"]
+		}
+	}
+	if d, ok := m.dir("pids", p); ok {
+		if s.Pids.Current, err = readUint(d, "pids.current"); err != nil {
+			return nil, notFound(path, err)
+		}
+		s.Pids.Limit, _ = readUint(d, "pids.max")
+	}
+	return s, nil
+}
+
+func workingSet(usage, inactiveFile uint64) uint64 {
+	if inactiveFile > usage {
+		return 0
+	}
+	return usage - inactiveFile
+}
+
+// notFound marks a missing cgroup as ErrNotFound.
+func notFound(path string, err error) error {
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("cgroup %s: %w", path, errdefs.ErrNotFound)
+	}
+	return fmt.Errorf("cgroup %s: %w", path, err)
+}
+
+func (m *v1) Freeze(path string) error { return m.setFreezer(path, "FROZEN") }
+
+func (m *v1) Thaw(path string) error { return m.setFreezer(path, "THAWED") }
+
+// setFreezer writes the state and waits for it: freezing is asynchronous
+// (FREEZING) while tasks reach a safe point; the write is repeated, as
+// that retries tasks that were busy.
+func (m *v1) setFreezer(path, state string) error {
+	p, err := m.conv(path)
+	if err != nil {
+		return err
+	}
+	d, ok := m.dir("freezer", p)
+	if !ok {
+		return fmt.Errorf("the freezer cgroup controller is not mounted: %w", errdefs.ErrFailedPrecondition)
+	}
+	return retry(func() error {
+		if err := writeFile(d, "freezer.state", state); err != nil {
+			return notFound(path, err)
+		}
+		got, err := readFile(d, "freezer.state")
+		if err != nil {
+			return err
+		}
+		if got != state {
+			return fmt.Errorf("cgroup %s is %s, not %s: %w", path, got, state, errdefs.ErrDeadlineExceeded)
+		}
+		return nil
+	})
+}
+
+func (m *v1) Pids(path string) ([]int, error) {
+	p, err := m.conv(path)
+	if err != nil {
+		return nil, err
+	}
+	h := m.hierarchies[0]
+	if d, ok := m.mounts["pids"]; ok {
+		h = d
+	}
+	pids, err := readPids(filepath.Join(h, p))
+	if err != nil {
+		return nil, notFound(path, err)
+	}
+	return pids, nil
+}
+
+// allPids is every process in the cgroup or below it, in any hierarchy (a
+// process half-way through Apply may be in only some).
+func (m *v1) allPids(p string) ([]int, error) {
+	var all []int
+	for _, h := range m.hierarchies {
+		pids, err := subtreePids(filepath.Join(h, p))
+		if err != nil {
+			return nil, err
+		}
+		for _, pid := range pids {
+			if !slices.Contains(all, pid) {
+				all = append(all, pid)
+			}
+		}
+	}
+	return all, nil
+}
+
+// KillAll freezes the cgroup so nothing can fork meanwhile, kills every
+// process in it and below, and thaws it so the kills take effect.
+func (m *v1) KillAll(path string) error {
+	p, err := m.conv(path)
+	if err != nil {
+		return err
+	}
+	frozen := false
+	if d, ok := m.dir("freezer", p); ok {
+		if _, err := os.Stat(d); err == nil {
+			if err := m.Freeze(path); err != nil {
+				return err
+			}
+			frozen = true
+		}
+	}
+	pids, err := m.allPids(p)
+	if err == nil {
+		err = killPids(pids)
+	}
+	if frozen {
+		if terr := m.Thaw(path); err == nil {
+			err = terr
+		}
+	}
+	return err
+}
+
+func (m *v1) OOMKills(path string) (uint64, error) {
+	p, err := m.conv(path)
+	if err != nil {
+		return 0, err
+	}
+	d, ok := m.dir("memory", p)
+	if !ok {
+		return 0, fmt.Errorf("the memory cgroup controller is not mounted: %w", errdefs.ErrFailedPrecondition)
+	}
+	st, err := readKeyed(d, "memory.oom_control")
+	if err != nil {
+		return 0, notFound(path, err)
+	}
+	return st["oom_kill"], nil
+}
+
+func (m *v1) Destroy(path string) error {
+	p, err := m.conv(path)
+	if err != nil {
+		return err
+	}
+	if err := m.KillAll(path); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		return err
+	}
+	if err := waitEmpty(path, func() ([]int, error) { return m.allPids(p) }); err != nil {
+		return err
+	}
+	for _, h := range m.hierarchies {
+		if err := removeTree(filepath.Join(h, p)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

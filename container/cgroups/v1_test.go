@@ -1,0 +1,255 @@
+package cgroups
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+)
+
+func v1Manager(t *testing.T, driver string) *v1 {
+	t.Helper()
+	m, err := Open(Options{Driver: driver, Version: 1})
+	if err != nil {
+		t.Skipf("no cgroup v1 on this host: %v", err)
+	}
+	return m.(*v1)
+}
+
+// create makes the cgroup and removes it (checking that it is gone from
+// every hierarchy) when the test ends.
+func create(t *testing.T, m Manager, path string, r *specs.LinuxResources) {
+	t.Helper()
+	if err := m.Create(path, r); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := m.Destroy(path); err != nil {
+			t.Errorf("destroy: %v", err)
+		}
+		p, _ := m.Path(path)
+		top := "/" + strings.Split(p, "/")[1]
+		if err := cgroupfsManager(m).Destroy(top); err != nil {
+			t.Errorf("destroy %s: %v", top, err)
+		}
+		if v, ok := m.(*v1); ok {
+			for _, h := range v.hierarchies {
+				if _, err := os.Stat(filepath.Join(h, p)); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s still exists after Destroy", filepath.Join(h, p))
+				}
+			}
+		}
+	})
+}
+
+func TestV1MemoryLimitKillsHog(t *testing.T) {
+	m := v1Manager(t, "")
+	path := testPath(t)
+	const limit = 32 << 20
+	create(t, m, path, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr[int64](limit), Swap: ptr[int64](limit)}})
+	d, _ := m.dir("memory", mustPath(t, m, path))
+	if got := mustRead(t, d, "memory.limit_in_bytes"); got != "33554432" {
+		t.Errorf("memory.limit_in_bytes = %s", got)
+	}
+	before, err := m.OOMKills(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The string doubles until it no longer fits in 32 MiB.
+	h := startHeld(t, m, path, "a=x; while :; do a=$a$a; done")
+	h.release(t)
+	err = h.cmd.Wait()
+	if sig := signaled(err); sig != syscall.SIGKILL {
+		t.Fatalf("hog ended with %v (stderr %q), want SIGKILL", err, h.stderr.String())
+	}
+	after, err := m.OOMKills(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after != before+1 {
+		t.Errorf("oom kills %d -> %d, want one more", before, after)
+	}
+	st, err := m.Stats(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Memory.Limit != limit || st.Memory.OOMKills != after || st.Memory.PageFaults == 0 || st.CPU.UsageNanos == 0 {
+		t.Errorf("stats after the hog: %+v", st)
+	}
+}
+
+func TestV1PidsLimitStopsForkLoop(t *testing.T) {
+	m := v1Manager(t, "")
+	path := testPath(t)
+	create(t, m, path, &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: ptr[int64](8)}})
+	h := startHeld(t, m, path, "i=0; while [ $i -lt 40 ]; do sleep 60 2>/dev/null & i=$((i+1)); done; wait")
+	h.release(t)
+	err := h.cmd.Wait()
+	if !strings.Contains(h.stderr.String(), "can't fork") {
+		t.Errorf("fork loop was not stopped: %v, stderr %q", err, h.stderr.String())
+	}
+	st, err := m.Stats(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids, err := m.Pids(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Pids.Limit != 8 || st.Pids.Current > 8 || st.Pids.Current == 0 || len(pids) != int(st.Pids.Current) {
+		t.Errorf("pids stats %+v, pids %v", st.Pids, pids)
+	}
+	// The sleeps outlived their shell: Destroy must kill them.
+	if err := m.Destroy(path); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+		if err == nil && !strings.Contains(string(b), ") Z ") {
+			t.Errorf("pid %d survived Destroy: %s", pid, b)
+		}
+	}
+}
+
+func TestV1CPUAndCpuset(t *testing.T) {
+	m := v1Manager(t, "")
+	path := testPath(t)
+	r := &specs.LinuxResources{CPU: &specs.LinuxCPU{
+		Shares: ptr[uint64](512), Quota: ptr[int64](50000), Period: ptr[uint64](200000), Cpus: "0", Mems: "0",
+	}}
+	create(t, m, path, r)
+	p := mustPath(t, m, path)
+	cpu, _ := m.dir("cpu", p)
+	cpuset, _ := m.dir("cpuset", p)
+	for _, c := range []struct{ dir, file, want string }{
+		{cpu, "cpu.shares", "512"}, {cpu, "cpu.cfs_quota_us", "50000"}, {cpu, "cpu.cfs_period_us", "200000"},
+		{cpuset, "cpuset.cpus", "0"}, {cpuset, "cpuset.mems", "0"},
+	} {
+		if got := mustRead(t, c.dir, c.file); got != c.want {
+			t.Errorf("%s = %q, want %q", c.file, got, c.want)
+		}
+	}
+	// Update: unlimited quota, other cpus; untouched fields stay.
+	if err := m.Update(path, &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: ptr[int64](-1), Cpus: "0-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if q, c, s := mustRead(t, cpu, "cpu.cfs_quota_us"), mustRead(t, cpuset, "cpuset.cpus"), mustRead(t, cpu, "cpu.shares"); q != "-1" || c != "0-1" || s != "512" {
+		t.Errorf("after update: quota %s cpus %s shares %s", q, c, s)
+	}
+	h := startHeld(t, m, path, "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done")
+	h.release(t)
+	if err := h.cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := m.Stats(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.CPU.UsageNanos < 1000000 {
+		t.Errorf("cpu usage %d ns for a busy loop", st.CPU.UsageNanos)
+	}
+}
+
+func TestV1FreezeKillDestroy(t *testing.T) {
+	m := v1Manager(t, "")
+	path := testPath(t)
+	create(t, m, path, nil)
+	h := startHeld(t, m, path, "sleep 600 & wait")
+	h.release(t)
+	pid := h.cmd.Process.Pid
+	if err := m.Freeze(path); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := m.dir("freezer", mustPath(t, m, path))
+	if got := mustRead(t, d, "freezer.state"); got != "FROZEN" {
+		t.Errorf("freezer.state %s", got)
+	}
+	if err := m.Thaw(path); err != nil {
+		t.Fatal(err)
+	}
+	pids, err := m.Pids(path)
+	if err != nil || !slices.Contains(pids, pid) || len(pids) != 2 {
+		t.Errorf("Pids = %v, %v; want the shell %d and its sleep", pids, err, pid)
+	}
+	if err := m.KillAll(path); err != nil {
+		t.Fatal(err)
+	}
+	if sig := signaled(h.cmd.Wait()); sig != syscall.SIGKILL {
+		t.Errorf("shell ended by %v, want SIGKILL", sig)
+	}
+	if err := m.Destroy(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Destroy(path); err != nil {
+		t.Errorf("second Destroy: %v", err)
+	}
+	if _, err := m.Pids(path); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("Pids after Destroy: %v", err)
+	}
+}
+
+func TestV1CreateRollsBack(t *testing.T) {
+	m := v1Manager(t, "")
+	path := testPath(t)
+	err := m.Create(path, &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "64-65"}})
+	if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("impossible cpuset: %v", err)
+	}
+	err = m.Create(path, &specs.LinuxResources{Unified: map[string]string{"memory.high": "1"}})
+	if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("unified on v1: %v", err)
+	}
+	top := "/" + strings.Split(path, "/")[1]
+	for _, h := range m.hierarchies {
+		if _, err := os.Stat(filepath.Join(h, top)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("failed Create left %s", filepath.Join(h, top))
+		}
+	}
+}
+
+func TestV1DevicesAndSystemdDriver(t *testing.T) {
+	m := v1Manager(t, "systemd")
+	slice := testPrefix + "_devices.slice"
+	path := slice + ":cri-mini:ctr"
+	create(t, m, path, &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{
+		{Allow: false, Access: "rwm"},
+		{Allow: true, Type: "c", Major: ptr[int64](1), Minor: ptr[int64](3), Access: "rwm"},
+		{Allow: true, Type: "c", Major: ptr[int64](136), Access: "rw"},
+	}})
+	p := mustPath(t, m, path)
+	if p != "/"+slice+"/cri-mini-ctr.scope" {
+		t.Fatalf("systemd path %s", p)
+	}
+	d, _ := m.dir("devices", p)
+	if got := mustRead(t, d, "devices.list"); got != "c 1:3 rwm\nc 136:* rw" {
+		t.Errorf("devices.list = %q", got)
+	}
+}
+
+// cgroupfsManager is m with the cgroupfs driver, to clean up by path.
+func cgroupfsManager(m Manager) Manager {
+	switch m := m.(type) {
+	case *v1:
+		return &v1{conv: cgroupfsPath, hierarchies: m.hierarchies, mounts: m.mounts}
+	case *v2:
+		return &v2{root: m.root, conv: cgroupfsPath}
+	}
+	return m
+}
+
+func mustPath(t *testing.T, m Manager, path string) string {
+	t.Helper()
+	p, err := m.Path(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -1,0 +1,352 @@
+package cgroups
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"k8s.io/klog/v2"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+)
+
+// v2 manages cgroups in the unified hierarchy mounted at root.
+type v2 struct {
+	root string
+	conv func(string) (string, error)
+}
+
+func (m *v2) Version() int { return 2 }
+
+func (m *v2) Path(path string) (string, error) { return m.conv(path) }
+
+// dir converts and joins, and reports a missing cgroup as ErrNotFound.
+func (m *v2) dir(path string) (string, error) {
+	p, err := m.conv(path)
+	if err != nil {
+		return "", err
+	}
+	d := filepath.Join(m.root, p)
+	if _, err := os.Stat(d); err != nil {
+		return "", notFound(path, err)
+	}
+	return d, nil
+}
+
+func (m *v2) Create(path string, r *specs.LinuxResources) error {
+	p, err := m.conv(path)
+	if err != nil {
+		return err
+	}
+	created, err := mkdirPath(m.root, p, nil)
+	if err != nil {
+		return err
+	}
+	if err := m.Update(path, r); err != nil {
+		removeAll(created)
+		return err
+	}
+	return nil
+}
+
+// enable turns the controllers on in cgroup.subtree_control of every
+// ancestor of p, so that p gets their files. Controllers the hierarchy
+// does not offer are an error, except hugetlb (see Update).
+func (m *v2) enable(p string, controllers []string) ([]string, error) {
+	if len(controllers) == 0 {
+		return nil, nil
+	}
+	avail, err := readFile(m.root, "cgroup.controllers")
+	if err != nil {
+		return nil, fmt.Errorf("read root cgroup.controllers: %w", err)
+	}
+	var use []string
+	for _, c := range controllers {
+		switch {
+		case slices.Contains(strings.Fields(avail), c):
+			use = append(use, c)
+		case c == "hugetlb":
+		default:
+			return nil, fmt.Errorf("the %s controller is not available in the cgroup v2 hierarchy at %s (it offers %q): %w",
+				c, m.root, avail, errdefs.ErrFailedPrecondition)
+		}
+	}
+	dir := m.root
+	for _, part := range strings.Split(p[1:], "/") {
+		enabled, err := readFile(dir, "cgroup.subtree_control")
+		if err != nil {
+			return nil, fmt.Errorf("read %s/cgroup.subtree_control: %w", dir, err)
+		}
+		var add []string
+		for _, c := range use {
+			if !slices.Contains(strings.Fields(enabled), c) {
+				add = append(add, "+"+c)
+			}
+		}
+		if len(add) > 0 {
+			if err := writeFile(dir, "cgroup.subtree_control", strings.Join(add, " ")); err != nil {
+				return nil, err
+			}
+		}
+		dir = filepath.Join(dir, part)
+	}
+	return use, nil
+}
+
+func (m *v2) Apply(path string, pid int) error {
+	d, err := m.dir(path)
+	if err != nil {
+		return err
+	}
+	return writeFile(d, "cgroup.procs", strconv.Itoa(pid))
+}
+
+func (m *v2) Update(path string, r *specs.LinuxResources) error {
+	p, err := m.conv(path)
+	if err != nil || r == nil {
+		return err
+	}
+	d, err := m.dir(path)
+	if err != nil {
+		return err
+	}
+	writes, err := m.v2Writes(d, r)
+	if err != nil {
+		return err
+	}
+	var controllers []string
+	for _, w := range writes {
+		c, _, _ := strings.Cut(w.file, ".")
+		if !slices.Contains(controllers, c) {
+			controllers = append(controllers, c)
+		}
+	}
+	enabled, err := m.enable(p, controllers)
+	if err != nil {
+		return err
+	}
+	for _, w := range writes {
+		c, _, _ := strings.Cut(w.file, ".")
+		if !slices.Contains(enabled, c) {
+			// Only hugetlb may be absent: kubelet sends a limit for every
+			// page size it knows of, whether the host can enforce it or not.
+			klog.V(2).InfoS("Hugetlb controller not available, limit ignored", "cgroup", p, "file", w.file)
+			continue
+		}
+		if err := writeFile(d, w.file, w.value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// v2Writes translates OCI resources (v1 terms) and the unified map into
+// v2 file writes. Unified keys come last, so they override conversions.
+func (m *v2) v2Writes(d string, r *specs.LinuxResources) ([]kv, error) {
+	var writes []kv
+	if c := r.CPU; c != nil {
+		if c.Shares != nil && *c.Shares != 0 {
+			writes = append(writes, kv{"cpu.weight", strconv.FormatUint(SharesToWeight(*c.Shares), 10)})
+		}
+		if (c.Quota != nil && *c.Quota != 0) || (c.Period != nil && *c.Period != 0) {
+			quota, period := "max", "100000"
+			if cur, err := readFile(d, "cpu.max"); err == nil {
+				if f := strings.Fields(cur); len(f) == 2 {
+					quota, period = f[0], f[1]
+				}
+			}
+			if c.Quota != nil && *c.Quota > 0 {
+				quota = strconv.FormatInt(*c.Quota, 10)
+			} else if c.Quota != nil && *c.Quota < 0 {
+				quota = "max"
+			}
+			if c.Period != nil && *c.Period != 0 {
+				period = strconv.FormatUint(*c.Period, 10)
+			}
+			writes = append(writes, kv{"cpu.max", quota + " " + period})
+		}
+		if c.Cpus != "" {
+			writes = append(writes, kv{"cpuset.cpus", c.Cpus})
+		}
+		if c.Mems != "" {
+			writes = append(writes, kv{"cpuset.mems", c.Mems})
+		}
+	}
+	if mem := r.Memory; mem != nil {
+		if mem.Limit != nil && *mem.Limit != 0 {
+			writes = append(writes, kv{"memory.max", limitValue(*mem.Limit)})
+		}
+		if mem.Swap != nil && *mem.Swap != 0 {
+			// OCI's swap counts memory plus swap; v2 limits swap alone.
+			switch {
+			case *mem.Swap < 0:
+				writes = append(writes, kv{"memory.swap.max", "max"})
+			case mem.Limit == nil || *mem.Limit <= 0 || *mem.Swap < *mem.Limit:
+				return nil, fmt.Errorf("memory+swap limit %d needs a memory limit no larger than it: %w",
+					*mem.Swap, errdefs.ErrInvalidArgument)
+			default:
+				writes = append(writes, kv{"memory.swap.max", strconv.FormatInt(*mem.Swap-*mem.Limit, 10)})
+			}
+		}
+		if mem.Reservation != nil && *mem.Reservation != 0 {
+			writes = append(writes, kv{"memory.low", limitValue(*mem.Reservation)})
+		}
+	}
+	if r.Pids != nil && r.Pids.Limit != nil && *r.Pids.Limit != 0 {
+		writes = append(writes, kv{"pids.max", pidsMax(*r.Pids.Limit)})
+	}
+	for _, h := range r.HugepageLimits {
+		f, err := hugepageFile(h.Pagesize)
+		if err != nil {
+			return nil, err
+		}
+		writes = append(writes, kv{f + ".max", strconv.FormatUint(h.Limit, 10)})
+	}
+	keys := make([]string, 0, len(r.Unified))
+	for k := range r.Unified {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		c, rest, ok := strings.Cut(k, ".")
+		if !ok || c == "" || rest == "" || c == "cgroup" || strings.ContainsAny(k, "/\x00") {
+			return nil, fmt.Errorf("unified resource %q: want a controller file such as memory.high: %w",
+				k, errdefs.ErrInvalidArgument)
+		}
+		writes = append(writes, kv{k, r.Unified[k]})
+	}
+	return writes, nil
+}
+
+func limitValue(n int64) string {
+	if n < 0 {
+		return "max"
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func (m *v2) Stats(path string) (*Stats, error) {
+	d, err := m.dir(path)
+	if err != nil {
+		return nil, err
+	}
+	s := &Stats{}
+	// Files of controllers not enabled for this cgroup are absent; their
+	// figures stay zero.
+	if st, err := readKeyed(d, "cpu.stat"); err == nil {
+		s.CPU = CPUStats{
+			UsageNanos: st["usage_usec"] * 1000, UserNanos: st["user_usec"] * 1000,
+			SystemNanos: st["system_usec"] * 1000, ThrottledPeriods: st["nr_throttled"],
+			ThrottledNanos: st["throttled_usec"] * 1000,
+		}
+	}
+	if usage, err := readUint(d, "memory.current"); err == nil {
+		s.Memory.Usage = usage
+		s.Memory.Limit, _ = readUint(d, "memory.max")
+		st, err := readKeyed(d, "memory.stat")
+		if err != nil {
+			return nil, err
+		}
+		s.Memory.RSS, s.Memory.Cache = st["anon"], st["file"]
+		s.Memory.PageFaults, s.Memory.MajorPageFaults = st["pgfault"], st["pgmajfault"]
+		s.Memory.WorkingSet = workingSet(usage, st["inactive_file"])
+		if ev, err := readKeyed(d, "memory.events"); err == nil {
+			s.Memory.OOMKills = ev["oom_kill"]
+		}
+	}
+	if cur, err := readUint(d, "pids.current"); err == nil {
+		s.Pids.Current = cur
+		s.Pids.Limit, _ = readUint(d, "pids.max")
+	}
+	return s, nil
+}
+
+func (m *v2) Freeze(path string) error { return m.setFrozen(path, "1") }
+
+func (m *v2) Thaw(path string) error { return m.setFrozen(path, "0") }
+
+// setFrozen writes cgroup.freeze and waits until cgroup.events agrees.
+func (m *v2) setFrozen(path, state string) error {
+	d, err := m.dir(path)
+	if err != nil {
+		return err
+	}
+	if err := writeFile(d, "cgroup.freeze", state); err != nil {
+		return err
+	}
+	return retry(func() error {
+		ev, err := readKeyed(d, "cgroup.events")
+		if err != nil {
+			return err
+		}
+		if strconv.FormatUint(ev["frozen"], 10) != state {
+			return fmt.Errorf("cgroup %s: frozen is %d, want %s: %w", path, ev["frozen"], state, errdefs.ErrDeadlineExceeded)
+		}
+		return nil
+	})
+}
+
+func (m *v2) Pids(path string) ([]int, error) {
+	d, err := m.dir(path)
+	if err != nil {
+		return nil, err
+	}
+	return readPids(d)
+}
+
+// KillAll uses cgroup.kill (Linux 5.14+), which kills the whole subtree
+// atomically; older kernels get freeze, kill, thaw.
+func (m *v2) KillAll(path string) error {
+	d, err := m.dir(path)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(d, "cgroup.kill")); err == nil {
+		return writeFile(d, "cgroup.kill", "1")
+	}
+	if err := m.Freeze(path); err != nil {
+		return err
+	}
+	pids, err := subtreePids(d)
+	if err == nil {
+		err = killPids(pids)
+	}
+	if terr := m.Thaw(path); err == nil {
+		err = terr
+	}
+	return err
+}
+
+func (m *v2) OOMKills(path string) (uint64, error) {
+	d, err := m.dir(path)
+	if err != nil {
+		return 0, err
+	}
+	ev, err := readKeyed(d, "memory.events")
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, fmt.Errorf("cgroup %s has no memory controller: %w", path, errdefs.ErrFailedPrecondition)
+	}
+	return ev["oom_kill"], err
+}
+
+func (m *v2) Destroy(path string) error {
+	d, err := m.dir(path)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := m.KillAll(path); err != nil {
+		return err
+	}
+	if err := waitEmpty(path, func() ([]int, error) { return subtreePids(d) }); err != nil {
+		return err
+	}
+	return removeTree(d)
+}

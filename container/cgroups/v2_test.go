@@ -1,0 +1,211 @@
+package cgroups
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+)
+
+// realV2 is the host's cgroup2 mount: /sys/fs/cgroup itself on a unified
+// host, /sys/fs/cgroup/unified on a hybrid one.
+func realV2(t *testing.T) Manager {
+	t.Helper()
+	for _, root := range []string{DefaultRoot, filepath.Join(DefaultRoot, "unified")} {
+		var st syscall.Statfs_t
+		if syscall.Statfs(root, &st) == nil && st.Type == 0x63677270 { // CGROUP2_SUPER_MAGIC
+			m, err := Open(Options{Version: 2, Root: root})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}
+	}
+	t.Skip("no cgroup2 mount")
+	return nil
+}
+
+func TestV2RealLifecycle(t *testing.T) {
+	m := realV2(t)
+	path := testPath(t)
+	create(t, m, path, nil)
+	d := filepath.Join(m.(*v2).root, mustPath(t, m, path))
+	h := startHeld(t, m, path, "sleep 600 & wait")
+	h.release(t)
+	pid := h.cmd.Process.Pid
+	if b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup"); !strings.Contains(string(b), "0::"+mustPath(t, m, path)+"\n") {
+		t.Errorf("process not in the v2 cgroup: %s", b)
+	}
+	if err := m.Freeze(path); err != nil {
+		t.Fatal(err)
+	}
+	if ev := mustRead(t, d, "cgroup.events"); !strings.Contains(ev, "frozen 1") {
+		t.Errorf("cgroup.events after Freeze: %s", ev)
+	}
+	if err := m.Thaw(path); err != nil {
+		t.Fatal(err)
+	}
+	if ev := mustRead(t, d, "cgroup.events"); !strings.Contains(ev, "frozen 0") {
+		t.Errorf("cgroup.events after Thaw: %s", ev)
+	}
+	if _, err := m.Stats(path); err != nil {
+		t.Error(err)
+	}
+	pids, err := m.Pids(path)
+	if err != nil || len(pids) == 0 || !slices.Contains(pids, pid) {
+		t.Errorf("Pids = %v, %v; want %d among them", pids, err, pid)
+	}
+	if err := m.KillAll(path); err != nil {
+		t.Fatal(err)
+	}
+	if sig := signaled(h.cmd.Wait()); sig != syscall.SIGKILL {
+		t.Errorf("shell ended by %v, want SIGKILL", sig)
+	}
+	if err := m.Destroy(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s remains after Destroy", d)
+	}
+	if err := m.Destroy(path); err != nil {
+		t.Errorf("second Destroy: %v", err)
+	}
+	if _, err := m.Stats(path); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("Stats after Destroy: %v", err)
+	}
+}
+
+func TestV2RealMissingController(t *testing.T) {
+	m := realV2(t)
+	root := m.(*v2).root
+	if avail, _ := readFile(root, "cgroup.controllers"); strings.Contains(avail, "pids") {
+		t.Skip("this cgroup2 mount has the pids controller")
+	}
+	path := testPath(t)
+	err := m.Create(path, &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: ptr[int64](5)}})
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "pids") {
+		t.Errorf("Create with pids on a mount without it: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, strings.Split(path, "/")[1])); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("failed Create left its cgroup behind")
+	}
+	// Hugetlb limits are dropped, not fatal, where they cannot apply;
+	// OOM counts need the memory controller.
+	create(t, m, path, nil)
+	if _, err := m.OOMKills(path); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("OOMKills without memory controller: %v", err)
+	}
+}
+
+// fakeV2 lays out a cgroup2 tree of plain files under a temp dir, with the
+// files the kernel would show for path once its controllers are enabled.
+func fakeV2(t *testing.T, path string) (Manager, string) {
+	t.Helper()
+	root := t.TempDir()
+	write := func(dir, file, content string) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, file), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := root
+	for _, part := range append([]string{""}, strings.Split(path[1:], "/")...) {
+		dir = filepath.Join(dir, part)
+		write(dir, "cgroup.controllers", "cpuset cpu io memory hugetlb pids")
+		write(dir, "cgroup.subtree_control", "")
+	}
+	for _, f := range []string{"cpu.weight", "cpuset.cpus", "cpuset.mems", "memory.max", "memory.swap.max",
+		"memory.low", "memory.high", "pids.max", "hugetlb.2MB.max", "hugetlb.1GB.max"} {
+		write(dir, f, "")
+	}
+	write(dir, "cpu.max", "max 100000")
+	m, err := Open(Options{Version: 2, Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, dir
+}
+
+func TestV2LimitFiles(t *testing.T) {
+	path := "/kubepods/pod1/ctr"
+	m, dir := fakeV2(t, path)
+	r := &specs.LinuxResources{
+		CPU:    &specs.LinuxCPU{Shares: ptr[uint64](1024), Quota: ptr[int64](50000), Cpus: "0-1", Mems: "0"},
+		Memory: &specs.LinuxMemory{Limit: ptr[int64](64 << 20), Swap: ptr[int64](96 << 20), Reservation: ptr[int64](16 << 20)},
+		Pids:   &specs.LinuxPids{Limit: ptr[int64](100)},
+		HugepageLimits: []specs.LinuxHugepageLimit{
+			{Pagesize: "2MB", Limit: 4 << 20}, {Pagesize: "1GB", Limit: 0},
+		},
+		Unified: map[string]string{"memory.high": "50331648"},
+	}
+	if err := m.Create(path, r); err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string]string{
+		"cpu.weight": "39", "cpu.max": "50000 100000", "cpuset.cpus": "0-1", "cpuset.mems": "0",
+		"memory.max": "67108864", "memory.swap.max": "33554432", "memory.low": "16777216", "memory.high": "50331648",
+		"pids.max": "100", "hugetlb.2MB.max": "4194304", "hugetlb.1GB.max": "0",
+	} {
+		if got := mustRead(t, dir, file); got != want {
+			t.Errorf("%s = %q, want %q", file, got, want)
+		}
+	}
+	// Every ancestor enables the controllers in use for its children.
+	root := m.(*v2).root
+	for _, d := range []string{root, filepath.Join(root, "kubepods"), filepath.Join(root, "kubepods/pod1")} {
+		if got := mustRead(t, d, "cgroup.subtree_control"); got != "+cpu +cpuset +memory +pids +hugetlb" {
+			t.Errorf("%s/cgroup.subtree_control = %q", d, got)
+		}
+	}
+	// Update changes only what it names; period alone keeps the quota.
+	if err := m.Update(path, &specs.LinuxResources{
+		CPU:    &specs.LinuxCPU{Period: ptr[uint64](200000)},
+		Memory: &specs.LinuxMemory{Limit: ptr[int64](-1), Swap: ptr[int64](-1)},
+		Pids:   &specs.LinuxPids{Limit: ptr[int64](-1)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string]string{
+		"cpu.max": "50000 200000", "memory.max": "max", "memory.swap.max": "max", "pids.max": "max", "cpu.weight": "39",
+	} {
+		if got := mustRead(t, dir, file); got != want {
+			t.Errorf("after update %s = %q, want %q", file, got, want)
+		}
+	}
+	if err := m.Update(path, &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: ptr[int64](-1)}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, dir, "cpu.max"); got != "max 200000" {
+		t.Errorf("unlimited quota: cpu.max = %q", got)
+	}
+}
+
+func TestV2BadResources(t *testing.T) {
+	path := "/pod/ctr"
+	m, _ := fakeV2(t, path)
+	for name, r := range map[string]*specs.LinuxResources{
+		"unified path":     {Unified: map[string]string{"../../memory.max": "1"}},
+		"unified no dot":   {Unified: map[string]string{"memory": "1"}},
+		"unified core":     {Unified: map[string]string{"cgroup.procs": "1"}},
+		"swap below limit": {Memory: &specs.LinuxMemory{Limit: ptr[int64](100), Swap: ptr[int64](50)}},
+		"swap no limit":    {Memory: &specs.LinuxMemory{Swap: ptr[int64](50)}},
+		"hugepage size":    {HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "huge"}}},
+	} {
+		if err := m.Update(path, r); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%s: got %v, want ErrInvalidArgument", name, err)
+		}
+	}
+	if err := m.Update("/nope/ctr", &specs.LinuxResources{}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("missing cgroup: %v", err)
+	}
+}
