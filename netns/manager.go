@@ -14,8 +14,10 @@ import (
 	"sync"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	cnitypes "github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
@@ -78,7 +80,12 @@ func New(cfg Config) (*Manager, error) {
 		pluginDirs: cfg.PluginDirs,
 		netnsDir:   filepath.Join(cfg.RunRoot, "netns"),
 		recordDir:  filepath.Join(cfg.RunRoot, "cni", "attachments"),
-		cni:        libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, filepath.Join(cfg.RunRoot, "cni", "cache"), nil),
+		// An explicit exec: libcni would otherwise create one lazily on
+		// first use, racing when pods are set up concurrently.
+		cni: libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, filepath.Join(cfg.RunRoot, "cni", "cache"), &invoke.DefaultExec{
+			RawExec:       &invoke.RawExec{Stderr: os.Stderr},
+			PluginDecoder: version.PluginDecoder{},
+		}),
 		defaultNet: def,
 	}
 	for _, d := range []string{m.netnsDir, m.recordDir} {

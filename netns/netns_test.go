@@ -609,3 +609,65 @@ func TestTeardownAfterNetnsGone(t *testing.T) {
 		}
 	}
 }
+
+// Pods set up and removed at the same time get distinct addresses and leave
+// nothing behind.
+func TestConcurrentPods(t *testing.T) {
+	requireNetworking(t)
+	tn := newTestNet(t, "c", 5)
+	m := newManager(t, tn.cfg)
+	ctx := context.Background()
+	const n = 4
+	ips := make([]netip.Addr, n)
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			pod := fmt.Sprintf("conc%d%s", i, tn.cfg.Default.Bridge)
+			path, err := m.Create(pod)
+			if err == nil {
+				var got []netip.Addr
+				got, err = m.Setup(ctx, pod, path, PodNetwork{Name: pod, Namespace: "default", UID: pod})
+				if err == nil {
+					ips[i] = got[0]
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	seen := map[netip.Addr]bool{}
+	for _, ip := range ips {
+		if !ip.IsValid() || seen[ip] {
+			t.Errorf("addresses %v: missing or duplicate", ips)
+		}
+		seen[ip] = true
+	}
+	if ports := bridgePorts(t, tn.cfg.Default.Bridge); len(ports) != n {
+		t.Errorf("bridge ports %v, want %d", ports, n)
+	}
+	pods, err := m.Pods()
+	if err != nil || len(pods) != n {
+		t.Fatalf("Pods() = %v, %v", pods, err)
+	}
+	for _, pod := range pods {
+		go func() { errs <- m.Remove(ctx, pod) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if ports := bridgePorts(t, tn.cfg.Default.Bridge); len(ports) != 0 {
+		t.Errorf("veths left on the bridge: %v", ports)
+	}
+	if left, err := m.Pods(); err != nil || len(left) != 0 {
+		t.Errorf("Pods() after removal = %v, %v", left, err)
+	}
+	if entries, _ := os.ReadDir(tn.ipam); len(entries) > 2 {
+		t.Errorf("host-local allocations left: %v", entries)
+	}
+}
