@@ -53,9 +53,10 @@ type Manager interface {
 	Pids(path string) ([]int, error)
 	// KillAll sends SIGKILL to every process in the cgroup and below.
 	KillAll(path string) error
-	// OOMKills counts the processes the kernel's OOM killer killed in the
-	// cgroup because of its memory limit.
-	OOMKills(path string) (uint64, error)
+	// OOMKilled reports whether the kernel's OOM killer has killed a
+	// process in the cgroup (because of its memory limit) since it was
+	// made; Stats has the count.
+	OOMKilled(path string) (bool, error)
 	// Destroy kills what still runs, waits for it to exit, and removes the
 	// cgroup and its descendants from every hierarchy. A cgroup that does
 	// not exist is not an error.

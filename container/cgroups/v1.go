@@ -465,20 +465,20 @@ func (m *v1) KillAll(path string) error {
 	return err
 }
 
-func (m *v1) OOMKills(path string) (uint64, error) {
+func (m *v1) OOMKilled(path string) (bool, error) {
 	p, err := m.conv(path)
 	if err != nil {
-		return 0, err
+		return false, err
 	}
 	d, ok := m.dir("memory", p)
 	if !ok {
-		return 0, fmt.Errorf("the memory cgroup controller is not mounted: %w", errdefs.ErrFailedPrecondition)
+		return false, fmt.Errorf("the memory cgroup controller is not mounted: %w", errdefs.ErrFailedPrecondition)
 	}
 	st, err := readKeyed(d, "memory.oom_control")
 	if err != nil {
-		return 0, notFound(path, err)
+		return false, notFound(path, err)
 	}
-	return st["oom_kill"], nil
+	return st["oom_kill"] > 0, nil
 }
 
 func (m *v1) Destroy(path string) error {

@@ -322,16 +322,16 @@ func (m *v2) KillAll(path string) error {
 	return err
 }
 
-func (m *v2) OOMKills(path string) (uint64, error) {
+func (m *v2) OOMKilled(path string) (bool, error) {
 	d, err := m.dir(path)
 	if err != nil {
-		return 0, err
+		return false, err
 	}
 	ev, err := readKeyed(d, "memory.events")
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, fmt.Errorf("cgroup %s has no memory controller: %w", path, errdefs.ErrFailedPrecondition)
+		return false, fmt.Errorf("cgroup %s has no memory controller: %w", path, errdefs.ErrFailedPrecondition)
 	}
-	return ev["oom_kill"], err
+	return ev["oom_kill"] > 0, err
 }
 
 func (m *v2) Destroy(path string) error {

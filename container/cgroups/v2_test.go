@@ -100,8 +100,8 @@ func TestV2RealMissingController(t *testing.T) {
 	// Hugetlb limits are dropped, not fatal, where they cannot apply;
 	// OOM counts need the memory controller.
 	create(t, m, path, nil)
-	if _, err := m.OOMKills(path); !errors.Is(err, errdefs.ErrFailedPrecondition) {
-		t.Errorf("OOMKills without memory controller: %v", err)
+	if _, err := m.OOMKilled(path); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("OOMKilled without memory controller: %v", err)
 	}
 }
 
