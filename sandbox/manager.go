@@ -1,0 +1,424 @@
+package sandbox
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/fsutil"
+	"github.com/cri-mini/cri-mini/internal/nspin"
+	"github.com/cri-mini/cri-mini/netns"
+)
+
+// Config tells a Manager where its state lives and what it uses.
+type Config struct {
+	// RunRoot holds pods/<id>/ (state, files, shm, pinned namespaces).
+	RunRoot string
+	// Network creates pod network namespaces and attaches them with CNI.
+	Network *netns.Manager
+	// CgroupDriver is "cgroupfs" or "systemd": how cgroup parents are named.
+	CgroupDriver string
+}
+
+// Manager runs pod sandboxes and keeps their state on disk. It is safe for
+// concurrent use.
+type Manager struct {
+	dir          string
+	net          *netns.Manager
+	cgroupDriver string
+
+	mu   sync.Mutex
+	pods map[string]*entry
+}
+
+// entry is one pod in the index; mu serialises the operations on it.
+type entry struct {
+	mu  sync.Mutex
+	pod *Pod
+}
+
+const stateFile = "state.json"
+
+// New opens the pods under cfg.RunRoot, as they were left by an earlier
+// daemon, and collects orphans: pods a crash caught half created, and
+// network namespaces of pods that no longer exist.
+func New(ctx context.Context, cfg Config) (*Manager, error) {
+	if cfg.RunRoot == "" || cfg.Network == nil {
+		return nil, fmt.Errorf("sandbox: run root and network manager are required: %w", errdefs.ErrInvalidArgument)
+	}
+	if cfg.CgroupDriver == "" {
+		cfg.CgroupDriver = "cgroupfs"
+	}
+	m := &Manager{
+		dir:          filepath.Join(cfg.RunRoot, "pods"),
+		net:          cfg.Network,
+		cgroupDriver: cfg.CgroupDriver,
+		pods:         map[string]*entry{},
+	}
+	if err := os.MkdirAll(m.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	if err := m.load(ctx); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Manager) load(ctx context.Context) error {
+	entries, err := os.ReadDir(m.dir)
+	if err != nil {
+		return fmt.Errorf("sandbox: list pods: %w", err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		id := e.Name()
+		p, err := readState(filepath.Join(m.dir, id, stateFile))
+		if err != nil || p.State == Creating || p.ID != id {
+			klog.InfoS("Collecting orphaned pod sandbox", "pod", id, "reason", orphanReason(p, err))
+			if p == nil || p.ID != id {
+				p = &Pod{ID: id}
+			}
+			if err := m.release(ctx, p); err != nil {
+				klog.ErrorS(err, "Could not collect orphaned pod sandbox", "pod", id)
+			}
+			continue
+		}
+		m.pods[id] = &entry{pod: p}
+	}
+	netPods, err := m.net.Pods()
+	if err != nil {
+		return fmt.Errorf("sandbox: %w", err)
+	}
+	for _, id := range netPods {
+		if _, ok := m.pods[id]; !ok {
+			klog.InfoS("Collecting network namespace of a pod that no longer exists", "pod", id)
+			if err := m.net.Remove(ctx, id); err != nil {
+				klog.ErrorS(err, "Could not collect network of removed pod", "pod", id)
+			}
+		}
+	}
+	klog.V(1).InfoS("Pod sandboxes loaded", "count", len(m.pods))
+	return nil
+}
+
+func orphanReason(p *Pod, err error) string {
+	switch {
+	case err != nil:
+		return err.Error()
+	case p.State == Creating:
+		return "creation was interrupted"
+	}
+	return "state file names another pod"
+}
+
+func readState(path string) (*Pod, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read pod state: %w", err)
+	}
+	var p Pod
+	if err := json.Unmarshal(data, &p); err != nil {
+		return nil, fmt.Errorf("pod state %s is corrupt: %w", path, err)
+	}
+	return &p, nil
+}
+
+func (m *Manager) podDir(id string) string { return filepath.Join(m.dir, id) }
+
+func (m *Manager) save(p *Pod) error {
+	data, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := fsutil.WriteFileAtomic(filepath.Join(m.podDir(p.ID), stateFile), data, 0o600); err != nil {
+		return fmt.Errorf("pod %s: save state: %w", p.ID, err)
+	}
+	return nil
+}
+
+func newID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on Linux
+	return hex.EncodeToString(b)
+}
+
+// Run creates and starts a pod sandbox for spec and returns it. The pod is
+// recorded before anything is made, and a failure half way undoes all of it.
+func (m *Manager) Run(ctx context.Context, spec Spec) (*Pod, error) {
+	if err := m.validate(&spec); err != nil {
+		return nil, err
+	}
+	p := &Pod{ID: newID(), Spec: spec, State: Creating, CreatedAt: time.Now().UnixNano()}
+	e := &entry{pod: p}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+
+	m.mu.Lock()
+	for _, other := range m.pods {
+		if other.pod.Spec.Metadata == spec.Metadata {
+			m.mu.Unlock()
+			md := spec.Metadata
+			return nil, fmt.Errorf("pod sandbox %s/%s (uid %s, attempt %d) already exists as %s: %w",
+				md.Namespace, md.Name, md.UID, md.Attempt, other.pod.ID, errdefs.ErrAlreadyExists)
+		}
+	}
+	m.pods[p.ID] = e
+	m.mu.Unlock()
+
+	if err := m.create(ctx, p); err != nil {
+		err = fmt.Errorf("run pod sandbox %s/%s: %w", spec.Metadata.Namespace, spec.Metadata.Name, err)
+		if rbErr := m.release(context.WithoutCancel(ctx), p); rbErr != nil {
+			klog.ErrorS(rbErr, "Rolling back a failed pod sandbox left something behind", "pod", p.ID)
+			err = errors.Join(err, fmt.Errorf("roll back: %w", rbErr))
+		}
+		m.mu.Lock()
+		delete(m.pods, p.ID)
+		m.mu.Unlock()
+		return nil, err
+	}
+	klog.V(1).InfoS("Pod sandbox ready", "pod", p.ID, "name", spec.Metadata.Name, "namespace", spec.Metadata.Namespace, "ips", p.IPs)
+	return p.clone(), nil
+}
+
+// create makes the pod's pieces in order, recording each in p.
+func (m *Manager) create(ctx context.Context, p *Pod) error {
+	dir := m.podDir(p.ID)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	p.HostsPath = filepath.Join(dir, "hosts")
+	p.HostnamePath = filepath.Join(dir, "hostname")
+	p.ResolvPath = filepath.Join(dir, "resolv.conf")
+	if err := m.save(p); err != nil {
+		return err
+	}
+	spec := &p.Spec
+
+	p.Hostname = spec.Hostname
+	if spec.HostNetwork {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("node hostname: %w", err)
+		}
+		p.Hostname = h
+	}
+
+	var kinds []nspin.Kind
+	if !spec.HostNetwork {
+		kinds = append(kinds, nspin.UTS)
+	}
+	if !spec.HostIPC {
+		kinds = append(kinds, nspin.IPC)
+	}
+	if len(kinds) > 0 {
+		paths, err := nspin.Pin(nsDir(dir), kinds, func() error {
+			if spec.HostNetwork {
+				return nil
+			}
+			return setHostname(p.Hostname)
+		})
+		if err != nil {
+			return err
+		}
+		p.UTSNS, p.IPCNS = paths[nspin.UTS], paths[nspin.IPC]
+	}
+
+	if spec.HostIPC {
+		p.ShmPath = "/dev/shm"
+	} else {
+		p.ShmPath = filepath.Join(dir, "shm")
+		if err := mountShm(p.ShmPath); err != nil {
+			return err
+		}
+	}
+
+	if !spec.HostNetwork {
+		nsPath, err := m.net.Create(p.ID)
+		if err != nil {
+			return err
+		}
+		p.NetNS = nsPath
+	}
+	if err := applySysctls(p); err != nil {
+		return err
+	}
+	if !spec.HostNetwork {
+		ips, err := m.net.Setup(ctx, p.ID, p.NetNS, netns.PodNetwork{
+			Name: spec.Metadata.Name, Namespace: spec.Metadata.Namespace, UID: spec.Metadata.UID,
+			PortMappings: spec.PortMappings, CgroupParent: spec.CgroupParent,
+		})
+		if err != nil {
+			return err
+		}
+		for _, ip := range ips {
+			p.IPs = append(p.IPs, ip.String())
+		}
+	}
+	if err := writeFiles(p); err != nil {
+		return err
+	}
+	p.State = Ready
+	return m.save(p)
+}
+
+func nsDir(podDir string) string { return filepath.Join(podDir, "ns") }
+
+// release undoes everything create may have made for p; each step tolerates
+// a piece that is missing, so it serves for rollback, removal and orphans.
+func (m *Manager) release(ctx context.Context, p *Pod) error {
+	dir := m.podDir(p.ID)
+	var errs []error
+	if err := m.net.Remove(ctx, p.ID); err != nil {
+		errs = append(errs, err)
+	}
+	if err := nspin.Unpin(nsDir(dir), nspin.UTS, nspin.IPC); err != nil {
+		errs = append(errs, err)
+	}
+	if err := unmountShm(filepath.Join(dir, "shm")); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		// Keep the directory (and its state) so that a retry finds the rest.
+		return errors.Join(errs...)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove pod dir: %w", err)
+	}
+	return nil
+}
+
+// lookup finds a pod by its id or a unique prefix of it.
+func (m *Manager) lookup(id string) (*entry, error) {
+	if id == "" {
+		return nil, fmt.Errorf("pod sandbox id is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.pods[id]; ok {
+		return e, nil
+	}
+	var found *entry
+	for full, e := range m.pods {
+		if strings.HasPrefix(full, id) {
+			if found != nil {
+				return nil, fmt.Errorf("pod sandbox id prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
+			}
+			found = e
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("pod sandbox %q: %w", id, errdefs.ErrNotFound)
+	}
+	return found, nil
+}
+
+// Get returns the pod with id (or a unique prefix of it).
+func (m *Manager) Get(id string) (*Pod, error) {
+	e, err := m.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.pod.State == Creating {
+		return nil, fmt.Errorf("pod sandbox %q is still being created: %w", id, errdefs.ErrNotFound)
+	}
+	return e.pod.clone(), nil
+}
+
+// List returns every pod that is ready or stopped, oldest first.
+func (m *Manager) List() []*Pod {
+	m.mu.Lock()
+	entries := make([]*entry, 0, len(m.pods))
+	for _, e := range m.pods {
+		entries = append(entries, e)
+	}
+	m.mu.Unlock()
+	pods := make([]*Pod, 0, len(entries))
+	for _, e := range entries {
+		if !e.mu.TryLock() {
+			// Being created or changed right now: list what the index says
+			// without waiting, unless it is not created yet.
+			continue
+		}
+		if e.pod.State != Creating {
+			pods = append(pods, e.pod.clone())
+		}
+		e.mu.Unlock()
+	}
+	slices.SortFunc(pods, func(a, b *Pod) int { return cmp.Compare(a.CreatedAt, b.CreatedAt) })
+	return pods
+}
+
+// Stop detaches the pod from its network and marks it not ready. Its
+// namespaces stay until Remove. Stopping a stopped pod does nothing.
+func (m *Manager) Stop(ctx context.Context, id string) error {
+	e, err := m.lookup(id)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return m.stopLocked(ctx, e.pod)
+}
+
+func (m *Manager) stopLocked(ctx context.Context, p *Pod) error {
+	if !p.Spec.HostNetwork {
+		if err := m.net.Teardown(ctx, p.ID); err != nil {
+			return fmt.Errorf("stop pod sandbox %s: %w", p.ID, err)
+		}
+	}
+	if p.State == NotReady {
+		return nil
+	}
+	p.State = NotReady
+	if err := m.save(p); err != nil {
+		return err
+	}
+	klog.V(1).InfoS("Pod sandbox stopped", "pod", p.ID)
+	return nil
+}
+
+// Remove stops the pod if needed and deletes everything of it. Removing an
+// unknown pod is not an error (the CRI asks for idempotent removal).
+func (m *Manager) Remove(ctx context.Context, id string) error {
+	e, err := m.lookup(id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p := e.pod
+	if p.State == Creating {
+		return fmt.Errorf("pod sandbox %s is still being created: %w", p.ID, errdefs.ErrFailedPrecondition)
+	}
+	if err := m.stopLocked(ctx, p); err != nil {
+		return err
+	}
+	if err := m.release(ctx, p); err != nil {
+		return fmt.Errorf("remove pod sandbox %s: %w", p.ID, err)
+	}
+	m.mu.Lock()
+	delete(m.pods, p.ID)
+	m.mu.Unlock()
+	klog.V(1).InfoS("Pod sandbox removed", "pod", p.ID)
+	return nil
+}

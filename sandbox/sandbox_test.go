@@ -1,0 +1,393 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/nspin"
+	"github.com/cri-mini/cri-mini/netns"
+)
+
+const cniPlugins = "/usr/lib/cni"
+
+type env struct {
+	runRoot string
+	netCfg  netns.Config
+}
+
+// newEnv gives a test its own run root and default CNI network (bridge,
+// subnet and IPAM dir), removed afterwards.
+func newEnv(t *testing.T, n int) env {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for namespaces, mounts and veths")
+	}
+	if _, err := os.Stat(filepath.Join(cniPlugins, "bridge")); err != nil {
+		t.Skipf("CNI plugins missing (apt-get install containernetworking-plugins): %v", err)
+	}
+	id := fmt.Sprintf("%d%d", n, os.Getpid()%10000)
+	runRoot := t.TempDir()
+	e := env{
+		runRoot: runRoot,
+		netCfg: netns.Config{
+			ConfDir:    filepath.Join(t.TempDir(), "net.d"),
+			PluginDirs: []string{cniPlugins},
+			RunRoot:    runRoot,
+			Default: netns.DefaultNetwork{
+				Name:        "crisb-" + id,
+				Bridge:      "crisb" + id,
+				Subnet:      fmt.Sprintf("10.%d.%d.0/24", 180+n, os.Getpid()%250),
+				IPAMDataDir: t.TempDir(),
+			},
+		},
+	}
+	t.Cleanup(func() {
+		if err := netns.DeleteBridge(e.netCfg.Default.Bridge); err != nil {
+			t.Errorf("delete bridge: %v", err)
+		}
+		assertNoMountsUnder(t, runRoot)
+	})
+	return e
+}
+
+func (e env) manager(t *testing.T) *Manager {
+	t.Helper()
+	nm, err := netns.New(e.netCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(context.Background(), Config{RunRoot: e.runRoot, Network: nm, CgroupDriver: "cgroupfs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func assertNoMountsUnder(t *testing.T, dir string) {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			t.Errorf("mount left behind: %s", line)
+		}
+	}
+}
+
+func spec(name string) Spec {
+	return Spec{
+		Metadata: Metadata{Name: name, Namespace: "default", UID: "uid-" + name},
+		Labels:   map[string]string{"app": name},
+	}
+}
+
+// readInNS reads a file from a thread inside the namespace pinned at ns.
+func readInNS(t *testing.T, ns string, kind nspin.Kind, path string) string {
+	t.Helper()
+	var data []byte
+	if err := nspin.Run(ns, kind, func() (err error) {
+		data, err = os.ReadFile(path)
+		return err
+	}); err != nil {
+		t.Fatalf("read %s in %s: %v", path, ns, err)
+	}
+	return strings.TrimSpace(string(data))
+}
+
+func mountFSType(t *testing.T, path string) (fstype, opts string) {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 9 && f[4] == path {
+			i := 6
+			for f[i] != "-" {
+				i++
+			}
+			fstype, opts = f[i+1], f[5]+","+f[i+3]
+		}
+	}
+	return fstype, opts
+}
+
+func TestPodWithNetwork(t *testing.T) {
+	e := newEnv(t, 1)
+	m := e.manager(t)
+	ctx := context.Background()
+	s := spec("web")
+	s.Hostname = "web-0"
+	s.DNS = &DNSConfig{Servers: []string{"10.96.0.10"}, Searches: []string{"default.svc.cluster.local", "svc.cluster.local"}, Options: []string{"ndots:5", "timeout:2"}}
+	s.Sysctls = map[string]string{"net.ipv4.ip_unprivileged_port_start": "80", "kernel.shmmni": "1234"}
+	s.CgroupParent = "/kubepods/besteffort/poduid-web"
+	p, err := m.Run(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Remove(ctx, p.ID) })
+
+	if p.State != Ready || len(p.IPs) != 1 || !strings.HasPrefix(p.IPs[0], "10.181.") {
+		t.Fatalf("pod %+v: want ready with one IP in the test subnet", p)
+	}
+	for _, ns := range []string{p.NetNS, p.UTSNS, p.IPCNS} {
+		if ok, err := nspin.IsPinned(ns); !ok {
+			t.Errorf("namespace %q not pinned: %v", ns, err)
+		}
+	}
+	if got := readInNS(t, p.UTSNS, nspin.UTS, "/proc/sys/kernel/hostname"); got != "web-0" {
+		t.Errorf("hostname in the pod's uts namespace %q", got)
+	}
+	if host, _ := os.Hostname(); host == "web-0" {
+		t.Error("the host's hostname changed")
+	}
+	if got := readInNS(t, p.NetNS, nspin.Net, "/proc/sys/net/ipv4/ip_unprivileged_port_start"); got != "80" {
+		t.Errorf("net sysctl in the pod: %q", got)
+	}
+	if got := readInNS(t, p.IPCNS, nspin.IPC, "/proc/sys/kernel/shmmni"); got != "1234" {
+		t.Errorf("ipc sysctl in the pod: %q", got)
+	}
+	if host, _ := os.ReadFile("/proc/sys/kernel/shmmni"); strings.TrimSpace(string(host)) == "1234" {
+		t.Error("the ipc sysctl reached the host")
+	}
+	resolv, _ := os.ReadFile(p.ResolvPath)
+	want := "search default.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5 timeout:2\n"
+	if string(resolv) != want {
+		t.Errorf("resolv.conf %q, want %q", resolv, want)
+	}
+	hosts, _ := os.ReadFile(p.HostsPath)
+	if !strings.Contains(string(hosts), "127.0.0.1\tlocalhost web-0\n") || !strings.Contains(string(hosts), p.IPs[0]+"\tweb-0\n") {
+		t.Errorf("hosts file %q", hosts)
+	}
+	if h, _ := os.ReadFile(p.HostnamePath); string(h) != "web-0\n" {
+		t.Errorf("hostname file %q", h)
+	}
+	if fstype, opts := mountFSType(t, p.ShmPath); fstype != "tmpfs" || !strings.Contains(opts, "size=65536k") ||
+		!strings.Contains(opts, "nosuid") || !strings.Contains(opts, "noexec") || !strings.Contains(opts, "nodev") {
+		t.Errorf("pod shm at %s: %s %s", p.ShmPath, fstype, opts)
+	}
+
+	// Stop detaches the network and is idempotent; namespaces stay.
+	for range 2 {
+		if err := m.Stop(ctx, p.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := m.Get(p.ID[:12])
+	if err != nil || got.State != NotReady {
+		t.Fatalf("after stop (by id prefix): %+v, %v", got, err)
+	}
+	if ok, _ := nspin.IsPinned(p.NetNS); !ok {
+		t.Error("stop unpinned the network namespace")
+	}
+	for range 2 {
+		if err := m.Remove(ctx, p.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.Get(p.ID); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("Get after remove: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(e.runRoot, "pods", p.ID)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pod dir left: %v", err)
+	}
+	if pods, _ := e.manager(t).net.Pods(); len(pods) != 0 {
+		t.Errorf("network state left for %v", pods)
+	}
+}
+
+func TestHostNetworkPod(t *testing.T) {
+	e := newEnv(t, 2)
+	m := e.manager(t)
+	ctx := context.Background()
+	s := spec("node-agent")
+	s.HostNetwork = true
+	s.HostIPC = true
+	p, err := m.Run(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Remove(ctx, p.ID) })
+	host, _ := os.Hostname()
+	if p.NetNS != "" || p.UTSNS != "" || p.IPCNS != "" || len(p.IPs) != 0 || p.ShmPath != "/dev/shm" || p.Hostname != host {
+		t.Errorf("host-network, host-IPC pod: %+v", p)
+	}
+	if pods, _ := m.net.Pods(); len(pods) != 0 {
+		t.Errorf("a host-network pod touched CNI: %v", pods)
+	}
+	resolv, _ := os.ReadFile(p.ResolvPath)
+	hostResolv, _ := os.ReadFile("/etc/resolv.conf")
+	if string(resolv) != string(hostResolv) {
+		t.Errorf("resolv.conf %q, want the host's %q", resolv, hostResolv)
+	}
+	if err := m.Remove(ctx, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/dev/shm"); err != nil {
+		t.Errorf("removing a host-IPC pod touched /dev/shm: %v", err)
+	}
+}
+
+func TestRestartAnswersAsBefore(t *testing.T) {
+	e := newEnv(t, 3)
+	m := e.manager(t)
+	ctx := context.Background()
+	a, err := m.Run(ctx, spec("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hn := spec("b")
+	hn.HostNetwork = true
+	b, err := m.Run(ctx, hn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Stop(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	before := m.List()
+
+	// A second manager on the same run root is the daemon after kill -9.
+	m2 := e.manager(t)
+	after := m2.List()
+	if !reflect.DeepEqual(before, after) {
+		t.Fatalf("after restart\n got  %+v\n want %+v", after, before)
+	}
+	if _, err := m2.Run(ctx, spec("a")); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Errorf("duplicate after restart: %v", err)
+	}
+	for _, id := range []string{a.ID, b.ID} {
+		if err := m2.Remove(ctx, id); err != nil {
+			t.Error(err)
+		}
+	}
+	if n := len(e.manager(t).List()); n != 0 {
+		t.Errorf("%d pods after removal and restart", n)
+	}
+}
+
+func TestOrphansCollectedAtStart(t *testing.T) {
+	e := newEnv(t, 4)
+	m := e.manager(t)
+
+	// A pod a crash caught half way: recorded as creating, namespaces
+	// pinned, shm mounted, a network namespace made.
+	id := newID()
+	p := &Pod{ID: id, State: Creating, Spec: spec("half")}
+	dir := m.podDir(id)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.save(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nspin.Pin(nsDir(dir), []nspin.Kind{nspin.UTS, nspin.IPC}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := mountShm(filepath.Join(dir, "shm")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.net.Create(id); err != nil {
+		t.Fatal(err)
+	}
+	// A network namespace whose pod is gone altogether.
+	stray := newID()
+	if _, err := m.net.Create(stray); err != nil {
+		t.Fatal(err)
+	}
+
+	m2 := e.manager(t)
+	if n := len(m2.List()); n != 0 {
+		t.Errorf("%d pods listed, want the orphan collected", n)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("orphan dir still there: %v", err)
+	}
+	if pods, _ := m2.net.Pods(); len(pods) != 0 {
+		t.Errorf("orphan network namespaces left: %v", pods)
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	e := newEnv(t, 5)
+	m := e.manager(t)
+	ctx := context.Background()
+	cases := map[string]struct {
+		mod  func(*Spec)
+		kind error
+	}{
+		"no name":           {func(s *Spec) { s.Metadata.Name = "" }, errdefs.ErrInvalidArgument},
+		"no uid, namespace": {func(s *Spec) { s.Metadata.UID, s.Metadata.Namespace = "", "" }, errdefs.ErrInvalidArgument},
+		"bad hostname":      {func(s *Spec) { s.Hostname = "under_score" }, errdefs.ErrInvalidArgument},
+		"host sysctl":       {func(s *Spec) { s.Sysctls = map[string]string{"kernel.pid_max": "1000"} }, errdefs.ErrInvalidArgument},
+		"dotdot sysctl":     {func(s *Spec) { s.Sysctls = map[string]string{"net/../kernel/pid_max": "1"} }, errdefs.ErrInvalidArgument},
+		"net sysctl, hostnet": {func(s *Spec) {
+			s.HostNetwork = true
+			s.Sysctls = map[string]string{"net.ipv4.ip_forward": "1"}
+		}, errdefs.ErrInvalidArgument},
+		"bad dns server":    {func(s *Spec) { s.DNS = &DNSConfig{Servers: []string{"dns.example"}} }, errdefs.ErrInvalidArgument},
+		"relative cgroup":   {func(s *Spec) { s.CgroupParent = "kubepods/x" }, errdefs.ErrInvalidArgument},
+		"shared pid (todo)": {func(s *Spec) { s.SharedPID = true }, errdefs.ErrUnimplemented},
+	}
+	for name, tc := range cases {
+		s := spec("bad")
+		tc.mod(&s)
+		if _, err := m.Run(ctx, s); !errors.Is(err, tc.kind) {
+			t.Errorf("%s: got %v, want %v", name, err, tc.kind)
+		}
+	}
+
+	// A failure after side effects (a namespaced sysctl the kernel lacks)
+	// rolls everything back.
+	s := spec("rollback")
+	s.Sysctls = map[string]string{"net.ipv4.no_such_knob": "1"}
+	if _, err := m.Run(ctx, s); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("missing sysctl: %v", err)
+	}
+	if entries, _ := os.ReadDir(m.dir); len(entries) != 0 {
+		t.Errorf("failed pod left %v", entries)
+	}
+	if pods, _ := m.net.Pods(); len(pods) != 0 {
+		t.Errorf("failed pod left network state %v", pods)
+	}
+
+	if _, err := m.Get("0123456789"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("Get unknown: %v", err)
+	}
+	if err := m.Stop(ctx, "0123456789"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("Stop unknown: %v", err)
+	}
+	if err := m.Remove(ctx, "0123456789"); err != nil {
+		t.Errorf("Remove unknown: %v, want nil (idempotent)", err)
+	}
+	if _, err := m.Get(""); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("Get empty id: %v", err)
+	}
+
+	ok, err := m.Run(ctx, spec("dup"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Remove(ctx, ok.ID)
+	if _, err := m.Run(ctx, spec("dup")); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Errorf("duplicate: %v", err)
+	}
+	next := spec("dup")
+	next.Metadata.Attempt = 1
+	p, err := m.Run(ctx, next)
+	if err != nil {
+		t.Errorf("next attempt refused: %v", err)
+	} else {
+		_ = m.Remove(ctx, p.ID)
+	}
+}

@@ -1,0 +1,83 @@
+package sandbox
+
+import (
+	"github.com/cri-mini/cri-mini/netns"
+)
+
+// Metadata identifies a pod for kubelet; the four fields together are unique.
+type Metadata struct {
+	Name      string `json:"name"`
+	Namespace string `json:"namespace"`
+	UID       string `json:"uid"`
+	Attempt   uint32 `json:"attempt"`
+}
+
+// DNSConfig is the pod's resolver configuration; nil means the host's.
+type DNSConfig struct {
+	Servers  []string `json:"servers,omitempty"`
+	Searches []string `json:"searches,omitempty"`
+	Options  []string `json:"options,omitempty"`
+}
+
+// Spec is what a pod is asked to be (the runtime-neutral part of the CRI's
+// PodSandboxConfig).
+type Spec struct {
+	Metadata     Metadata            `json:"metadata"`
+	Hostname     string              `json:"hostname,omitempty"`
+	LogDirectory string              `json:"logDirectory,omitempty"`
+	DNS          *DNSConfig          `json:"dns,omitempty"`
+	PortMappings []netns.PortMapping `json:"portMappings,omitempty"`
+	Labels       map[string]string   `json:"labels,omitempty"`
+	Annotations  map[string]string   `json:"annotations,omitempty"`
+	CgroupParent string              `json:"cgroupParent,omitempty"`
+	Sysctls      map[string]string   `json:"sysctls,omitempty"`
+	// HostNetwork also means the host's uts namespace, as kubelet expects.
+	HostNetwork bool `json:"hostNetwork,omitempty"`
+	HostIPC     bool `json:"hostIPC,omitempty"`
+	// HostPID puts the pod's containers in the host's pid namespace;
+	// SharedPID gives them one pid namespace of the pod's.
+	HostPID        bool   `json:"hostPID,omitempty"`
+	SharedPID      bool   `json:"sharedPID,omitempty"`
+	RuntimeHandler string `json:"runtimeHandler,omitempty"`
+}
+
+// State is where a pod is in its life.
+type State string
+
+const (
+	// Creating: recorded, side effects in progress. A pod found in this
+	// state at start-up is an orphan of a crash and is collected.
+	Creating State = "creating"
+	// Ready: namespaces and network are up.
+	Ready State = "ready"
+	// NotReady: stopped; namespaces kept until removal.
+	NotReady State = "notready"
+)
+
+// Pod is a pod sandbox as recorded on disk (runroot/pods/<id>/state.json).
+type Pod struct {
+	ID        string `json:"id"`
+	Spec      Spec   `json:"spec"`
+	State     State  `json:"state"`
+	CreatedAt int64  `json:"createdAt"` // unix nanoseconds
+	// IPs of the pod from CNI, IPv4 first; empty for host-network pods.
+	IPs []string `json:"ips,omitempty"`
+	// Hostname actually used (the spec's, or the node's for host network).
+	Hostname string `json:"hostname"`
+	// Namespace files containers join; empty means the host's namespace.
+	NetNS string `json:"netns,omitempty"`
+	UTSNS string `json:"utsns,omitempty"`
+	IPCNS string `json:"ipcns,omitempty"`
+	// ShmPath is the directory bind-mounted as the containers' /dev/shm.
+	ShmPath      string `json:"shmPath"`
+	HostsPath    string `json:"hostsPath"`
+	HostnamePath string `json:"hostnamePath"`
+	ResolvPath   string `json:"resolvPath"`
+}
+
+// clone returns a copy the caller may keep while the pod changes.
+func (p *Pod) clone() *Pod {
+	c := *p
+	c.IPs = append([]string(nil), p.IPs...)
+	return &c
+}
