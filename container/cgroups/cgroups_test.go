@@ -112,13 +112,14 @@ func TestOpenOptions(t *testing.T) {
 type held struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
+	stdout strings.Builder
 	stderr strings.Builder
 }
 
 func startHeld(t *testing.T, m Manager, path, script string) *held {
 	t.Helper()
 	h := &held{cmd: exec.Command("/bin/busybox", "sh", "-c", "read x; "+script)}
-	h.cmd.Stderr = &h.stderr
+	h.cmd.Stdout, h.cmd.Stderr = &h.stdout, &h.stderr
 	var err error
 	if h.stdin, err = h.cmd.StdinPipe(); err != nil {
 		t.Fatal(err)

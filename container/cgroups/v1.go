@@ -225,6 +225,9 @@ func (m *v1) Update(path string, r *specs.LinuxResources) error {
 			return err
 		}
 		for _, dev := range r.Devices {
+			if _, _, err := deviceAccess(dev); err != nil {
+				return err
+			}
 			file := "devices.deny"
 			if dev.Allow {
 				file = "devices.allow"

@@ -85,7 +85,7 @@ func TestV1PidsLimitStopsForkLoop(t *testing.T) {
 	m := v1Manager(t, "")
 	path := testPath(t)
 	create(t, m, path, &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: ptr[int64](8)}})
-	h := startHeld(t, m, path, "i=0; while [ $i -lt 40 ]; do sleep 60 2>/dev/null & i=$((i+1)); done; wait")
+	h := startHeld(t, m, path, "i=0; while [ $i -lt 40 ]; do sleep 60 >/dev/null 2>&1 & i=$((i+1)); done; wait")
 	h.release(t)
 	err := h.cmd.Wait()
 	if !strings.Contains(h.stderr.String(), "can't fork") {

@@ -142,6 +142,9 @@ func (m *v2) Update(path string, r *specs.LinuxResources) error {
 			return err
 		}
 	}
+	if len(r.Devices) > 0 {
+		return setDeviceFilter(d, r.Devices)
+	}
 	return nil
 }
 

@@ -209,3 +209,48 @@ func TestV2BadResources(t *testing.T) {
 		t.Errorf("missing cgroup: %v", err)
 	}
 }
+
+// TestV2DeviceFilter attaches the eBPF device filter to a real cgroup2
+// cgroup and opens devices from inside it.
+func TestV2DeviceFilter(t *testing.T) {
+	m := realV2(t)
+	path := testPath(t)
+	nullOnly := []specs.LinuxDeviceCgroup{
+		{Allow: false, Access: "rwm"},
+		{Allow: true, Type: "c", Major: ptr[int64](1), Minor: ptr[int64](3), Access: "rwm"},
+		{Allow: true, Type: "c", Major: ptr[int64](1), Access: "r"},
+		{Allow: false, Type: "c", Major: ptr[int64](1), Minor: ptr[int64](8), Access: "w"},
+	}
+	create(t, m, path, &specs.LinuxResources{Devices: nullOnly})
+	probe := func() string {
+		h := startHeld(t, m, path, `for d in null zero random; do
+			(: > /dev/$d) 2>/dev/null && echo $d-w; (: < /dev/$d) 2>/dev/null && echo $d-r; done`)
+		h.release(t)
+		if err := h.cmd.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(strings.Fields(h.stdout.String()), " ")
+	}
+	// null fully; any 1:* for reading, but random (1:8) denied writing.
+	if got := probe(); got != "null-w null-r zero-r random-r" {
+		t.Errorf("with the first rules: %q", got)
+	}
+	if err := m.Update(path, &specs.LinuxResources{Devices: DefaultDevices()}); err != nil {
+		t.Fatal(err)
+	}
+	if got := probe(); got != "null-w null-r zero-w zero-r random-w random-r" {
+		t.Errorf("with the default rules: %q", got)
+	}
+	cg, err := syscall.Open(filepath.Join(m.(*v2).root, mustPath(t, m, path)), syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(cg)
+	if ids, err := deviceFilters(cg); err != nil || len(ids) != 1 {
+		t.Errorf("attached filters after Update: %v, %v; want exactly one", ids, err)
+	}
+	err = m.Update(path, &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Type: "x"}}})
+	if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("bad device type: %v", err)
+	}
+}
