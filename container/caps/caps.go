@@ -108,6 +108,27 @@ func All() []string {
 	return append([]string(nil), names[:last+1]...)
 }
 
+// Held returns the names of the capabilities in the calling thread's
+// permitted set: all a privileged container can be given, which is less
+// than All when the runtime itself runs with a reduced bounding set (as
+// here, without CAP_SYS_RESOURCE).
+func Held() ([]string, error) {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return nil, fmt.Errorf("read own capabilities: %w", err)
+	}
+	permitted := uint64(data[1].Permitted)<<32 | uint64(data[0].Permitted)
+	var held []string
+	for _, n := range All() {
+		c, _ := FromName(n)
+		if permitted&(1<<uint(c)) != 0 {
+			held = append(held, n)
+		}
+	}
+	return held, nil
+}
+
 // Mask returns the kernel bit mask of the named capabilities, as
 // /proc/<pid>/status prints them.
 func Mask(set []string) (uint64, error) {

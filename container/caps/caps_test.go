@@ -258,3 +258,21 @@ func TestApplyNilOnlySetsUser(t *testing.T) {
 		t.Fatalf("Apply(nil) = %v, setUser called %v", err, called)
 	}
 }
+
+func TestApplyPrivilegedWithHeld(t *testing.T) {
+	held, err := Held()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.ReadFile("/proc/thread-self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := parseStatus(t, string(out))["CapPrm"]
+	if m := mustMask(t, held...); m != own {
+		t.Fatalf("Held() = %#x, own permitted set %#x", m, own)
+	}
+	c := &specs.LinuxCapabilities{Bounding: held, Effective: held, Permitted: held, Inheritable: held, Ambient: held}
+	wantSets(t, parseStatus(t, child(t, c, "", "")),
+		map[string]uint64{"CapBnd": own, "CapEff": own, "CapPrm": own, "CapInh": own, "CapAmb": own})
+}

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -266,5 +267,5 @@ func Compile(s *specs.LinuxSeccomp) ([]unix.SockFilter, error) {
 }
 
 func isSpecArch(a specs.Arch) bool {
-	return len(a) > len("SCMP_ARCH_") && a[:len("SCMP_ARCH_")] == "SCMP_ARCH_"
+	return strings.HasPrefix(string(a), "SCMP_ARCH_") && len(a) > len("SCMP_ARCH_")
 }
