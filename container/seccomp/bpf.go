@@ -1,6 +1,7 @@
 package seccomp
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -21,6 +22,8 @@ const (
 
 func argLo(i uint) uint32 { return offArgs + 8*uint32(i) }
 func argHi(i uint) uint32 { return offArgs + 8*uint32(i) + 4 }
+
+var errTooLarge = errors.New("filter too large")
 
 // label names a position in the program; jumps are resolved at the end.
 type label int
@@ -44,6 +47,8 @@ type insn struct {
 type assembler struct {
 	prog []insn
 	at   []int
+	// linearMax: see tree.
+	linearMax int
 }
 
 func (a *assembler) newLabel() label {
@@ -97,8 +102,8 @@ func (a *assembler) offset(pc int, l label) (int, error) {
 
 func (a *assembler) assemble() ([]unix.SockFilter, error) {
 	if len(a.prog) > unix.BPF_MAXINSNS {
-		return nil, fmt.Errorf("seccomp: profile needs %d BPF instructions, the kernel takes %d: %w",
-			len(a.prog), unix.BPF_MAXINSNS, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("seccomp: profile needs %d BPF instructions, the kernel takes %d: %w: %w",
+			len(a.prog), unix.BPF_MAXINSNS, errTooLarge, errdefs.ErrInvalidArgument)
 	}
 	out := make([]unix.SockFilter, len(a.prog))
 	for pc, in := range a.prog {
@@ -197,7 +202,7 @@ func (a *assembler) ordered(c specs.LinuxSeccompArg, fail label, above bool, low
 // syscalls writes the rule chain of one ABI, starting with the syscall
 // number in the accumulator, and ends with the default action.
 func (a *assembler) syscalls(ar *arch, all []rule, names [][]string, defRet uint32) {
-	var order []uint32
+	var order []uint32 // every number with a rule
 	byNr := map[uint32][]int{}
 	for i := range all {
 		for _, n := range names[i] {
@@ -216,38 +221,69 @@ func (a *assembler) syscalls(ar *arch, all []rule, names [][]string, defRet uint
 			}
 		}
 	}
-	for _, nr := range order {
-		var conditional []rule
-		var final *rule
-		for _, i := range byNr[nr] {
-			if len(all[i].conds) > 0 {
-				conditional = append(conditional, all[i])
-			} else if final == nil {
-				final = &all[i]
-			}
+	slices.Sort(order)
+	a.tree(order, func(nr uint32) { a.syscall(nr, all, byNr[nr], defRet) }, defRet)
+}
+
+// linearMax is how many syscall numbers tree compares one after the
+// other; larger sets are split in halves by number, so a syscall is found
+// in about log2(n) comparisons instead of n (the default profile has 400).
+const linearMax = 8
+
+// tree dispatches on the syscall number in the accumulator over the
+// sorted nrs, emitting each syscall's checks with emit, and ends every
+// leaf with the default action.
+func (a *assembler) tree(nrs []uint32, emit func(uint32), defRet uint32) {
+	if len(nrs) <= a.linearMax {
+		for _, nr := range nrs {
+			emit(nr)
 		}
-		if len(conditional) == 0 {
-			a.jeq(nr, next, skip1)
-			a.ret(final.ret)
-			continue
-		}
-		end := a.newLabel()
-		a.jeq(nr, skip1, next)
-		a.ja(end)
-		for _, r := range conditional {
-			fail := a.newLabel()
-			for _, c := range r.conds {
-				opEmitters[c.Op](a, c, fail)
-			}
-			a.ret(r.ret)
-			a.mark(fail)
-		}
-		if final != nil {
-			a.ret(final.ret)
-		} else {
-			a.ret(defRet)
-		}
-		a.mark(end)
+		a.ret(defRet)
+		return
 	}
-	a.ret(defRet)
+	mid := len(nrs) / 2
+	upper := a.newLabel()
+	a.jge(nrs[mid], next, skip1)
+	a.ja(upper)
+	a.tree(nrs[:mid], emit, defRet)
+	a.mark(upper)
+	a.tree(nrs[mid:], emit, defRet)
+}
+
+// syscall emits the checks of one syscall: when the number matches, its
+// conditional rules in order, then its unconditional rule or the default.
+// Every path that matched the number returns, so the accumulator still
+// holds the number wherever the dispatch continues.
+func (a *assembler) syscall(nr uint32, all []rule, idx []int, defRet uint32) {
+	var conditional []rule
+	var final *rule
+	for _, i := range idx {
+		if len(all[i].conds) > 0 {
+			conditional = append(conditional, all[i])
+		} else if final == nil {
+			final = &all[i]
+		}
+	}
+	if len(conditional) == 0 {
+		a.jeq(nr, next, skip1)
+		a.ret(final.ret)
+		return
+	}
+	end := a.newLabel()
+	a.jeq(nr, skip1, next)
+	a.ja(end)
+	for _, r := range conditional {
+		fail := a.newLabel()
+		for _, c := range r.conds {
+			opEmitters[c.Op](a, c, fail)
+		}
+		a.ret(r.ret)
+		a.mark(fail)
+	}
+	if final != nil {
+		a.ret(final.ret)
+	} else {
+		a.ret(defRet)
+	}
+	a.mark(end)
 }

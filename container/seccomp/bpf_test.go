@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -39,9 +41,16 @@ func (c call) bytes() []byte {
 // its end.
 func run(t testing.TB, prog []unix.SockFilter, c call) uint32 {
 	t.Helper()
+	ret, _ := runSteps(t, prog, c)
+	return ret
+}
+
+// runSteps is run that also counts the instructions executed.
+func runSteps(t testing.TB, prog []unix.SockFilter, c call) (uint32, int) {
+	t.Helper()
 	data := c.bytes()
 	var acc uint32
-	for pc := 0; pc < len(prog); pc++ {
+	for pc, steps := 0, 1; pc < len(prog); pc, steps = pc+1, steps+1 {
 		in := prog[pc]
 		switch in.Code {
 		case unix.BPF_LD | unix.BPF_W | unix.BPF_ABS:
@@ -70,18 +79,18 @@ func run(t testing.TB, prog []unix.SockFilter, c call) uint32 {
 				pc += int(in.Jf)
 			}
 		case unix.BPF_RET | unix.BPF_K:
-			return in.K
+			return in.K, steps
 		default:
 			t.Fatalf("pc %d: unexpected instruction %#x", pc, in.Code)
 		}
 	}
 	t.Fatalf("fell off the end of a %d-instruction program", len(prog))
-	return 0
+	return 0, 0
 }
 
 func errnoRet(e unix.Errno) *uint { n := uint(e); return &n }
 
-func compile(t testing.TB, s *specs.LinuxSeccomp) []unix.SockFilter {
+func mustCompile(t testing.TB, s *specs.LinuxSeccomp) []unix.SockFilter {
 	t.Helper()
 	prog, err := Compile(s)
 	if err != nil {
@@ -129,7 +138,7 @@ func TestCompileRules(t *testing.T) {
 				Args: []specs.LinuxSeccompArg{{Index: 0, Value: unix.AF_PACKET, Op: specs.OpEqualTo}}},
 		},
 	}
-	prog := compile(t, s)
+	prog := mustCompile(t, s)
 	x64 := func(nr uint32, args ...uint64) call {
 		c := call{arch: unix.AUDIT_ARCH_X86_64, nr: nr}
 		copy(c.args[:], args)
@@ -173,7 +182,7 @@ func TestCompileRules(t *testing.T) {
 	// Listing x32 filters x32 numbers, including its own 512+ calls.
 	s.Architectures = append(s.Architectures, specs.ArchX32)
 	s.Syscalls = append(s.Syscalls, specs.LinuxSyscall{Names: []string{"ioctl"}, Action: specs.ActAllow})
-	prog = compile(t, s)
+	prog = mustCompile(t, s)
 	for _, tc := range []struct {
 		nr   uint32
 		want uint32
@@ -191,7 +200,7 @@ func TestCompileRules(t *testing.T) {
 
 	// Without a list, only the native ABI passes.
 	s.Architectures = nil
-	prog = compile(t, s)
+	prog = mustCompile(t, s)
 	if got := run(t, prog, call{arch: unix.AUDIT_ARCH_I386, nr: 3}); got != kill {
 		t.Errorf("i386 without architectures: %#x", got)
 	}
@@ -222,7 +231,7 @@ func TestCompileComparisons(t *testing.T) {
 		for _, v := range values {
 			for _, idx := range []uint{0, 5} {
 				arg := specs.LinuxSeccompArg{Index: idx, Value: v, ValueTwo: v & 0xf0000000f, Op: op}
-				prog := compile(t, &specs.LinuxSeccomp{
+				prog := mustCompile(t, &specs.LinuxSeccomp{
 					DefaultAction: specs.ActAllow,
 					Syscalls: []specs.LinuxSyscall{{Names: []string{"getuid"}, Action: specs.ActErrno,
 						Args: []specs.LinuxSeccompArg{arg}}},
@@ -289,7 +298,7 @@ func TestRuntimeDefaultCompiles(t *testing.T) {
 	if p.DefaultAction != specs.ActErrno || names < 300 {
 		t.Fatalf("unexpected default profile: %s with %d syscall names", p.DefaultAction, names)
 	}
-	prog := compile(t, p)
+	prog := mustCompile(t, p)
 	t.Logf("default profile: %d rules, %d names, %d BPF instructions", len(p.Syscalls), names, len(prog))
 	if runtime.GOARCH != "amd64" {
 		return
@@ -316,7 +325,7 @@ func TestRuntimeDefaultCompiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prog = compile(t, admin)
+	prog = mustCompile(t, admin)
 	if got := x64("mount"); got != allow {
 		t.Errorf("with CAP_SYS_ADMIN, mount: %#x", got)
 	}
@@ -339,7 +348,12 @@ func FuzzCompile(f *testing.F) {
 		if err != nil {
 			return
 		}
-		// Every compiled program must be well formed for any input.
+		linear, err := compile(&s, math.MaxInt)
+		if err != nil {
+			t.Fatalf("tree layout compiled, linear failed: %v", err)
+		}
+		// Every compiled program must be well formed for any input, and
+		// both layouts must agree.
 		for _, c := range []call{
 			{arch: unix.AUDIT_ARCH_X86_64, nr: 0},
 			{arch: unix.AUDIT_ARCH_X86_64, nr: 41, args: [6]uint64{2, 1, 0, 1 << 40, math.MaxUint64, 7}},
@@ -347,7 +361,9 @@ func FuzzCompile(f *testing.F) {
 			{arch: unix.AUDIT_ARCH_I386, nr: 102},
 			{arch: unix.AUDIT_ARCH_AARCH64, nr: 63},
 		} {
-			run(t, prog, c)
+			if a, b := run(t, prog, c), run(t, linear, c); a != b {
+				t.Fatalf("%+v: tree %#x, linear %#x", c, a, b)
+			}
 		}
 	})
 }
@@ -367,5 +383,67 @@ func BenchmarkCompileRuntimeDefault(b *testing.B) {
 		if _, err := Compile(p); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestSearchTree compares the tree dispatch with a linear chain on the
+// default profile: same verdict for every syscall number, fewer
+// instructions executed on average.
+func TestSearchTree(t *testing.T) {
+	p := RuntimeDefault()
+	tree, err := compile(p, linearMax)
+	if err != nil {
+		t.Fatal(err)
+	}
+	linear, err := compile(p, math.MaxInt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	native := hostArches[runtime.GOARCH][0].audit
+	var treeSteps, linearSteps int
+	for nr := uint32(0); nr < 600; nr++ {
+		c := call{arch: native, nr: nr, args: [6]uint64{uint64(nr) * 7}}
+		r1, s1 := runSteps(t, tree, c)
+		r2, s2 := runSteps(t, linear, c)
+		if r1 != r2 {
+			t.Errorf("nr %d: tree says %#x, linear %#x", nr, r1, r2)
+		}
+		treeSteps += s1
+		linearSteps += s2
+	}
+	t.Logf("default profile: %d instructions as a tree, %d linear; executed per syscall on average: %.1f vs %.1f",
+		len(tree), len(linear), float64(treeSteps)/600, float64(linearSteps)/600)
+	if treeSteps*3 > linearSteps {
+		t.Errorf("the tree executes %d instructions, linear %d", treeSteps, linearSteps)
+	}
+}
+
+// TestCompileFallsBackToLinear grows a profile past the kernel's
+// instruction limit: Compile must succeed exactly as long as some layout
+// fits, and pass from the tree to the linear layout on the way.
+func TestCompileFallsBackToLinear(t *testing.T) {
+	names := slices.Sorted(maps.Keys(hostArches[runtime.GOARCH][0].table))
+	s := &specs.LinuxSeccomp{DefaultAction: specs.ActErrno,
+		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32, specs.ArchAARCH64, specs.ArchARM}}
+	fellBack := false
+	for _, n := range names {
+		s.Syscalls = append(s.Syscalls, specs.LinuxSyscall{Names: []string{n}, Action: specs.ActAllow,
+			Args: []specs.LinuxSeccompArg{{Index: 0, Value: 1, Op: specs.OpEqualTo}}})
+		_, treeErr := compile(s, linearMax)
+		_, linearErr := compile(s, math.MaxInt)
+		_, err := Compile(s)
+		if (err == nil) != (linearErr == nil) {
+			t.Fatalf("%d syscalls: Compile %v, linear layout %v", len(s.Syscalls), err, linearErr)
+		}
+		fellBack = fellBack || (treeErr != nil && linearErr == nil)
+		if linearErr != nil {
+			if !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Errorf("too large: %v", err)
+			}
+			break
+		}
+	}
+	if !fellBack {
+		t.Error("never needed the linear layout")
 	}
 }

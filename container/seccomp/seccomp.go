@@ -24,7 +24,9 @@
 package seccomp
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"slices"
 	"strings"
@@ -182,6 +184,17 @@ func Flags(s *specs.LinuxSeccomp) (uint, error) {
 
 // Compile turns a profile into a BPF program for this host's architectures.
 func Compile(s *specs.LinuxSeccomp) ([]unix.SockFilter, error) {
+	// The search tree costs instructions; a profile too big for it
+	// within the kernel's limit is compiled as one linear chain.
+	prog, err := compile(s, linearMax)
+	if errors.Is(err, errTooLarge) {
+		prog, err = compile(s, math.MaxInt)
+	}
+	return prog, err
+}
+
+// compile is Compile with at most linear syscalls compared in a row.
+func compile(s *specs.LinuxSeccomp, linear int) ([]unix.SockFilter, error) {
 	if s == nil {
 		return nil, invalid("no profile")
 	}
@@ -225,7 +238,7 @@ func Compile(s *specs.LinuxSeccomp) ([]unix.SockFilter, error) {
 		}
 	}
 
-	var asm assembler
+	asm := assembler{linearMax: linear}
 	asm.load(offArch)
 	// One dispatch per distinct audit value: x32 shares x86_64's.
 	sections := map[uint32]label{}
