@@ -1,20 +1,94 @@
 // Command cri-mini is a Kubernetes container runtime: it serves the CRI on a
 // unix socket and builds every container itself with system calls.
+//
+//	cri-mini [serve] [flags]   serve the CRI (the default)
+//	cri-mini config [flags]    print the effective configuration as TOML
+//	cri-mini version           print the version
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
+
+	"k8s.io/klog/v2"
+
+	"github.com/cri-mini/cri-mini/internal/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "version" {
-		fmt.Printf("cri-mini %s\n", version)
-		return
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage: cri-mini [serve] [flags]   serve the CRI on --listen (default)
+       cri-mini config [flags]    print the effective configuration (defaults, --config file, flags) as TOML
+       cri-mini version           print the version
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
 	}
-	fmt.Fprintln(os.Stderr, "cri-mini: the daemon is not built yet; try `cri-mini version`")
-	os.Exit(2)
+	switch cmd {
+	case "version":
+		fmt.Fprintf(stdout, "cri-mini %s\n", version)
+		return 0
+	case "serve", "config":
+	case "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "cri-mini: unknown command %q\n%s", cmd, usage)
+		return 2
+	}
+
+	fs := flag.NewFlagSet("cri-mini "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	flags := config.RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "cri-mini %s: unexpected arguments %q\n", cmd, fs.Args())
+		return 2
+	}
+	cfg, err := flags.Load()
+	if err != nil {
+		fmt.Fprintf(stderr, "cri-mini: %v\n", err)
+		return 2
+	}
+
+	if cmd == "config" {
+		out, err := cfg.Render()
+		if err != nil {
+			fmt.Fprintf(stderr, "cri-mini: %v\n", err)
+			return 1
+		}
+		_, _ = stdout.Write(out)
+		return 0
+	}
+
+	setVerbosity(cfg.Verbosity)
+	defer klog.Flush()
+	if err := serve(cfg); err != nil {
+		fmt.Fprintf(stderr, "cri-mini: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// setVerbosity hands -v to klog without exposing klog's other flags.
+func setVerbosity(v int) {
+	kfs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(kfs)
+	_ = kfs.Set("v", fmt.Sprint(v))
 }

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/cri-mini/cri-mini/cri"
+	"github.com/cri-mini/cri-mini/internal/config"
+	"github.com/cri-mini/cri-mini/netns"
+	"github.com/cri-mini/cri-mini/sandbox"
+)
+
+// shutdownGrace is how long SIGTERM waits for calls in flight.
+const shutdownGrace = 10 * time.Second
+
+// serve runs the daemon until SIGTERM or SIGINT. Stopping leaves every pod
+// and container running: they do not depend on the daemon's process.
+func serve(cfg config.Config) error {
+	for _, dir := range []string{cfg.Root, cfg.RunRoot} {
+		if err := os.MkdirAll(dir, 0o711); err != nil {
+			return fmt.Errorf("state directory: %w", err)
+		}
+	}
+	lock, err := lockRunRoot(cfg.RunRoot)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+
+	ctx := context.Background()
+	network, err := netns.New(netns.Config{
+		ConfDir:    cfg.CNIConfigDir,
+		PluginDirs: netns.PluginDirs(cfg.CNIPluginDir),
+		RunRoot:    cfg.RunRoot,
+	})
+	if err != nil {
+		return err
+	}
+	pods, err := sandbox.New(ctx, sandbox.Config{RunRoot: cfg.RunRoot, Network: network, CgroupDriver: cfg.CgroupDriver})
+	if err != nil {
+		return err
+	}
+	if cfg.MetricsAddress != "" {
+		klog.InfoS("Metrics endpoint is not available in this build; ignoring metrics_address", "address", cfg.MetricsAddress)
+	}
+	svc := cri.NewService(cri.Options{Config: cfg, Version: version, Network: network, Sandboxes: pods})
+	srv := cri.NewServer(svc)
+
+	socket, _ := cfg.SocketPath() // validated with the config
+	ln, err := listenUnix(socket)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(socket)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		sig := <-sigs
+		klog.InfoS("Stopping: pods and containers keep running", "signal", sig.String())
+		stopped := make(chan struct{})
+		go func() { srv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(shutdownGrace):
+			srv.Stop()
+		}
+	}()
+
+	klog.InfoS("cri-mini serving the CRI", "version", version, "socket", socket, "root", cfg.Root, "runroot", cfg.RunRoot)
+	if err := srv.Serve(ln); err != nil {
+		return fmt.Errorf("serve %s: %w", socket, err)
+	}
+	return nil
+}
+
+// lockRunRoot takes an exclusive lock on the run root for the life of the
+// process, so that two daemons never manage the same pods. The lock file
+// names the holder's pid for the error message of the next one.
+func lockRunRoot(runRoot string) (*os.File, error) {
+	path := filepath.Join(runRoot, "cri-mini.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another cri-mini (pid %s) is already running on runroot %s; stop it or give this one another --runroot",
+				strings.TrimSpace(string(holder)), runRoot)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
+}
+
+// listenUnix listens on socket, created with mode 0660 from the start (the
+// umask is set around bind, so no wider-open moment exists). A stale socket
+// of an earlier daemon is replaced; the run root lock says it is stale.
+func listenUnix(socket string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(socket), 0o711); err != nil {
+		return nil, fmt.Errorf("socket directory: %w", err)
+	}
+	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket: %w", err)
+	}
+	old := unix.Umask(0o117)
+	ln, err := net.Listen("unix", socket)
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", socket, err)
+	}
+	if err := os.Chmod(socket, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("socket mode: %w", err)
+	}
+	return ln, nil
+}

@@ -1,0 +1,140 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/cri-mini/cri-mini/internal/config"
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/netns"
+	"github.com/cri-mini/cri-mini/sandbox"
+)
+
+// Service serves the CRI RuntimeService and ImageService. RPCs that cri-mini
+// does not implement yet fall through to the embedded Unimplemented servers,
+// which the interceptor turns into a clear Unimplemented status.
+type Service struct {
+	runtimeapi.UnimplementedRuntimeServiceServer
+	runtimeapi.UnimplementedImageServiceServer
+
+	config    config.Config
+	version   string
+	network   *netns.Manager
+	sandboxes *sandbox.Manager
+}
+
+// Options are what a Service is built from.
+type Options struct {
+	Config    config.Config
+	Version   string
+	Network   *netns.Manager
+	Sandboxes *sandbox.Manager
+}
+
+// NewService returns a Service over the given managers.
+func NewService(o Options) *Service {
+	return &Service{config: o.Config, version: o.Version, network: o.Network, sandboxes: o.Sandboxes}
+}
+
+// maxMsgSize matches kubelet's client limit, so large lists are not cut off.
+const maxMsgSize = 16 << 20
+
+// NewServer returns a gRPC server with s registered as both CRI services,
+// every call passing through the one interceptor that logs and maps errors.
+func NewServer(s *Service) *grpc.Server {
+	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(unaryInterceptor),
+		grpc.ChainStreamInterceptor(streamInterceptor),
+		grpc.MaxRecvMsgSize(maxMsgSize),
+		grpc.MaxSendMsgSize(maxMsgSize),
+	)
+	runtimeapi.RegisterRuntimeServiceServer(srv, s)
+	runtimeapi.RegisterImageServiceServer(srv, s)
+	return srv
+}
+
+func unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	start := time.Now()
+	defer func() {
+		if r := recover(); r != nil {
+			klog.ErrorS(nil, "Panic in CRI call", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+			resp, err = nil, fmt.Errorf("internal error in %s: %v", info.FullMethod, r)
+		}
+		err = toStatus(ctx, info.FullMethod, err)
+		logCall(info.FullMethod, start, err)
+	}()
+	return handler(ctx, req)
+}
+
+func streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	start := time.Now()
+	defer func() {
+		if r := recover(); r != nil {
+			klog.ErrorS(nil, "Panic in CRI stream", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("internal error in %s: %v", info.FullMethod, r)
+		}
+		err = toStatus(ss.Context(), info.FullMethod, err)
+		logCall(info.FullMethod, start, err)
+	}()
+	return handler(srv, ss)
+}
+
+func logCall(method string, start time.Time, err error) {
+	code := status.Code(err)
+	klog.V(2).InfoS("CRI call", "method", method, "duration", time.Since(start), "code", code)
+	if code == codes.Internal || code == codes.Unknown {
+		klog.ErrorS(err, "CRI call failed", "method", method)
+	}
+}
+
+// kindCodes maps each errdefs kind to its gRPC code; the first match wins,
+// so an error wrapping two kinds gets the more specific one listed first.
+var kindCodes = []struct {
+	kind error
+	code codes.Code
+}{
+	{errdefs.ErrNotFound, codes.NotFound},
+	{errdefs.ErrAlreadyExists, codes.AlreadyExists},
+	{errdefs.ErrInvalidArgument, codes.InvalidArgument},
+	{errdefs.ErrFailedPrecondition, codes.FailedPrecondition},
+	{errdefs.ErrResourceExhausted, codes.ResourceExhausted},
+	{errdefs.ErrDeadlineExceeded, codes.DeadlineExceeded},
+	{errdefs.ErrUnavailable, codes.Unavailable},
+	{errdefs.ErrUnimplemented, codes.Unimplemented},
+	{context.DeadlineExceeded, codes.DeadlineExceeded},
+	{context.Canceled, codes.Canceled},
+}
+
+// toStatus turns err into a gRPC status error: the one place where internal
+// error kinds become codes. Errors of no known kind are Unknown, unless the
+// caller's context ended first.
+func toStatus(ctx context.Context, method string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if st, ok := status.FromError(err); ok {
+		if st.Code() == codes.Unimplemented && strings.HasSuffix(st.Message(), "not implemented") {
+			return status.Errorf(codes.Unimplemented, "cri-mini does not implement %s yet", method)
+		}
+		return err
+	}
+	for _, kc := range kindCodes {
+		if errors.Is(err, kc.kind) {
+			return status.Error(kc.code, err.Error())
+		}
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return status.Error(status.FromContextError(ctxErr).Code(), err.Error())
+	}
+	return status.Error(codes.Unknown, err.Error())
+}
