@@ -7,9 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 )
@@ -161,4 +164,50 @@ func mustRead(t *testing.T, dir, file string) string {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// FuzzPaths: whatever a request carries, a converted path is absolute,
+// clean, not the root, and has no way up.
+func FuzzPaths(f *testing.F) {
+	for _, s := range []string{"/kubepods/pod1/ctr", "kubepods-burstable-pod1.slice:cri-mini:abc", "a.slice::b.slice", "../x", "-.slice:p:n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		for _, conv := range []func(string) (string, error){cgroupfsPath, systemdPath} {
+			p, err := conv(in)
+			if err != nil {
+				if !errors.Is(err, errdefs.ErrInvalidArgument) {
+					t.Fatalf("%q: error of the wrong kind: %v", in, err)
+				}
+				continue
+			}
+			if p == "/" || !strings.HasPrefix(p, "/") || filepath.Clean(p) != p || slices.Contains(strings.Split(p, "/"), "..") {
+				t.Fatalf("%q converted to %q", in, p)
+			}
+		}
+	})
+}
+
+func BenchmarkCreateDestroy(b *testing.B) {
+	m, err := New("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := &specs.LinuxResources{
+		CPU:    &specs.LinuxCPU{Shares: ptr[uint64](512), Quota: ptr[int64](50000)},
+		Memory: &specs.LinuxMemory{Limit: ptr[int64](64 << 20)},
+		Pids:   &specs.LinuxPids{Limit: ptr[int64](100)},
+	}
+	path := fmt.Sprintf("/%s-bench-%d/ctr", testPrefix, os.Getpid())
+	for b.Loop() {
+		if err := m.Create(path, r); err != nil {
+			b.Fatal(err)
+		}
+		if err := m.Destroy(path); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := m.Destroy(path[:strings.LastIndex(path, "/")]); err != nil {
+		b.Fatal(err)
+	}
 }

@@ -447,3 +447,37 @@ func TestCompileFallsBackToLinear(t *testing.T) {
 		t.Error("never needed the linear layout")
 	}
 }
+
+// TestCompileARM64 compiles for an arm64 host (whatever this one is) and
+// checks the aarch64 and arm sections with arm64's own numbers.
+func TestCompileARM64(t *testing.T) {
+	defer func(g string) { goarch = g }(goarch)
+	goarch = "arm64"
+	prog := mustCompile(t, &specs.LinuxSeccomp{
+		DefaultAction: specs.ActErrno,
+		Architectures: []specs.Arch{specs.ArchAARCH64, specs.ArchARM, specs.ArchX86},
+		Syscalls: []specs.LinuxSyscall{
+			{Names: []string{"read", "openat", "open"}, Action: specs.ActAllow},
+			{Names: []string{"mount"}, Action: specs.ActErrno, ErrnoRet: errnoRet(unix.EACCES)},
+		},
+	})
+	for _, tc := range []struct {
+		c    call
+		want uint32
+	}{
+		{call{arch: unix.AUDIT_ARCH_AARCH64, nr: 63}, allow},                               // read
+		{call{arch: unix.AUDIT_ARCH_AARCH64, nr: 56}, allow},                               // openat
+		{call{arch: unix.AUDIT_ARCH_AARCH64, nr: 40}, errnoOf(unix.EACCES)},                // mount
+		{call{arch: unix.AUDIT_ARCH_AARCH64, nr: 0}, errnoOf(unix.EPERM)},                  // io_setup
+		{call{arch: unix.AUDIT_ARCH_ARM, nr: 3}, allow},                                    // read
+		{call{arch: unix.AUDIT_ARCH_ARM, nr: 5}, allow},                                    // open
+		{call{arch: unix.AUDIT_ARCH_ARM, nr: 21}, errnoOf(unix.EACCES)},                    // mount
+		{call{arch: unix.AUDIT_ARCH_X86_64, nr: 0}, kill},                                  // not this host's
+		{call{arch: unix.AUDIT_ARCH_I386, nr: 3}, kill},                                    // listed, but foreign
+		{call{arch: unix.AUDIT_ARCH_AARCH64, nr: 63 | x32SyscallBit}, errnoOf(unix.EPERM)}, // no x32 on arm64
+	} {
+		if got := run(t, prog, tc.c); got != tc.want {
+			t.Errorf("%+v: got %#x, want %#x", tc.c, got, tc.want)
+		}
+	}
+}
