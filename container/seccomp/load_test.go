@@ -21,6 +21,8 @@ import (
 
 // Filters cannot be removed, so every real load happens in a child: the
 // test binary re-executed with childEnv naming a role.
+const noSuchID = 0x3ffffff0
+
 const (
 	childEnv   = "SECCOMP_TEST_CHILD"
 	profileEnv = "SECCOMP_TEST_PROFILE"
@@ -74,12 +76,14 @@ func runChild(role string) error {
 		}
 		report("mkdirat", unix.Mkdirat(unix.AT_FDCWD, filepath.Join(dir, "d"), 0o755))
 		report("symlinkat", unix.Symlinkat("x", unix.AT_FDCWD, filepath.Join(dir, "l")))
-		_, err := unix.Getpriority(unix.PRIO_USER, 4242)
-		report("getpriority-user-4242", err)
+		// noSuchID is neither a pid (pid_max is at most 2^22) nor a uid
+		// with processes, so unfiltered calls fail with ESRCH.
+		_, err := unix.Getpriority(unix.PRIO_USER, noSuchID)
+		report("getpriority-user-nosuch", err)
 		_, err = unix.Getpriority(unix.PRIO_USER, 0)
 		report("getpriority-user-0", err)
-		_, err = unix.Getpriority(unix.PRIO_PROCESS, 4242)
-		report("getpriority-process-4242", err)
+		_, err = unix.Getpriority(unix.PRIO_PROCESS, noSuchID)
+		report("getpriority-process-nosuch", err)
 		report("dup3-cloexec", unix.Dup3(1, 100, unix.O_CLOEXEC))
 		report("dup3-plain", unix.Dup3(1, 101, 0))
 		_, err = os.ReadFile("/proc/self/status")
@@ -129,7 +133,7 @@ func TestLoadEnforces(t *testing.T) {
 			{Names: []string{"getpriority"}, Action: specs.ActErrno, ErrnoRet: errnoRet(unix.ENOTTY),
 				Args: []specs.LinuxSeccompArg{
 					{Index: 0, Value: unix.PRIO_USER, Op: specs.OpEqualTo},
-					{Index: 1, Value: 4242, Op: specs.OpEqualTo},
+					{Index: 1, Value: noSuchID, Op: specs.OpEqualTo},
 				}},
 			{Names: []string{"dup3"}, Action: specs.ActErrno, ErrnoRet: errnoRet(unix.E2BIG),
 				Args: []specs.LinuxSeccompArg{{Index: 2, Value: unix.O_CLOEXEC, ValueTwo: unix.O_CLOEXEC, Op: specs.OpMaskedEqual}}},
@@ -137,8 +141,8 @@ func TestLoadEnforces(t *testing.T) {
 	}
 	out := child(t, "probe", p, dir)
 	for _, want := range []string{
-		"mkdirat=EPERM", "symlinkat=EBADFD", "getpriority-user-4242=ENOTTY", "getpriority-user-0=ok",
-		"getpriority-process-4242=ESRCH", "dup3-cloexec=E2BIG", "dup3-plain=ok", "read=ok",
+		"mkdirat=EPERM", "symlinkat=EBADFD", "getpriority-user-nosuch=ENOTTY", "getpriority-user-0=ok",
+		"getpriority-process-nosuch=ESRCH", "dup3-cloexec=E2BIG", "dup3-plain=ok", "read=ok",
 		"mkdirat-other-thread=EPERM",
 	} {
 		if !strings.Contains(out, want+"\n") {
