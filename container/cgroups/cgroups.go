@@ -12,6 +12,11 @@
 // one may, e.g. memory:/process_api/...) must not nest pods below itself.
 // Without systemd as PID 1 the systemd driver only converts names; the
 // cgroups are made directly in cgroupfs, where systemd would put them.
+//
+// Device rules (linux.resources.devices) go to the devices controller on
+// v1 and become an eBPF device program on v2, with the same meaning.
+// Create makes missing parents too (a pod's cgroup); Destroy removes only
+// the path it is given and what is below it.
 package cgroups
 
 import (
