@@ -1,0 +1,270 @@
+// Package e2e drives a real cri-mini daemon, started with throw-away
+// directories and its own CNI network, through crictl and the Go CRI client.
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mini/cri-mini/netns"
+)
+
+const cniPlugins = "/usr/lib/cni"
+
+// suite is the daemon all tests share.
+var suite struct {
+	bin, crictl       string
+	dir               string // everything of the run lives below it
+	root, run, socket string
+	cniDir, ipamDir   string
+	bridge, subnet    string
+	gateway           string
+	daemon            *exec.Cmd
+	logFile           *os.File
+	rt                runtimeapi.RuntimeServiceClient
+	conn              *grpc.ClientConn
+}
+
+func TestMain(m *testing.M) {
+	if reason := missing(); reason != "" {
+		fmt.Printf("e2e: SKIP: %s\n", reason)
+		os.Exit(0)
+	}
+	code, err := runSuite(m)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// missing says why the suite cannot run here, or "" when it can.
+func missing() string {
+	if os.Geteuid() != 0 {
+		return "needs root (namespaces, mounts, veths, iptables)"
+	}
+	if _, err := os.Stat(filepath.Join(cniPlugins, "bridge")); err != nil {
+		return "CNI plugins missing: apt-get install containernetworking-plugins"
+	}
+	if _, err := findCrictl(); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+func findCrictl() (string, error) {
+	if p, err := exec.LookPath("crictl"); err == nil {
+		return p, nil
+	}
+	gopath, err := exec.Command("go", "env", "GOPATH").Output()
+	if err == nil {
+		p := filepath.Join(strings.TrimSpace(string(gopath)), "bin", "crictl")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("crictl not found: go install sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0")
+}
+
+func runSuite(m *testing.M) (int, error) {
+	var err error
+	if suite.crictl, err = findCrictl(); err != nil {
+		return 1, err
+	}
+	if suite.dir, err = os.MkdirTemp("", "cri-mini-e2e-"); err != nil {
+		return 1, err
+	}
+	defer os.RemoveAll(suite.dir)
+	suite.bin = filepath.Join(suite.dir, "cri-mini")
+	build := exec.Command("go", "build", "-o", suite.bin, "./cmd/cri-mini")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		return 1, fmt.Errorf("build cri-mini: %v\n%s", err, out)
+	}
+
+	n := os.Getpid() % 200
+	suite.root = filepath.Join(suite.dir, "root")
+	suite.run = filepath.Join(suite.dir, "run")
+	suite.socket = filepath.Join(suite.dir, "cri-mini.sock")
+	suite.cniDir = filepath.Join(suite.dir, "net.d")
+	suite.ipamDir = filepath.Join(suite.dir, "ipam")
+	suite.bridge = fmt.Sprintf("crie2e%d", os.Getpid()%100000)
+	suite.subnet = fmt.Sprintf("10.177.%d.0/24", n)
+	suite.gateway = fmt.Sprintf("10.177.%d.1", n)
+	if err := os.MkdirAll(suite.cniDir, 0o755); err != nil {
+		return 1, err
+	}
+	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"cri-mini-e2e","plugins":[
+	{"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":true,"hairpinMode":true,
+	 "ipam":{"type":"host-local","ranges":[[{"subnet":%q}]],"routes":[{"dst":"0.0.0.0/0"}],"dataDir":%q}},
+	{"type":"portmap","capabilities":{"portMappings":true}},
+	{"type":"loopback"}]}`, suite.bridge, suite.subnet, suite.ipamDir)
+	if err := os.WriteFile(filepath.Join(suite.cniDir, "10-e2e.conflist"), []byte(conf), 0o644); err != nil {
+		return 1, err
+	}
+	if suite.logFile, err = os.Create(filepath.Join(suite.dir, "daemon.log")); err != nil {
+		return 1, err
+	}
+	defer suite.logFile.Close()
+
+	if err := startDaemon(); err != nil {
+		return 1, err
+	}
+	suite.conn, err = grpc.NewClient("unix://"+suite.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return 1, err
+	}
+	suite.rt = runtimeapi.NewRuntimeServiceClient(suite.conn)
+
+	code := m.Run()
+
+	leaks := cleanUpAndCheckLeaks()
+	suite.conn.Close()
+	if code != 0 || leaks != nil {
+		if log, err := os.ReadFile(suite.logFile.Name()); err == nil {
+			fmt.Fprintf(os.Stderr, "--- daemon log (last 4 KiB) ---\n%s\n", tail(log, 4096))
+		}
+	}
+	return code, leaks
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+// daemonArgs are the flags of the suite's daemon.
+func daemonArgs() []string {
+	return []string{
+		"--root", suite.root, "--runroot", suite.run, "--listen", "unix://" + suite.socket,
+		"--cni-config-dir", suite.cniDir, "--cni-plugin-dir", cniPlugins, "-v", "2",
+	}
+}
+
+// startDaemon starts cri-mini and waits until it answers Version.
+func startDaemon() error {
+	cmd := exec.Command(suite.bin, daemonArgs()...)
+	cmd.Stdout, cmd.Stderr = suite.logFile, suite.logFile
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start cri-mini: %w", err)
+	}
+	suite.daemon = cmd
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("cri-mini exited at start: %v", err)
+		default:
+		}
+		if c, err := net.Dial("unix", suite.socket); err == nil {
+			c.Close()
+			go func() { <-exited }()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.New("cri-mini did not listen within 20s")
+}
+
+// stopDaemon sends sig and waits for the daemon to exit.
+func stopDaemon(sig syscall.Signal) error {
+	if err := suite.daemon.Process.Signal(sig); err != nil {
+		return err
+	}
+	for range 200 {
+		if err := suite.daemon.Process.Signal(syscall.Signal(0)); err != nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("cri-mini did not exit on %v", sig)
+}
+
+// cleanUpAndCheckLeaks removes every pod through the CRI, stops the daemon
+// and then looks for anything of the run left on the host.
+func cleanUpAndCheckLeaks() error {
+	var errs []error
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if pods, err := suite.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err == nil {
+		for _, p := range pods.GetItems() {
+			if _, err := suite.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id}); err != nil {
+				errs = append(errs, fmt.Errorf("remove pod %s: %w", p.Id, err))
+			}
+		}
+	} else {
+		errs = append(errs, fmt.Errorf("list pods: %w", err))
+	}
+	if err := stopDaemon(syscall.SIGTERM); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := os.Stat(suite.socket); !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("socket left after SIGTERM: %v", err))
+	}
+	errs = append(errs, leaks()...)
+	if err := netns.DeleteBridge(suite.bridge); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("leak check after the suite:\n%w", errors.Join(errs...))
+	}
+	fmt.Println("e2e: leak check passed: no mount, namespace pin, veth, IP allocation or process of the run left")
+	return nil
+}
+
+// leaks lists what the run left: mounts (including namespace pins) below
+// its directory, veths on its bridge, IP allocations, processes of its binary.
+func leaks() []error {
+	var errs []error
+	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return []error{err}
+	}
+	for line := range strings.SplitSeq(string(mountinfo), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], suite.dir+"/") {
+			errs = append(errs, fmt.Errorf("mount left: %s", line))
+		}
+	}
+	if ports, err := os.ReadDir(filepath.Join("/sys/class/net", suite.bridge, "brif")); err == nil && len(ports) > 0 {
+		for _, p := range ports {
+			errs = append(errs, fmt.Errorf("veth left on %s: %s", suite.bridge, p.Name()))
+		}
+	}
+	allocs, _ := filepath.Glob(filepath.Join(suite.ipamDir, "*", "10.*"))
+	for _, a := range allocs {
+		errs = append(errs, fmt.Errorf("IP allocation left: %s", a))
+	}
+	if dump, err := exec.Command("iptables-save").Output(); err == nil {
+		for line := range strings.SplitSeq(string(dump), "\n") {
+			if strings.Contains(line, "cri-mini-e2e") {
+				errs = append(errs, fmt.Errorf("iptables rule left: %s", line))
+			}
+		}
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/exe")
+	for _, exe := range procs {
+		if target, err := os.Readlink(exe); err == nil && strings.HasPrefix(target, suite.dir+"/") {
+			errs = append(errs, fmt.Errorf("process left: %s -> %s", exe, target))
+		}
+	}
+	return errs
+}
