@@ -94,6 +94,18 @@ func podInfo(t *testing.T, id string) (*runtimeapi.PodSandboxStatus, sandbox.Pod
 	return resp.Status, p
 }
 
+// pauseRuns reports whether pid is a live pod pause process: PID 1 of the
+// pod's pid namespace, run from the suite's binary.
+func pauseRuns(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	return err == nil && exe == suite.bin && strings.Contains(string(status), "\nNSpid:\t"+fmt.Sprint(pid)+"\t1\n") &&
+		!strings.Contains(string(status), "State:\tZ")
+}
+
 func TestVersionStatusConfig(t *testing.T) {
 	out := crictl(t, "version")
 	for _, want := range []string{"RuntimeName:  cri-mini", "RuntimeApiVersion:  v1"} {
@@ -122,9 +134,9 @@ func TestVersionStatusConfig(t *testing.T) {
 
 func TestCrictlPodLifecycle(t *testing.T) {
 	dir := t.TempDir()
+	// No namespace options: the pod shares one pid namespace (mode POD).
 	cfg := `{"metadata":{"name":"crictl-pod","namespace":"e2e","uid":"uid-crictl","attempt":0},
-		"hostname":"crictl-pod","labels":{"tier":"web","suite":"e2e"},
-		"linux":{"security_context":{"namespace_options":{"pid":1}}}}`
+		"hostname":"crictl-pod","labels":{"tier":"web","suite":"e2e"}}`
 	file := filepath.Join(dir, "pod.json")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -162,12 +174,19 @@ func TestCrictlPodLifecycle(t *testing.T) {
 	if inspect.Status.State != "SANDBOX_READY" || !strings.HasPrefix(inspect.Status.Network.IP, strings.TrimSuffix(suite.subnet, "0/24")) {
 		t.Errorf("inspectp: state %q ip %q, want ready with an IP in %s", inspect.Status.State, inspect.Status.Network.IP, suite.subnet)
 	}
-	if inspect.Info["netns"] == nil || inspect.Info["shmPath"] == nil {
+	if inspect.Info["netns"] == nil || inspect.Info["shmPath"] == nil || inspect.Info["pidns"] == nil {
 		t.Errorf("inspectp info lacks namespace paths: %v", inspect.Info)
+	}
+	pause, _ := inspect.Info["pausePid"].(float64)
+	if !pauseRuns(int(pause)) {
+		t.Errorf("pod pause process %v not running as PID 1 of the pod", inspect.Info["pausePid"])
 	}
 
 	crictl(t, "stopp", id)
 	crictl(t, "stopp", id) // idempotent
+	if pauseRuns(int(pause)) {
+		t.Errorf("pause process %v outlived stopp", pause)
+	}
 	if got := crictl(t, "pods", "-q", "--state", "notready", "--id", id); got != id {
 		t.Errorf("after stopp: %q not listed as not ready", got)
 	}
@@ -261,7 +280,9 @@ func TestDNSConfigInResolvConf(t *testing.T) {
 }
 
 func TestDaemonKilledAndRestarted(t *testing.T) {
-	ready := runPod(t, podConfig("survivor-ready"))
+	shared := podConfig("survivor-ready")
+	shared.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
+	ready := runPod(t, shared)
 	stopped := runPod(t, podConfig("survivor-stopped"))
 	if _, err := suite.rt.StopPodSandbox(ctx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: stopped}); err != nil {
 		t.Fatal(err)
@@ -302,6 +323,9 @@ func TestDaemonKilledAndRestarted(t *testing.T) {
 	_, info := podInfo(t, ready)
 	if ok, err := nspin.IsPinned(info.NetNS); !ok {
 		t.Errorf("network namespace of the running pod lost: %v", err)
+	}
+	if !pauseRuns(info.PausePID) {
+		t.Errorf("pause process %d of the running pod did not survive the daemon", info.PausePID)
 	}
 }
 

@@ -238,6 +238,18 @@ func (m *Manager) create(ctx context.Context, p *Pod) error {
 		p.UTSNS, p.IPCNS = paths[nspin.UTS], paths[nspin.IPC]
 	}
 
+	if spec.SharedPID {
+		if err := os.MkdirAll(nsDir(dir), 0o700); err != nil {
+			return err
+		}
+		pidNS := filepath.Join(nsDir(dir), "pid")
+		pid, err := startPause(p.ID, pidNS)
+		if err != nil {
+			return err
+		}
+		p.PIDNS, p.PausePID = pidNS, pid
+	}
+
 	if spec.HostIPC {
 		p.ShmPath = "/dev/shm"
 	} else {
@@ -283,14 +295,19 @@ func nsDir(podDir string) string { return filepath.Join(podDir, "ns") }
 func (m *Manager) release(ctx context.Context, p *Pod) error {
 	dir := m.podDir(p.ID)
 	var errs []error
+	if err := killPause(p.ID); err != nil {
+		errs = append(errs, err)
+	}
 	if err := m.net.Remove(ctx, p.ID); err != nil {
 		errs = append(errs, err)
 	}
 	if err := nspin.Unpin(nsDir(dir), nspin.UTS, nspin.IPC); err != nil {
 		errs = append(errs, err)
 	}
-	if err := unmountShm(filepath.Join(dir, "shm")); err != nil {
-		errs = append(errs, err)
+	for _, target := range []string{filepath.Join(nsDir(dir), "pid"), filepath.Join(dir, "shm")} {
+		if err := unmount(target); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(errs) > 0 {
 		// Keep the directory (and its state) so that a retry finds the rest.
@@ -365,7 +382,8 @@ func (m *Manager) List() []*Pod {
 	return pods
 }
 
-// Stop detaches the pod from its network and marks it not ready. Its
+// Stop ends the pod's shared pid namespace (with every process in it),
+// detaches the pod from its network and marks it not ready. Its other
 // namespaces stay until Remove. Stopping a stopped pod does nothing.
 func (m *Manager) Stop(ctx context.Context, id string) error {
 	e, err := m.lookup(id)
@@ -378,6 +396,11 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 }
 
 func (m *Manager) stopLocked(ctx context.Context, p *Pod) error {
+	if p.Spec.SharedPID {
+		if err := killPause(p.ID); err != nil {
+			return fmt.Errorf("stop pod sandbox %s: %w", p.ID, err)
+		}
+	}
 	if !p.Spec.HostNetwork {
 		if err := m.net.Teardown(ctx, p.ID); err != nil {
 			return fmt.Errorf("stop pod sandbox %s: %w", p.ID, err)

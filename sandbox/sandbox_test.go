@@ -335,9 +335,9 @@ func TestBadRequests(t *testing.T) {
 			s.HostNetwork = true
 			s.Sysctls = map[string]string{"net.ipv4.ip_forward": "1"}
 		}, errdefs.ErrInvalidArgument},
-		"bad dns server":    {func(s *Spec) { s.DNS = &DNSConfig{Servers: []string{"dns.example"}} }, errdefs.ErrInvalidArgument},
-		"relative cgroup":   {func(s *Spec) { s.CgroupParent = "kubepods/x" }, errdefs.ErrInvalidArgument},
-		"shared pid (todo)": {func(s *Spec) { s.SharedPID = true }, errdefs.ErrUnimplemented},
+		"bad dns server":      {func(s *Spec) { s.DNS = &DNSConfig{Servers: []string{"dns.example"}} }, errdefs.ErrInvalidArgument},
+		"relative cgroup":     {func(s *Spec) { s.CgroupParent = "kubepods/x" }, errdefs.ErrInvalidArgument},
+		"host and shared pid": {func(s *Spec) { s.SharedPID, s.HostPID = true, true }, errdefs.ErrInvalidArgument},
 	}
 	for name, tc := range cases {
 		s := spec("bad")

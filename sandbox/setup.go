@@ -46,9 +46,6 @@ func (m *Manager) validate(spec *Spec) error {
 	if spec.HostPID && spec.SharedPID {
 		return fmt.Errorf("pod asks for both the host's and a shared pid namespace: %w", errdefs.ErrInvalidArgument)
 	}
-	if spec.SharedPID {
-		return fmt.Errorf("a shared pod pid namespace (NamespaceMode POD) is not supported yet: %w", errdefs.ErrUnimplemented)
-	}
 	if spec.HostNetwork && len(spec.PortMappings) > 0 {
 		for _, pm := range spec.PortMappings {
 			if pm.HostPort != 0 && pm.HostPort != pm.ContainerPort {
@@ -203,20 +200,20 @@ func mountShm(target string) error {
 	return nil
 }
 
-// unmountShm detaches whatever is mounted at target and removes the
-// directory; a missing one is fine.
-func unmountShm(target string) error {
+// unmount detaches every mount stacked at target and removes it (a
+// directory or a pin file); a missing one is fine.
+func unmount(target string) error {
 	for {
 		err := unix.Unmount(target, unix.MNT_DETACH)
 		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("unmount pod shm %s: %w", target, err)
+			return fmt.Errorf("unmount %s: %w", target, err)
 		}
 	}
 	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove pod shm dir: %w", err)
+		return fmt.Errorf("remove %s: %w", target, err)
 	}
 	return nil
 }

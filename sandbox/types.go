@@ -68,6 +68,10 @@ type Pod struct {
 	NetNS string `json:"netns,omitempty"`
 	UTSNS string `json:"utsns,omitempty"`
 	IPCNS string `json:"ipcns,omitempty"`
+	// PIDNS is the pod's shared pid namespace (SharedPID), whose PID 1 is
+	// the pause process PausePID.
+	PIDNS    string `json:"pidns,omitempty"`
+	PausePID int    `json:"pausePid,omitempty"`
 	// ShmPath is the directory bind-mounted as the containers' /dev/shm.
 	ShmPath      string `json:"shmPath"`
 	HostsPath    string `json:"hostsPath"`

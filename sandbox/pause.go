@@ -1,0 +1,152 @@
+package sandbox
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+)
+
+// A pod that shares one pid namespace among its containers (NamespaceMode
+// POD) needs a process to be that namespace's PID 1 for the pod's whole
+// life: the namespace dies with its init, and only an init reaps orphans.
+// The daemon re-executes itself in that role ("pause"); the pod id travels
+// in the environment, which also lets start-up find the pause processes of
+// pods a crash left half made.
+const pauseEnv = "_CRI_MINI_POD_PAUSE"
+
+// RunPause runs the pause role and never returns if this process was started
+// as one; otherwise it returns false. Call it at the top of main (and in
+// TestMain of tests that run pods).
+func RunPause() bool {
+	if os.Getenv(pauseEnv) == "" {
+		return false
+	}
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGCHLD)
+	for sig := range sigs {
+		if sig != unix.SIGCHLD {
+			os.Exit(0)
+		}
+		for {
+			var ws unix.WaitStatus
+			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+			if pid <= 0 || err != nil {
+				break
+			}
+		}
+	}
+	return true
+}
+
+// startPause starts the pod's pause process as PID 1 of a new pid namespace,
+// in its own session so that it outlives the daemon, and pins that
+// namespace at target. It returns the pause process's pid.
+func startPause(podID, target string) (int, error) {
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Args = []string{"cri-mini-pause"}
+	cmd.Env = []string{pauseEnv + "=" + podID}
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID, Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("start pod pause process: %w", err)
+	}
+	pid := cmd.Process.Pid
+	// Not reaped before the pin is made, the pid cannot name another process.
+	err := pinFile(fmt.Sprintf("/proc/%d/ns/pid", pid), target)
+	go func() { _ = cmd.Wait() }()
+	if err != nil {
+		_ = cmd.Process.Kill()
+		return 0, fmt.Errorf("pin pod pid namespace: %w", err)
+	}
+	return pid, nil
+}
+
+// pinFile bind-mounts the namespace file src onto target (created empty),
+// through a detached mount moved into place by file descriptor.
+func pinFile(src, target string) error {
+	f, err := os.OpenFile(target, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o400)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	tree, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		os.Remove(target)
+		return fmt.Errorf("open_tree %s: %w", src, err)
+	}
+	defer unix.Close(tree)
+	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		os.Remove(target)
+		return fmt.Errorf("move_mount to %s: %w", target, err)
+	}
+	return nil
+}
+
+// killPause kills the pause process of podID, if one runs, and waits for it
+// to exit; the kernel then kills every other process of the pod's pid
+// namespace. It finds the process by the pod id in its environment and
+// signals it through a pidfd, so a recycled pid is never hit.
+func killPause(podID string) error {
+	marker := []byte(pauseEnv + "=" + podID)
+	procs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, dir := range procs {
+		pid, err := strconv.Atoi(filepath.Base(dir))
+		if err != nil {
+			continue
+		}
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			continue // gone already
+		}
+		env, err := os.ReadFile(filepath.Join(dir, "environ"))
+		if err != nil || !bytes.Equal(bytes.TrimRight(env, "\x00"), marker) {
+			unix.Close(fd)
+			continue
+		}
+		if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("kill pod pause process %d: %w", pid, err))
+		} else if err := waitExit(fd, 10*time.Second); err != nil {
+			errs = append(errs, fmt.Errorf("pod pause process %d: %w", pid, err))
+		} else {
+			klog.V(2).InfoS("Pod pause process killed", "pod", podID, "pid", pid)
+		}
+		unix.Close(fd)
+	}
+	return errors.Join(errs...)
+}
+
+// waitExit waits until the process of pidfd has exited.
+func waitExit(pidfd int, timeout time.Duration) error {
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	deadline := time.Now().Add(timeout)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return errors.New("did not exit after SIGKILL")
+		}
+		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+	}
+}
