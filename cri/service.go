@@ -3,7 +3,6 @@ package cri
 import (
 	"context"
 	"errors"
-	"fmt"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -68,7 +67,7 @@ func unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 	defer func() {
 		if r := recover(); r != nil {
 			klog.ErrorS(nil, "Panic in CRI call", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
-			resp, err = nil, fmt.Errorf("internal error in %s: %v", info.FullMethod, r)
+			resp, err = nil, status.Errorf(codes.Internal, "internal error in %s: %v", info.FullMethod, r)
 		}
 		err = toStatus(ctx, info.FullMethod, err)
 		logCall(info.FullMethod, start, err)
@@ -81,7 +80,7 @@ func streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 	defer func() {
 		if r := recover(); r != nil {
 			klog.ErrorS(nil, "Panic in CRI stream", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
-			err = fmt.Errorf("internal error in %s: %v", info.FullMethod, r)
+			err = status.Errorf(codes.Internal, "internal error in %s: %v", info.FullMethod, r)
 		}
 		err = toStatus(ss.Context(), info.FullMethod, err)
 		logCall(info.FullMethod, start, err)

@@ -24,7 +24,7 @@ type env struct {
 
 // newEnv gives a test its own run root and default CNI network (bridge,
 // subnet and IPAM dir), removed afterwards.
-func newEnv(t *testing.T, n int) env {
+func newEnv(t testing.TB, n int) env {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for namespaces, mounts and veths")
@@ -57,7 +57,7 @@ func newEnv(t *testing.T, n int) env {
 	return e
 }
 
-func (e env) manager(t *testing.T) *Manager {
+func (e env) manager(t testing.TB) *Manager {
 	t.Helper()
 	nm, err := netns.New(e.netCfg)
 	if err != nil {
@@ -70,7 +70,7 @@ func (e env) manager(t *testing.T) *Manager {
 	return m
 }
 
-func assertNoMountsUnder(t *testing.T, dir string) {
+func assertNoMountsUnder(t testing.TB, dir string) {
 	t.Helper()
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {

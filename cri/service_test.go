@@ -1,0 +1,70 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+)
+
+func TestErrorKindsBecomeCodes(t *testing.T) {
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	bg := context.Background()
+	for _, tc := range []struct {
+		ctx  context.Context
+		err  error
+		code codes.Code
+	}{
+		{bg, nil, codes.OK},
+		{bg, fmt.Errorf("pod x: %w", errdefs.ErrNotFound), codes.NotFound},
+		{bg, fmt.Errorf("a: %w", fmt.Errorf("b: %w", errdefs.ErrAlreadyExists)), codes.AlreadyExists},
+		{bg, fmt.Errorf("bad: %w", errdefs.ErrInvalidArgument), codes.InvalidArgument},
+		{bg, fmt.Errorf("state: %w", errdefs.ErrFailedPrecondition), codes.FailedPrecondition},
+		{bg, fmt.Errorf("disk: %w", errdefs.ErrResourceExhausted), codes.ResourceExhausted},
+		{bg, fmt.Errorf("slow: %w", errdefs.ErrDeadlineExceeded), codes.DeadlineExceeded},
+		{bg, fmt.Errorf("registry: %w", errdefs.ErrUnavailable), codes.Unavailable},
+		{bg, fmt.Errorf("feature: %w", errdefs.ErrUnimplemented), codes.Unimplemented},
+		{bg, fmt.Errorf("cni add: %w", context.DeadlineExceeded), codes.DeadlineExceeded},
+		{bg, fmt.Errorf("pull: %w", context.Canceled), codes.Canceled},
+		{canceled, errors.New("plugin killed"), codes.Canceled},
+		{bg, errors.New("something odd"), codes.Unknown},
+		{bg, errors.Join(errors.New("x"), errdefs.ErrNotFound), codes.NotFound},
+		{bg, status.Error(codes.ResourceExhausted, "kept"), codes.ResourceExhausted},
+	} {
+		got := toStatus(tc.ctx, "/m", tc.err)
+		if status.Code(got) != tc.code {
+			t.Errorf("%v: code %v, want %v", tc.err, status.Code(got), tc.code)
+		}
+		if want := status.Convert(tc.err).Message(); tc.err != nil && !strings.Contains(status.Convert(got).Message(), want) {
+			t.Errorf("%v: message %q lost the error text", tc.err, status.Convert(got).Message())
+		}
+	}
+}
+
+func TestInterceptorNamesUnimplementedAndSurvivesPanics(t *testing.T) {
+	svc := NewService(Options{})
+	info := &grpc.UnaryServerInfo{FullMethod: "/runtime.v1.RuntimeService/CheckpointContainer"}
+	_, err := unaryInterceptor(context.Background(), nil, info, func(ctx context.Context, req any) (any, error) {
+		return svc.CheckpointContainer(ctx, &runtimeapi.CheckpointContainerRequest{})
+	})
+	if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "cri-mini does not implement /runtime.v1.RuntimeService/CheckpointContainer") {
+		t.Errorf("unimplemented RPC: %v", err)
+	}
+	resp, err := unaryInterceptor(context.Background(), nil, info, func(context.Context, any) (any, error) {
+		var m map[string]int
+		m["boom"]++ // a nil map write: a bug must not kill the daemon
+		return "unreachable", nil
+	})
+	if resp != nil || status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "internal error") {
+		t.Errorf("panic: %v, %v", resp, err)
+	}
+}
