@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -44,11 +45,17 @@ type Manager struct {
 	pods map[string]*entry
 }
 
-// entry is one pod in the index; mu serialises the operations on it.
+// entry is one pod in the index. mu serialises the operations that change
+// the pod (which can take seconds of CNI work); readers take the snapshot
+// published after each change and never wait for them.
 type entry struct {
-	mu  sync.Mutex
-	pod *Pod
+	mu       sync.Mutex
+	pod      *Pod
+	snapshot atomic.Pointer[Pod] // nil while the pod is being created
 }
+
+// publish makes the pod's current state what Get and List answer.
+func (e *entry) publish() { e.snapshot.Store(e.pod.clone()) }
 
 const stateFile = "state.json"
 
@@ -98,7 +105,9 @@ func (m *Manager) load(ctx context.Context) error {
 			}
 			continue
 		}
-		m.pods[id] = &entry{pod: p}
+		e := &entry{pod: p}
+		e.publish()
+		m.pods[id] = e
 	}
 	netPods, err := m.net.Pods()
 	if err != nil {
@@ -191,6 +200,7 @@ func (m *Manager) Run(ctx context.Context, spec Spec) (*Pod, error) {
 		m.mu.Unlock()
 		return nil, err
 	}
+	e.publish()
 	klog.V(1).InfoS("Pod sandbox ready", "pod", p.ID, "name", spec.Metadata.Name, "namespace", spec.Metadata.Namespace, "ips", p.IPs)
 	return p.clone(), nil
 }
@@ -350,12 +360,11 @@ func (m *Manager) Get(id string) (*Pod, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.pod.State == Creating {
+	p := e.snapshot.Load()
+	if p == nil {
 		return nil, fmt.Errorf("pod sandbox %q is still being created: %w", id, errdefs.ErrNotFound)
 	}
-	return e.pod.clone(), nil
+	return p.clone(), nil
 }
 
 // List returns every pod that is ready or stopped, oldest first.
@@ -368,15 +377,9 @@ func (m *Manager) List() []*Pod {
 	m.mu.Unlock()
 	pods := make([]*Pod, 0, len(entries))
 	for _, e := range entries {
-		if !e.mu.TryLock() {
-			// Being created or changed right now: list what the index says
-			// without waiting, unless it is not created yet.
-			continue
+		if p := e.snapshot.Load(); p != nil {
+			pods = append(pods, p.clone())
 		}
-		if e.pod.State != Creating {
-			pods = append(pods, e.pod.clone())
-		}
-		e.mu.Unlock()
 	}
 	slices.SortFunc(pods, func(a, b *Pod) int { return cmp.Compare(a.CreatedAt, b.CreatedAt) })
 	return pods
@@ -392,10 +395,11 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return m.stopLocked(ctx, e.pod)
+	return m.stopLocked(ctx, e)
 }
 
-func (m *Manager) stopLocked(ctx context.Context, p *Pod) error {
+func (m *Manager) stopLocked(ctx context.Context, e *entry) error {
+	p := e.pod
 	if p.Spec.SharedPID {
 		if err := killPause(p.ID); err != nil {
 			return fmt.Errorf("stop pod sandbox %s: %w", p.ID, err)
@@ -413,6 +417,7 @@ func (m *Manager) stopLocked(ctx context.Context, p *Pod) error {
 	if err := m.save(p); err != nil {
 		return err
 	}
+	e.publish()
 	klog.V(1).InfoS("Pod sandbox stopped", "pod", p.ID)
 	return nil
 }
@@ -433,7 +438,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if p.State == Creating {
 		return fmt.Errorf("pod sandbox %s is still being created: %w", p.ID, errdefs.ErrFailedPrecondition)
 	}
-	if err := m.stopLocked(ctx, p); err != nil {
+	if err := m.stopLocked(ctx, e); err != nil {
 		return err
 	}
 	if err := m.release(ctx, p); err != nil {

@@ -391,3 +391,58 @@ func TestBadRequests(t *testing.T) {
 		_ = m.Remove(ctx, p.ID)
 	}
 }
+
+func TestConcurrentPods(t *testing.T) {
+	e := newEnv(t, 8)
+	m := e.manager(t)
+	ctx := context.Background()
+	done := make(chan struct{})
+	listed := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-done:
+				listed <- n
+				return
+			default:
+				for _, p := range m.List() {
+					if p.State == Creating {
+						t.Errorf("List showed pod %s half created", p.ID)
+					}
+				}
+				n++
+			}
+		}
+	}()
+	errs := make(chan error, 8)
+	for i := range 8 {
+		go func() {
+			s := spec(fmt.Sprintf("conc-%d", i))
+			s.HostNetwork = i%2 == 0
+			p, err := m.Run(ctx, s)
+			if err == nil {
+				_, err = m.Get(p.ID)
+			}
+			if err == nil {
+				err = m.Stop(ctx, p.ID)
+			}
+			if err == nil {
+				err = m.Remove(ctx, p.ID)
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	close(done)
+	if n := <-listed; n == 0 {
+		t.Error("List never ran during the test")
+	}
+	if pods := m.List(); len(pods) != 0 {
+		t.Errorf("%d pods left", len(pods))
+	}
+}
