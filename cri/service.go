@@ -30,6 +30,7 @@ type Service struct {
 	version   string
 	network   *netns.Manager
 	sandboxes *sandbox.Manager
+	metrics   *metrics
 }
 
 // Options are what a Service is built from.
@@ -42,7 +43,8 @@ type Options struct {
 
 // NewService returns a Service over the given managers.
 func NewService(o Options) *Service {
-	return &Service{config: o.Config, version: o.Version, network: o.Network, sandboxes: o.Sandboxes}
+	return &Service{config: o.Config, version: o.Version, network: o.Network, sandboxes: o.Sandboxes,
+		metrics: newMetrics(o.Sandboxes)}
 }
 
 // maxMsgSize matches kubelet's client limit, so large lists are not cut off.
@@ -52,8 +54,8 @@ const maxMsgSize = 16 << 20
 // every call passing through the one interceptor that logs and maps errors.
 func NewServer(s *Service) *grpc.Server {
 	srv := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(unaryInterceptor),
-		grpc.ChainStreamInterceptor(streamInterceptor),
+		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
+		grpc.ChainStreamInterceptor(s.streamInterceptor),
 		grpc.MaxRecvMsgSize(maxMsgSize),
 		grpc.MaxSendMsgSize(maxMsgSize),
 	)
@@ -62,7 +64,7 @@ func NewServer(s *Service) *grpc.Server {
 	return srv
 }
 
-func unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {
@@ -70,12 +72,12 @@ func unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 			resp, err = nil, status.Errorf(codes.Internal, "internal error in %s: %v", info.FullMethod, r)
 		}
 		err = toStatus(ctx, info.FullMethod, err)
-		logCall(info.FullMethod, start, err)
+		s.logCall(info.FullMethod, start, err)
 	}()
 	return handler(ctx, req)
 }
 
-func streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+func (s *Service) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {
@@ -83,14 +85,15 @@ func streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 			err = status.Errorf(codes.Internal, "internal error in %s: %v", info.FullMethod, r)
 		}
 		err = toStatus(ss.Context(), info.FullMethod, err)
-		logCall(info.FullMethod, start, err)
+		s.logCall(info.FullMethod, start, err)
 	}()
 	return handler(srv, ss)
 }
 
-func logCall(method string, start time.Time, err error) {
-	code := status.Code(err)
-	klog.V(2).InfoS("CRI call", "method", method, "duration", time.Since(start), "code", code)
+func (s *Service) logCall(method string, start time.Time, err error) {
+	code, took := status.Code(err), time.Since(start)
+	s.metrics.observe(method, code, took)
+	klog.V(2).InfoS("CRI call", "method", method, "duration", took, "code", code)
 	if code == codes.Internal || code == codes.Unknown {
 		klog.ErrorS(err, "CRI call failed", "method", method)
 	}

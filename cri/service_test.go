@@ -53,13 +53,13 @@ func TestErrorKindsBecomeCodes(t *testing.T) {
 func TestInterceptorNamesUnimplementedAndSurvivesPanics(t *testing.T) {
 	svc := NewService(Options{})
 	info := &grpc.UnaryServerInfo{FullMethod: "/runtime.v1.RuntimeService/CheckpointContainer"}
-	_, err := unaryInterceptor(context.Background(), nil, info, func(ctx context.Context, req any) (any, error) {
+	_, err := svc.unaryInterceptor(context.Background(), nil, info, func(ctx context.Context, req any) (any, error) {
 		return svc.CheckpointContainer(ctx, &runtimeapi.CheckpointContainerRequest{})
 	})
 	if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "cri-mini does not implement /runtime.v1.RuntimeService/CheckpointContainer") {
 		t.Errorf("unimplemented RPC: %v", err)
 	}
-	resp, err := unaryInterceptor(context.Background(), nil, info, func(context.Context, any) (any, error) {
+	resp, err := svc.unaryInterceptor(context.Background(), nil, info, func(context.Context, any) (any, error) {
 		var m map[string]int
 		m["boom"]++ // a nil map write: a bug must not kill the daemon
 		return "unreachable", nil

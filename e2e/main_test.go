@@ -32,6 +32,7 @@ var suite struct {
 	cniDir, ipamDir   string
 	bridge, subnet    string
 	gateway           string
+	metrics           string // host:port of the metrics endpoint
 	daemon            *exec.Cmd
 	logFile           *os.File
 	rt                runtimeapi.RuntimeServiceClient
@@ -109,6 +110,9 @@ func runSuite(m *testing.M) (int, error) {
 	if err := os.MkdirAll(suite.cniDir, 0o755); err != nil {
 		return 1, err
 	}
+	if suite.metrics, err = freeAddr(); err != nil {
+		return 1, err
+	}
 	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"cri-mini-e2e","plugins":[
 	{"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":true,"hairpinMode":true,
 	 "ipam":{"type":"host-local","ranges":[[{"subnet":%q}]],"routes":[{"dst":"0.0.0.0/0"}],"dataDir":%q}},
@@ -143,6 +147,16 @@ func runSuite(m *testing.M) (int, error) {
 	return code, leaks
 }
 
+// freeAddr returns a loopback address with a port that was free just now.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
 func tail(b []byte, n int) []byte {
 	if len(b) > n {
 		return b[len(b)-n:]
@@ -155,6 +169,7 @@ func daemonArgs() []string {
 	return []string{
 		"--root", suite.root, "--runroot", suite.run, "--listen", "unix://" + suite.socket,
 		"--cni-config-dir", suite.cniDir, "--cni-plugin-dir", cniPlugins, "-v", "2",
+		"--metrics-address", suite.metrics,
 	}
 }
 

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -237,12 +240,12 @@ func TestTwoPodsReachEachOther(t *testing.T) {
 }
 
 func TestHostPortReachable(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	hostPort := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	hostPort, _ := strconv.Atoi(port)
 	cfg := podConfig("hostport")
 	cfg.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 8081, HostPort: int32(hostPort)}}
 	id := runPod(t, cfg)
@@ -449,5 +452,24 @@ func TestConfigCommandRoundTrips(t *testing.T) {
 	msg, err := exec.Command(suite.bin, "config", "--config", bad).CombinedOutput()
 	if err == nil || !strings.Contains(string(msg), "unknown key listen_adress") {
 		t.Errorf("unknown key: %v %s", err, msg)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	runPod(t, podConfig("metrics"))
+	resp, err := http.Get("http://" + suite.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`cri_mini_cri_calls_total{code="OK",method="/runtime.v1.RuntimeService/RunPodSandbox"}`,
+		`cri_mini_cri_call_duration_seconds_bucket{method="/runtime.v1.RuntimeService/RunPodSandbox"`,
+		`cri_mini_pod_sandboxes{state="ready"} 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -52,11 +53,15 @@ func serve(cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	if cfg.MetricsAddress != "" {
-		klog.InfoS("Metrics endpoint is not available in this build; ignoring metrics_address", "address", cfg.MetricsAddress)
-	}
 	svc := cri.NewService(cri.Options{Config: cfg, Version: version, Network: network, Sandboxes: pods})
 	srv := cri.NewServer(svc)
+	if cfg.MetricsAddress != "" {
+		metrics, err := serveMetrics(cfg.MetricsAddress, svc.MetricsHandler())
+		if err != nil {
+			return err
+		}
+		defer metrics.Close()
+	}
 
 	socket, _ := cfg.SocketPath() // validated with the config
 	ln, err := listenUnix(socket)
@@ -84,6 +89,24 @@ func serve(cfg config.Config) error {
 		return fmt.Errorf("serve %s: %w", socket, err)
 	}
 	return nil
+}
+
+// serveMetrics serves the Prometheus metrics at http://addr/metrics.
+func serveMetrics(addr string, h http.Handler) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics address: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			klog.ErrorS(err, "Metrics server stopped")
+		}
+	}()
+	klog.InfoS("Serving metrics", "address", "http://"+ln.Addr().String()+"/metrics")
+	return srv, nil
 }
 
 // lockRunRoot takes an exclusive lock on the run root for the life of the
