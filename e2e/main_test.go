@@ -242,12 +242,13 @@ func cleanUpAndCheckLeaks() error {
 	if len(errs) > 0 {
 		return fmt.Errorf("leak check after the suite:\n%w", errors.Join(errs...))
 	}
-	fmt.Println("e2e: leak check passed: no mount, namespace pin, veth, IP allocation or process of the run left")
+	fmt.Println("e2e: leak check passed: no mount, namespace pin, veth, IP allocation, iptables rule, cgroup or process of the run left")
 	return nil
 }
 
 // leaks lists what the run left: mounts (including namespace pins) below
-// its directory, veths on its bridge, IP allocations, processes of its binary.
+// its directory, veths on its bridge, IP allocations, iptables rules of its
+// network, pod cgroups, processes of its binary.
 func leaks() []error {
 	var errs []error
 	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
@@ -274,6 +275,10 @@ func leaks() []error {
 				errs = append(errs, fmt.Errorf("iptables rule left: %s", line))
 			}
 		}
+	}
+	cgroupsLeft, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/*/cri-mini-e2e-%d", os.Getpid()))
+	for _, cg := range cgroupsLeft {
+		errs = append(errs, fmt.Errorf("cgroup left: %s", cg))
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/exe")
 	for _, exe := range procs {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -138,8 +139,10 @@ func TestVersionStatusConfig(t *testing.T) {
 func TestCrictlPodLifecycle(t *testing.T) {
 	dir := t.TempDir()
 	// No namespace options: the pod shares one pid namespace (mode POD).
-	cfg := `{"metadata":{"name":"crictl-pod","namespace":"e2e","uid":"uid-crictl","attempt":0},
-		"hostname":"crictl-pod","labels":{"tier":"web","suite":"e2e"}}`
+	// Its cgroup parent does not exist yet: the pod makes and removes it.
+	cgroupParent := fmt.Sprintf("/cri-mini-e2e-%d/pod-crictl", os.Getpid())
+	cfg := fmt.Sprintf(`{"metadata":{"name":"crictl-pod","namespace":"e2e","uid":"uid-crictl","attempt":0},
+		"hostname":"crictl-pod","labels":{"tier":"web","suite":"e2e"},"linux":{"cgroup_parent":%q}}`, cgroupParent)
 	file := filepath.Join(dir, "pod.json")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -184,6 +187,10 @@ func TestCrictlPodLifecycle(t *testing.T) {
 	if !pauseRuns(int(pause)) {
 		t.Errorf("pod pause process %v not running as PID 1 of the pod", inspect.Info["pausePid"])
 	}
+	cgroupDir := filepath.Join("/sys/fs/cgroup/pids", cgroupParent)
+	if procs, err := os.ReadFile(filepath.Join(cgroupDir, "cgroup.procs")); err != nil || !strings.Contains(string(procs), fmt.Sprint(pause)) {
+		t.Errorf("pause process not in the pod cgroup %s: %q %v", cgroupParent, procs, err)
+	}
 
 	crictl(t, "stopp", id)
 	crictl(t, "stopp", id) // idempotent
@@ -197,6 +204,9 @@ func TestCrictlPodLifecycle(t *testing.T) {
 		t.Errorf("inspectp after stopp: %+v, %v", inspect.Status, err)
 	}
 	crictl(t, "rmp", id)
+	if _, err := os.Stat(filepath.Dir(cgroupDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pod cgroup left after rmp: %v", err)
+	}
 	if got := crictl(t, "pods", "-q", "--id", id); got != "" {
 		t.Errorf("after rmp: %q still listed", got)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/fsutil"
 	"github.com/cri-mini/cri-mini/internal/nspin"
@@ -32,6 +33,9 @@ type Config struct {
 	Network *netns.Manager
 	// CgroupDriver is "cgroupfs" or "systemd": how cgroup parents are named.
 	CgroupDriver string
+	// Cgroups, when set, creates a pod's cgroup parent that does not exist
+	// yet (and removes it with the pod) and holds the pause process.
+	Cgroups cgroups.Manager
 }
 
 // Manager runs pod sandboxes and keeps their state on disk. It is safe for
@@ -40,6 +44,7 @@ type Manager struct {
 	dir          string
 	net          *netns.Manager
 	cgroupDriver string
+	cgroups      cgroups.Manager
 
 	mu   sync.Mutex
 	pods map[string]*entry
@@ -73,6 +78,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		dir:          filepath.Join(cfg.RunRoot, "pods"),
 		net:          cfg.Network,
 		cgroupDriver: cfg.CgroupDriver,
+		cgroups:      cfg.Cgroups,
 		pods:         map[string]*entry{},
 	}
 	if err := os.MkdirAll(m.dir, 0o700); err != nil {
@@ -218,6 +224,9 @@ func (m *Manager) create(ctx context.Context, p *Pod) error {
 		return err
 	}
 	spec := &p.Spec
+	if err := m.createCgroup(p); err != nil {
+		return err
+	}
 
 	p.Hostname = spec.Hostname
 	if spec.HostNetwork {
@@ -258,6 +267,11 @@ func (m *Manager) create(ctx context.Context, p *Pod) error {
 			return err
 		}
 		p.PIDNS, p.PausePID = pidNS, pid
+		if m.cgroups != nil && spec.CgroupParent != "" {
+			if err := m.cgroups.Apply(spec.CgroupParent, pid); err != nil {
+				return fmt.Errorf("move pause process into the pod cgroup: %w", err)
+			}
+		}
 	}
 
 	if spec.HostIPC {
@@ -298,6 +312,58 @@ func (m *Manager) create(ctx context.Context, p *Pod) error {
 	return m.save(p)
 }
 
+// createCgroup makes the pod's cgroup parent when it does not exist (kubelet
+// makes it itself; crictl users need not). It records first the topmost
+// cgroup it is about to make, so that removal and orphan collection delete
+// exactly what the pod made.
+func (m *Manager) createCgroup(p *Pod) error {
+	parent := p.Spec.CgroupParent
+	if parent == "" || m.cgroups == nil {
+		return nil
+	}
+	top := ""
+	for cg, ok := parent, true; ok; cg, ok = cgroupAncestor(m.cgroupDriver, cg) {
+		_, err := m.cgroups.Pids(cg)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errdefs.ErrNotFound) {
+			return fmt.Errorf("pod cgroup: %w", err)
+		}
+		top = cg
+	}
+	if top == "" {
+		return nil
+	}
+	p.CgroupCreated = top
+	if err := m.save(p); err != nil {
+		return err
+	}
+	if err := m.cgroups.Create(parent, nil); err != nil {
+		return fmt.Errorf("create pod cgroup: %w", err)
+	}
+	return nil
+}
+
+// cgroupAncestor returns the parent of cgroup cg in the driver's syntax, or
+// false at the top: /a/b -> /a; a-b.slice -> a.slice (systemd nests slices
+// by their dash-separated name).
+func cgroupAncestor(driver, cg string) (string, bool) {
+	if driver == "systemd" {
+		name := strings.TrimSuffix(cg, ".slice")
+		i := strings.LastIndex(name, "-")
+		if i <= 0 {
+			return "", false
+		}
+		return name[:i] + ".slice", true
+	}
+	up := filepath.Dir(cg)
+	if up == "/" || up == cg {
+		return "", false
+	}
+	return up, true
+}
+
 func nsDir(podDir string) string { return filepath.Join(podDir, "ns") }
 
 // release undoes everything create may have made for p; each step tolerates
@@ -317,6 +383,11 @@ func (m *Manager) release(ctx context.Context, p *Pod) error {
 	for _, target := range []string{filepath.Join(nsDir(dir), "pid"), filepath.Join(dir, "shm")} {
 		if err := unmount(target); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if p.CgroupCreated != "" && m.cgroups != nil {
+		if err := m.cgroups.Destroy(p.CgroupCreated); err != nil {
+			errs = append(errs, fmt.Errorf("remove pod cgroup: %w", err))
 		}
 	}
 	if len(errs) > 0 {

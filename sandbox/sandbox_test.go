@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/nspin"
 	"github.com/cri-mini/cri-mini/netns"
@@ -63,7 +64,11 @@ func (e env) manager(t testing.TB) *Manager {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(context.Background(), Config{RunRoot: e.runRoot, Network: nm, CgroupDriver: "cgroupfs"})
+	cg, err := cgroups.New("cgroupfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(context.Background(), Config{RunRoot: e.runRoot, Network: nm, CgroupDriver: "cgroupfs", Cgroups: cg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,5 +449,69 @@ func TestConcurrentPods(t *testing.T) {
 	}
 	if pods := m.List(); len(pods) != 0 {
 		t.Errorf("%d pods left", len(pods))
+	}
+}
+
+func TestPodCgroupParent(t *testing.T) {
+	e := newEnv(t, 9)
+	m := e.manager(t)
+	ctx := context.Background()
+	top := fmt.Sprintf("/cri-mini-sbtest-%d", os.Getpid())
+	pidsDir := "/sys/fs/cgroup/pids"
+	if _, err := os.Stat(pidsDir); err != nil {
+		t.Skipf("test reads the v1 pids hierarchy: %v", err)
+	}
+
+	s := spec("cg")
+	s.HostNetwork, s.SharedPID = true, true
+	s.CgroupParent = top + "/besteffort/pod-cg"
+	p, err := m.Run(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Remove(ctx, p.ID) })
+	if p.CgroupCreated != top {
+		t.Errorf("pod records %q as made, want %q", p.CgroupCreated, top)
+	}
+	procs, err := os.ReadFile(filepath.Join(pidsDir, s.CgroupParent, "cgroup.procs"))
+	if err != nil || !strings.Contains(string(procs), fmt.Sprint(p.PausePID)) {
+		t.Errorf("pause %d not in the pod cgroup: %q %v", p.PausePID, procs, err)
+	}
+	// A second pod in an existing parent does not own it.
+	s2 := spec("cg2")
+	s2.HostNetwork = true
+	s2.CgroupParent = top + "/besteffort"
+	p2, err := m.Run(ctx, s2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p2.CgroupCreated != "" {
+		t.Errorf("pod in an existing cgroup claims %q", p2.CgroupCreated)
+	}
+	if err := m.Remove(ctx, p2.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(pidsDir, s2.CgroupParent)); err != nil {
+		t.Errorf("removing a pod deleted a cgroup it did not make: %v", err)
+	}
+	if err := m.Remove(ctx, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(pidsDir, top)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pod cgroup left: %v", err)
+	}
+}
+
+func TestCgroupAncestor(t *testing.T) {
+	for _, tc := range []struct{ driver, in, want string }{
+		{"cgroupfs", "/kubepods/besteffort/pod1", "/kubepods/besteffort"},
+		{"cgroupfs", "/kubepods", ""},
+		{"systemd", "kubepods-besteffort-pod1.slice", "kubepods-besteffort.slice"},
+		{"systemd", "kubepods.slice", ""},
+	} {
+		got, ok := cgroupAncestor(tc.driver, tc.in)
+		if got != tc.want || ok != (tc.want != "") {
+			t.Errorf("%s %s: %q %v, want %q", tc.driver, tc.in, got, ok, tc.want)
+		}
 	}
 }

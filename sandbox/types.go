@@ -77,6 +77,9 @@ type Pod struct {
 	HostsPath    string `json:"hostsPath"`
 	HostnamePath string `json:"hostnamePath"`
 	ResolvPath   string `json:"resolvPath"`
+	// CgroupCreated is the topmost cgroup that the pod made for its cgroup
+	// parent (it and all below are removed with the pod).
+	CgroupCreated string `json:"cgroupCreated,omitempty"`
 }
 
 // clone returns a copy the caller may keep while the pod changes.

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/cri"
 	"github.com/cri-mini/cri-mini/internal/config"
 	"github.com/cri-mini/cri-mini/netns"
@@ -49,7 +50,11 @@ func serve(cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	pods, err := sandbox.New(ctx, sandbox.Config{RunRoot: cfg.RunRoot, Network: network, CgroupDriver: cfg.CgroupDriver})
+	cgroupManager, err := cgroups.New(cfg.CgroupDriver)
+	if err != nil {
+		return fmt.Errorf("cgroups: %w", err)
+	}
+	pods, err := sandbox.New(ctx, sandbox.Config{RunRoot: cfg.RunRoot, Network: network, CgroupDriver: cfg.CgroupDriver, Cgroups: cgroupManager})
 	if err != nil {
 		return err
 	}
