@@ -455,6 +455,14 @@ func TestConfigCommandRoundTrips(t *testing.T) {
 	if err != nil || string(again) != string(out) {
 		t.Errorf("config printed from its own output differs (%v):\n%s\nvs\n%s", err, again, out)
 	}
+	// The shipped default config is what the binary prints with no flags.
+	defaults, err := exec.Command(suite.bin, "config").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shipped, err := os.ReadFile("../manifests/cri-mini.toml"); err != nil || string(shipped) != string(defaults) {
+		t.Errorf("manifests/cri-mini.toml differs from `cri-mini config` (regenerate it): %v", err)
+	}
 	bad := filepath.Join(dir, "bad.toml")
 	if err := os.WriteFile(bad, []byte("root = \"/x\"\nlisten_adress = \"unix:///y\"\n"), 0o644); err != nil {
 		t.Fatal(err)
