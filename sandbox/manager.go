@@ -38,6 +38,18 @@ type Config struct {
 	Cgroups cgroups.Manager
 }
 
+// Containers stops and removes the containers of a pod; the CRI layer,
+// which knows which containers belong to which pod, provides it. Both must
+// be safe to repeat.
+type Containers interface {
+	StopPodContainers(ctx context.Context, podID string) error
+	RemovePodContainers(ctx context.Context, podID string) error
+}
+
+// SetContainers makes Stop and Remove stop and remove the pod's containers
+// first. Call it before the manager is used.
+func (m *Manager) SetContainers(c Containers) { m.containers = c }
+
 // Manager runs pod sandboxes and keeps their state on disk. It is safe for
 // concurrent use.
 type Manager struct {
@@ -45,6 +57,7 @@ type Manager struct {
 	net          *netns.Manager
 	cgroupDriver string
 	cgroups      cgroups.Manager
+	containers   Containers
 
 	mu   sync.Mutex
 	pods map[string]*entry
@@ -456,8 +469,8 @@ func (m *Manager) List() []*Pod {
 	return pods
 }
 
-// Stop ends the pod's shared pid namespace (with every process in it),
-// detaches the pod from its network and marks it not ready. Its other
+// Stop stops the pod's containers, ends its shared pid namespace (with
+// every process in it), detaches the pod from its network and marks it not ready. Its other
 // namespaces stay until Remove. Stopping a stopped pod does nothing.
 func (m *Manager) Stop(ctx context.Context, id string) error {
 	e, err := m.lookup(id)
@@ -471,6 +484,11 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 
 func (m *Manager) stopLocked(ctx context.Context, e *entry) error {
 	p := e.pod
+	if m.containers != nil {
+		if err := m.containers.StopPodContainers(ctx, p.ID); err != nil {
+			return fmt.Errorf("stop pod sandbox %s: %w", p.ID, err)
+		}
+	}
 	if p.Spec.SharedPID {
 		if err := killPause(p.ID); err != nil {
 			return fmt.Errorf("stop pod sandbox %s: %w", p.ID, err)
@@ -511,6 +529,11 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	}
 	if err := m.stopLocked(ctx, e); err != nil {
 		return err
+	}
+	if m.containers != nil {
+		if err := m.containers.RemovePodContainers(ctx, p.ID); err != nil {
+			return fmt.Errorf("remove pod sandbox %s: %w", p.ID, err)
+		}
 	}
 	if err := m.release(ctx, p); err != nil {
 		return fmt.Errorf("remove pod sandbox %s: %w", p.ID, err)
