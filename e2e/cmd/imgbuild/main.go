@@ -1,0 +1,116 @@
+// Command imgbuild builds the offline critest images (package e2e/images)
+// and pushes them to a registry, or serves them itself:
+//
+//	imgbuild -registry 127.0.0.1:5000        push to a running registry
+//	imgbuild -serve 127.0.0.1:0 -addr-file F  start an in-memory registry,
+//	                                          push, write its host:port to F,
+//	                                          serve until SIGTERM/SIGINT
+//
+// Run it from the module root (or give -module): the helper programs are
+// built from e2e/cmd.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+
+	"github.com/cri-mini/cri-mini/e2e/images"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintf(os.Stderr, "imgbuild: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cacheDefault := filepath.Join(os.TempDir(), "cri-mini-e2e")
+	if d, err := os.UserCacheDir(); err == nil {
+		cacheDefault = filepath.Join(d, "cri-mini-e2e")
+	}
+	var (
+		host     = flag.String("registry", "", "push to the registry at HOST:PORT (plain HTTP on loopback)")
+		serve    = flag.String("serve", "", "serve an in-memory registry on ADDR and push to it")
+		addrFile = flag.String("addr-file", "", "with -serve: write the registry's HOST:PORT here once the images are pushed")
+		busybox  = flag.String("busybox", "/bin/busybox", "static busybox (Debian busybox-static)")
+		shell    = flag.String("shell", "", "non-standalone busybox for /bin/sh (default: Debian's busybox package, fetched with apt-get)")
+		cache    = flag.String("cache", cacheDefault, "cache directory for the Debian busybox package")
+		module   = flag.String("module", ".", "cri-mini module root")
+	)
+	flag.Parse()
+	if (*host == "") == (*serve == "") {
+		return errors.New("give exactly one of -registry or -serve")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	in := images.Inputs{Busybox: *busybox, Shell: *shell}
+	if in.Shell == "" {
+		var err error
+		if in.Shell, err = images.DebianShell(ctx, *cache); err != nil {
+			return err
+		}
+	}
+	bin, err := os.MkdirTemp("", "imgbuild-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(bin)
+	if in.Programs, err = images.BuildPrograms(ctx, *module, bin); err != nil {
+		return err
+	}
+	built, err := images.Build(in)
+	if err != nil {
+		return err
+	}
+
+	if *host != "" {
+		return push(ctx, *host, built)
+	}
+	ln, err := net.Listen("tcp", *serve)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
+	go srv.Serve(ln)
+	defer srv.Close()
+	addr := ln.Addr().String()
+	if err := push(ctx, addr, built); err != nil {
+		return err
+	}
+	if *addrFile != "" {
+		if err := os.WriteFile(*addrFile, []byte(addr+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("imgbuild: serving %d images on %s\n", len(built), addr)
+	<-ctx.Done()
+	return nil
+}
+
+func push(ctx context.Context, host string, built []images.Tagged) error {
+	if err := images.Push(ctx, host, built); err != nil {
+		return err
+	}
+	for _, t := range built {
+		d, err := t.Image.Digest()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%s/%s %s\n", host, t.Ref, d)
+	}
+	return nil
+}
