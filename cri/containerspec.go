@@ -625,3 +625,33 @@ func parseSignal(s string) (unix.Signal, error) {
 	}
 	return 0, fmt.Errorf("stop signal %q: %w", s, errNoSuchSignal)
 }
+
+// criResources is linuxResources read back, for ContainerStatus.
+func criResources(r *specs.LinuxResources) *runtimeapi.LinuxContainerResources {
+	out := &runtimeapi.LinuxContainerResources{}
+	if c := r.CPU; c != nil {
+		out.CpusetCpus, out.CpusetMems = c.Cpus, c.Mems
+		if c.Shares != nil {
+			out.CpuShares = int64(*c.Shares)
+		}
+		if c.Quota != nil {
+			out.CpuQuota = *c.Quota
+		}
+		if c.Period != nil {
+			out.CpuPeriod = int64(*c.Period)
+		}
+	}
+	if m := r.Memory; m != nil {
+		if m.Limit != nil {
+			out.MemoryLimitInBytes = *m.Limit
+		}
+		if m.Swap != nil {
+			out.MemorySwapLimitInBytes = *m.Swap
+		}
+	}
+	for _, h := range r.HugepageLimits {
+		out.HugepageLimits = append(out.HugepageLimits, &runtimeapi.HugepageLimit{PageSize: h.Pagesize, Limit: h.Limit})
+	}
+	out.Unified = r.Unified
+	return out
+}

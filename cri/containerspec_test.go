@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
@@ -284,5 +285,14 @@ func TestCgroupPath(t *testing.T) {
 		if got := cgroupPath(tc.driver, tc.parent, "c"); got != tc.want {
 			t.Errorf("%s %q: %q, want %q", tc.driver, tc.parent, got, tc.want)
 		}
+	}
+}
+
+func TestResourcesRoundTrip(t *testing.T) {
+	in := &runtimeapi.LinuxContainerResources{CpuPeriod: 100000, CpuQuota: 20000, CpuShares: 256, MemoryLimitInBytes: 1 << 30,
+		MemorySwapLimitInBytes: 2 << 30, CpusetCpus: "0-1", CpusetMems: "0",
+		HugepageLimits: []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 4 << 20}}, Unified: map[string]string{"memory.high": "max"}}
+	if got := criResources(linuxResources(in)); !proto.Equal(got, in) {
+		t.Errorf("round trip:\n got  %v\n want %v", got, in)
 	}
 }
