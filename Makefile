@@ -20,3 +20,9 @@ vet:
 
 clean:
 	rm -rf bin
+
+# e2e: the CRI validation suite (critest v1.37.0) against cri-mini, offline:
+# local images on a loopback registry, throw-away daemon. Run as root.
+.PHONY: e2e
+e2e: build
+	e2e/critest/run.sh
