@@ -29,8 +29,11 @@ import (
 )
 
 // pulled holds every image as pulled back from a loopback registry after
-// Build and Push, by repository:tag.
-var pulled map[string]v1.Image
+// Build and Push, by repository:tag; inputs are what they were built from.
+var (
+	pulled map[string]v1.Image
+	inputs Inputs
+)
 
 // TestMain builds the images once (helper programs, Debian's shell), pushes
 // them to an in-process registry and pulls them back for the tests.
@@ -69,6 +72,7 @@ func setup(m *testing.M) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	inputs = in
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
@@ -146,6 +150,25 @@ func TestCritestReferencesServed(t *testing.T) {
 	same(s+"test-image-1:latest", s+"test-image-3:latest", false)
 	same(s+"test-image-tag:test", s+"test-image-tag:all", false)
 	same("pause:3.9", "pause:3.10", false)
+}
+
+func TestBuildIsDeterministic(t *testing.T) {
+	again, err := Build(inputs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again) != len(pulled) {
+		t.Fatalf("second build: %d images, first: %d", len(again), len(pulled))
+	}
+	for _, img := range again {
+		d, err := img.Image.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := digest(t, img.Ref); d != want {
+			t.Errorf("%s: digest %s, first build %s", img.Ref, d, want)
+		}
+	}
 }
 
 func TestConfigs(t *testing.T) {
