@@ -471,9 +471,13 @@ func (m *Manager) List() []*Pod {
 
 // Stop stops the pod's containers, ends its shared pid namespace (with
 // every process in it), detaches the pod from its network and marks it not ready. Its other
-// namespaces stay until Remove. Stopping a stopped pod does nothing.
+// namespaces stay until Remove. Stopping a stopped or unknown pod does
+// nothing.
 func (m *Manager) Stop(ctx context.Context, id string) error {
 	e, err := m.lookup(id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil // the CRI asks for idempotent stop: gone is stopped
+	}
 	if err != nil {
 		return err
 	}
