@@ -241,8 +241,10 @@ func (m *Manager) create(ctx context.Context, p *Pod) error {
 		return err
 	}
 
+	// Without a hostname of its own (or with the host's network) the pod
+	// keeps the node's, as a new uts namespace starts with it.
 	p.Hostname = spec.Hostname
-	if spec.HostNetwork {
+	if spec.HostNetwork || p.Hostname == "" {
 		h, err := os.Hostname()
 		if err != nil {
 			return fmt.Errorf("node hostname: %w", err)

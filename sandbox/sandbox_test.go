@@ -515,3 +515,21 @@ func TestCgroupAncestor(t *testing.T) {
 		}
 	}
 }
+
+func TestPodWithoutHostnameKeepsTheNodes(t *testing.T) {
+	e := newEnv(t, 11)
+	m := e.manager(t)
+	ctx := context.Background()
+	// critest names its pods like this: too long for a hostname, and no
+	// hostname given.
+	s := spec("create-PodSandbox-for-container-625acb48-fe26-4558-9081-2feb5053af42")
+	p, err := m.Run(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Remove(ctx, p.ID)
+	node, _ := os.Hostname()
+	if got := readInNS(t, p.UTSNS, nspin.UTS, "/proc/sys/kernel/hostname"); p.Hostname != node || got != node {
+		t.Errorf("pod hostname %q (in its namespace %q), want the node's %q", p.Hostname, got, node)
+	}
+}

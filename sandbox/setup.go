@@ -37,10 +37,7 @@ func (m *Manager) validate(spec *Spec) error {
 		slices.Sort(missing)
 		return fmt.Errorf("pod sandbox metadata lacks %s: %w", strings.Join(missing, ", "), errdefs.ErrInvalidArgument)
 	}
-	if spec.Hostname == "" {
-		spec.Hostname = md.Name
-	}
-	if !spec.HostNetwork && (len(spec.Hostname) > 64 || !hostnameRE.MatchString(spec.Hostname)) {
+	if spec.Hostname != "" && !spec.HostNetwork && (len(spec.Hostname) > 64 || !hostnameRE.MatchString(spec.Hostname)) {
 		return fmt.Errorf("pod hostname %q is not a valid hostname (RFC 1123, at most 64 bytes): %w", spec.Hostname, errdefs.ErrInvalidArgument)
 	}
 	if spec.HostPID && spec.SharedPID {
