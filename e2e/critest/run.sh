@@ -32,7 +32,7 @@ work=$(mktemp -d /tmp/cri-mini-critest.XXXXXX)
 sock=$work/cri-mini.sock
 bridge=crit$(($$ % 100000))
 subnet=10.178.$(($$ % 200)).0/24
-registry_pid= daemon_pid=
+registry_pid= daemon_pid= shm_before=
 
 cleanup() {
 	local rc=$? left=0
@@ -71,6 +71,14 @@ cleanup() {
 		umount -l "$m" || true
 		left=1
 	done
+	# critest's HostIpc specs make 1 MiB segments with ipcmk on the host and
+	# never remove them; remove those that appeared during the run.
+	if [[ -n $shm_before ]]; then
+		local id
+		for id in $(awk 'NR > 1 && $4 == 1048576 && $7 == 0 {print $2}' /proc/sysvipc/shm); do
+			[[ $shm_before == *" $id "* ]] || ipcrm -m "$id" || true
+		done
+	fi
 	if ip link show "$bridge" >/dev/null 2>&1; then
 		ip link delete "$bridge" || true
 	fi
@@ -125,6 +133,7 @@ while IFS= read -r line; do
 done <e2e/critest/skip.txt
 [[ -n ${CRITEST_FOCUS:-} ]] && args+=(--ginkgo.focus "$CRITEST_FOCUS")
 
+shm_before=" $(awk 'NR > 1 {printf "%s ", $2}' /proc/sysvipc/shm)"
 echo "run.sh: $critest ${args[*]}"
 status=0
 # TMPDIR: log directories critest makes go with the run's directory.
