@@ -450,7 +450,17 @@ func (m *Manager) Get(id string) (*Pod, error) {
 	if p == nil {
 		return nil, fmt.Errorf("pod sandbox %q is still being created: %w", id, errdefs.ErrNotFound)
 	}
-	return p.clone(), nil
+	return current(p), nil
+}
+
+// current returns a copy of p as it is now: a ready pod whose pause process
+// died (its shared pid namespace is gone with it) is not ready any more.
+func current(p *Pod) *Pod {
+	c := p.clone()
+	if c.State == Ready && c.PausePID != 0 && !pauseAlive(c.PausePID, c.ID) {
+		c.State = NotReady
+	}
+	return c
 }
 
 // List returns every pod that is ready or stopped, oldest first.
@@ -464,7 +474,7 @@ func (m *Manager) List() []*Pod {
 	pods := make([]*Pod, 0, len(entries))
 	for _, e := range entries {
 		if p := e.snapshot.Load(); p != nil {
-			pods = append(pods, p.clone())
+			pods = append(pods, current(p))
 		}
 	}
 	slices.SortFunc(pods, func(a, b *Pod) int { return cmp.Compare(a.CreatedAt, b.CreatedAt) })

@@ -92,6 +92,18 @@ func pinFile(src, target string) error {
 	return nil
 }
 
+// pauseAlive reports whether pid is still the running pause process of podID.
+func pauseAlive(pid int, podID string) bool {
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil || !bytes.Equal(bytes.TrimRight(env, "\x00"), []byte(pauseEnv+"="+podID)) {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	// A zombie (state Z, after the comm in parentheses) has exited.
+	i := bytes.LastIndexByte(stat, ')')
+	return err == nil && i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z'
+}
+
 // killPause kills the pause process of podID, if one runs, and waits for it
 // to exit; the kernel then kills every other process of the pod's pid
 // namespace. It finds the process by the pod id in its environment and

@@ -102,6 +102,9 @@ func TestSharedPidNamespace(t *testing.T) {
 	if ids := nsPids(t, member.Process.Pid); len(ids) != 2 || ids[1] == "1" {
 		t.Fatalf("member pids %v", ids)
 	}
+	if got, _ := m.Get(p.ID); got.State != Ready {
+		t.Errorf("pod with a live pause: %s", got.State)
+	}
 	if err := m.Stop(ctx, p.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -143,5 +146,32 @@ func TestOrphanPauseCollected(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("orphan dir left: %v", err)
+	}
+}
+
+func TestPodWhosePauseDiedIsNotReady(t *testing.T) {
+	e := newEnv(t, 12)
+	m := e.manager(t)
+	ctx := context.Background()
+	s := spec("pause-dies")
+	s.SharedPID, s.HostNetwork = true, true
+	p, err := m.Run(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Remove(ctx, p.ID)
+	if err := unix.Kill(p.PausePID, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(p.PausePID) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got, err := m.Get(p.ID)
+	if err != nil || got.State != NotReady {
+		t.Errorf("after its pause died the pod is %v (%v), want not ready", got.State, err)
+	}
+	if l := m.List(); len(l) != 1 || l[0].State != NotReady {
+		t.Errorf("List: %+v", l)
 	}
 }
