@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/cri-streaming/pkg/streaming"
 	"k8s.io/klog/v2"
 
 	"github.com/cri-mini/cri-mini/internal/config"
@@ -31,6 +32,7 @@ type Service struct {
 	network   *netns.Manager
 	sandboxes *sandbox.Manager
 	metrics   *metrics
+	stream    streaming.Server // set by StartStreaming
 }
 
 // Options are what a Service is built from.

@@ -490,3 +490,43 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+func TestPortForwardIntoPod(t *testing.T) {
+	id := runPod(t, podConfig("portfwd"))
+	_, info := podInfo(t, id)
+	// A server on the pod's loopback only: nothing outside the pod reaches
+	// it except through the port-forward session.
+	nettest.Serve(t, info.NetNS, "127.0.0.1:8082", "through port-forward")
+
+	local, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, localPort, _ := net.SplitHostPort(local)
+	cmd := exec.Command(suite.crictl, "--runtime-endpoint", "unix://"+suite.socket, "port-forward", id, localPort+":8082")
+	cmd.Env = append(os.Environ(), "CRI_CONFIG_FILE=/dev/null")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	var got string
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if got, err = nettest.Dial("", net.JoinHostPort("127.0.0.1", localPort)); err == nil && got != "" {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got != "through port-forward" {
+		t.Errorf("crictl port-forward %s %s:8082: got %q, %v\n%s", id[:12], localPort, got, err, out.String())
+	}
+
+	if _, err := suite.rt.PortForward(ctx(t), &runtimeapi.PortForwardRequest{PodSandboxId: "feedface", Port: []int32{80}}); status.Code(err) != codes.NotFound {
+		t.Errorf("port-forward into an unknown pod: %v", err)
+	}
+}

@@ -60,6 +60,12 @@ func serve(cfg config.Config) error {
 	}
 	svc := cri.NewService(cri.Options{Config: cfg, Version: version, Network: network, Sandboxes: pods})
 	srv := cri.NewServer(svc)
+	streamAddr, stopStreaming, err := svc.StartStreaming(cfg.StreamAddress)
+	if err != nil {
+		return err
+	}
+	defer stopStreaming()
+	klog.InfoS("Serving exec, attach and port-forward sessions", "address", streamAddr)
 	if cfg.MetricsAddress != "" {
 		metrics, err := serveMetrics(cfg.MetricsAddress, svc.MetricsHandler())
 		if err != nil {
