@@ -8,8 +8,8 @@ import (
 
 func TestCommands(t *testing.T) {
 	for _, tc := range []struct {
-		args       []string
-		code       int
+		args        []string
+		code        int
 		out, errOut string
 	}{
 		{[]string{"version"}, 0, "cri-mini dev\n", ""},
