@@ -14,6 +14,7 @@ import (
 	"k8s.io/cri-streaming/pkg/streaming"
 	"k8s.io/klog/v2"
 
+	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/internal/config"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/netns"
@@ -33,6 +34,7 @@ type Service struct {
 	sandboxes *sandbox.Manager
 	metrics   *metrics
 	stream    streaming.Server // set by StartStreaming
+	cgroups   cgroups.Manager  // reads pod (and container) cgroup usage; may be nil
 }
 
 // Options are what a Service is built from.
@@ -41,12 +43,13 @@ type Options struct {
 	Version   string
 	Network   *netns.Manager
 	Sandboxes *sandbox.Manager
+	Cgroups   cgroups.Manager
 }
 
 // NewService returns a Service over the given managers.
 func NewService(o Options) *Service {
 	return &Service{config: o.Config, version: o.Version, network: o.Network, sandboxes: o.Sandboxes,
-		metrics: newMetrics(o.Sandboxes)}
+		metrics: newMetrics(o.Sandboxes), cgroups: o.Cgroups}
 }
 
 // maxMsgSize matches kubelet's client limit, so large lists are not cut off.

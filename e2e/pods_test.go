@@ -530,3 +530,58 @@ func TestPortForwardIntoPod(t *testing.T) {
 		t.Errorf("port-forward into an unknown pod: %v", err)
 	}
 }
+
+func TestPodStats(t *testing.T) {
+	cfg := podConfig("stats")
+	cfg.Linux.CgroupParent = fmt.Sprintf("/cri-mini-e2e-%d/pod-stats", os.Getpid())
+	cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD // the pause process is in the cgroup
+	id := runPod(t, cfg)
+	st, info := podInfo(t, id)
+	nettest.Serve(t, info.NetNS, ":8083", strings.Repeat("x", 10000))
+	if got, err := nettest.Dial("", net.JoinHostPort(st.GetNetwork().GetIp(), "8083")); err != nil || len(got) != 10000 {
+		t.Fatalf("traffic to the pod: %d bytes, %v", len(got), err)
+	}
+
+	var out struct {
+		Stats []struct {
+			Attributes struct {
+				ID string `json:"id"`
+			} `json:"attributes"`
+			Linux struct {
+				CPU struct {
+					UsageCoreNanoSeconds struct {
+						Value string `json:"value"`
+					} `json:"usageCoreNanoSeconds"`
+				} `json:"cpu"`
+				Memory struct {
+					WorkingSetBytes *struct {
+						Value string `json:"value"`
+					} `json:"workingSetBytes"`
+				} `json:"memory"`
+				Network struct {
+					DefaultInterface struct {
+						Name    string `json:"name"`
+						TxBytes struct {
+							Value string `json:"value"`
+						} `json:"txBytes"`
+					} `json:"defaultInterface"`
+				} `json:"network"`
+			} `json:"linux"`
+		} `json:"stats"`
+	}
+	raw := crictl(t, "statsp", "-o", "json", "--id", id)
+	if err := json.Unmarshal([]byte(raw), &out); err != nil {
+		t.Fatalf("statsp: %v\n%s", err, raw)
+	}
+	if len(out.Stats) != 1 {
+		t.Fatalf("statsp listed %d pods:\n%s", len(out.Stats), raw)
+	}
+	l := out.Stats[0].Linux
+	tx, _ := strconv.Atoi(l.Network.DefaultInterface.TxBytes.Value)
+	if l.Network.DefaultInterface.Name != "eth0" || tx < 10000 {
+		t.Errorf("pod network usage: %+v, want eth0 with the 10000 bytes sent", l.Network.DefaultInterface)
+	}
+	if l.Memory.WorkingSetBytes == nil || l.CPU.UsageCoreNanoSeconds.Value == "" {
+		t.Errorf("pod cgroup usage missing:\n%s", raw)
+	}
+}

@@ -1,0 +1,119 @@
+package cri
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mini/cri-mini/internal/nspin"
+	"github.com/cri-mini/cri-mini/sandbox"
+)
+
+func u64(v uint64) *runtimeapi.UInt64Value { return &runtimeapi.UInt64Value{Value: v} }
+
+// cgroupUsage reads CPU and memory use of a cgroup as the CRI reports them.
+func (s *Service) cgroupUsage(path string) (*runtimeapi.CpuUsage, *runtimeapi.MemoryUsage, error) {
+	st, err := s.cgroups.Stats(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	now := time.Now().UnixNano()
+	mem := &runtimeapi.MemoryUsage{Timestamp: now, WorkingSetBytes: u64(st.Memory.WorkingSet), UsageBytes: u64(st.Memory.Usage),
+		RssBytes: u64(st.Memory.RSS), PageFaults: u64(st.Memory.PageFaults), MajorPageFaults: u64(st.Memory.MajorPageFaults)}
+	if st.Memory.Limit > st.Memory.WorkingSet {
+		mem.AvailableBytes = u64(st.Memory.Limit - st.Memory.WorkingSet)
+	}
+	return &runtimeapi.CpuUsage{Timestamp: now, UsageCoreNanoSeconds: u64(st.CPU.UsageNanos)}, mem, nil
+}
+
+// podStats gathers a pod's usage: CPU and memory of its cgroup parent (when
+// it has one) and the traffic of the interfaces in its network namespace.
+func (s *Service) podStats(p *sandbox.Pod) (*runtimeapi.PodSandboxStats, error) {
+	md := p.Spec.Metadata
+	linux := &runtimeapi.LinuxPodSandboxStats{}
+	if p.Spec.CgroupParent != "" && s.cgroups != nil {
+		var err error
+		if linux.Cpu, linux.Memory, err = s.cgroupUsage(p.Spec.CgroupParent); err != nil {
+			return nil, fmt.Errorf("pod %s: %w", p.ID, err)
+		}
+	}
+	if p.NetNS != "" && p.State == sandbox.Ready {
+		var err error
+		if linux.Network, err = networkUsage(p.NetNS); err != nil {
+			return nil, fmt.Errorf("pod %s: %w", p.ID, err)
+		}
+	}
+	return &runtimeapi.PodSandboxStats{
+		Attributes: &runtimeapi.PodSandboxAttributes{Id: p.ID, Labels: p.Spec.Labels, Annotations: p.Spec.Annotations,
+			Metadata: &runtimeapi.PodSandboxMetadata{Name: md.Name, Namespace: md.Namespace, Uid: md.UID, Attempt: md.Attempt}},
+		Linux: linux,
+	}, nil
+}
+
+// networkUsage reads /proc/net/dev as seen from inside the network
+// namespace at nsPath; eth0 is the default interface, lo is left out.
+func networkUsage(nsPath string) (*runtimeapi.NetworkUsage, error) {
+	var data []byte
+	if err := nspin.Run(nsPath, nspin.Net, func() (err error) {
+		data, err = os.ReadFile("/proc/thread-self/net/dev")
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("network usage: %w", err)
+	}
+	usage := &runtimeapi.NetworkUsage{Timestamp: time.Now().UnixNano()}
+	sc := bufio.NewScanner(strings.NewReader(string(data)))
+	for sc.Scan() {
+		name, counters, ok := strings.Cut(sc.Text(), ":")
+		name = strings.TrimSpace(name)
+		f := strings.Fields(counters)
+		if !ok || len(f) < 11 || name == "lo" {
+			continue // the two header lines, and loopback
+		}
+		n := func(i int) *runtimeapi.UInt64Value {
+			v, _ := strconv.ParseUint(f[i], 10, 64)
+			return u64(v)
+		}
+		// Fields: rx bytes packets errs drop fifo frame compressed multicast, tx bytes packets errs ...
+		iface := &runtimeapi.NetworkInterfaceUsage{Name: name, RxBytes: n(0), RxErrors: n(2), TxBytes: n(8), TxErrors: n(10)}
+		usage.Interfaces = append(usage.Interfaces, iface)
+		if name == "eth0" {
+			usage.DefaultInterface = iface
+		}
+	}
+	return usage, nil
+}
+
+func (s *Service) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
+	p, err := s.sandboxes.Get(req.GetPodSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	stats, err := s.podStats(p)
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.PodSandboxStatsResponse{Stats: stats}, nil
+}
+
+func (s *Service) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
+	f := req.GetFilter()
+	resp := &runtimeapi.ListPodSandboxStatsResponse{}
+	for _, p := range s.sandboxes.List() {
+		if (f.GetId() != "" && !strings.HasPrefix(p.ID, f.GetId())) || !matchLabels(p.Spec.Labels, f.GetLabelSelector()) {
+			continue
+		}
+		stats, err := s.podStats(p)
+		if err != nil {
+			// A pod removed while it is read: leave it out of the list.
+			continue
+		}
+		resp.Stats = append(resp.Stats, stats)
+	}
+	return resp, nil
+}
