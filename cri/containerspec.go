@@ -205,6 +205,9 @@ func processEnv(imageEnv []string, envs []*runtimeapi.KeyValue, hostname string)
 // from the container's own /etc/passwd and /etc/group, read inside the
 // rootfs (R18).
 func processUser(sc *runtimeapi.LinuxContainerSecurityContext, imageUser, rootfs string) (specs.User, error) {
+	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
+		return specs.User{}, fmt.Errorf("run_as_group without run_as_user or run_as_username: %w", errdefs.ErrInvalidArgument)
+	}
 	userPart, groupPart, _ := strings.Cut(imageUser, ":")
 	switch {
 	case sc.GetRunAsUser() != nil:
@@ -341,7 +344,13 @@ func capabilities(sc *runtimeapi.LinuxContainerSecurityContext) (*specs.LinuxCap
 		}
 		set = slices.DeleteFunc(set, func(c string) bool { return slices.Contains(drop, c) })
 		if addAll {
-			set = caps.All()
+			// Every capability the runtime itself holds: the kernel may know
+			// more than this process may hand out.
+			held, err := caps.Held()
+			if err != nil {
+				return nil, err
+			}
+			set = held
 		}
 		for _, c := range add {
 			if !slices.Contains(set, c) {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/cri-mini/cri-mini/container/caps"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/sandbox"
 )
@@ -87,6 +88,9 @@ func TestProcessUser(t *testing.T) {
 			t.Errorf("%s: %+v %v, want %+v", tc.name, got, err, tc.want)
 		}
 	}
+	if _, err := processUser(&runtimeapi.LinuxContainerSecurityContext{RunAsGroup: i64(5)}, "", root); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("run_as_group alone: %v", err)
+	}
 	if _, err := processUser(nil, "nobody-here", root); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("unknown user name: %v", err)
 	}
@@ -119,6 +123,13 @@ func TestCapabilities(t *testing.T) {
 	c, err = capabilities(sc([]string{"NET_BIND_SERVICE"}, []string{"ALL"}))
 	if err != nil || !slices.Equal(c.Bounding, []string{"CAP_NET_BIND_SERVICE"}) {
 		t.Errorf("drop ALL, add one: %v %v", c, err)
+	}
+	held, err := caps.Held()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err = capabilities(sc([]string{"ALL"}, nil)); err != nil || !slices.Equal(c.Bounding, held) {
+		t.Errorf("add ALL: %v %v, want what the runtime holds %v", c, err, held)
 	}
 	if _, err := capabilities(sc([]string{"MAKE_COFFEE"}, nil)); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("unknown capability: %v", err)
