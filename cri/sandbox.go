@@ -60,6 +60,10 @@ func sandboxSpec(cfg *runtimeapi.PodSandboxConfig, handler string) (sandbox.Spec
 			return sandbox.Spec{}, fmt.Errorf("pod %s namespace mode TARGET is for containers, not pods: %w", name, errdefs.ErrInvalidArgument)
 		}
 	}
+	if u := ns.GetUsernsOptions(); u != nil && u.GetMode() != runtimeapi.NamespaceMode_NODE {
+		// Running it without one would silently drop the isolation asked for.
+		return sandbox.Spec{}, fmt.Errorf("user namespaces (hostUsers: false) are not supported by cri-mini: %w", errdefs.ErrUnimplemented)
+	}
 	spec.HostNetwork = ns.GetNetwork() == runtimeapi.NamespaceMode_NODE
 	spec.HostIPC = ns.GetIpc() == runtimeapi.NamespaceMode_NODE
 	spec.HostPID = ns.GetPid() == runtimeapi.NamespaceMode_NODE

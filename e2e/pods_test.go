@@ -391,6 +391,12 @@ func TestBadRequestsGetTheRightCodes(t *testing.T) {
 			_, err := suite.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: cfg})
 			return err
 		}, codes.InvalidArgument},
+		{"user namespace", func() error {
+			cfg := podConfig("userns")
+			cfg.Linux.SecurityContext.NamespaceOptions.UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}
+			_, err := suite.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+			return err
+		}, codes.Unimplemented},
 		{"status of unknown id", func() error {
 			_, err := suite.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: "feedface"})
 			return err
