@@ -46,10 +46,6 @@ type Containers interface {
 	RemovePodContainers(ctx context.Context, podID string) error
 }
 
-// SetContainers makes Stop and Remove stop and remove the pod's containers
-// first. Call it before the manager is used.
-func (m *Manager) SetContainers(c Containers) { m.containers = c }
-
 // Manager runs pod sandboxes and keeps their state on disk. It is safe for
 // concurrent use.
 type Manager struct {
@@ -62,6 +58,10 @@ type Manager struct {
 	mu   sync.Mutex
 	pods map[string]*entry
 }
+
+// SetContainers makes Stop and Remove stop and remove the pod's containers
+// first. Call it before the manager is used.
+func (m *Manager) SetContainers(c Containers) { m.containers = c }
 
 // entry is one pod in the index. mu serialises the operations that change
 // the pod (which can take seconds of CNI work); readers take the snapshot
