@@ -1,0 +1,397 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mini/cri-mini/bench"
+)
+
+// cgroupParent holds every pod's cgroup, so that clean-up finds them.
+const cgroupParent = "cribench"
+
+// Figures, in the order of the report.
+const (
+	figRunPod       = "RunPodSandbox"
+	figStopRemove   = "StopPodSandbox+RemovePodSandbox"
+	figCreateStart  = "CreateContainer+StartContainer"
+	figPodRunning   = "pod to running container"
+	figPodLog       = "pod to first log line"
+	figExec         = "ExecSync true"
+	figBurst        = "burst of pods"
+	figPull         = "pull+unpack 3 layers"
+	figRSSIdle      = "daemon RSS idle"
+	figRSSBurst     = "daemon RSS with burst pods"
+	figPerPodRSS    = "per-pod overhead RSS"
+	figPerPodPSS    = "per-pod overhead PSS"
+	msUnit, mibUnit = "ms", "MiB"
+)
+
+var podSeq atomic.Int64
+
+// recorder collects the samples by runtime and figure.
+type recorder struct {
+	mu      sync.Mutex
+	samples map[[2]string][]float64
+	failed  map[[2]string]error
+}
+
+func (r *recorder) add(rt, fig string, v float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.samples[[2]string{rt, fig}] = append(r.samples[[2]string{rt, fig}], v)
+}
+
+func (r *recorder) fail(rt, fig string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := [2]string{rt, fig}
+	if _, ok := r.failed[k]; !ok {
+		fmt.Fprintf(os.Stderr, "cribench: %s: %s: %v\n", rt, fig, err)
+		r.failed[k] = err
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// measure runs every figure runs times, alternating which runtime goes
+// first from run to run so that machine noise hits both.
+func measure(ctx context.Context, runtimes []*runtime, runs, burst int) []bench.Samples {
+	rec := &recorder{samples: map[[2]string][]float64{}, failed: map[[2]string]error{}}
+	for i := 0; i < runs; i++ {
+		fmt.Fprintf(os.Stderr, "cribench: run %d/%d\n", i+1, runs)
+		for j := range runtimes {
+			rt := runtimes[(i+j)%len(runtimes)]
+			podLifecycle(ctx, rt, rec)
+			podToLog(ctx, rt, rec)
+			pull(ctx, rt, rec)
+			burstAndMemory(ctx, rt, rec, burst)
+		}
+	}
+	var out []bench.Samples
+	for _, fig := range []string{figRunPod, figStopRemove, figCreateStart, figPodRunning, figPodLog, figExec,
+		figBurst, figPull, figRSSIdle, figRSSBurst, figPerPodRSS, figPerPodPSS} {
+		unit := msUnit
+		if strings.Contains(fig, "RSS") || strings.Contains(fig, "PSS") {
+			unit = mibUnit
+		}
+		if fig == figBurst {
+			fig = fmt.Sprintf("%s (%d)", figBurst, burst)
+		}
+		for _, rt := range []string{bench.Subject, bench.Reference} {
+			if v, ok := rec.samples[[2]string{rt, fig}]; ok {
+				out = append(out, bench.Samples{Runtime: rt, Figure: fig, Unit: unit, Values: v})
+			}
+		}
+	}
+	return out
+}
+
+func podConfig(rt *runtime) *runtimeapi.PodSandboxConfig {
+	n := podSeq.Add(1)
+	uid := fmt.Sprintf("cribench-%d-%d", os.Getpid(), n)
+	logDir := filepath.Join(rt.dir, "logs", uid)
+	os.MkdirAll(logDir, 0o755)
+	return &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: fmt.Sprintf("bench-%d", n), Namespace: "cribench", Uid: uid},
+		LogDirectory: logDir,
+		Linux: &runtimeapi.LinuxPodSandboxConfig{
+			CgroupParent:    "/" + cgroupParent + "/" + rt.name + "/pod" + strconv.FormatInt(n, 10),
+			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{}},
+		},
+	}
+}
+
+func containerConfig(args ...string) *runtimeapi.ContainerConfig {
+	return &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "work"},
+		Image:    &runtimeapi.ImageSpec{Image: busyboxImage},
+		Command:  args,
+		LogPath:  "work.log",
+		Linux:    &runtimeapi.LinuxContainerConfig{},
+	}
+}
+
+// startPod runs a pod with one container; it returns the pod and container
+// ids and the time RunPodSandbox and Create+Start took.
+func startPod(ctx context.Context, rt *runtime, args ...string) (pod, ctr string, cfg *runtimeapi.PodSandboxConfig, runp, create time.Duration, err error) {
+	cfg = podConfig(rt)
+	t0 := time.Now()
+	pr, err := rt.rs.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	if err != nil {
+		return "", "", cfg, 0, 0, fmt.Errorf("RunPodSandbox: %w", err)
+	}
+	runp = time.Since(t0)
+	t1 := time.Now()
+	cr, err := rt.rs.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pr.PodSandboxId,
+		Config: containerConfig(args...), SandboxConfig: cfg})
+	if err != nil {
+		return pr.PodSandboxId, "", cfg, runp, 0, fmt.Errorf("CreateContainer: %w", err)
+	}
+	if _, err := rt.rs.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		return pr.PodSandboxId, cr.ContainerId, cfg, runp, 0, fmt.Errorf("StartContainer: %w", err)
+	}
+	return pr.PodSandboxId, cr.ContainerId, cfg, runp, time.Since(t1), nil
+}
+
+// removePod removes a pod's container, then stops and removes the pod, and
+// says how long the pod's Stop+Remove took.
+func removePod(ctx context.Context, rt *runtime, pod, ctr string) (time.Duration, error) {
+	if ctr != "" {
+		rt.rs.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: ctr, Timeout: 0})
+		rt.rs.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: ctr})
+	}
+	if pod == "" {
+		return 0, nil
+	}
+	t0 := time.Now()
+	if _, err := rt.rs.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod}); err != nil {
+		return 0, fmt.Errorf("StopPodSandbox: %w", err)
+	}
+	if _, err := rt.rs.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
+		return 0, fmt.Errorf("RemovePodSandbox: %w", err)
+	}
+	return time.Since(t0), nil
+}
+
+// podLifecycle: RunPodSandbox, Create+Start, their sum, ExecSync true, and
+// Stop+Remove of the pod once its container is gone.
+func podLifecycle(ctx context.Context, rt *runtime, rec *recorder) {
+	pod, ctr, _, runp, create, err := startPod(ctx, rt, "/bin/sleep", "3600")
+	if err != nil {
+		rec.fail(rt.name, figPodRunning, err)
+		removePod(ctx, rt, pod, ctr)
+		return
+	}
+	rec.add(rt.name, figRunPod, ms(runp))
+	rec.add(rt.name, figCreateStart, ms(create))
+	rec.add(rt.name, figPodRunning, ms(runp+create))
+	t0 := time.Now()
+	resp, err := rt.rs.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"/bin/true"}, Timeout: 10})
+	switch {
+	case err != nil:
+		rec.fail(rt.name, figExec, err)
+	case resp.ExitCode != 0:
+		rec.fail(rt.name, figExec, fmt.Errorf("exit code %d: %s", resp.ExitCode, resp.Stderr))
+	default:
+		rec.add(rt.name, figExec, ms(time.Since(t0)))
+	}
+	rt.rs.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: ctr, Timeout: 0})
+	rt.rs.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: ctr})
+	d, err := removePod(ctx, rt, pod, "")
+	if err != nil {
+		rec.fail(rt.name, figStopRemove, err)
+		return
+	}
+	rec.add(rt.name, figStopRemove, ms(d))
+}
+
+// podToLog: from RunPodSandbox to the container's first line in its log.
+func podToLog(ctx context.Context, rt *runtime, rec *recorder) {
+	t0 := time.Now()
+	pod, ctr, cfg, _, _, err := startPod(ctx, rt, "/bin/sh", "-c", "echo cribench-ready; exec sleep 3600")
+	defer removePod(ctx, rt, pod, ctr)
+	if err != nil {
+		rec.fail(rt.name, figPodLog, err)
+		return
+	}
+	logPath := filepath.Join(cfg.LogDirectory, "work.log")
+	seen := false
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		if b, err := os.ReadFile(logPath); err == nil && strings.Contains(string(b), "cribench-ready") {
+			seen = true
+			break
+		}
+	}
+	if !seen {
+		rec.fail(rt.name, figPodLog, fmt.Errorf("no log line in %s within 10s", logPath))
+		return
+	}
+	rec.add(rt.name, figPodLog, ms(time.Since(t0)))
+}
+
+// pull: PullImage of the 3-layer image into a store without it, then
+// RemoveImage (untimed) so that the next run is cold again.
+func pull(ctx context.Context, rt *runtime, rec *recorder) {
+	t0 := time.Now()
+	if err := rt.pull(ctx, bigImage); err != nil {
+		rec.fail(rt.name, figPull, err)
+		return
+	}
+	rec.add(rt.name, figPull, ms(time.Since(t0)))
+	if _, err := rt.is.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: bigImage}}); err != nil {
+		rec.fail(rt.name, figPull, fmt.Errorf("RemoveImage: %w", err))
+	}
+}
+
+// burstAndMemory: the daemon's RSS idle; n pods with one container each
+// started concurrently until all run; then the daemon's RSS and the RSS and
+// PSS of the processes the pods added per pod; then removal (untimed).
+func burstAndMemory(ctx context.Context, rt *runtime, rec *recorder, n int) {
+	fig := fmt.Sprintf("%s (%d)", figBurst, n)
+	if m, err := readRollup(rt.pid()); err == nil {
+		rec.add(rt.name, figRSSIdle, m.rss)
+	}
+	before := pidSet()
+	type started struct{ pod, ctr string }
+	pods := make([]started, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, c, _, _, _, err := startPod(ctx, rt, "/bin/sleep", "3600")
+			pods[i], errs[i] = started{p, c}, err
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(t0)
+	failed := false
+	for _, err := range errs {
+		if err != nil {
+			rec.fail(rt.name, fig, err)
+			failed = true
+			break
+		}
+	}
+	if !failed {
+		rec.add(rt.name, fig, ms(elapsed))
+		if m, err := readRollup(rt.pid()); err == nil {
+			rec.add(rt.name, figRSSBurst, m.rss)
+		}
+		if rss, pss, err := podOverhead(rt, before); err != nil {
+			rec.fail(rt.name, figPerPodRSS, err)
+		} else {
+			rec.add(rt.name, figPerPodRSS, rss/float64(n))
+			rec.add(rt.name, figPerPodPSS, pss/float64(n))
+		}
+	}
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			removePod(ctx, rt, pods[i].pod, pods[i].ctr)
+		}()
+	}
+	wg.Wait()
+}
+
+// memory is a process's resident and proportional set size in MiB.
+type memory struct{ rss, pss float64 }
+
+func readRollup(pid int) (memory, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return memory{}, err
+	}
+	defer f.Close()
+	var m memory
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(fields[1], 64)
+		switch fields[0] {
+		case "Rss:":
+			m.rss = kb / 1024
+		case "Pss:":
+			m.pss = kb / 1024
+		}
+	}
+	return m, sc.Err()
+}
+
+type procInfo struct {
+	ppid int
+	exe  string
+	comm string
+}
+
+func processes() map[int]procInfo {
+	out := map[int]procInfo{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// comm is in parentheses and may hold spaces: fields after the
+		// last ')' are state, ppid, ...
+		s := string(stat)
+		open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || closing < open {
+			continue
+		}
+		rest := strings.Fields(s[closing+1:])
+		if len(rest) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(rest[1])
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		out[pid] = procInfo{ppid: ppid, exe: exe, comm: s[open+1 : closing]}
+	}
+	return out
+}
+
+func pidSet() map[int]bool {
+	set := map[int]bool{}
+	for pid := range processes() {
+		set[pid] = true
+	}
+	return set
+}
+
+// podOverhead sums RSS and PSS (MiB) of the processes that appeared since
+// before and belong to the runtime: its helper executables (shims,
+// re-exec'd supervisors and pause) and their descendants, except the
+// daemon and the pods' workload (sleep).
+func podOverhead(rt *runtime, before map[int]bool) (rss, pss float64, err error) {
+	procs := processes()
+	helper := map[string]bool{}
+	for _, h := range rt.helpers {
+		helper[h] = true
+	}
+	var ours func(pid, depth int) bool
+	ours = func(pid, depth int) bool {
+		p, ok := procs[pid]
+		if !ok || pid <= 1 || depth > 64 {
+			return false
+		}
+		return helper[p.exe] || ours(p.ppid, depth+1)
+	}
+	count := 0
+	for pid, p := range procs {
+		if before[pid] || pid == rt.pid() || p.comm == "sleep" || !ours(pid, 0) {
+			continue
+		}
+		m, err := readRollup(pid)
+		if err != nil {
+			continue // exited meanwhile
+		}
+		rss += m.rss
+		pss += m.pss
+		count++
+	}
+	if count == 0 {
+		return 0, 0, fmt.Errorf("no process of %s found for the pods", rt.name)
+	}
+	return rss, pss, nil
+}
