@@ -26,3 +26,10 @@ clean:
 .PHONY: e2e
 e2e: build
 	e2e/critest/run.sh
+
+# bench: cri-mini side by side with containerd v2.4.2 + runc v1.5.3 (built
+# from the Go module proxy, cached); CRI_MINI_BIN=bin/cri-mini adds cri-mini.
+# Writes bench-out/results.{json,svg}. Run as root.
+.PHONY: bench
+bench:
+	bench/run.sh

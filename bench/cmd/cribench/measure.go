@@ -17,8 +17,9 @@ import (
 	"github.com/cri-mini/cri-mini/bench"
 )
 
-// cgroupParent holds every pod's cgroup, so that clean-up finds them.
-const cgroupParent = "cribench"
+// cgroupParent holds every pod's cgroup of this run, so that clean-up
+// finds them (and only them).
+var cgroupParent = fmt.Sprintf("cribench-%d", os.Getpid())
 
 // Figures, in the order of the report.
 const (
@@ -68,7 +69,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // first from run to run so that machine noise hits both.
 func measure(ctx context.Context, runtimes []*runtime, runs, burst int) []bench.Samples {
 	rec := &recorder{samples: map[[2]string][]float64{}, failed: map[[2]string]error{}}
-	for i := 0; i < runs; i++ {
+	for i := 0; i < runs && ctx.Err() == nil; i++ {
 		fmt.Fprintf(os.Stderr, "cribench: run %d/%d\n", i+1, runs)
 		for j := range runtimes {
 			rt := runtimes[(i+j)%len(runtimes)]

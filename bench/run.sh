@@ -1,0 +1,19 @@
+#!/bin/sh
+# run.sh: `make bench`. Builds the reference runtime (setup-containerd.sh,
+# cached) and the cribench driver, then measures containerd and, when
+# CRI_MINI_BIN names a cri-mini binary that serves containers, cri-mini
+# side by side. Results: the table on stdout, $BENCH_OUT/results.{json,svg}.
+# Environment: BENCH_RUNS (default 20), BENCH_BURST (30), BENCH_OUT
+# (bench-out), CRI_MINI_BIN (empty: containerd only). Needs root.
+set -eu
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "run.sh: needs root" >&2; exit 1; }
+bin=$(bench/setup-containerd.sh)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+go build -o "$tmp/cribench" ./bench/cmd/cribench
+set -- -containerd-bin "$bin" -runs "${BENCH_RUNS:-20}" -burst "${BENCH_BURST:-30}" -out "${BENCH_OUT:-bench-out}"
+if [ -n "${CRI_MINI_BIN:-}" ]; then
+	set -- "$@" -cri-mini "$CRI_MINI_BIN"
+fi
+"$tmp/cribench" "$@"
