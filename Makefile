@@ -33,3 +33,9 @@ e2e: build
 .PHONY: bench
 bench:
 	bench/run.sh
+
+# demo: the main job on a fresh Debian machine: build, start the daemon, run a
+# pod through crictl, show it, clean up. Run as root.
+.PHONY: demo
+demo:
+	e2e/demo.sh
