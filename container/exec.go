@@ -1,0 +1,259 @@
+package container
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+)
+
+// ExecOptions describe a further process in a running container. Fields left
+// empty take the container's own values.
+type ExecOptions struct {
+	Args []string
+	Env  []string
+	Cwd  string
+	User *specs.User
+	Tty  bool
+	// Stdin, Stdout and Stderr connect to the process (Stderr unused with a
+	// tty: the terminal carries both streams on Stdout).
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// Resize, with a tty, delivers terminal size changes.
+	Resize <-chan TerminalSize
+}
+
+// TerminalSize is a terminal's size in characters.
+type TerminalSize struct {
+	Width, Height uint16
+}
+
+// The exec child's descriptors (ExtraFiles order).
+const (
+	execSyncFD = 3 // go byte, then the process description as JSON
+	execErrFD  = 4 // setup failures, closed on exec
+	execTTYFD  = 5 // unix socket for the pty master
+)
+
+type execConfig struct {
+	Process *specs.Process      `json:"process"`
+	Seccomp *specs.LinuxSeccomp `json:"seccomp,omitempty"`
+}
+
+// Exec runs a process in the running container id and returns its exit code
+// (128+n for death by signal n). It joins all the container's namespaces
+// (through the nsenter constructor), its cgroup, capabilities, seccomp
+// profile, user and working directory.
+func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, error) {
+	dir, cfg, err := r.existing(id)
+	if err != nil {
+		return -1, err
+	}
+	if len(o.Args) == 0 {
+		return -1, fmt.Errorf("exec in %s: no command: %w", id, errdefs.ErrInvalidArgument)
+	}
+	var init procRecord
+	if readJSON(dir, initFile, &init) != nil || !init.alive() {
+		return -1, fmt.Errorf("exec in %s: container is not running: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	p := *cfg.Spec.Process
+	p.Args, p.Terminal = o.Args, o.Tty
+	if o.Env != nil {
+		p.Env = o.Env
+	}
+	if o.Cwd != "" {
+		p.Cwd = o.Cwd
+	}
+	if o.User != nil {
+		p.User = *o.User
+	}
+	ec := execConfig{Process: &p, Seccomp: seccompOf(cfg.Spec)}
+	payload, err := json.Marshal(ec)
+	if err != nil {
+		return -1, err
+	}
+
+	syncR, syncW, err := os.Pipe()
+	if err != nil {
+		return -1, err
+	}
+	defer syncR.Close()
+	defer syncW.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return -1, err
+	}
+	defer errR.Close()
+	defer errW.Close()
+	cmd := exec.CommandContext(ctx, "/proc/self/exe")
+	cmd.Args = []string{os.Args[0]}
+	cmd.Env = []string{envRole + "=" + roleExec, "_CRI_MINI_NSENTER_PID=" + strconv.Itoa(init.Pid),
+		"_CRI_MINI_NSENTER_SYNC=" + strconv.Itoa(execSyncFD), "_CRI_MINI_NSENTER_ERR=" + strconv.Itoa(execErrFD)}
+	cmd.ExtraFiles = []*os.File{syncR, errW}
+	var ttyConn *net.UnixConn
+	if o.Tty {
+		c, peer, err := socketPair()
+		if err != nil {
+			return -1, err
+		}
+		defer c.Close()
+		defer peer.Close()
+		ttyConn = c
+		cmd.ExtraFiles = append(cmd.ExtraFiles, peer)
+	} else {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
+	}
+	cmd.WaitDelay = 2 * time.Second
+	if err := cmd.Start(); err != nil {
+		return -1, fmt.Errorf("exec in %s: %w", id, err)
+	}
+	syncR.Close()
+	errW.Close()
+	for _, f := range cmd.ExtraFiles[2:] {
+		f.Close()
+	}
+	if cfg.CgroupPath != "" && r.Cgroups != nil {
+		if err := r.Cgroups.Apply(cfg.CgroupPath, cmd.Process.Pid); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return -1, fmt.Errorf("exec in %s: join cgroup: %w", id, err)
+		}
+	}
+	_, werr := syncW.Write(append([]byte{'g'}, payload...))
+	syncW.Close()
+	if werr != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return -1, fmt.Errorf("exec in %s: %w", id, werr)
+	}
+
+	var ttyCopies sync.WaitGroup
+	if ttyConn != nil {
+		_, fds, err := expectMsg(ttyConn, msgReady)
+		if err != nil || len(fds) != 1 {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			_ = cmd.Wait()
+			return -1, fmt.Errorf("exec in %s: no terminal: %w", id, errors.Join(err, readSetupError(errR)))
+		}
+		master := os.NewFile(uintptr(fds[0]), "pty")
+		defer master.Close()
+		if o.Stdin != nil {
+			go func() { _, _ = io.Copy(master, o.Stdin) }()
+		}
+		if o.Stdout != nil {
+			ttyCopies.Add(1)
+			go func() { defer ttyCopies.Done(); _, _ = io.Copy(o.Stdout, master) }()
+		}
+		if o.Resize != nil {
+			done := make(chan struct{})
+			defer close(done)
+			go func() {
+				for {
+					select {
+					case sz := <-o.Resize:
+						_ = unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: sz.Height, Col: sz.Width})
+					case <-done:
+						return
+					}
+				}
+			}()
+		}
+	}
+	werr = cmd.Wait()
+	if ttyConn != nil {
+		// The slave is gone with the process: reading the master ends in
+		// EIO once the buffered output is out.
+		ttyCopies.Wait()
+	}
+	if serr := readSetupError(errR); serr != nil {
+		return -1, fmt.Errorf("exec in %s: %w", id, serr)
+	}
+	if ctx.Err() != nil {
+		return -1, fmt.Errorf("exec in %s: %w", id, errors.Join(ctx.Err(), errdefs.ErrDeadlineExceeded))
+	}
+	ps := cmd.ProcessState
+	if ps == nil {
+		return -1, fmt.Errorf("exec in %s: %w", id, werr)
+	}
+	if code := ps.ExitCode(); code >= 0 {
+		return code, nil
+	}
+	if ws, ok := ps.Sys().(interface{ Signal() os.Signal }); ok {
+		if s, ok := ws.Signal().(unix.Signal); ok {
+			return 128 + int(s), nil
+		}
+	}
+	return -1, fmt.Errorf("exec in %s: %v", id, werr)
+}
+
+// readSetupError returns what the exec child reported before it could exec.
+func readSetupError(r *os.File) error {
+	data, _ := io.ReadAll(r)
+	if len(data) == 0 {
+		return nil
+	}
+	return errors.New(string(data))
+}
+
+// runExec is the exec role after the nsenter constructor: inside all of the
+// container's namespaces, it sets up the process like the init does and
+// execs it.
+func runExec() {
+	runtime.LockOSThread()
+	errPipe := os.NewFile(execErrFD, "err")
+	err := execInContainer()
+	fmt.Fprint(errPipe, err.Error())
+	os.Exit(126)
+}
+
+func execInContainer() error {
+	sync := os.NewFile(execSyncFD, "sync")
+	data, err := io.ReadAll(sync) // the go byte was consumed by the constructor
+	if err != nil {
+		return fmt.Errorf("read exec config: %w", err)
+	}
+	sync.Close()
+	var ec execConfig
+	if err := json.Unmarshal(data, &ec); err != nil {
+		return fmt.Errorf("decode exec config: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return err
+	}
+	if ec.Process.Terminal {
+		conn, err := fileConn(os.NewFile(execTTYFD, "tty"))
+		if err != nil {
+			return err
+		}
+		master, err := setupTTY()
+		if err != nil {
+			return err
+		}
+		err = sendMsg(conn, syncMsg{Type: msgReady}, master)
+		unix.Close(master)
+		conn.Close()
+		if err != nil {
+			return err
+		}
+	}
+	path, err := prepareProcess(ec.Process)
+	if err != nil {
+		return err
+	}
+	return execProcess(ec.Process, ec.Seccomp, path)
+}

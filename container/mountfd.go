@@ -1,0 +1,210 @@
+package container
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// mountOpts is a spec mount's option list split into what the new mount API
+// takes separately: per-mount attributes, propagation, bind-ness and the
+// file-system parameters that go to fsconfig.
+type mountOpts struct {
+	attrSet, attrClr uint64
+	propagation      uint64 // MS_PRIVATE, MS_SLAVE, MS_SHARED, MS_UNBINDABLE or 0
+	recursiveProp    bool
+	bind, rbind      bool
+	fsParams         []string // "mode=755", "newinstance"
+}
+
+func parseMountOptions(opts []string) mountOpts {
+	var o mountOpts
+	for _, opt := range opts {
+		switch opt {
+		case "ro":
+			o.attrSet |= unix.MOUNT_ATTR_RDONLY
+		case "rw":
+			o.attrClr |= unix.MOUNT_ATTR_RDONLY
+		case "nosuid":
+			o.attrSet |= unix.MOUNT_ATTR_NOSUID
+		case "suid":
+			o.attrClr |= unix.MOUNT_ATTR_NOSUID
+		case "nodev":
+			o.attrSet |= unix.MOUNT_ATTR_NODEV
+		case "dev":
+			o.attrClr |= unix.MOUNT_ATTR_NODEV
+		case "noexec":
+			o.attrSet |= unix.MOUNT_ATTR_NOEXEC
+		case "exec":
+			o.attrClr |= unix.MOUNT_ATTR_NOEXEC
+		case "noatime":
+			o.attrSet |= unix.MOUNT_ATTR_NOATIME
+		case "strictatime":
+			o.attrSet |= unix.MOUNT_ATTR_STRICTATIME
+		case "relatime":
+			o.attrSet |= unix.MOUNT_ATTR_RELATIME
+		case "nodiratime":
+			o.attrSet |= unix.MOUNT_ATTR_NODIRATIME
+		case "bind":
+			o.bind = true
+		case "rbind":
+			o.bind, o.rbind = true, true
+		case "private", "rprivate":
+			o.propagation, o.recursiveProp = unix.MS_PRIVATE, opt[0] == 'r'
+		case "slave", "rslave":
+			o.propagation, o.recursiveProp = unix.MS_SLAVE, opt[0] == 'r'
+		case "shared", "rshared":
+			o.propagation, o.recursiveProp = unix.MS_SHARED, opt[0] == 'r'
+		case "unbindable", "runbindable":
+			o.propagation, o.recursiveProp = unix.MS_UNBINDABLE, opt[0] == 'r'
+		case "atime", "diratime", "async", "defaults", "nostrictatime", "norelatime":
+			// Defaults of the new mount API already.
+		default:
+			o.fsParams = append(o.fsParams, opt)
+		}
+	}
+	// The atime attributes form one field: keep only the last one named.
+	if a := o.attrSet & unix.MOUNT_ATTR__ATIME; a != 0 {
+		o.attrClr |= unix.MOUNT_ATTR__ATIME
+	}
+	return o
+}
+
+// newFSMount creates a detached mount of a fresh file system (fsopen,
+// fsconfig, fsmount) and returns its descriptor.
+func newFSMount(fstype, source string, params []string, attrs uint64) (int, error) {
+	fsfd, err := unix.Fsopen(fstype, unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("fsopen %s: %w", fstype, err)
+	}
+	defer unix.Close(fsfd)
+	if source != "" {
+		if err := unix.FsconfigSetString(fsfd, "source", source); err != nil {
+			return -1, fmt.Errorf("fsconfig %s source=%s: %w", fstype, source, err)
+		}
+	}
+	for _, p := range params {
+		k, v, hasValue := strings.Cut(p, "=")
+		if hasValue {
+			err = unix.FsconfigSetString(fsfd, k, v)
+		} else {
+			err = unix.FsconfigSetFlag(fsfd, k)
+		}
+		if err != nil {
+			return -1, fmt.Errorf("fsconfig %s %s: %w", fstype, p, err)
+		}
+	}
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return -1, fmt.Errorf("create %s file system: %w", fstype, err)
+	}
+	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, int(attrs))
+	if err != nil {
+		return -1, fmt.Errorf("fsmount %s: %w", fstype, err)
+	}
+	return mfd, nil
+}
+
+// cloneTree returns a detached copy of the mount (tree, when recursive) at
+// the host path source: the source of a bind mount.
+func cloneTree(source string, recursive bool) (int, error) {
+	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
+	if recursive {
+		flags |= unix.AT_RECURSIVE
+	}
+	fd, err := unix.OpenTree(unix.AT_FDCWD, source, flags)
+	if err != nil {
+		return -1, fmt.Errorf("open_tree %s: %w", source, err)
+	}
+	return fd, nil
+}
+
+// cloneFD is cloneTree for a source already held as a descriptor.
+func cloneFD(src *os.File, recursive bool) (int, error) {
+	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC | unix.AT_EMPTY_PATH)
+	if recursive {
+		flags |= unix.AT_RECURSIVE
+	}
+	fd, err := unix.OpenTree(int(src.Fd()), "", flags)
+	if err != nil {
+		return -1, fmt.Errorf("open_tree %s: %w", src.Name(), err)
+	}
+	return fd, nil
+}
+
+// setAttr changes the attributes and propagation of the mount mfd refers to
+// (and of the mounts below it when recursive).
+func setAttr(mfd int, set, clr, propagation uint64, recursive bool) error {
+	if set == 0 && clr == 0 && propagation == 0 {
+		return nil
+	}
+	flags := uint(unix.AT_EMPTY_PATH)
+	if recursive {
+		flags |= unix.AT_RECURSIVE
+	}
+	attr := unix.MountAttr{Attr_set: set, Attr_clr: clr, Propagation: propagation}
+	if err := unix.MountSetattr(mfd, "", flags, &attr); err != nil {
+		return fmt.Errorf("mount_setattr set %#x clear %#x propagation %#x: %w", set, clr, propagation, err)
+	}
+	return nil
+}
+
+// attach moves the detached mount mfd onto the target handle.
+func attach(mfd int, target *os.File) error {
+	err := unix.MoveMount(mfd, "", int(target.Fd()), "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
+	if err != nil {
+		return fmt.Errorf("move_mount onto %s: %w", target.Name(), err)
+	}
+	return nil
+}
+
+// mountSpec performs one spec mount inside root: its target is resolved (and
+// created, a directory or a file like its source) in the rootfs, the mount is
+// prepared detached and then attached on the target's descriptor.
+func mountSpec(root *os.File, m specs.Mount) error {
+	o := parseMountOptions(m.Options)
+	if m.Type == "bind" {
+		o.bind = true
+	}
+	var mfd int
+	var err error
+	srcIsDir := true
+	if o.bind {
+		fi, serr := os.Stat(m.Source)
+		if serr != nil {
+			return fmt.Errorf("mount %s: bind source: %w", m.Destination, serr)
+		}
+		srcIsDir = fi.IsDir()
+		mfd, err = cloneTree(m.Source, o.rbind)
+	} else {
+		mfd, err = newFSMount(m.Type, m.Source, o.fsParams, o.attrSet)
+	}
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", m.Destination, err)
+	}
+	defer unix.Close(mfd)
+	if o.bind {
+		if err := setAttr(mfd, o.attrSet, o.attrClr, 0, o.rbind); err != nil {
+			return fmt.Errorf("mount %s: %w", m.Destination, err)
+		}
+	}
+	var target *os.File
+	if srcIsDir {
+		target, err = mkdirInRoot(root, m.Destination)
+	} else {
+		target, err = mkfileInRoot(root, m.Destination)
+	}
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", m.Destination, err)
+	}
+	defer target.Close()
+	if err := attach(mfd, target); err != nil {
+		return fmt.Errorf("mount %s: %w", m.Destination, err)
+	}
+	if err := setAttr(mfd, 0, 0, o.propagation, o.recursiveProp); err != nil {
+		return fmt.Errorf("mount %s: %w", m.Destination, err)
+	}
+	return nil
+}

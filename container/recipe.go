@@ -1,0 +1,318 @@
+package container
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// The recipe's mounts (R6-R11), in its order. A spec mount with the same
+// destination replaces the recipe's one in place, so the CRI layer can
+// substitute, for example, the pod's shared /dev/shm.
+func recipeMounts() []specs.Mount {
+	return []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},                                                     // R6
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},                             // R7
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}}, // R8
+		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "nodev", "noexec"}},                                           // R9
+		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "nodev", "noexec", "mode=1777", "size=65536k"}},                      // R10
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "nodev", "noexec", "ro"}},                                              // R11
+		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "nodev", "noexec", "relatime", "ro"}},                      // R11
+	}
+}
+
+// defaultMaskedPaths and defaultReadonlyPaths are R17 and R16's lists, used
+// when the spec gives none.
+var (
+	defaultMaskedPaths = []string{"/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+		"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+		"/proc/acpi", "/proc/scsi", "/sys/firmware"}
+	defaultReadonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+)
+
+type device struct {
+	name         string
+	major, minor int64
+}
+
+// R7's character devices, all mode 0666 and owned by root.
+var defaultDevices = []device{{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}}
+
+// R7 and R8's symlinks in /dev.
+var devSymlinks = [][2]string{{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
+	{"stderr", "/proc/self/fd/2"}, {"core", "/proc/kcore"}, {"ptmx", "pts/ptmx"}}
+
+// containerMounts merges the recipe's mounts, the R12 files and the spec's
+// own mounts into the order in which they are made.
+func containerMounts(spec *specs.Spec, etcFiles map[string]string) []specs.Mount {
+	mounts := recipeMounts()
+	index := map[string]int{}
+	for i, m := range mounts {
+		index[m.Destination] = i
+	}
+	// R12: hosts, hostname and resolv.conf, unless the spec binds its own.
+	for _, dst := range []string{"/etc/hosts", "/etc/hostname", "/etc/resolv.conf"} {
+		if src, ok := etcFiles[dst]; ok {
+			index[dst] = len(mounts)
+			mounts = append(mounts, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: []string{"bind", "rprivate"}})
+		}
+	}
+	for _, m := range spec.Mounts {
+		dst := filepath.Clean(m.Destination)
+		m.Destination = dst
+		if i, ok := index[dst]; ok {
+			mounts[i] = m
+			continue
+		}
+		index[dst] = len(mounts)
+		mounts = append(mounts, m)
+	}
+	return mounts
+}
+
+// doMount performs one mount of the merged list, with the extra work some
+// recipe steps need on the fresh file system.
+func doMount(root *os.File, m specs.Mount, spec *specs.Spec) error {
+	if m.Type == "cgroup" && m.Destination == "/sys/fs/cgroup" {
+		return mountCgroups(root, m) // R11
+	}
+	if err := mountSpec(root, m); err != nil {
+		return err
+	}
+	if m.Destination == "/dev" && m.Type == "tmpfs" {
+		return populateDev(root, spec) // R7
+	}
+	return nil
+}
+
+// populateDev fills the fresh /dev tmpfs (R7, R8's /dev/ptmx): device nodes,
+// the spec's extra devices, symlinks and the directories later mounts use.
+func populateDev(root *os.File, spec *specs.Spec) error {
+	dev, err := openInRoot(root, "/dev")
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	dfd := int(dev.Fd())
+	mk := func(name string, typ uint32, major, minor int64, mode os.FileMode, uid, gid uint32) error {
+		name = strings.TrimPrefix(filepath.Clean("/"+name), "/dev/")
+		if strings.Contains(name, "/") {
+			d, err := mkdirInRoot(root, filepath.Dir("/dev/"+name))
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			if err := unix.Mknodat(int(d.Fd()), filepath.Base(name), typ|uint32(mode.Perm()), int(unix.Mkdev(uint32(major), uint32(minor)))); err != nil {
+				return fmt.Errorf("mknod /dev/%s: %w", name, err)
+			}
+			return unix.Fchownat(int(d.Fd()), filepath.Base(name), int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW)
+		}
+		_ = unix.Unlinkat(dfd, name, 0) // a spec device may replace a default one
+		if err := unix.Mknodat(dfd, name, typ|uint32(mode.Perm()), int(unix.Mkdev(uint32(major), uint32(minor)))); err != nil {
+			return fmt.Errorf("mknod /dev/%s: %w", name, err)
+		}
+		if err := unix.Fchownat(dfd, name, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("chown /dev/%s: %w", name, err)
+		}
+		return nil
+	}
+	for _, d := range defaultDevices {
+		if err := mk(d.name, unix.S_IFCHR, d.major, d.minor, 0o666, 0, 0); err != nil {
+			return err
+		}
+	}
+	if spec.Linux != nil {
+		for _, d := range spec.Linux.Devices {
+			typ := uint32(unix.S_IFCHR)
+			switch d.Type {
+			case "b":
+				typ = unix.S_IFBLK
+			case "p":
+				typ = unix.S_IFIFO
+			}
+			mode := os.FileMode(0o666)
+			if d.FileMode != nil {
+				mode = *d.FileMode
+			}
+			var uid, gid uint32
+			if d.UID != nil {
+				uid = *d.UID
+			}
+			if d.GID != nil {
+				gid = *d.GID
+			}
+			if err := mk(d.Path, typ, d.Major, d.Minor, mode, uid, gid); err != nil {
+				return err
+			}
+		}
+	}
+	for _, l := range devSymlinks {
+		if err := unix.Symlinkat(l[1], dfd, l[0]); err != nil {
+			return fmt.Errorf("symlink /dev/%s: %w", l[0], err)
+		}
+	}
+	for _, d := range []string{"pts", "shm", "mqueue"} {
+		if err := unix.Mkdirat(dfd, d, 0o755); err != nil && err != unix.EEXIST {
+			return fmt.Errorf("mkdir /dev/%s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// hostCgroupMount is one cgroup file system the host mounts under
+// /sys/fs/cgroup.
+type hostCgroupMount struct {
+	dir, fstype string
+	params      []string // "memory", "name=systemd"
+}
+
+// hostCgroups reads from mountinfo the cgroup hierarchies the host mounts:
+// a single cgroup2 at /sys/fs/cgroup (unified), or v1 hierarchies (hybrid).
+func hostCgroups() ([]hostCgroupMount, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []hostCgroupMount
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		pf, qf := strings.Fields(pre), strings.Fields(post)
+		if len(pf) < 5 || len(qf) < 3 || (qf[0] != "cgroup" && qf[0] != "cgroup2") {
+			continue
+		}
+		mp := pf[4]
+		if mp != "/sys/fs/cgroup" && !strings.HasPrefix(mp, "/sys/fs/cgroup/") {
+			continue
+		}
+		hm := hostCgroupMount{dir: strings.TrimPrefix(strings.TrimPrefix(mp, "/sys/fs/cgroup"), "/"), fstype: qf[0]}
+		for _, o := range strings.Split(qf[2], ",") {
+			switch o {
+			case "rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec":
+			default:
+				if qf[0] == "cgroup" {
+					hm.params = append(hm.params, o)
+				}
+			}
+		}
+		out = append(out, hm)
+	}
+	return out, sc.Err()
+}
+
+// mountCgroups is R11's /sys/fs/cgroup: the host's cgroup2 mount, or on a v1
+// host a read-only tmpfs holding each hierarchy, all read-only and rooted at
+// the container's cgroup namespace.
+func mountCgroups(root *os.File, m specs.Mount) error {
+	hier, err := hostCgroups()
+	if err != nil {
+		return fmt.Errorf("mount /sys/fs/cgroup: read host cgroups: %w", err)
+	}
+	o := parseMountOptions(m.Options)
+	attrs := o.attrSet | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC
+	target, err := mkdirInRoot(root, m.Destination)
+	if err != nil {
+		return fmt.Errorf("mount /sys/fs/cgroup: %w", err)
+	}
+	defer target.Close()
+	if len(hier) == 1 && hier[0].dir == "" {
+		mfd, err := newFSMount(hier[0].fstype, "cgroup", nil, attrs)
+		if err != nil {
+			return fmt.Errorf("mount /sys/fs/cgroup: %w", err)
+		}
+		defer unix.Close(mfd)
+		return attach(mfd, target)
+	}
+	tfd, err := newFSMount("tmpfs", "cgroup", []string{"mode=755"}, attrs&^unix.MOUNT_ATTR_RDONLY)
+	if err != nil {
+		return fmt.Errorf("mount /sys/fs/cgroup: %w", err)
+	}
+	defer unix.Close(tfd)
+	if err := attach(tfd, target); err != nil {
+		return fmt.Errorf("mount /sys/fs/cgroup: %w", err)
+	}
+	for _, h := range hier {
+		if h.dir == "" || strings.Contains(h.dir, "/") {
+			continue
+		}
+		if err := unix.Mkdirat(tfd, h.dir, 0o555); err != nil {
+			return fmt.Errorf("mount /sys/fs/cgroup/%s: %w", h.dir, err)
+		}
+		dfd, err := unix.Openat(tfd, h.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("mount /sys/fs/cgroup/%s: %w", h.dir, err)
+		}
+		d := os.NewFile(uintptr(dfd), "/sys/fs/cgroup/"+h.dir)
+		mfd, err := newFSMount(h.fstype, "cgroup", h.params, attrs|unix.MOUNT_ATTR_RDONLY)
+		if err == nil {
+			err = attach(mfd, d)
+			unix.Close(mfd)
+		}
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("mount /sys/fs/cgroup/%s: %w", h.dir, err)
+		}
+	}
+	return setAttr(tfd, unix.MOUNT_ATTR_RDONLY, 0, 0, false)
+}
+
+// maskPath is R17 for one path: an empty read-only tmpfs over a directory,
+// /dev/null over anything else. Missing paths are skipped.
+func maskPath(root, devNull *os.File, p string) error {
+	target, err := openInRoot(root, p)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return fmt.Errorf("mask %s: %w", p, err)
+	}
+	defer target.Close()
+	var mfd int
+	if isDirFD(target) {
+		mfd, err = newFSMount("tmpfs", "tmpfs", []string{"size=0"}, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
+	} else {
+		mfd, err = cloneFD(devNull, false)
+	}
+	if err != nil {
+		return fmt.Errorf("mask %s: %w", p, err)
+	}
+	defer unix.Close(mfd)
+	if err := attach(mfd, target); err != nil {
+		return fmt.Errorf("mask %s: %w", p, err)
+	}
+	return nil
+}
+
+// readonlyPath is R16 for one path: a recursive read-only bind of itself.
+// Missing paths are skipped.
+func readonlyPath(root *os.File, p string) error {
+	target, err := openInRoot(root, p)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return fmt.Errorf("read-only %s: %w", p, err)
+	}
+	defer target.Close()
+	mfd, err := cloneFD(target, true)
+	if err != nil {
+		return fmt.Errorf("read-only %s: %w", p, err)
+	}
+	defer unix.Close(mfd)
+	if err := setAttr(mfd, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC, 0, 0, true); err != nil {
+		return fmt.Errorf("read-only %s: %w", p, err)
+	}
+	if err := attach(mfd, target); err != nil {
+		return fmt.Errorf("read-only %s: %w", p, err)
+	}
+	return nil
+}

@@ -1,0 +1,518 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+)
+
+// CgroupManager is what the runtime needs from container/cgroups.Manager.
+type CgroupManager interface {
+	Create(path string, r *specs.LinuxResources) error
+	Apply(path string, pid int) error
+	KillAll(path string) error
+	OOMKilled(path string) (bool, error)
+	Destroy(path string) error
+}
+
+// Runtime creates and manages containers whose state lives under StateDir
+// (one directory per container). It keeps nothing in memory: a daemon that
+// restarts makes a new Runtime on the same StateDir and finds every
+// container, running or not.
+type Runtime struct {
+	StateDir string
+	// Cgroups places containers in their cgroup (Bundle.CgroupPath) and
+	// applies the spec's resources; nil runs containers in the caller's.
+	Cgroups CgroupManager
+}
+
+// Bundle is what a container is made from.
+type Bundle struct {
+	// Spec describes the container; Spec.Root.Path is the prepared rootfs.
+	Spec *specs.Spec
+	// LogPath, when set, receives the container's output in the CRI log
+	// format.
+	LogPath string
+	// Tty gives the container a pty from its own devpts instead of pipes.
+	Tty bool
+	// CgroupPath is the container's cgroup (cgroupfs style) when Cgroups
+	// is set.
+	CgroupPath string
+}
+
+// Status is where a container is in its life.
+type Status string
+
+const (
+	StatusCreating Status = "creating" // create has not finished (or was cut short)
+	StatusCreated  Status = "created"  // the init waits for start
+	StatusRunning  Status = "running"
+	StatusStopped  Status = "stopped"
+)
+
+// State is a container as the state directory and the kernel describe it.
+type State struct {
+	ID         string
+	Status     Status
+	Pid        int // the init, in the daemon's pid namespace
+	ExitCode   int // 128+n for death by signal n
+	Signal     int
+	OOMKilled  bool
+	Created    time.Time
+	Started    time.Time
+	Finished   time.Time
+	Spec       *specs.Spec
+	LogPath    string
+	CgroupPath string
+	Tty        bool
+}
+
+var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+func (r *Runtime) dir(id string) (string, error) {
+	if !validID.MatchString(id) {
+		return "", fmt.Errorf("container id %q: must be 1-128 letters, digits, '.', '_' or '-': %w", id, errdefs.ErrInvalidArgument)
+	}
+	return filepath.Join(r.StateDir, id), nil
+}
+
+// existing returns the state directory of a container that exists.
+func (r *Runtime) existing(id string) (string, *config, error) {
+	dir, err := r.dir(id)
+	if err != nil {
+		return "", nil, err
+	}
+	var cfg config
+	if err := readJSON(dir, configFile, &cfg); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", nil, fmt.Errorf("container %s: %w", id, errdefs.ErrNotFound)
+		}
+		return "", nil, fmt.Errorf("container %s: %w", id, err)
+	}
+	return dir, &cfg, nil
+}
+
+// Create builds the container (R2-R18) and leaves its init waiting for
+// Start. On failure nothing of it remains.
+func (r *Runtime) Create(ctx context.Context, id string, b Bundle) (err error) {
+	dir, err := r.dir(id)
+	if err != nil {
+		return err
+	}
+	if err := validateBundle(b); err != nil {
+		return fmt.Errorf("container %s: %w", id, err)
+	}
+	if r.Cgroups == nil && b.CgroupPath != "" {
+		return fmt.Errorf("container %s: cgroup path %s given but the runtime has no cgroup manager: %w", id, b.CgroupPath, errdefs.ErrInvalidArgument)
+	}
+	if err := os.MkdirAll(r.StateDir, 0o711); err != nil {
+		return fmt.Errorf("container %s: %w", id, err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("container %s: %w", id, errdefs.ErrAlreadyExists)
+		}
+		return fmt.Errorf("container %s: %w", id, err)
+	}
+	cfg := config{ID: id, Spec: b.Spec, LogPath: b.LogPath, Tty: b.Tty, CgroupPath: b.CgroupPath, Created: time.Now().UTC()}
+	cfg.Spec.Process.Terminal = b.Tty
+	// Recorded before any side effect, so Delete can undo a cut-short create.
+	if err := writeJSON(dir, configFile, cfg); err != nil {
+		os.RemoveAll(dir)
+		return fmt.Errorf("container %s: %w", id, err)
+	}
+	defer func() {
+		if err != nil {
+			if derr := r.remove(ctx, id, dir, &cfg); derr != nil {
+				klog.Errorf("container %s: roll back create: %v", id, derr)
+			}
+		}
+	}()
+	if err := writeEtcFiles(dir, id, b.Spec); err != nil {
+		return fmt.Errorf("container %s: %w", id, err)
+	}
+	if err := unix.Mkfifo(filepath.Join(dir, fifoFile), 0o600); err != nil {
+		return fmt.Errorf("container %s: start fifo: %w", id, err)
+	}
+	if b.CgroupPath != "" {
+		var res *specs.LinuxResources
+		if b.Spec.Linux != nil {
+			res = b.Spec.Linux.Resources
+		}
+		if err := r.Cgroups.Create(b.CgroupPath, res); err != nil {
+			return fmt.Errorf("container %s: cgroup %s: %w", id, b.CgroupPath, err)
+		}
+	}
+	if err := r.startSupervisor(ctx, dir, &cfg); err != nil {
+		return fmt.Errorf("container %s: %w", id, err)
+	}
+	return nil
+}
+
+func validateBundle(b Bundle) error {
+	s := b.Spec
+	switch {
+	case s == nil:
+		return fmt.Errorf("no spec: %w", errdefs.ErrInvalidArgument)
+	case s.Root == nil || !filepath.IsAbs(s.Root.Path):
+		return fmt.Errorf("spec root path must be absolute: %w", errdefs.ErrInvalidArgument)
+	case s.Process == nil || len(s.Process.Args) == 0:
+		return fmt.Errorf("spec has no process args: %w", errdefs.ErrInvalidArgument)
+	}
+	if fi, err := os.Stat(s.Root.Path); err != nil || !fi.IsDir() {
+		return fmt.Errorf("rootfs %s is not a directory: %w", s.Root.Path, errdefs.ErrInvalidArgument)
+	}
+	if _, _, err := namespaceFlags(s); err != nil {
+		return fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// writeEtcFiles is R2: hosts, hostname and resolv.conf for the container,
+// for each one the spec does not bind itself.
+func writeEtcFiles(dir, id string, spec *specs.Spec) error {
+	bound := map[string]bool{}
+	for _, m := range spec.Mounts {
+		bound[filepath.Clean(m.Destination)] = true
+	}
+	name := spec.Hostname
+	if name == "" {
+		name = id
+		if len(name) > 12 {
+			name = name[:12]
+		}
+	}
+	files := map[string][]byte{
+		"hosts":    []byte("127.0.0.1\tlocalhost " + name + "\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+		"hostname": []byte(name + "\n"),
+	}
+	if data, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+		files["resolv.conf"] = data
+	}
+	for f, data := range files {
+		if bound["/etc/"+f] {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startSupervisor starts the detached supervisor and runs the create
+// handshake: it reports the init's pid, the daemon places it in its cgroup
+// and says go, the init builds the container and reports ready.
+func (r *Runtime) startSupervisor(ctx context.Context, dir string, cfg *config) error {
+	ctl, peer, err := socketPair()
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+	logf, err := os.OpenFile(filepath.Join(dir, "supervisor.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		peer.Close()
+		return err
+	}
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Args = []string{os.Args[0]}
+	cmd.Env = []string{envRole + "=" + roleSupervisor, envStateDir + "=" + dir}
+	cmd.ExtraFiles = []*os.File{peer}
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	peer.Close()
+	logf.Close()
+	if err != nil {
+		return fmt.Errorf("start supervisor: %w", err)
+	}
+	// The supervisor is our child only until we restart; reap it meanwhile.
+	go func() { _ = cmd.Wait() }()
+	if err := writeJSON(dir, supFile, newProcRecord(cmd.Process.Pid)); err != nil {
+		_ = cmd.Process.Kill()
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { ctl.Close() })
+	defer stop()
+	m, _, err := expectMsg(ctl, msgPid)
+	if err != nil {
+		return fmt.Errorf("supervisor: %w", err)
+	}
+	if p := cfg.Spec.Process; p.OOMScoreAdj != nil {
+		setOOMScoreAdj(m.Pid, *p.OOMScoreAdj)
+	}
+	if cfg.CgroupPath != "" {
+		if err := r.Cgroups.Apply(cfg.CgroupPath, m.Pid); err != nil {
+			return fmt.Errorf("move init into cgroup %s: %w", cfg.CgroupPath, err)
+		}
+	}
+	if err := sendMsg(ctl, syncMsg{Type: msgGo}); err != nil {
+		return err
+	}
+	if _, _, err := expectMsg(ctl, msgReady); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("create: %w", errors.Join(ctx.Err(), errdefs.ErrDeadlineExceeded))
+		}
+		return fmt.Errorf("create: %w", err)
+	}
+	return nil
+}
+
+// setOOMScoreAdj sets the init's OOM score. Lowering it needs
+// CAP_SYS_RESOURCE; without it the score stays as inherited, and we say so.
+func setOOMScoreAdj(pid, score int) {
+	p := "/proc/" + strconv.Itoa(pid) + "/oom_score_adj"
+	if err := os.WriteFile(p, []byte(strconv.Itoa(score)), 0); err != nil {
+		klog.Warningf("set oom_score_adj %d of pid %d (clamped to the inherited value): %v", score, pid, err)
+	}
+}
+
+// Start releases a created container's init to exec its application.
+func (r *Runtime) Start(ctx context.Context, id string) error {
+	dir, _, err := r.existing(id)
+	if err != nil {
+		return err
+	}
+	var init procRecord
+	if err := readJSON(dir, initFile, &init); err != nil {
+		return fmt.Errorf("container %s: not created: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	fifo := filepath.Join(dir, fifoFile)
+	fd, err := unix.Open(fifo, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("container %s: already started: %w", id, errdefs.ErrFailedPrecondition)
+		}
+		return fmt.Errorf("container %s: open start fifo: %w", id, err)
+	}
+	defer unix.Close(fd)
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("container %s: start: %w", id, errors.Join(err, errdefs.ErrDeadlineExceeded))
+		}
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 100)
+		if err != nil && err != unix.EINTR {
+			return fmt.Errorf("container %s: start: %w", id, err)
+		}
+		if n > 0 {
+			buf := make([]byte, 1)
+			if k, _ := unix.Read(fd, buf); k == 1 {
+				break
+			}
+		}
+		if !init.alive() {
+			return fmt.Errorf("container %s: init exited before start: %w", id, errdefs.ErrFailedPrecondition)
+		}
+	}
+	if err := writeJSON(dir, startedFile, startedRecord{Started: time.Now().UTC()}); err != nil {
+		return fmt.Errorf("container %s: %w", id, err)
+	}
+	_ = os.Remove(fifo)
+	return nil
+}
+
+// Kill sends sig to the container's init. A container that has already
+// stopped is not an error.
+func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error {
+	dir, _, err := r.existing(id)
+	if err != nil {
+		return err
+	}
+	var init procRecord
+	if err := readJSON(dir, initFile, &init); err != nil {
+		return fmt.Errorf("container %s: no init to signal: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	return signalProc(init, sig)
+}
+
+// signalProc signals through a pidfd, so a recycled pid is never hit.
+func signalProc(p procRecord, sig syscall.Signal) error {
+	fd, err := p.pidfd()
+	if err != nil {
+		return nil // gone already
+	}
+	defer unix.Close(fd)
+	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil && err != unix.ESRCH {
+		return fmt.Errorf("signal %d to pid %d: %w", sig, p.Pid, err)
+	}
+	return nil
+}
+
+// waitProc blocks until the recorded process has exited or ctx ends.
+func waitProc(ctx context.Context, p procRecord) error {
+	fd, err := p.pidfd()
+	if err != nil {
+		return nil
+	}
+	defer unix.Close(fd)
+	for {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 100)
+		if n > 0 {
+			return nil
+		}
+		if err != nil && err != unix.EINTR {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return errors.Join(err, errdefs.ErrDeadlineExceeded)
+		}
+	}
+}
+
+// Wait blocks until the container has stopped and returns its state (exit
+// code 128+n for death by signal n).
+func (r *Runtime) Wait(ctx context.Context, id string) (*State, error) {
+	dir, _, err := r.existing(id)
+	if err != nil {
+		return nil, err
+	}
+	var sup procRecord
+	if err := readJSON(dir, supFile, &sup); err == nil {
+		if err := waitProc(ctx, sup); err != nil {
+			return nil, fmt.Errorf("container %s: wait: %w", id, err)
+		}
+	}
+	// A supervisor that died abnormally leaves the init orphaned: wait for
+	// the init itself.
+	var init procRecord
+	if err := readJSON(dir, initFile, &init); err == nil {
+		if err := waitProc(ctx, init); err != nil {
+			return nil, fmt.Errorf("container %s: wait: %w", id, err)
+		}
+	}
+	return r.State(id)
+}
+
+// State describes the container from its state directory.
+func (r *Runtime) State(id string) (*State, error) {
+	dir, cfg, err := r.existing(id)
+	if err != nil {
+		return nil, err
+	}
+	s := &State{ID: id, Status: StatusCreating, Created: cfg.Created, Spec: cfg.Spec,
+		LogPath: cfg.LogPath, CgroupPath: cfg.CgroupPath, Tty: cfg.Tty}
+	var init, sup procRecord
+	var started startedRecord
+	var ex exitRecord
+	_ = readJSON(dir, supFile, &sup)
+	haveInit := readJSON(dir, initFile, &init) == nil
+	haveStarted := readJSON(dir, startedFile, &started) == nil
+	haveExit := readJSON(dir, exitFile, &ex) == nil
+	s.Started = started.Started
+	switch {
+	case haveExit:
+		s.Status, s.ExitCode, s.Signal, s.Finished = StatusStopped, ex.ExitCode, ex.Signal, ex.Finished
+	case haveInit && (init.alive() || sup.alive()):
+		s.Status, s.Pid = StatusCreated, init.Pid
+		if haveStarted {
+			s.Status = StatusRunning
+		}
+	case haveInit:
+		// Both gone without a record: the exit code is lost.
+		s.Status, s.ExitCode = StatusStopped, 255
+	}
+	if s.Status == StatusStopped && cfg.CgroupPath != "" && r.Cgroups != nil {
+		s.OOMKilled, _ = r.Cgroups.OOMKilled(cfg.CgroupPath)
+	}
+	return s, nil
+}
+
+// List returns the state of every container in StateDir.
+func (r *Runtime) List() ([]*State, error) {
+	entries, err := os.ReadDir(r.StateDir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	var out []*State
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		s, err := r.State(e.Name())
+		if err != nil {
+			if errors.Is(err, errdefs.ErrNotFound) {
+				continue
+			}
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// ReopenLog makes the supervisor start a new log file (after rotation).
+func (r *Runtime) ReopenLog(id string) error {
+	dir, _, err := r.existing(id)
+	if err != nil {
+		return err
+	}
+	var sup procRecord
+	if err := readJSON(dir, supFile, &sup); err != nil || !sup.alive() {
+		return fmt.Errorf("container %s: not running: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	return signalProc(sup, unix.SIGUSR1)
+}
+
+// Delete stops the container if needed and removes everything made for it:
+// processes, cgroup and state. It also cleans up after a create that was cut
+// short by a crash.
+func (r *Runtime) Delete(ctx context.Context, id string) error {
+	dir, cfg, err := r.existing(id)
+	if err != nil {
+		return err
+	}
+	return r.remove(ctx, id, dir, cfg)
+}
+
+func (r *Runtime) remove(ctx context.Context, id, dir string, cfg *config) error {
+	var init, sup procRecord
+	if readJSON(dir, initFile, &init) == nil {
+		if err := signalProc(init, unix.SIGKILL); err != nil {
+			return fmt.Errorf("container %s: %w", id, err)
+		}
+	}
+	if readJSON(dir, supFile, &sup) == nil {
+		// Before init.json exists the supervisor may still hold a half-made
+		// init; killing the supervisor makes that init give up.
+		if init.Pid == 0 {
+			_ = signalProc(sup, unix.SIGKILL)
+		}
+		if err := waitProc(ctx, sup); err != nil {
+			return fmt.Errorf("container %s: wait for supervisor: %w", id, err)
+		}
+	}
+	if err := waitProc(ctx, init); err != nil {
+		return fmt.Errorf("container %s: wait for init: %w", id, err)
+	}
+	if cfg.CgroupPath != "" && r.Cgroups != nil {
+		if err := r.Cgroups.KillAll(cfg.CgroupPath); err != nil {
+			klog.Warningf("container %s: kill what remains in cgroup %s: %v", id, cfg.CgroupPath, err)
+		}
+		if err := r.Cgroups.Destroy(cfg.CgroupPath); err != nil {
+			return fmt.Errorf("container %s: remove cgroup %s: %w", id, cfg.CgroupPath, err)
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("container %s: remove state: %w", id, err)
+	}
+	return nil
+}

@@ -1,0 +1,139 @@
+package container
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/cri-mini/cri-mini/internal/fsutil"
+)
+
+// A container's state directory holds one file per writer, so that the
+// daemon and the supervisor never rewrite each other's records:
+//
+//	config.json   daemon, before any side effect: what to build
+//	supervisor.json daemon: the supervisor process, once started
+//	init.json     supervisor: the init process, once it waits for start
+//	started.json  daemon: when start released the init
+//	exit.json     supervisor: how and when the init ended
+//	exec.fifo     the init blocks opening it until start reads it
+const (
+	configFile  = "config.json"
+	initFile    = "init.json"
+	supFile     = "supervisor.json"
+	startedFile = "started.json"
+	exitFile    = "exit.json"
+	fifoFile    = "exec.fifo"
+)
+
+// config is what Create records before it does anything else, so that
+// Delete can undo a create that was cut short.
+type config struct {
+	ID         string      `json:"id"`
+	Spec       *specs.Spec `json:"spec"`
+	LogPath    string      `json:"logPath,omitempty"`
+	Tty        bool        `json:"tty,omitempty"`
+	CgroupPath string      `json:"cgroupPath,omitempty"`
+	Created    time.Time   `json:"created"`
+}
+
+// procRecord identifies a process across daemon restarts: a pid plus the
+// start time the kernel gives it, so a recycled pid is not mistaken for it.
+type procRecord struct {
+	Pid       int    `json:"pid"`
+	StartTime uint64 `json:"startTime"`
+}
+
+type startedRecord struct {
+	Started time.Time `json:"started"`
+}
+
+type exitRecord struct {
+	ExitCode int       `json:"exitCode"`
+	Signal   int       `json:"signal,omitempty"`
+	Finished time.Time `json:"finished"`
+}
+
+func writeJSON(dir, name string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", name, err)
+	}
+	return fsutil.WriteFileAtomic(filepath.Join(dir, name), data, 0o600)
+}
+
+// readJSON reads a record; a missing file is reported with os.ErrNotExist.
+func readJSON(dir, name string, v any) error {
+	data, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("decode %s: %w", filepath.Join(dir, name), err)
+	}
+	return nil
+}
+
+// processStartTime returns field 22 of /proc/<pid>/stat (start time in clock
+// ticks since boot).
+func processStartTime(pid int) (uint64, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces; fields after it are plain.
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc/pid/stat")
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 20 {
+		return 0, errors.New("malformed /proc/pid/stat")
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+func newProcRecord(pid int) procRecord {
+	st, _ := processStartTime(pid)
+	return procRecord{Pid: pid, StartTime: st}
+}
+
+// alive reports whether the recorded process still exists (and is not a
+// zombie waiting for its parent).
+func (p procRecord) alive() bool {
+	if p.Pid <= 0 {
+		return false
+	}
+	st, err := processStartTime(p.Pid)
+	if err != nil || st != p.StartTime {
+		return false
+	}
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(data), ')')
+	return i < 0 || i+2 >= len(data) || data[i+2] != 'Z'
+}
+
+// pidfd opens a descriptor on the recorded process, or fails when it has
+// gone (or its pid now belongs to another process).
+func (p procRecord) pidfd() (int, error) {
+	fd, err := unix.PidfdOpen(p.Pid, 0)
+	if err != nil {
+		return -1, fmt.Errorf("process %d: %w", p.Pid, err)
+	}
+	if st, err := processStartTime(p.Pid); err != nil || st != p.StartTime {
+		unix.Close(fd)
+		return -1, fmt.Errorf("process %d: %w", p.Pid, os.ErrProcessDone)
+	}
+	return fd, nil
+}
