@@ -240,6 +240,9 @@ func TestBusyboxAppletsAreHardLinks(t *testing.T) {
 		if h.Typeflag != tar.TypeLink {
 			t.Errorf("/bin/%s: type %c, want a hard link", a, h.Typeflag)
 		}
+		if h.Mode&0o7777 != 0o755 {
+			t.Errorf("/bin/%s: link entry mode %o, want its target's 0755 (containerd applies it to the inode)", a, h.Mode)
+		}
 	}
 	if h := fs["/bin/pgrep"]; h == nil || h.Typeflag != tar.TypeReg {
 		t.Errorf("/bin/pgrep: %+v", h)

@@ -23,12 +23,16 @@ type layer struct {
 	tw   *tar.Writer
 	err  error
 	dirs map[string]bool // written already
-	once sync.Once
-	v1l  v1.Layer
+	// files are the headers of regular files written, by name: a hard link
+	// repeats its target's mode and owner, since some unpackers (containerd)
+	// apply a link entry's mode to the shared inode.
+	files map[string]*tar.Header
+	once  sync.Once
+	v1l   v1.Layer
 }
 
 func newLayer() *layer {
-	l := &layer{dirs: map[string]bool{}}
+	l := &layer{dirs: map[string]bool{}, files: map[string]*tar.Header{}}
 	l.tw = tar.NewWriter(&l.buf)
 	return l
 }
@@ -54,7 +58,9 @@ func (l *layer) dir(name string, mode int64, uid, gid int) {
 }
 
 func (l *layer) file(name string, mode int64, data []byte) {
-	l.header(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(data))})
+	h := &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(data))}
+	l.files[name] = h
+	l.header(h)
 	if l.err == nil {
 		_, l.err = l.tw.Write(data)
 	}
@@ -75,7 +81,13 @@ func (l *layer) copy(name string, mode int64, src string) {
 
 // link adds name as a hard link to target, an earlier entry of this layer.
 func (l *layer) link(name, target string) {
-	l.header(&tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: target})
+	h := &tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: target}
+	if t := l.files[target]; t != nil {
+		h.Mode, h.Uid, h.Gid = t.Mode, t.Uid, t.Gid
+	} else if l.err == nil {
+		l.err = fmt.Errorf("hard link %s: target %s is not a file of this layer", name, target)
+	}
+	l.header(h)
 }
 
 // parents adds the missing parent directories of name, root-owned 0755.
