@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	securejoin "github.com/cyphar/filepath-securejoin"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -54,6 +55,9 @@ type specInput struct {
 	ImageRef string // the image's id
 	Rootfs   string // the prepared root file system
 	Driver   string // cgroup driver
+	// ImageVolumes are where the images of image-volume mounts are mounted
+	// (read-only) on the host, by index in Config.Mounts.
+	ImageVolumes map[int]string
 }
 
 // containerSpec translates a CRI container config, the image's config and
@@ -94,7 +98,7 @@ func containerSpec(in specInput) (*specs.Spec, string, error) {
 		proc.OOMScoreAdj = &adj
 	}
 
-	mounts, err := containerMounts(cfg, in.Pod)
+	mounts, err := containerMounts(cfg, in.Pod, in.ImageVolumes)
 	if err != nil {
 		return nil, "", err
 	}
@@ -110,9 +114,10 @@ func containerSpec(in specInput) (*specs.Spec, string, error) {
 	}
 
 	linux := &specs.Linux{
-		Resources:  resources,
-		Namespaces: containerNamespaces(in.Pod, sc.GetNamespaceOptions()),
-		Devices:    devices,
+		Resources:         resources,
+		Namespaces:        containerNamespaces(in.Pod, sc.GetNamespaceOptions()),
+		Devices:           devices,
+		RootfsPropagation: rootfsPropagation(cfg.GetMounts()),
 	}
 	if privileged {
 		// Nothing masked or read-only: an empty list, not nil (nil means
@@ -229,7 +234,12 @@ func processUser(sc *runtimeapi.LinuxContainerSecurityContext, imageUser, rootfs
 	if sc.GetRunAsGroup() != nil {
 		u.GID = uint32(sc.GetRunAsGroup().GetValue())
 	}
-	extra := memberGroups(rootfs, name, u.GID)
+	// The primary group is listed too, as id -G and containerd show it;
+	// the image's /etc/group adds the user's groups unless the policy is Strict.
+	extra := []uint32{u.GID}
+	if sc.GetSupplementalGroupsPolicy() != runtimeapi.SupplementalGroupsPolicy_Strict {
+		extra = append(extra, memberGroups(rootfs, name, u.GID)...)
+	}
 	for _, g := range sc.GetSupplementalGroups() {
 		extra = append(extra, uint32(g))
 	}
@@ -459,10 +469,27 @@ var propagation = map[runtimeapi.MountPropagation]string{
 	runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:     "rshared",
 }
 
+// rootfsPropagation is what the container's root mount must be for its
+// mounts' propagation to work: a bidirectional mount needs a shared root (a
+// slave root would turn it into a slave), host-to-container a slave one.
+func rootfsPropagation(mounts []*runtimeapi.Mount) string {
+	prop := ""
+	for _, m := range mounts {
+		switch m.GetPropagation() {
+		case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+			return "rshared"
+		case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
+			prop = "rslave"
+		}
+	}
+	return prop
+}
+
 // containerMounts: the pod's /dev/shm and R2 files, then the config's bind
 // mounts (which win over the pod's for the same destination). A host path
-// that does not exist is an error, not a silent mkdir.
-func containerMounts(cfg *runtimeapi.ContainerConfig, pod *sandbox.Pod) ([]specs.Mount, error) {
+// that does not exist is an error, not a silent mkdir. Image volumes are
+// bound from where the image is mounted, or from a sub path of it.
+func containerMounts(cfg *runtimeapi.ContainerConfig, pod *sandbox.Pod, imageVolumes map[int]string) ([]specs.Mount, error) {
 	byDest := map[string]int{}
 	var mounts []specs.Mount
 	add := func(m specs.Mount) {
@@ -486,13 +513,19 @@ func containerMounts(cfg *runtimeapi.ContainerConfig, pod *sandbox.Pod) ([]specs
 	add(bind(pod.HostsPath, "/etc/hosts", false, "rprivate"))
 	add(bind(pod.HostnamePath, "/etc/hostname", false, "rprivate"))
 	add(bind(pod.ResolvPath, "/etc/resolv.conf", false, "rprivate"))
-	for _, m := range cfg.GetMounts() {
+	for i, m := range cfg.GetMounts() {
 		dst, src := m.GetContainerPath(), m.GetHostPath()
+		if m.GetImage() != nil {
+			if !m.GetReadonly() {
+				return nil, fmt.Errorf("image volume at %s must be read-only: %w", dst, errdefs.ErrInvalidArgument)
+			}
+			var err error
+			if src, err = imageVolumeSource(imageVolumes[i], m.GetImageSubPath()); err != nil {
+				return nil, fmt.Errorf("image volume at %s: %w", dst, err)
+			}
+		}
 		if !filepath.IsAbs(dst) || !filepath.IsAbs(src) {
 			return nil, fmt.Errorf("mount %q -> %q: both paths must be absolute: %w", src, dst, errdefs.ErrInvalidArgument)
-		}
-		if m.GetImage() != nil {
-			return nil, fmt.Errorf("image volume at %s: %w", dst, errdefs.ErrUnimplemented)
 		}
 		if _, err := os.Stat(src); err != nil {
 			return nil, fmt.Errorf("mount source %s for %s: %v: %w", src, dst, err, errdefs.ErrInvalidArgument)
@@ -501,7 +534,16 @@ func containerMounts(cfg *runtimeapi.ContainerConfig, pod *sandbox.Pod) ([]specs
 		if !ok {
 			return nil, fmt.Errorf("mount %s: propagation %v: %w", dst, m.GetPropagation(), errdefs.ErrInvalidArgument)
 		}
-		add(bind(src, filepath.Clean(dst), m.GetReadonly(), prop))
+		mount := bind(src, filepath.Clean(dst), m.GetReadonly(), prop)
+		if m.GetRecursiveReadOnly() {
+			// "rro": every submount read-only too (mount_setattr AT_RECURSIVE);
+			// it cannot hold for mounts that later propagate in.
+			if !m.GetReadonly() || m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE {
+				return nil, fmt.Errorf("mount %s: recursive read-only needs readonly and private propagation: %w", dst, errdefs.ErrInvalidArgument)
+			}
+			mount.Options = append(mount.Options, "rro")
+		}
+		add(mount)
 	}
 	return mounts, nil
 }
@@ -663,4 +705,23 @@ func criResources(r *specs.LinuxResources) *runtimeapi.LinuxContainerResources {
 	}
 	out.Unified = r.Unified
 	return out
+}
+
+// imageVolumeSource resolves an image volume's sub path inside the mounted
+// image without following its symlinks out of it (the image is untrusted).
+func imageVolumeSource(mounted, subPath string) (string, error) {
+	if mounted == "" {
+		return "", fmt.Errorf("the image was not mounted: %w", errdefs.ErrInvalidArgument)
+	}
+	if subPath == "" {
+		return mounted, nil
+	}
+	p, err := securejoin.SecureJoin(mounted, subPath)
+	if err != nil {
+		return "", fmt.Errorf("sub path %q: %w", subPath, err)
+	}
+	if _, err := os.Lstat(p); err != nil {
+		return "", fmt.Errorf("sub path %q of the image: %v: %w", subPath, err, errdefs.ErrInvalidArgument)
+	}
+	return p, nil
 }

@@ -75,13 +75,15 @@ func TestProcessUser(t *testing.T) {
 		imageUser string
 		want      specs.User
 	}{
-		{"image default", nil, "", specs.User{UID: 0, GID: 0}},
-		{"image user by name", nil, "web", specs.User{UID: 33, GID: 33, AdditionalGids: []uint32{29, 44}}},
-		{"image uid:group", nil, "1000:staff", specs.User{UID: 1000, GID: 50, AdditionalGids: []uint32{44}}},
-		{"unknown uid", nil, "4242", specs.User{UID: 4242, GID: 0}},
+		{"image default", nil, "", specs.User{UID: 0, GID: 0, AdditionalGids: []uint32{0}}},
+		{"image user by name", nil, "web", specs.User{UID: 33, GID: 33, AdditionalGids: []uint32{29, 33, 44}}},
+		{"image uid:group", nil, "1000:staff", specs.User{UID: 1000, GID: 50, AdditionalGids: []uint32{44, 50}}},
+		{"unknown uid", nil, "4242", specs.User{UID: 4242, GID: 0, AdditionalGids: []uint32{0}}},
 		{"run_as_user over image", &runtimeapi.LinuxContainerSecurityContext{RunAsUser: i64(1000), RunAsGroup: i64(7),
-			SupplementalGroups: []int64{99}}, "web", specs.User{UID: 1000, GID: 7, AdditionalGids: []uint32{44, 99}}},
-		{"run_as_username", &runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "app"}, "", specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{44}}},
+			SupplementalGroups: []int64{99}}, "web", specs.User{UID: 1000, GID: 7, AdditionalGids: []uint32{7, 44, 99}}},
+		{"run_as_username", &runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "app"}, "", specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{44, 1000}}},
+		{"strict supplemental groups policy", &runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "app", SupplementalGroups: []int64{99},
+			SupplementalGroupsPolicy: runtimeapi.SupplementalGroupsPolicy_Strict}, "", specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{99, 1000}}},
 	} {
 		got, err := processUser(tc.sc, tc.imageUser, root)
 		if err != nil || !reflect.DeepEqual(got, tc.want) {
@@ -305,5 +307,46 @@ func TestResourcesRoundTrip(t *testing.T) {
 		HugepageLimits: []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 4 << 20}}, Unified: map[string]string{"memory.high": "max"}}
 	if got := criResources(linuxResources(in)); !proto.Equal(got, in) {
 		t.Errorf("round trip:\n got  %v\n want %v", got, in)
+	}
+}
+
+func TestContainerMountsRecursiveReadOnlyAndImageVolumes(t *testing.T) {
+	host := t.TempDir()
+	image := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(image, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The image is untrusted: a symlink out of it must resolve inside it.
+	if err := os.Symlink("/", filepath.Join(image, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	private := runtimeapi.MountPropagation_PROPAGATION_PRIVATE
+	mounts := func(ms ...*runtimeapi.Mount) ([]specs.Mount, error) {
+		return containerMounts(&runtimeapi.ContainerConfig{Mounts: ms}, testPod(false), map[int]string{0: image})
+	}
+	got, err := mounts(&runtimeapi.Mount{ContainerPath: "/mnt", HostPath: host, Readonly: true, RecursiveReadOnly: true, Propagation: private})
+	if err != nil || !slices.Contains(got[len(got)-1].Options, "rro") {
+		t.Errorf("recursive read-only mount: %+v %v", got, err)
+	}
+	for name, m := range map[string]*runtimeapi.Mount{
+		"rro without readonly":       {ContainerPath: "/mnt", HostPath: host, RecursiveReadOnly: true},
+		"rro with host-to-container": {ContainerPath: "/mnt", HostPath: host, Readonly: true, RecursiveReadOnly: true, Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER},
+		"writable image volume":      {ContainerPath: "/img", Image: &runtimeapi.ImageSpec{Image: "x"}},
+		"missing image sub path":     {ContainerPath: "/img", Readonly: true, Image: &runtimeapi.ImageSpec{Image: "x"}, ImageSubPath: "nope"},
+	} {
+		if _, err := mounts(m); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%s: %v, want InvalidArgument", name, err)
+		}
+	}
+	got, err = mounts(&runtimeapi.Mount{ContainerPath: "/img", Readonly: true, Image: &runtimeapi.ImageSpec{Image: "x"}, ImageSubPath: "etc"})
+	if err != nil || got[len(got)-1].Source != filepath.Join(image, "etc") {
+		t.Errorf("image volume sub path: %+v %v", got, err)
+	}
+	got, err = mounts(&runtimeapi.Mount{ContainerPath: "/img", Readonly: true, Image: &runtimeapi.ImageSpec{Image: "x"}, ImageSubPath: "escape/etc"})
+	if err != nil || got[len(got)-1].Source != filepath.Join(image, "etc") {
+		t.Errorf("image volume sub path through a symlink left the image: %+v %v", got, err)
+	}
+	if p := rootfsPropagation([]*runtimeapi.Mount{{Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER}, {Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL}}); p != "rshared" {
+		t.Errorf("root propagation with a bidirectional mount: %q", p)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/cri-mini/cri-mini/container/cgroups"
+	"github.com/cri-mini/cri-mini/image"
 	"github.com/cri-mini/cri-mini/internal/config"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/netns"
@@ -35,6 +36,7 @@ type Service struct {
 	metrics   *metrics
 	stream    streaming.Server // set by StartStreaming
 	cgroups   cgroups.Manager  // reads pod (and container) cgroup usage; may be nil
+	images    *image.Store
 }
 
 // Options are what a Service is built from.
@@ -44,12 +46,13 @@ type Options struct {
 	Network   *netns.Manager
 	Sandboxes *sandbox.Manager
 	Cgroups   cgroups.Manager
+	Images    *image.Store
 }
 
 // NewService returns a Service over the given managers.
 func NewService(o Options) *Service {
 	return &Service{config: o.Config, version: o.Version, network: o.Network, sandboxes: o.Sandboxes,
-		metrics: newMetrics(o.Sandboxes), cgroups: o.Cgroups}
+		metrics: newMetrics(o.Sandboxes), cgroups: o.Cgroups, images: o.Images}
 }
 
 // maxMsgSize matches kubelet's client limit, so large lists are not cut off.
@@ -117,6 +120,7 @@ var kindCodes = []struct {
 	{errdefs.ErrResourceExhausted, codes.ResourceExhausted},
 	{errdefs.ErrDeadlineExceeded, codes.DeadlineExceeded},
 	{errdefs.ErrUnavailable, codes.Unavailable},
+	{errdefs.ErrUnauthenticated, codes.Unauthenticated},
 	{errdefs.ErrUnimplemented, codes.Unimplemented},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 	{context.Canceled, codes.Canceled},

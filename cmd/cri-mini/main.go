@@ -3,6 +3,7 @@
 //
 //	cri-mini [serve] [flags]   serve the CRI (the default)
 //	cri-mini config [flags]    print the effective configuration as TOML
+//	cri-mini image ...         import, pull, list or remove images in the store
 //	cri-mini version           print the version
 package main
 
@@ -31,6 +32,7 @@ func main() {
 
 const usage = `usage: cri-mini [serve] [flags]   serve the CRI on --listen (default)
        cri-mini config [flags]    print the effective configuration (defaults, --config file, flags) as TOML
+       cri-mini image ...         import, pull, list or remove images (cri-mini image help)
        cri-mini version           print the version
 `
 
@@ -43,6 +45,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version":
 		fmt.Fprintf(stdout, "cri-mini %s\n", version)
 		return 0
+	case "image":
+		return imageCommand(args, stdout, stderr)
 	case "serve", "config":
 	case "help":
 		fmt.Fprint(stdout, usage)
@@ -52,22 +56,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	fs := flag.NewFlagSet("cri-mini "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	flags := config.RegisterFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	cfg, rest, code := loadConfig("cri-mini "+cmd, args, stderr)
+	if code >= 0 {
+		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "cri-mini %s: unexpected arguments %q\n", cmd, fs.Args())
-		return 2
-	}
-	cfg, err := flags.Load()
-	if err != nil {
-		fmt.Fprintf(stderr, "cri-mini: %v\n", err)
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "cri-mini %s: unexpected arguments %q\n", cmd, rest)
 		return 2
 	}
 
@@ -88,6 +82,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// loadConfig parses the configuration flags of a command (defaults, then
+// the --config file, then flags) and returns the positional arguments. A
+// code of 0 or more means the command ends with it (-h, or bad flags).
+func loadConfig(name string, args []string, stderr io.Writer) (config.Config, []string, int) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	flags := config.RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return config.Config{}, nil, 0
+		}
+		return config.Config{}, nil, 2
+	}
+	cfg, err := flags.Load()
+	if err != nil {
+		fmt.Fprintf(stderr, "cri-mini: %v\n", err)
+		return config.Config{}, nil, 2
+	}
+	return cfg, fs.Args(), -1
 }
 
 // setVerbosity hands -v to klog without exposing klog's other flags.

@@ -58,7 +58,11 @@ func serve(cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	svc := cri.NewService(cri.Options{Config: cfg, Version: version, Network: network, Sandboxes: pods, Cgroups: cgroupManager})
+	images, err := openImageStore(cfg, true)
+	if err != nil {
+		return err
+	}
+	svc := cri.NewService(cri.Options{Config: cfg, Version: version, Network: network, Sandboxes: pods, Cgroups: cgroupManager, Images: images})
 	srv := cri.NewServer(svc)
 	streamAddr, stopStreaming, err := svc.StartStreaming(cfg.StreamAddress)
 	if err != nil {

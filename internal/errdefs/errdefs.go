@@ -21,6 +21,8 @@ var (
 	ErrDeadlineExceeded = errors.New("deadline exceeded")
 	// ErrUnavailable: a dependency (registry, CNI plugin) could not be reached.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrUnauthenticated: a registry refused the credentials (or their absence).
+	ErrUnauthenticated = errors.New("unauthenticated")
 	// ErrUnimplemented: the feature is not supported on this host or build.
 	ErrUnimplemented = errors.New("not implemented")
 )

@@ -1,0 +1,532 @@
+package image
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/klog/v2"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+)
+
+// layerJobs is how many layers of one image download and unpack at once.
+const layerJobs = 4
+
+// layerAttempts is how often a layer whose stream broke off is fetched.
+const layerAttempts = 3
+
+// PullOptions are the per-pull inputs.
+type PullOptions struct {
+	// Auth are credentials for the image's registry (CRI AuthConfig); nil
+	// means the store's keychain.
+	Auth *authn.AuthConfig
+	// Progress, if set, is called as layer bytes arrive.
+	Progress func(Progress)
+}
+
+// Progress is the state of one layer of a pull.
+type Progress struct {
+	Layer       string // compressed digest
+	Done, Total int64  // compressed bytes
+	Finished    bool   // unpacked (or already present)
+}
+
+// Pull fetches an image into the store and names it ref (normalised). Each
+// layer is downloaded and unpacked once, however many pulls want it.
+func (s *Store) Pull(ctx context.Context, ref string, po PullOptions) (*Image, error) {
+	parsed, err := ParseReference(ref)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watch := &stallWatch{}
+	watch.poke()
+	go watch.run(ctx, cancel, s.opts.StallTimeout)
+
+	desc, err := s.resolve(ctx, parsed, po)
+	if err != nil {
+		return nil, err
+	}
+	img, err := desc.Image()
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: %w", parsed, classify(err))
+	}
+	names := []string{parsed.Name() + "@" + desc.Digest.String()}
+	if parsed.Tag() != "" {
+		names = append(names, parsed.String())
+	}
+	id, err := s.add(ctx, img, names, watch, po.Progress)
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", cause, err)
+		}
+		return nil, fmt.Errorf("pull %s: %w", parsed, err)
+	}
+	klog.V(2).InfoS("Pulled image", "image", parsed.String(), "id", id)
+	return s.Get(id)
+}
+
+// add stores an image's layers and names it; it returns the image ID.
+func (s *Store) add(ctx context.Context, img v1.Image, names []string, watch *stallWatch, progress func(Progress)) (string, error) {
+	id, err := img.ConfigName()
+	if err != nil {
+		return "", fmt.Errorf("config: %w", classify(err))
+	}
+	rawCfg, err := img.RawConfigFile()
+	if err != nil {
+		return "", fmt.Errorf("config: %w", classify(err))
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return "", fmt.Errorf("config: %w", err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return "", fmt.Errorf("layers: %w", classify(err))
+	}
+	chains, err := chainIDs(cfg, len(layers))
+	if err != nil {
+		return "", err
+	}
+	s.pin(chains)
+	defer s.unpin(chains)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(layerJobs)
+	for i, l := range layers {
+		g.Go(func() error {
+			return s.ensureLayer(gctx, chains[i], cfg.RootFS.DiffIDs[i], l, watch, progress)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return "", err
+	}
+	if err := s.record(id.String(), chains, rawCfg, names); err != nil {
+		return "", err
+	}
+	return id.String(), nil
+}
+
+// resolve finds the manifest on the registry's mirror, then the registry.
+func (s *Store) resolve(ctx context.Context, ref Reference, po PullOptions) (*remote.Descriptor, error) {
+	var errs []error
+	for _, ep := range s.endpoints(ref.Registry()) {
+		r, err := ref.at(ep.host, ep.plainHTTP)
+		if err != nil {
+			return nil, fmt.Errorf("pull %s: %v: %w", ref, err, errdefs.ErrInvalidArgument)
+		}
+		desc, err := remote.Get(r, s.remoteOptions(ctx, ep, po)...)
+		if err == nil {
+			if ep.host != ref.Registry() {
+				klog.V(2).InfoS("Pulling through a mirror", "image", ref.String(), "mirror", ep.host)
+			}
+			return desc, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", ep.host, classify(err)))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("pull %s: %w", ref, errors.Join(errs...))
+}
+
+// endpoint is a registry host to try, and whether plain HTTP is allowed there.
+type endpoint struct {
+	host      string
+	plainHTTP bool
+}
+
+func (s *Store) endpoints(registry string) []endpoint {
+	var eps []endpoint
+	if m, ok := s.opts.Mirrors[registry]; ok {
+		if u, err := url.Parse(m); err == nil && u.Host != "" {
+			eps = append(eps, endpoint{host: u.Host, plainHTTP: u.Scheme == "http" || s.insecure(u.Host)})
+		} else {
+			klog.InfoS("Ignoring a mirror that is not a URL", "registry", registry, "mirror", m)
+		}
+	}
+	host := registry
+	if host == dockerHub {
+		host = dockerHubIndex
+	}
+	return append(eps, endpoint{host: host, plainHTTP: s.insecure(registry)})
+}
+
+func (s *Store) insecure(host string) bool { return slices.Contains(s.opts.InsecureRegistries, host) }
+
+func (s *Store) remoteOptions(ctx context.Context, ep endpoint, po PullOptions) []remote.Option {
+	base := s.opts.Transport
+	if base == nil {
+		base = remote.DefaultTransport
+	}
+	opts := []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithPlatform(*s.opts.Platform),
+		remote.WithTransport(httpGuard{next: base, allowHTTP: ep.plainHTTP, host: ep.host}),
+		remote.WithRetryBackoff(remote.Backoff{Duration: 250 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 4}),
+		remote.WithUserAgent("cri-mini"),
+	}
+	if po.Auth != nil && *po.Auth != (authn.AuthConfig{}) {
+		return append(opts, remote.WithAuth(authn.FromConfig(*po.Auth)))
+	}
+	return append(opts, remote.WithAuthFromKeychain(s.opts.Keychain))
+}
+
+// httpGuard refuses plain-HTTP requests to a registry the operator did not
+// declare insecure (ggcr would otherwise fall back to HTTP for private IPs).
+type httpGuard struct {
+	next      http.RoundTripper
+	allowHTTP bool
+	host      string
+}
+
+func (g httpGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" && !g.allowHTTP && req.URL.Host == g.host {
+		return nil, fmt.Errorf("registry %s answers only over plain HTTP, which is refused: list it with --insecure-registry %s: %w",
+			g.host, g.host, errdefs.ErrFailedPrecondition)
+	}
+	return g.next.RoundTrip(req)
+}
+
+// classify wraps registry errors with the errdefs kind they mean.
+func classify(err error) error {
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		switch terr.StatusCode {
+		case http.StatusNotFound:
+			return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
+		case http.StatusUnauthorized, http.StatusForbidden:
+			return fmt.Errorf("%w: %w", err, errdefs.ErrUnauthenticated)
+		}
+		for _, d := range terr.Errors {
+			if d.Code == transport.ManifestUnknownErrorCode || d.Code == transport.NameUnknownErrorCode {
+				return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
+			}
+		}
+		return err
+	}
+	var nerr net.Error
+	var oerr *net.OpError
+	if errors.As(err, &oerr) || errors.As(err, &nerr) {
+		return fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
+	}
+	return err
+}
+
+// chainIDs computes each layer's chain ID from the config's diff IDs:
+// chain(0) = diff(0), chain(n) = sha256(chain(n-1) + " " + diff(n)).
+func chainIDs(cfg *v1.ConfigFile, n int) ([]string, error) {
+	diffs := cfg.RootFS.DiffIDs
+	if len(diffs) != n {
+		return nil, fmt.Errorf("image config lists %d layers, manifest %d: %w", len(diffs), n, errdefs.ErrInvalidArgument)
+	}
+	chains := make([]string, n)
+	for i, d := range diffs {
+		if i == 0 {
+			chains[i] = d.String()
+			continue
+		}
+		sum := sha256.Sum256([]byte(chains[i-1] + " " + d.String()))
+		chains[i] = "sha256:" + hex.EncodeToString(sum[:])
+	}
+	return chains, nil
+}
+
+func (s *Store) pin(chains []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range chains {
+		s.pinned[c]++
+	}
+}
+
+func (s *Store) unpin(chains []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range chains {
+		if s.pinned[c]--; s.pinned[c] <= 0 {
+			delete(s.pinned, c)
+		}
+	}
+}
+
+// record names the image in the index; a tag moves from any image that had it.
+func (s *Store) record(id string, chains []string, rawCfg []byte, names []string) error {
+	return s.update(func(ix *index) error {
+		for _, c := range chains {
+			if ix.Layers[c] == nil {
+				return fmt.Errorf("image %s: layer %s vanished while pulling", id, c)
+			}
+		}
+		for _, r := range ix.Images {
+			if r.ID != id {
+				r.RepoTags = slices.DeleteFunc(r.RepoTags, func(t string) bool { return slices.Contains(names, t) })
+			}
+		}
+		r := ix.Images[id]
+		if r == nil {
+			r = &record{ID: id, Layers: chains, Config: rawCfg}
+			ix.Images[id] = r
+		}
+		for _, n := range names {
+			list := &r.RepoTags
+			if strings.Contains(n, "@") {
+				list = &r.RepoDigests
+			}
+			if !slices.Contains(*list, n) {
+				*list = append(*list, n)
+			}
+		}
+		return nil
+	})
+}
+
+// flight is one layer being fetched; later pulls of the layer wait for it.
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+func (s *Store) hasLayer(chain string) bool {
+	found := false
+	_ = s.view(func(ix *index) error { found = ix.Layers[chain] != nil; return nil })
+	return found
+}
+
+// ensureLayer makes the layer present, fetching it unless it is there or
+// another pull is fetching it.
+func (s *Store) ensureLayer(ctx context.Context, chain string, diffID v1.Hash, l v1.Layer, watch *stallWatch, progress func(Progress)) error {
+	digest, err := l.Digest()
+	if err != nil {
+		return fmt.Errorf("layer %s: %w", chain, err)
+	}
+	for {
+		if s.hasLayer(chain) {
+			report(progress, Progress{Layer: digest.String(), Finished: true})
+			return nil
+		}
+		s.mu.Lock()
+		f := s.flights[chain]
+		mine := f == nil
+		if mine {
+			f = &flight{done: make(chan struct{})}
+			s.flights[chain] = f
+		}
+		s.mu.Unlock()
+		if !mine {
+			select {
+			case <-f.done:
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+			if f.err != nil && ctx.Err() == nil && !errors.Is(f.err, context.Canceled) {
+				return f.err
+			}
+			continue // fetched by the other pull, or its caller gave up: look again
+		}
+		f.err = s.fetchLayerRetrying(ctx, chain, diffID, digest.String(), l, watch, progress)
+		s.mu.Lock()
+		delete(s.flights, chain)
+		s.mu.Unlock()
+		close(f.done)
+		return f.err
+	}
+}
+
+func report(progress func(Progress), p Progress) {
+	if progress != nil {
+		progress(p)
+	}
+}
+
+func (s *Store) fetchLayerRetrying(ctx context.Context, chain string, diffID v1.Hash, digest string, l v1.Layer, watch *stallWatch, progress func(Progress)) error {
+	var err error
+	for attempt := 1; attempt <= layerAttempts; attempt++ {
+		var complete bool
+		complete, err = s.fetchLayer(ctx, chain, diffID, digest, l, watch, progress)
+		if err == nil || complete || ctx.Err() != nil {
+			return err
+		}
+		klog.InfoS("Layer download broke off; retrying", "layer", digest, "attempt", attempt, "err", err)
+		select {
+		case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+	return err
+}
+
+// fetchLayer streams one layer from the registry into a fresh directory,
+// verifying the compressed digest (ggcr checks it at EOF) and the diff ID,
+// then renames it into place. complete says the whole blob arrived, so a
+// failure is not worth a retry.
+func (s *Store) fetchLayer(ctx context.Context, chain string, diffID v1.Hash, digest string, l v1.Layer, watch *stallWatch, progress func(Progress)) (complete bool, err error) {
+	total, err := l.Size()
+	if err != nil {
+		return false, fmt.Errorf("layer %s: %w", digest, classify(err))
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return false, fmt.Errorf("layer %s: %w", digest, classify(err))
+	}
+	defer rc.Close()
+	counted := &countingReader{r: rc, watch: watch, total: total, digest: digest, progress: progress}
+	stats, err := s.unpackInto(ctx, chain, diffID, counted)
+	complete = counted.done.Load() >= total
+	if err != nil {
+		return complete, fmt.Errorf("layer %s: %w", digest, err)
+	}
+	report(progress, Progress{Layer: digest, Done: total, Total: total, Finished: true})
+	klog.V(2).InfoS("Unpacked layer", "layer", digest, "bytes", total, "unpackedBytes", stats.Bytes)
+	return true, nil
+}
+
+// unpackInto decompresses and unpacks a layer stream, checks its diff ID and
+// records it in the index under its chain ID.
+func (s *Store) unpackInto(ctx context.Context, chain string, diffID v1.Hash, compressed io.Reader) (UnpackStats, error) {
+	tmp, err := os.MkdirTemp(filepath.Join(s.root, "tmp"), fmt.Sprintf("%d-", os.Getpid()))
+	if err != nil {
+		return UnpackStats{}, fmt.Errorf("unpack directory: %w", err)
+	}
+	defer os.RemoveAll(tmp) // a no-op once renamed
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return UnpackStats{}, err
+	}
+	plain, closeFn, err := decompress(compressed)
+	if err != nil {
+		return UnpackStats{}, err
+	}
+	defer closeFn()
+	h := sha256.New()
+	tee := io.TeeReader(plain, h)
+	stats, err := Unpack(ctx, tee, tmp, s.opts.Unpack)
+	if err != nil {
+		// A corrupted blob usually breaks the tar first: name the real cause.
+		if _, verr := io.Copy(io.Discard, compressed); verr != nil {
+			return stats, fmt.Errorf("verifying the blob's digest: %w (unpacking failed first: %v)", verr, err)
+		}
+		return stats, err
+	}
+	// Read to the end: the tar's padding, the compressor's trailer and the
+	// blob's last byte, where ggcr verifies the compressed digest and size.
+	if _, err := io.Copy(io.Discard, tee); err != nil {
+		return stats, fmt.Errorf("read to the end: %w", err)
+	}
+	if _, err := io.Copy(io.Discard, compressed); err != nil {
+		return stats, fmt.Errorf("verifying the blob's digest: %w", err)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != diffID.String() {
+		return stats, fmt.Errorf("uncompressed content has digest %s but the image config says %s: %w", got, diffID, errdefs.ErrInvalidArgument)
+	}
+	if err := os.Rename(tmp, s.layerDir(chain)); err != nil && !errors.Is(err, os.ErrExist) && !isNotEmpty(err) {
+		return stats, fmt.Errorf("store layer: %w", err)
+	}
+	// Another process may have stored the same layer first: its copy wins.
+	err = s.update(func(ix *index) error {
+		if ix.Layers[chain] == nil {
+			ix.Layers[chain] = &layerRecord{DiffID: diffID.String(), Bytes: stats.Bytes, Inodes: stats.Inodes}
+		}
+		return nil
+	})
+	return stats, err
+}
+
+func isNotEmpty(err error) bool {
+	return errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST)
+}
+
+// decompress picks the decompressor by the stream's magic bytes, which are
+// more reliable than media types some registries get wrong.
+func decompress(r io.Reader) (io.Reader, func(), error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	magic, err := br.Peek(4)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, nil, fmt.Errorf("read layer: %w", err)
+	}
+	switch {
+	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, nil, fmt.Errorf("gzip: %w", err)
+		}
+		return zr, func() { zr.Close() }, nil
+	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		zr, err := zstd.NewReader(br)
+		if err != nil {
+			return nil, nil, fmt.Errorf("zstd: %w", err)
+		}
+		return zr, zr.Close, nil
+	}
+	return br, func() {}, nil
+}
+
+// countingReader counts compressed bytes for progress and the stall watch.
+type countingReader struct {
+	r        io.Reader
+	watch    *stallWatch
+	total    int64
+	digest   string
+	progress func(Progress)
+	done     atomic.Int64
+	logged   time.Time
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		done := c.done.Add(int64(n))
+		c.watch.poke()
+		report(c.progress, Progress{Layer: c.digest, Done: done, Total: c.total})
+		if time.Since(c.logged) > 2*time.Second {
+			c.logged = time.Now()
+			klog.V(2).InfoS("Pulling layer", "layer", c.digest, "done", done, "total", c.total)
+		}
+	}
+	return n, err
+}
+
+// stallWatch cancels a pull when no layer byte arrives for a while.
+type stallWatch struct{ last atomic.Int64 }
+
+func (w *stallWatch) poke() { w.last.Store(time.Now().UnixNano()) }
+
+func (w *stallWatch) run(ctx context.Context, cancel context.CancelCauseFunc, limit time.Duration) {
+	tick := time.NewTicker(limit / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if idle := time.Since(time.Unix(0, w.last.Load())); idle > limit {
+				cancel(fmt.Errorf("no progress for %s (stall timeout %s): %w", idle.Round(time.Second), limit, errdefs.ErrDeadlineExceeded))
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,529 @@
+package image
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/sys/unix"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+)
+
+// richImage has three layers exercising what unpacking must get right:
+// owners, modes, setuid, xattrs, hard and symbolic links, a whiteout and
+// an opaque directory.
+func richImage(t *testing.T) v1.Image {
+	base := layer(t,
+		dir("bin"), dir("etc"), dir("data"), dir("data/old"), dir("opq"),
+		entry{name: "bin/tool", body: "#!/bin/sh\necho tool\n", typ: tar.TypeReg, mode: 0o4755},
+		entry{name: "bin/alias", link: "bin/tool", typ: tar.TypeLink},
+		entry{name: "bin/sh", link: "tool", typ: tar.TypeSymlink, mode: 0o777},
+		entry{name: "etc/owned", body: "mine", typ: tar.TypeReg, mode: 0o640, uid: 1000, gid: 1001},
+		entry{name: "etc/attr", body: "x", typ: tar.TypeReg, mode: 0o644, xattrs: map[string]string{"user.note": "kept"}},
+		file("data/gone", "deleted above"),
+		file("data/old/file", "old"),
+		file("opq/hidden", "hidden by the opaque dir above"),
+	)
+	middle := layer(t,
+		dir("data"), file("data/.wh.gone", ""),
+		dir("opq"), file("opq/.wh..wh..opq", ""), file("opq/new", "new"),
+		file("etc/replaced", "first"),
+	)
+	top := layer(t,
+		dir("etc"), file("etc/replaced", "second"),
+		entry{name: "data/old", typ: tar.TypeDir, mode: 0o700, uid: 7, gid: 8},
+	)
+	return imageOf(t, base, middle, top)
+}
+
+// TestRootfsMatchesFlatten pulls an image and compares the container's
+// overlay root file by file with go-containerregistry's flatten (crane export).
+func TestRootfsMatchesFlatten(t *testing.T) {
+	reg := newTestRegistry(t)
+	img := richImage(t)
+	reg.push(t, "rich:1", img)
+	s := openStore(t, reg, Options{})
+	got := pull(t, s, reg.host+"/rich:1")
+	root := mountRootfs(t, s, "ctr1", got.ID)
+
+	seen := map[string]bool{}
+	tr := tar.NewReader(mutate.Extract(img))
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := strings.TrimSuffix(filepath.Clean(hdr.Name), "/")
+		seen[name] = true
+		p := filepath.Join(root, name)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if int(st.Uid) != hdr.Uid || int(st.Gid) != hdr.Gid {
+			t.Errorf("%s: owner %d:%d, want %d:%d", name, st.Uid, st.Gid, hdr.Uid, hdr.Gid)
+		}
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			if st.Mode&unix.S_IFMT != unix.S_IFDIR || int64(st.Mode&0o7777) != hdr.Mode&0o7777 {
+				t.Errorf("%s: mode %o, want dir %o", name, st.Mode, hdr.Mode)
+			}
+		case tar.TypeReg:
+			data, err := os.ReadFile(p)
+			if err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || int64(st.Mode&0o7777) != hdr.Mode&0o7777 {
+				t.Errorf("%s: mode %o err %v, want file %o", name, st.Mode, err, hdr.Mode)
+			}
+			want, _ := io.ReadAll(tr)
+			if !bytes.Equal(data, want) {
+				t.Errorf("%s: content %q, want %q", name, data, want)
+			}
+		case tar.TypeSymlink:
+			if target, err := os.Readlink(p); err != nil || target != hdr.Linkname {
+				t.Errorf("%s: link %q %v, want %q", name, target, err, hdr.Linkname)
+			}
+		case tar.TypeLink:
+			var target unix.Stat_t
+			if err := unix.Lstat(filepath.Join(root, hdr.Linkname), &target); err != nil || target.Ino != st.Ino {
+				t.Errorf("%s: not a hard link of %s", name, hdr.Linkname)
+			}
+		}
+	}
+	if len(seen) < 10 {
+		t.Fatalf("flatten yielded only %d entries", len(seen))
+	}
+	// Nothing more than flatten has: whiteouts and opaque-hidden files are gone.
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || p == root {
+			return err
+		}
+		if rel, _ := filepath.Rel(root, p); !seen[rel] {
+			t.Errorf("rootfs has %s, flatten does not", rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := unix.Lgetxattr(filepath.Join(root, "etc/attr"), "user.note", make([]byte, 16)); err != nil || v != 4 {
+		t.Errorf("xattr user.note: %d %v", v, err)
+	}
+	// The rootfs is writable and the writes stay in the container's layer.
+	if err := os.WriteFile(filepath.Join(root, "etc/owned"), []byte("changed"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other := mountRootfs(t, s, "ctr2", got.ID)
+	if data, _ := os.ReadFile(filepath.Join(other, "etc/owned")); string(data) != "mine" {
+		t.Errorf("second container sees %q: writes leaked into the shared layer", data)
+	}
+}
+
+func TestPullNamesAndLookup(t *testing.T) {
+	reg := newTestRegistry(t)
+	img := imageOf(t, layer(t, file("a", "1")))
+	reg.push(t, "app:v1", img)
+	s := openStore(t, reg, Options{})
+	got := pull(t, s, reg.host+"/app:v1")
+	want, _ := img.ConfigName()
+	if got.ID != want.String() {
+		t.Fatalf("ID %s, want the config digest %s", got.ID, want)
+	}
+	digest, _ := img.Digest()
+	if len(got.RepoTags) != 1 || got.RepoTags[0] != reg.host+"/app:v1" ||
+		len(got.RepoDigests) != 1 || got.RepoDigests[0] != reg.host+"/app@"+digest.String() {
+		t.Fatalf("names %v %v", got.RepoTags, got.RepoDigests)
+	}
+	for _, ref := range []string{got.ID, got.ID[7:19], reg.host + "/app:v1", got.RepoDigests[0]} {
+		if img, err := s.Get(ref); err != nil || img.ID != got.ID {
+			t.Errorf("Get(%s) = %v, %v", ref, img, err)
+		}
+	}
+	if _, err := s.Get(reg.host + "/app:v2"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("Get of an unknown tag: %v, want NotFound", err)
+	}
+	// Pull by digest adds no tag and reuses the image.
+	byDigest := pull(t, s, got.RepoDigests[0])
+	if byDigest.ID != got.ID || len(byDigest.RepoTags) != 1 {
+		t.Errorf("pull by digest: %+v", byDigest)
+	}
+	// An unknown digest is NotFound.
+	_, err := s.Pull(context.Background(), reg.host+"/app@sha256:"+strings.Repeat("0", 64), PullOptions{})
+	if !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("pull of an unknown digest: %v, want NotFound", err)
+	}
+	if got.Size == 0 || got.Config.Config.Cmd[0] != "/bin/sh" {
+		t.Errorf("size %d config %+v", got.Size, got.Config.Config)
+	}
+}
+
+func TestParseReferenceNormalises(t *testing.T) {
+	for in, want := range map[string]string{
+		"busybox":                      "docker.io/library/busybox:latest",
+		"busybox:1.36":                 "docker.io/library/busybox:1.36",
+		"user/app":                     "docker.io/user/app:latest",
+		"registry.k8s.io/pause:3.9":    "registry.k8s.io/pause:3.9",
+		"localhost:5000/x":             "localhost:5000/x:latest",
+		"index.docker.io/library/x:1":  "docker.io/library/x:1",
+		"x:tag@sha256:" + zeros64:      "docker.io/library/x@sha256:" + zeros64,
+		"h:5000/x@sha256:" + zeros64:   "h:5000/x@sha256:" + zeros64,
+		"h:5000/x:t@sha256:" + zeros64: "h:5000/x@sha256:" + zeros64,
+	} {
+		r, err := ParseReference(in)
+		if err != nil || r.String() != want {
+			t.Errorf("ParseReference(%q) = %q, %v; want %q", in, r.String(), err, want)
+		}
+	}
+	for _, bad := range []string{"", "UPPER/case", "a b", "x@sha256:short"} {
+		if _, err := ParseReference(bad); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("ParseReference(%q): %v, want InvalidArgument", bad, err)
+		}
+	}
+}
+
+var zeros64 = strings.Repeat("0", 64)
+
+func TestPullSelectsPlatformFromIndex(t *testing.T) {
+	reg := newTestRegistry(t)
+	amd := imageOf(t, layer(t, file("arch", "amd64")))
+	arm := imageOf(t, layer(t, file("arch", "arm64")))
+	idx := mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}}},
+		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+	)
+	ref := reg.host + "/multi:1"
+	n, _ := ParseReference(ref)
+	r, _ := n.at(reg.host, true)
+	if err := remote.WriteIndex(r, idx); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t, reg, Options{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}})
+	got := pull(t, s, ref)
+	want, _ := amd.ConfigName()
+	if got.ID != want.String() {
+		t.Errorf("picked %s, want the amd64 image %s", got.ID, want)
+	}
+	idxDigest, _ := idx.Digest()
+	if got.RepoDigests[0] != reg.host+"/multi@"+idxDigest.String() {
+		t.Errorf("repo digest %s, want the index's %s", got.RepoDigests[0], idxDigest)
+	}
+	s390 := openStore(t, reg, Options{Platform: &v1.Platform{OS: "linux", Architecture: "s390x"}})
+	if _, err := s390.Pull(context.Background(), ref, PullOptions{}); err == nil {
+		t.Error("pull for a platform the index lacks succeeded")
+	}
+}
+
+func TestPullWithBasicAuth(t *testing.T) {
+	reg := newTestRegistry(t)
+	reg.user, reg.pass = "alice", "s3cret"
+	reg.push(t, "private:1", imageOf(t, layer(t, file("a", "1"))))
+	s := openStore(t, reg, Options{})
+	_, err := s.Pull(context.Background(), reg.host+"/private:1", PullOptions{})
+	if !errors.Is(err, errdefs.ErrUnauthenticated) {
+		t.Fatalf("pull without credentials: %v, want Unauthenticated", err)
+	}
+	_, err = s.Pull(context.Background(), reg.host+"/private:1", PullOptions{Auth: &authn.AuthConfig{Username: "alice", Password: "wrong"}})
+	if !errors.Is(err, errdefs.ErrUnauthenticated) {
+		t.Fatalf("pull with a wrong password: %v, want Unauthenticated", err)
+	}
+	if _, err := s.Pull(context.Background(), reg.host+"/private:1", PullOptions{Auth: &authn.AuthConfig{Username: "alice", Password: "s3cret"}}); err != nil {
+		t.Fatalf("pull with credentials: %v", err)
+	}
+}
+
+func TestCorruptBlobFailsAndLeavesNothing(t *testing.T) {
+	reg := newTestRegistry(t)
+	l := layer(t, file("big", strings.Repeat("x", 4096)))
+	reg.push(t, "bad:1", imageOf(t, l))
+	d, _ := l.Digest()
+	reg.corrupt[d.String()] = true
+	s := openStore(t, reg, Options{})
+	_, err := s.Pull(context.Background(), reg.host+"/bad:1", PullOptions{})
+	if err == nil {
+		t.Fatal("pull of a corrupted blob succeeded")
+	}
+	if !strings.Contains(err.Error(), "digest") {
+		t.Errorf("error does not say what is wrong: %v", err)
+	}
+	if imgs, _ := s.List(); len(imgs) != 0 {
+		t.Errorf("images after a failed pull: %v", imgs)
+	}
+	if dirs := layerDirs(t, s); len(dirs) != 0 {
+		t.Errorf("layers after a failed pull: %v", dirs)
+	}
+	assertEmptyDir(t, filepath.Join(s.root, "tmp"))
+	if n := reg.blobGets(d.String()); n != 1 {
+		t.Errorf("a blob that arrived whole but wrong was fetched %d times; want 1 (no retry)", n)
+	}
+}
+
+func TestConcurrentPullsFetchEachLayerOnce(t *testing.T) {
+	reg := newTestRegistry(t)
+	shared := layer(t, file("shared", strings.Repeat("s", 1<<20)))
+	reg.push(t, "one:1", imageOf(t, shared, layer(t, file("one", "1"))))
+	reg.push(t, "two:1", imageOf(t, shared, layer(t, file("two", "2"))))
+	s := openStore(t, reg, Options{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for _, ref := range []string{"one:1", "two:1", "one:1", "two:1"} {
+		wg.Go(func() {
+			_, err := s.Pull(context.Background(), reg.host+"/"+ref, PullOptions{})
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, _ := shared.Digest()
+	if n := reg.blobGets(d.String()); n != 1 {
+		t.Errorf("shared layer downloaded %d times, want 1", n)
+	}
+	if dirs := layerDirs(t, s); len(dirs) != 3 {
+		t.Errorf("%d layer directories, want 3 (one shared)", len(dirs))
+	}
+}
+
+func TestMirrorKeepsOriginalName(t *testing.T) {
+	reg := newTestRegistry(t)
+	img := imageOf(t, layer(t, file("m", "mirrored")))
+	reg.push(t, "library/busybox:1.36", img)
+	reg.push(t, "pause:3.9", img)
+	s := openStore(t, nil, Options{Mirrors: map[string]string{"docker.io": "http://" + reg.host, "registry.k8s.io": "http://" + reg.host}})
+	for ref, want := range map[string]string{"busybox:1.36": "docker.io/library/busybox:1.36", "registry.k8s.io/pause:3.9": "registry.k8s.io/pause:3.9"} {
+		got := pull(t, s, ref)
+		found := false
+		for _, tag := range got.RepoTags {
+			found = found || tag == want
+			if strings.Contains(tag, reg.host) {
+				t.Errorf("tag %s names the mirror", tag)
+			}
+		}
+		if !found {
+			t.Errorf("pull %s: tags %v, want %s", ref, got.RepoTags, want)
+		}
+		if !strings.Contains(strings.Join(got.RepoDigests, " "), strings.Split(want, ":")[0]+"@sha256:") {
+			t.Errorf("pull %s: digests %v", ref, got.RepoDigests)
+		}
+	}
+}
+
+func TestPlainHTTPOnlyWhenAllowed(t *testing.T) {
+	reg := newTestRegistry(t)
+	reg.push(t, "x:1", imageOf(t, layer(t, file("a", "1"))))
+	s := openStore(t, nil, Options{})
+	_, err := s.Pull(context.Background(), reg.host+"/x:1", PullOptions{})
+	if err == nil || !strings.Contains(err.Error(), "--insecure-registry") {
+		t.Fatalf("pull from an undeclared plain-HTTP registry: %v", err)
+	}
+}
+
+func TestStalledPullIsCancelled(t *testing.T) {
+	reg := newTestRegistry(t)
+	l := layer(t, file("a", "1"))
+	reg.push(t, "slow:1", imageOf(t, l))
+	d, _ := l.Digest()
+	reg.stall[d.String()] = make(chan struct{})
+	s := openStore(t, reg, Options{StallTimeout: 500 * time.Millisecond})
+	_, err := s.Pull(context.Background(), reg.host+"/slow:1", PullOptions{})
+	if !errors.Is(err, errdefs.ErrDeadlineExceeded) || !strings.Contains(err.Error(), "no progress") {
+		t.Fatalf("stalled pull: %v, want a stall DeadlineExceeded", err)
+	}
+	assertEmptyDir(t, filepath.Join(s.root, "tmp"))
+}
+
+// TestKilledPullLeavesNoImage kills a process in the middle of a pull (its
+// second layer hangs) and checks the store on reopening: no image, the
+// half-unpacked layer is collected, and the next pull completes.
+func TestKilledPullLeavesNoImage(t *testing.T) {
+	if os.Getenv("IMAGE_TEST_PULL_ROOT") != "" {
+		s, err := Open(os.Getenv("IMAGE_TEST_PULL_ROOT"), Options{InsecureRegistries: []string{os.Getenv("IMAGE_TEST_REGISTRY")}, Keychain: noKeychain{}})
+		if err == nil {
+			_, err = s.Pull(context.Background(), os.Getenv("IMAGE_TEST_REF"), PullOptions{})
+		}
+		t.Fatalf("the pull was meant to hang: %v", err)
+	}
+	reg := newTestRegistry(t)
+	first := layer(t, file("first", "1"))
+	second := layer(t, file("second", "2"))
+	reg.push(t, "killed:1", imageOf(t, first, second))
+	d, _ := second.Digest()
+	reg.stall[d.String()] = make(chan struct{})
+	root := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKilledPullLeavesNoImage$")
+	cmd.Env = append(os.Environ(), "IMAGE_TEST_PULL_ROOT="+root, "IMAGE_TEST_REGISTRY="+reg.host, "IMAGE_TEST_REF="+reg.host+"/killed:1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for reg.blobGets(d.String()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // let the first layer land
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	close(reg.stall[d.String()])
+	delete(reg.stall, d.String())
+
+	s, err := Open(root, Options{InsecureRegistries: []string{reg.host}, Keychain: noKeychain{}, CollectGarbage: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if imgs, _ := s.List(); len(imgs) != 0 {
+		t.Errorf("a killed pull left images: %v", imgs)
+	}
+	assertEmptyDir(t, filepath.Join(root, "tmp"))
+	if dirs := layerDirs(t, s); len(dirs) != 0 {
+		t.Errorf("a killed pull left layers nothing uses: %v", dirs)
+	}
+	if img := pull(t, s, reg.host+"/killed:1"); len(img.Layers) != 2 {
+		t.Errorf("pull after the crash: %+v", img)
+	}
+}
+
+func TestRemoveTagsAndLayers(t *testing.T) {
+	reg := newTestRegistry(t)
+	shared := layer(t, file("shared", "s"))
+	imgA := imageOf(t, shared, layer(t, file("a", "a")))
+	reg.push(t, "a:1", imgA)
+	reg.push(t, "a:2", imgA)
+	reg.push(t, "b:1", imageOf(t, shared, layer(t, file("b", "b"))))
+	s := openStore(t, reg, Options{})
+	a := pull(t, s, reg.host+"/a:1")
+	pull(t, s, reg.host+"/a:2")
+	b := pull(t, s, reg.host+"/b:1")
+	if len(layerDirs(t, s)) != 3 {
+		t.Fatalf("layers %v", layerDirs(t, s))
+	}
+	// One tag of two: the image stays with the other.
+	if err := s.Remove(reg.host + "/a:1"); err != nil {
+		t.Fatal(err)
+	}
+	if img, err := s.Get(a.ID); err != nil || len(img.RepoTags) != 1 || img.RepoTags[0] != reg.host+"/a:2" {
+		t.Fatalf("after removing one tag: %+v %v", img, err)
+	}
+	// A container keeps b's layers alive after b is removed.
+	root := mountRootfs(t, s, "ctr-b", b.ID)
+	if err := s.Remove(b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(b.ID); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("removed image still there: %v", err)
+	}
+	if data, err := os.ReadFile(filepath.Join(root, "b")); err != nil || string(data) != "b" {
+		t.Errorf("container of a removed image lost its files: %q %v", data, err)
+	}
+	if len(layerDirs(t, s)) != 3 {
+		t.Errorf("layers a container uses were removed: %v", layerDirs(t, s))
+	}
+	if err := s.ReleaseRootfs("ctr-b", root); err != nil {
+		t.Fatal(err)
+	}
+	if len(layerDirs(t, s)) != 2 {
+		t.Errorf("after the container went: layers %v, want a's two", layerDirs(t, s))
+	}
+	if err := s.Remove(reg.host + "/a:2"); err != nil {
+		t.Fatal(err)
+	}
+	if dirs := layerDirs(t, s); len(dirs) != 0 {
+		t.Errorf("layers left after removing every image: %v", dirs)
+	}
+	if err := s.Remove(a.ID); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("second remove: %v, want NotFound", err)
+	}
+	assertEmptyDir(t, filepath.Join(s.root, "containers"))
+}
+
+func TestFsInfoCountsImagesAndContainers(t *testing.T) {
+	reg := newTestRegistry(t)
+	reg.push(t, "fs:1", imageOf(t, layer(t, file("a", strings.Repeat("a", 10000)), file("b", "b"))))
+	s := openStore(t, reg, Options{})
+	img := pull(t, s, reg.host+"/fs:1")
+	root := mountRootfs(t, s, "ctr-fs", img.ID)
+	if err := os.WriteFile(filepath.Join(root, "written"), bytes.Repeat([]byte("w"), 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	images, ctrs, err := s.FsInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if images.Bytes < 10000 || images.Inodes < 2 || images.Mountpoint == "" {
+		t.Errorf("image usage %+v", images)
+	}
+	if ctrs.Bytes < 1<<20 || ctrs.Inodes < 1 || ctrs.Mountpoint == "" {
+		t.Errorf("container usage %+v", ctrs)
+	}
+}
+
+// TestTwoStoresShareOneDirectory is the daemon and `cri-mini image import`
+// working on one store: each sees what the other recorded.
+func TestTwoStoresShareOneDirectory(t *testing.T) {
+	reg := newTestRegistry(t)
+	reg.push(t, "shared:1", imageOf(t, layer(t, file("a", "1"))))
+	dir := t.TempDir()
+	daemon, err := Open(dir, Options{InsecureRegistries: []string{reg.host}, Keychain: noKeychain{}, CollectGarbage: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := Open(dir, Options{InsecureRegistries: []string{reg.host}, Keychain: noKeychain{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := pull(t, cli, reg.host+"/shared:1")
+	if got, err := daemon.Get(reg.host + "/shared:1"); err != nil || got.ID != img.ID {
+		t.Fatalf("daemon does not see the CLI's pull: %v", err)
+	}
+	if err := daemon.Remove(img.ID); err != nil {
+		t.Fatal(err)
+	}
+	if imgs, _ := cli.List(); len(imgs) != 0 {
+		t.Errorf("CLI still lists %v", imgs)
+	}
+}
+
+func TestMountImageIsReadOnly(t *testing.T) {
+	reg := newTestRegistry(t)
+	reg.push(t, "one:1", imageOf(t, layer(t, dir("etc"), file("etc/passwd", "root:x:0:0::/:/bin/sh\n"))))
+	reg.push(t, "two:1", imageOf(t, layer(t, file("a", "1")), layer(t, file("b", "2"))))
+	s := openStore(t, reg, Options{})
+	for ref, want := range map[string]string{"one:1": "etc/passwd", "two:1": "b"} {
+		img := pull(t, s, reg.host+"/"+ref)
+		target := t.TempDir()
+		id := "vol-" + strings.TrimSuffix(ref, ":1")
+		if err := s.MountImage(id, img.ID, target); err != nil {
+			t.Fatalf("MountImage %s: %v", ref, err)
+		}
+		if _, err := os.Stat(filepath.Join(target, want)); err != nil {
+			t.Errorf("%s: %v", ref, err)
+		}
+		if err := os.WriteFile(filepath.Join(target, "new"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
+			t.Errorf("%s: write into an image volume: %v, want EROFS", ref, err)
+		}
+		if err := s.ReleaseRootfs(id, target); err != nil {
+			t.Fatal(err)
+		}
+		assertNotMounted(t, target)
+	}
+	assertEmptyDir(t, filepath.Join(s.root, "containers"))
+}

@@ -1,0 +1,269 @@
+package image
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// testRegistry is go-containerregistry's registry on loopback, with hooks
+// to count, corrupt or stall blob downloads.
+type testRegistry struct {
+	host string
+	srv  *httptest.Server
+
+	mu      sync.Mutex
+	gets    map[string]int           // blob GETs by digest
+	corrupt map[string]bool          // blobs served with one byte flipped
+	stall   map[string]chan struct{} // blobs that hang until the channel closes
+	user    string                   // basic auth demanded when set
+	pass    string
+}
+
+func newTestRegistry(t *testing.T) *testRegistry {
+	t.Helper()
+	r := &testRegistry{gets: map[string]int{}, corrupt: map[string]bool{}, stall: map[string]chan struct{}{}}
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.mu.Lock()
+		user, pass := r.user, r.pass
+		r.mu.Unlock()
+		if user != "" {
+			if u, p, ok := req.BasicAuth(); !ok || u != user || p != pass {
+				w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+		}
+		if i := strings.Index(req.URL.Path, "/blobs/sha256:"); i >= 0 && req.Method == http.MethodGet {
+			digest := req.URL.Path[i+len("/blobs/"):]
+			r.mu.Lock()
+			r.gets[digest]++
+			corrupt, stall := r.corrupt[digest], r.stall[digest]
+			r.mu.Unlock()
+			if stall != nil {
+				w.WriteHeader(http.StatusOK)
+				w.(http.Flusher).Flush()
+				select {
+				case <-stall:
+				case <-req.Context().Done():
+				}
+				return
+			}
+			if corrupt {
+				rec := httptest.NewRecorder()
+				inner.ServeHTTP(rec, req)
+				body := rec.Body.Bytes()
+				body[len(body)/2] ^= 0xff
+				w.Header().Set("Content-Length", rec.Header().Get("Content-Length"))
+				w.WriteHeader(rec.Code)
+				w.Write(body)
+				return
+			}
+		}
+		inner.ServeHTTP(w, req)
+	}))
+	t.Cleanup(func() {
+		r.mu.Lock()
+		for _, c := range r.stall {
+			close(c)
+		}
+		r.stall = map[string]chan struct{}{}
+		r.mu.Unlock()
+		r.srv.Close()
+	})
+	r.host = strings.TrimPrefix(r.srv.URL, "http://")
+	return r
+}
+
+func (r *testRegistry) push(t *testing.T, ref string, img v1.Image) name.Reference {
+	t.Helper()
+	n, err := name.ParseReference(r.host+"/"+ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	user, pass := r.user, r.pass
+	r.mu.Unlock()
+	opts := []remote.Option{}
+	if user != "" {
+		opts = append(opts, remote.WithAuth(&authn.Basic{Username: user, Password: pass}))
+	}
+	if err := remote.Write(n, img, opts...); err != nil {
+		t.Fatalf("push %s: %v", ref, err)
+	}
+	return n
+}
+
+func (r *testRegistry) blobGets(digest string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gets[digest]
+}
+
+// entry is one tar entry of a test layer.
+type entry struct {
+	name, body, link string
+	typ              byte
+	mode             int64
+	uid, gid         int
+	xattrs           map[string]string
+}
+
+func file(name, body string) entry {
+	return entry{name: name, body: body, typ: tar.TypeReg, mode: 0o644}
+}
+func dir(name string) entry { return entry{name: name, typ: tar.TypeDir, mode: 0o755} }
+
+// layer builds a gzip layer from entries.
+func layer(t *testing.T, entries ...entry) v1.Layer {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		hdr := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: e.mode, Uid: e.uid, Gid: e.gid, Linkname: e.link,
+			Size: int64(len(e.body)), ModTime: time.Unix(1700000000, 0), Format: tar.FormatPAX}
+		if e.typ != tar.TypeReg {
+			hdr.Size = 0
+		}
+		for k, v := range e.xattrs {
+			if hdr.PAXRecords == nil {
+				hdr.PAXRecords = map[string]string{}
+			}
+			hdr.PAXRecords["SCHILY.xattr."+k] = v
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if hdr.Size > 0 {
+			tw.Write([]byte(e.body))
+		}
+	}
+	tw.Close()
+	data := buf.Bytes()
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func imageOf(t *testing.T, layers ...v1.Layer) v1.Image {
+	t.Helper()
+	img, err := mutate.AppendLayers(empty.Image, layers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = cfg.DeepCopy()
+	cfg.OS, cfg.Architecture = "linux", "amd64"
+	cfg.Config.Cmd = []string{"/bin/sh"}
+	img, err = mutate.ConfigFile(img, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func openStore(t *testing.T, reg *testRegistry, o Options) *Store {
+	t.Helper()
+	if reg != nil {
+		o.InsecureRegistries = append(o.InsecureRegistries, reg.host)
+	}
+	o.Keychain = noKeychain{}
+	s, err := Open(t.TempDir(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// mountRootfs prepares a container rootfs and unmounts it at the end.
+func mountRootfs(t *testing.T, s *Store, ctrID, imageID string) string {
+	t.Helper()
+	target := t.TempDir()
+	if err := s.PrepareRootfs(ctrID, imageID, target); err != nil {
+		t.Fatalf("PrepareRootfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.ReleaseRootfs(ctrID, target); err != nil {
+			t.Errorf("ReleaseRootfs: %v", err)
+		}
+		assertNotMounted(t, target)
+	})
+	return target
+}
+
+func assertNotMounted(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), " "+path+" ") {
+		t.Errorf("%s is still mounted", path)
+	}
+}
+
+// assertEmptyDir fails unless dir has no entries.
+func assertEmptyDir(t *testing.T, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		t.Errorf("%s holds %d entries, want none (first %s)", dir, len(entries), entries[0].Name())
+	}
+}
+
+func pull(t *testing.T, s *Store, ref string) *Image {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	img, err := s.Pull(ctx, ref, PullOptions{})
+	if err != nil {
+		t.Fatalf("pull %s: %v", ref, err)
+	}
+	return img
+}
+
+func layerDirs(t *testing.T, s *Store) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(s.root, "layers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// noKeychain keeps the host's docker config out of the tests.
+type noKeychain struct{}
+
+func (noKeychain) Resolve(authn.Resource) (authn.Authenticator, error) { return authn.Anonymous, nil }

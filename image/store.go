@@ -1,0 +1,534 @@
+package image
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/fsutil"
+)
+
+// DefaultStallTimeout is how long a pull may go without receiving a byte
+// before it is cancelled (containerd's image_pull_progress_timeout is 5m).
+const DefaultStallTimeout = 5 * time.Minute
+
+// Options configure a Store.
+type Options struct {
+	// InsecureRegistries may be reached over plain HTTP ("host" or "host:port").
+	// Every other registry must speak HTTPS.
+	InsecureRegistries []string
+	// Mirrors maps a registry host ("docker.io", "registry.k8s.io") to a mirror
+	// URL ("http://127.0.0.1:5000") tried before the registry itself. The
+	// pulled image keeps its original name. An http:// mirror is allowed to
+	// use plain HTTP: the operator wrote it so.
+	Mirrors map[string]string
+	// Keychain supplies credentials when a pull brings none; nil means the
+	// default keychain (docker config files).
+	Keychain authn.Keychain
+	// StallTimeout cancels a pull that receives nothing for this long; 0 means
+	// DefaultStallTimeout.
+	StallTimeout time.Duration
+	// Platform is the one picked from manifest lists; nil means linux and
+	// this machine's architecture.
+	Platform *v1.Platform
+	// Unpack limits each layer.
+	Unpack UnpackOptions
+	// CollectGarbage removes, at Open, layers and unpack debris that nothing
+	// references. Only the daemon sets it: a CLI opening the store of a
+	// running daemon must not collect the layers of the daemon's pulls.
+	CollectGarbage bool
+	// Transport carries registry requests; nil means ggcr's default.
+	Transport http.RoundTripper
+}
+
+// Image is an image in the store.
+type Image struct {
+	// ID is the digest of the image's config ("sha256:..."), as kubelet expects.
+	ID          string
+	RepoTags    []string
+	RepoDigests []string
+	// Size is the bytes its unpacked layers occupy.
+	Size   uint64
+	Config *v1.ConfigFile
+	// Layers are the chain IDs of its layers, lowest first.
+	Layers []string
+}
+
+// FsUsage is what part of the store occupies on its file system.
+type FsUsage struct {
+	Mountpoint string
+	Bytes      uint64
+	Inodes     uint64
+}
+
+// Store is a content-addressed image store under one directory:
+//
+//	index.json            images (names, config, layer chain IDs) and layers
+//	layers/<chain-id>/    one unpacked layer (overlay form), shared by images
+//	containers/<id>/      a container's writable layer (upper, work, record)
+//	tmp/<pid>-*/          layers being unpacked; renamed into layers/ when whole
+//
+// The index is the truth: a layer directory or image is visible only once
+// the index names it, so a pull killed half way leaves nothing visible. Every
+// change takes an flock on the store, so the daemon and `cri-mini image`
+// may share it.
+type Store struct {
+	root string
+	opts Options
+
+	mu      sync.Mutex
+	ix      *index
+	ixStat  fileID
+	flights map[string]*flight // layers being fetched, by chain ID
+	pinned  map[string]int     // layers a pull in progress relies on
+}
+
+type index struct {
+	Images map[string]*record      `json:"images"`
+	Layers map[string]*layerRecord `json:"layers"`
+}
+
+type record struct {
+	ID          string          `json:"id"`
+	RepoTags    []string        `json:"repoTags,omitempty"`
+	RepoDigests []string        `json:"repoDigests,omitempty"`
+	Layers      []string        `json:"layers"`
+	Config      json.RawMessage `json:"config"`
+}
+
+type layerRecord struct {
+	DiffID string `json:"diffID"`
+	Bytes  int64  `json:"bytes"`
+	Inodes int64  `json:"inodes"`
+}
+
+// fileID tells whether index.json was replaced by another process.
+type fileID struct {
+	ino   uint64
+	mtime int64
+}
+
+// Open opens (creating if needed) the store at root.
+func Open(root string, o Options) (*Store, error) {
+	for _, d := range []string{root, filepath.Join(root, "layers"), filepath.Join(root, "containers"), filepath.Join(root, "tmp")} {
+		// 0700: layers hold setuid binaries that host users must not reach.
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("image store: %w", err)
+		}
+	}
+	if o.StallTimeout == 0 {
+		o.StallTimeout = DefaultStallTimeout
+	}
+	if o.Keychain == nil {
+		o.Keychain = authn.DefaultKeychain
+	}
+	if o.Platform == nil {
+		o.Platform = &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	}
+	s := &Store{root: root, opts: o, flights: map[string]*flight{}, pinned: map[string]int{}}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	unlock, err := s.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := s.reload(); err != nil {
+		return nil, err
+	}
+	if o.CollectGarbage {
+		if err := s.collect(); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// lock takes the store's cross-process lock; the caller holds s.mu.
+func (s *Store) lock() (func(), error) {
+	f, err := os.OpenFile(filepath.Join(s.root, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("image store lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("image store lock: %w", err)
+	}
+	return func() { f.Close() }, nil
+}
+
+func (s *Store) indexPath() string { return filepath.Join(s.root, "index.json") }
+
+// reload reads index.json if another process replaced it; the caller holds s.mu.
+func (s *Store) reload() error {
+	st, err := os.Stat(s.indexPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		if s.ix == nil {
+			s.ix = &index{Images: map[string]*record{}, Layers: map[string]*layerRecord{}}
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("image index: %w", err)
+	}
+	id := fileID{ino: st.Sys().(*syscall.Stat_t).Ino, mtime: st.ModTime().UnixNano()}
+	if s.ix != nil && id == s.ixStat {
+		return nil
+	}
+	data, err := os.ReadFile(s.indexPath())
+	if err != nil {
+		return fmt.Errorf("image index: %w", err)
+	}
+	ix := &index{}
+	if err := json.Unmarshal(data, ix); err != nil {
+		return fmt.Errorf("image index %s is corrupt: %w", s.indexPath(), err)
+	}
+	if ix.Images == nil {
+		ix.Images = map[string]*record{}
+	}
+	if ix.Layers == nil {
+		ix.Layers = map[string]*layerRecord{}
+	}
+	s.ix, s.ixStat = ix, id
+	return nil
+}
+
+// update applies fn to the freshest index and writes it back atomically.
+func (s *Store) update(fn func(ix *index) error) error { return s.locked(true, fn) }
+
+// locked runs fn on the freshest index holding the cross-process lock, and
+// writes the index back if write is set.
+func (s *Store) locked(write bool, fn func(ix *index) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := s.reload(); err != nil {
+		return err
+	}
+	if err := fn(s.ix); err != nil {
+		// fn may have changed the index half way: read it again next time.
+		s.ix = nil
+		return err
+	}
+	if !write {
+		return nil
+	}
+	data, err := json.Marshal(s.ix)
+	if err != nil {
+		return fmt.Errorf("image index: %w", err)
+	}
+	if err := fsutil.WriteFileAtomic(s.indexPath(), data, 0o600); err != nil {
+		s.ix = nil
+		return fmt.Errorf("image index: %w", err)
+	}
+	st, err := os.Stat(s.indexPath())
+	if err != nil {
+		s.ix = nil
+		return fmt.Errorf("image index: %w", err)
+	}
+	s.ixStat = fileID{ino: st.Sys().(*syscall.Stat_t).Ino, mtime: st.ModTime().UnixNano()}
+	return nil
+}
+
+// view runs fn on the freshest index without changing it.
+func (s *Store) view(fn func(ix *index) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.reload(); err != nil {
+		return err
+	}
+	return fn(s.ix)
+}
+
+func (s *Store) layerDir(chain string) string {
+	return filepath.Join(s.root, "layers", strings.TrimPrefix(chain, "sha256:"))
+}
+
+func (ix *index) image(r *record) (*Image, error) {
+	img := &Image{ID: r.ID, RepoTags: slices.Clone(r.RepoTags), RepoDigests: slices.Clone(r.RepoDigests), Layers: slices.Clone(r.Layers)}
+	cfg := &v1.ConfigFile{}
+	if err := json.Unmarshal(r.Config, cfg); err != nil {
+		return nil, fmt.Errorf("image %s: stored config: %w", r.ID, err)
+	}
+	img.Config = cfg
+	for _, l := range r.Layers {
+		if lr := ix.Layers[l]; lr != nil {
+			img.Size += uint64(lr.Bytes)
+		}
+	}
+	return img, nil
+}
+
+var hexID = regexp.MustCompile(`^[0-9a-f]{4,64}$`)
+
+// find resolves a name, an ID or a unique ID prefix (at least 4 hex digits,
+// with or without "sha256:") to a record. byName says whether a name matched.
+func (ix *index) find(ref string) (r *record, byName string, err error) {
+	if hex := strings.TrimPrefix(ref, "sha256:"); hexID.MatchString(hex) {
+		var match *record
+		for id, rec := range ix.Images {
+			if strings.HasPrefix(strings.TrimPrefix(id, "sha256:"), hex) {
+				if match != nil {
+					return nil, "", fmt.Errorf("image ID prefix %q matches several images: %w", ref, errdefs.ErrInvalidArgument)
+				}
+				match = rec
+			}
+		}
+		if match != nil {
+			return match, "", nil
+		}
+		if strings.HasPrefix(ref, "sha256:") {
+			return nil, "", fmt.Errorf("image %s: %w", ref, errdefs.ErrNotFound)
+		}
+	}
+	parsed, err := ParseReference(ref)
+	if err != nil {
+		return nil, "", err
+	}
+	canon := parsed.String()
+	for _, rec := range ix.Images {
+		if slices.Contains(rec.RepoTags, canon) || slices.Contains(rec.RepoDigests, canon) {
+			return rec, canon, nil
+		}
+	}
+	return nil, "", fmt.Errorf("image %s: %w", ref, errdefs.ErrNotFound)
+}
+
+// Get returns the image a name, ID or ID prefix denotes.
+func (s *Store) Get(ref string) (*Image, error) {
+	var img *Image
+	err := s.view(func(ix *index) error {
+		r, _, err := ix.find(ref)
+		if err != nil {
+			return err
+		}
+		img, err = ix.image(r)
+		return err
+	})
+	return img, err
+}
+
+// List returns every image, ordered by ID.
+func (s *Store) List() ([]*Image, error) {
+	var imgs []*Image
+	err := s.view(func(ix *index) error {
+		for _, r := range ix.Images {
+			img, err := ix.image(r)
+			if err != nil {
+				return err
+			}
+			imgs = append(imgs, img)
+		}
+		return nil
+	})
+	slices.SortFunc(imgs, func(a, b *Image) int { return strings.Compare(a.ID, b.ID) })
+	return imgs, err
+}
+
+// Remove removes an image. Given a tag of an image that has other tags, it
+// removes only that tag; given an ID or digest, the whole image. Layers no
+// other image or container uses are deleted. An unknown image is ErrNotFound.
+func (s *Store) Remove(ref string) error {
+	var unused []string
+	err := s.update(func(ix *index) error {
+		r, byName, err := ix.find(ref)
+		if err != nil {
+			return err
+		}
+		if byName != "" && slices.Contains(r.RepoTags, byName) && len(r.RepoTags) > 1 {
+			r.RepoTags = slices.DeleteFunc(r.RepoTags, func(t string) bool { return t == byName })
+			return nil
+		}
+		delete(ix.Images, r.ID)
+		unused, err = s.unusedLayers(ix)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.deleteLayers(unused)
+	return nil
+}
+
+// unusedLayers drops from the index the layers that no image, container or
+// pull in progress uses and returns them; the caller holds s.mu and the lock.
+func (s *Store) unusedLayers(ix *index) ([]string, error) {
+	used := map[string]bool{}
+	for _, r := range ix.Images {
+		for _, l := range r.Layers {
+			used[l] = true
+		}
+	}
+	ctrs, err := s.containerRecords()
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range ctrs {
+		for _, l := range c.Layers {
+			used[l] = true
+		}
+	}
+	var unused []string
+	for l := range ix.Layers {
+		if !used[l] && s.pinned[l] == 0 {
+			unused = append(unused, l)
+			delete(ix.Layers, l)
+		}
+	}
+	return unused, nil
+}
+
+func (s *Store) deleteLayers(chains []string) {
+	for _, l := range chains {
+		if err := os.RemoveAll(s.layerDir(l)); err != nil {
+			// The index no longer names it: the next daemon start removes it.
+			klog.ErrorS(err, "Remove unused layer", "layer", l)
+		}
+	}
+}
+
+// collect removes what nothing references: unpack debris of dead
+// processes, layer directories the index does not name, and indexed layers
+// no image or container uses. The caller holds s.mu and the lock.
+func (s *Store) collect() error {
+	tmps, err := os.ReadDir(filepath.Join(s.root, "tmp"))
+	if err != nil {
+		return fmt.Errorf("image store: %w", err)
+	}
+	for _, e := range tmps {
+		if pidAlive(e.Name()) {
+			continue
+		}
+		klog.InfoS("Removing an unpack interrupted by a crash", "dir", e.Name())
+		if err := os.RemoveAll(filepath.Join(s.root, "tmp", e.Name())); err != nil {
+			return fmt.Errorf("image store: %w", err)
+		}
+	}
+	unused, err := s.unusedLayers(s.ix)
+	if err != nil {
+		return err
+	}
+	dirs, err := os.ReadDir(filepath.Join(s.root, "layers"))
+	if err != nil {
+		return fmt.Errorf("image store: %w", err)
+	}
+	for _, e := range dirs {
+		if s.ix.Layers["sha256:"+e.Name()] == nil && !slices.Contains(unused, "sha256:"+e.Name()) {
+			unused = append(unused, "sha256:"+e.Name())
+		}
+	}
+	if len(unused) == 0 {
+		return nil
+	}
+	klog.InfoS("Removing layers nothing uses", "count", len(unused))
+	data, err := json.Marshal(s.ix)
+	if err != nil {
+		return err
+	}
+	if err := fsutil.WriteFileAtomic(s.indexPath(), data, 0o600); err != nil {
+		return fmt.Errorf("image index: %w", err)
+	}
+	s.ix = nil
+	s.deleteLayers(unused)
+	return s.reload()
+}
+
+// pidAlive tells whether the process that named a tmp entry "<pid>-..." runs.
+func pidAlive(entry string) bool {
+	pidStr, _, _ := strings.Cut(entry, "-")
+	var pid int
+	if _, err := fmt.Sscanf(pidStr, "%d", &pid); err != nil || pid <= 0 || pid == os.Getpid() {
+		return false
+	}
+	return unix.Kill(pid, 0) == nil
+}
+
+// FsInfo reports what the image layers and the containers' writable layers
+// occupy, each with the mount point of the file system holding them.
+func (s *Store) FsInfo() (images, containers FsUsage, err error) {
+	images.Mountpoint = mountpointOf(filepath.Join(s.root, "layers"))
+	containers.Mountpoint = mountpointOf(filepath.Join(s.root, "containers"))
+	err = s.view(func(ix *index) error {
+		for _, l := range ix.Layers {
+			images.Bytes += uint64(l.Bytes)
+			images.Inodes += uint64(l.Inodes)
+		}
+		return nil
+	})
+	if err != nil {
+		return images, containers, err
+	}
+	ctrs, err := os.ReadDir(filepath.Join(s.root, "containers"))
+	if err != nil {
+		return images, containers, fmt.Errorf("container layers: %w", err)
+	}
+	for _, c := range ctrs {
+		b, n := diskUsage(filepath.Join(s.root, "containers", c.Name(), "upper"))
+		containers.Bytes += b
+		containers.Inodes += n
+	}
+	return images, containers, nil
+}
+
+// diskUsage sums the allocated bytes and the inodes under dir.
+func diskUsage(dir string) (bytes, inodes uint64) {
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // removed meanwhile
+		}
+		if info, err := d.Info(); err == nil {
+			if st, ok := info.Sys().(*syscall.Stat_t); ok {
+				bytes += uint64(st.Blocks) * 512
+			}
+			inodes++
+		}
+		return nil
+	})
+	return bytes, inodes
+}
+
+// mountpointOf is the mount point of the file system holding path, read
+// from mountinfo (the longest mount point that is a prefix of path).
+func mountpointOf(path string) string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return path
+	}
+	best := "/"
+	for line := range strings.SplitSeq(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(f[4])
+		if (path == mp || strings.HasPrefix(path, strings.TrimSuffix(mp, "/")+"/")) && len(mp) > len(best) {
+			best = mp
+		}
+	}
+	return best
+}
+
+func unescapeMountinfo(s string) string {
+	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
+}
