@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/cri-streaming/pkg/streaming"
 	"k8s.io/klog/v2"
 
+	"github.com/cri-mini/cri-mini/container"
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/image"
 	"github.com/cri-mini/cri-mini/internal/config"
@@ -37,6 +39,10 @@ type Service struct {
 	stream    streaming.Server // set by StartStreaming
 	cgroups   cgroups.Manager  // reads pod (and container) cgroup usage; may be nil
 	images    *image.Store
+
+	containers *container.Runtime
+	rootfsDir  string     // mount points of container root file systems
+	ctrMu      sync.Mutex // serialises CreateContainer's name check and create
 }
 
 // Options are what a Service is built from.
@@ -47,12 +53,22 @@ type Options struct {
 	Sandboxes *sandbox.Manager
 	Cgroups   cgroups.Manager
 	Images    *image.Store
+	// Containers and RootfsDir serve the container RPCs.
+	Containers *container.Runtime
+	RootfsDir  string
 }
 
 // NewService returns a Service over the given managers.
 func NewService(o Options) *Service {
-	return &Service{config: o.Config, version: o.Version, network: o.Network, sandboxes: o.Sandboxes,
-		metrics: newMetrics(o.Sandboxes), cgroups: o.Cgroups, images: o.Images}
+	s := &Service{config: o.Config, version: o.Version, network: o.Network, sandboxes: o.Sandboxes,
+		metrics: newMetrics(o.Sandboxes), cgroups: o.Cgroups, images: o.Images, containers: o.Containers, rootfsDir: o.RootfsDir}
+	if s.containers != nil {
+		s.collectOrphanRootfs()
+		if s.sandboxes != nil {
+			s.sandboxes.SetContainers(s)
+		}
+	}
+	return s
 }
 
 // maxMsgSize matches kubelet's client limit, so large lists are not cut off.

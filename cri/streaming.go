@@ -67,7 +67,7 @@ func (s *Service) PortForward(ctx context.Context, req *runtimeapi.PortForwardRe
 type streamRuntime struct{ s *Service }
 
 func (r streamRuntime) Exec(ctx context.Context, containerID string, cmd []string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
-	return fmt.Errorf("exec sessions: %w", errdefs.ErrUnimplemented)
+	return r.s.execSession(ctx, containerID, cmd, in, out, errOut, tty, resize)
 }
 
 func (r streamRuntime) Attach(ctx context.Context, containerID string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {

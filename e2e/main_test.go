@@ -33,6 +33,7 @@ var suite struct {
 	bridge, subnet    string
 	gateway           string
 	metrics           string // host:port of the metrics endpoint
+	registry, image   string // loopback registry and the busybox image on it
 	daemon            *exec.Cmd
 	logFile           *os.File
 	rt                runtimeapi.RuntimeServiceClient
@@ -126,6 +127,9 @@ func runSuite(m *testing.M) (int, error) {
 	}
 	defer suite.logFile.Close()
 
+	if suite.registry, suite.image, err = serveTestImage(); err != nil {
+		return 1, err
+	}
 	if err := startDaemon(); err != nil {
 		return 1, err
 	}
@@ -169,7 +173,7 @@ func daemonArgs() []string {
 	return []string{
 		"--root", suite.root, "--runroot", suite.run, "--listen", "unix://" + suite.socket,
 		"--cni-config-dir", suite.cniDir, "--cni-plugin-dir", cniPlugins, "-v", "2",
-		"--metrics-address", suite.metrics,
+		"--metrics-address", suite.metrics, "--insecure-registry", suite.registry,
 	}
 }
 

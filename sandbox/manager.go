@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,6 +22,7 @@ import (
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/fsutil"
+	"github.com/cri-mini/cri-mini/internal/idprefix"
 	"github.com/cri-mini/cri-mini/internal/nspin"
 	"github.com/cri-mini/cri-mini/netns"
 )
@@ -425,19 +427,11 @@ func (m *Manager) lookup(id string) (*entry, error) {
 	if e, ok := m.pods[id]; ok {
 		return e, nil
 	}
-	var found *entry
-	for full, e := range m.pods {
-		if strings.HasPrefix(full, id) {
-			if found != nil {
-				return nil, fmt.Errorf("pod sandbox id prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
-			}
-			found = e
-		}
+	full, err := idprefix.Find(slices.Collect(maps.Keys(m.pods)), func(s string) string { return s }, id, "pod sandbox")
+	if err != nil {
+		return nil, err
 	}
-	if found == nil {
-		return nil, fmt.Errorf("pod sandbox %q: %w", id, errdefs.ErrNotFound)
-	}
-	return found, nil
+	return m.pods[full], nil
 }
 
 // Get returns the pod with id (or a unique prefix of it).

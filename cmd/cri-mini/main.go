@@ -16,6 +16,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/cri-mini/cri-mini/container"
 	"github.com/cri-mini/cri-mini/internal/config"
 	"github.com/cri-mini/cri-mini/sandbox"
 )
@@ -24,6 +25,9 @@ import (
 var version = "dev"
 
 func main() {
+	if container.RunInternal() {
+		return
+	}
 	if sandbox.RunPause() {
 		return
 	}

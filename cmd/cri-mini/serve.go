@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/cri-mini/cri-mini/container"
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/cri"
 	"github.com/cri-mini/cri-mini/internal/config"
@@ -62,7 +63,9 @@ func serve(cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	svc := cri.NewService(cri.Options{Config: cfg, Version: version, Network: network, Sandboxes: pods, Cgroups: cgroupManager, Images: images})
+	svc := cri.NewService(cri.Options{Config: cfg, Version: version, Network: network, Sandboxes: pods, Cgroups: cgroupManager, Images: images,
+		Containers: &container.Runtime{StateDir: filepath.Join(cfg.RunRoot, "containers"), Cgroups: cgroupManager},
+		RootfsDir:  filepath.Join(cfg.RunRoot, "rootfs")})
 	srv := cri.NewServer(svc)
 	streamAddr, stopStreaming, err := svc.StartStreaming(cfg.StreamAddress)
 	if err != nil {

@@ -1,0 +1,578 @@
+package cri
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	remotecommand "k8s.io/cri-streaming/pkg/streaming/remotecommand"
+	"k8s.io/klog/v2"
+	utilexec "k8s.io/utils/exec"
+
+	"github.com/cri-mini/cri-mini/container"
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/idprefix"
+	"github.com/cri-mini/cri-mini/sandbox"
+)
+
+func (s *Service) rootfsPath(id string) string { return filepath.Join(s.rootfsDir, id) }
+
+func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
+	cfg := req.GetConfig()
+	md := cfg.GetMetadata()
+	if md.GetName() == "" {
+		return nil, fmt.Errorf("container config lacks metadata.name: %w", errdefs.ErrInvalidArgument)
+	}
+	if cfg.GetImage().GetImage() == "" {
+		return nil, fmt.Errorf("container %s: no image given: %w", md.GetName(), errdefs.ErrInvalidArgument)
+	}
+	if s.containers == nil || s.images == nil {
+		return nil, fmt.Errorf("this daemon has no container runtime or image store: %w", errdefs.ErrUnimplemented)
+	}
+	pod, err := s.sandboxes.Get(req.GetPodSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	if pod.State != sandbox.Ready {
+		return nil, fmt.Errorf("pod sandbox %s is not ready: %w", pod.ID, errdefs.ErrFailedPrecondition)
+	}
+
+	s.ctrMu.Lock()
+	defer s.ctrMu.Unlock()
+	states, err := s.containers.List()
+	if err != nil {
+		return nil, err
+	}
+	for _, st := range states {
+		a := st.Spec.Annotations
+		if a[annoSandboxID] == pod.ID && a[annoName] == md.GetName() && a[annoAttempt] == strconv.FormatUint(uint64(md.GetAttempt()), 10) {
+			return nil, fmt.Errorf("container %s (attempt %d) already exists in pod %s as %s: %w",
+				md.GetName(), md.GetAttempt(), pod.ID, st.ID, errdefs.ErrAlreadyExists)
+		}
+	}
+
+	imageID, imgCfg, err := s.resolveImage(cfg.GetImage().GetImage())
+	if err != nil {
+		return nil, err
+	}
+	id := newContainerID()
+	rootfs := s.rootfsPath(id)
+	if err := os.MkdirAll(rootfs, 0o700); err != nil {
+		return nil, fmt.Errorf("container %s: rootfs dir: %w", md.GetName(), err)
+	}
+	release := func() {
+		if err := s.releaseRootfs(id); err != nil {
+			klog.ErrorS(err, "Roll back container rootfs", "container", id)
+		}
+	}
+	if err := s.images.PrepareRootfs(id, imageID, rootfs); err != nil {
+		_ = os.Remove(rootfs)
+		return nil, fmt.Errorf("container %s: rootfs: %w", md.GetName(), err)
+	}
+	volumes, err := s.mountImageVolumes(id, cfg.GetMounts())
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
+	}
+	spec, cgroup, err := containerSpec(specInput{ID: id, Config: cfg, Pod: pod, Image: imgCfg, ImageRef: imageID,
+		Rootfs: rootfs, Driver: s.config.CgroupDriver, ImageVolumes: volumes})
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
+	}
+	logPath := ""
+	if cfg.GetLogPath() != "" && pod.Spec.LogDirectory != "" {
+		logPath = filepath.Join(pod.Spec.LogDirectory, cfg.GetLogPath())
+		if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+			release()
+			return nil, fmt.Errorf("container %s: log directory: %w", md.GetName(), err)
+		}
+	}
+	if err := s.containers.Create(ctx, id, container.Bundle{Spec: spec, LogPath: logPath, Tty: cfg.GetTty(), CgroupPath: cgroup}); err != nil {
+		release()
+		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
+	}
+	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
+}
+
+func newContainerID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// containerState finds a container by id or unique id prefix.
+func (s *Service) containerState(id string) (*container.State, error) {
+	if id == "" {
+		return nil, fmt.Errorf("container id is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	if st, err := s.containers.State(id); err == nil {
+		return st, nil
+	} else if !errors.Is(err, errdefs.ErrNotFound) && !errors.Is(err, errdefs.ErrInvalidArgument) {
+		return nil, err
+	}
+	states, err := s.containers.List()
+	if err != nil {
+		return nil, err
+	}
+	return idprefix.Find(states, func(st *container.State) string { return st.ID }, id, "container")
+}
+
+func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
+	st, err := s.containerState(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.containers.Start(ctx, st.ID); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.StartContainerResponse{}, nil
+}
+
+func (s *Service) StopContainer(ctx context.Context, req *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
+	st, err := s.containerState(req.GetContainerId())
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return &runtimeapi.StopContainerResponse{}, nil // idempotent, as the CRI asks
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.stopContainer(ctx, st, time.Duration(req.GetTimeout())*time.Second); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.StopContainerResponse{}, nil
+}
+
+// stopContainer sends the container's stop signal (the CRI's, the image's,
+// or SIGTERM), waits up to grace, then kills it. Stopping a stopped
+// container does nothing.
+func (s *Service) stopContainer(ctx context.Context, st *container.State, grace time.Duration) error {
+	if st.Status == container.StatusStopped {
+		return nil
+	}
+	if grace > 0 {
+		sig := syscall.SIGTERM
+		if name := st.Spec.Annotations[annoStopSignal]; name != "" {
+			if parsed, err := parseSignal(name); err == nil {
+				sig = parsed
+			} else {
+				klog.InfoS("Unknown stop signal, using SIGTERM", "container", st.ID, "signal", name)
+			}
+		}
+		if err := s.containers.Kill(ctx, st.ID, sig); err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, grace)
+		_, err := s.containers.Wait(wctx, st.ID)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+	}
+	if err := s.containers.Kill(ctx, st.ID, syscall.SIGKILL); err != nil {
+		return err
+	}
+	_, err := s.containers.Wait(ctx, st.ID)
+	return err
+}
+
+func (s *Service) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
+	st, err := s.containerState(req.GetContainerId())
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return &runtimeapi.RemoveContainerResponse{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.removeContainer(ctx, st.ID); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.RemoveContainerResponse{}, nil
+}
+
+// removeContainer kills and deletes the container, then releases its rootfs.
+func (s *Service) removeContainer(ctx context.Context, id string) error {
+	if err := s.containers.Delete(ctx, id); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		return err
+	}
+	return s.releaseRootfs(id)
+}
+
+// imageVolumeSep joins a container ID and the index of an image volume
+// into the name of the volume's mount (in the rootfs directory and the
+// image store).
+const imageVolumeSep = ".vol"
+
+// mountImageVolumes mounts, read-only, the image of every image-volume mount
+// and returns where, by mount index.
+func (s *Service) mountImageVolumes(id string, mounts []*runtimeapi.Mount) (map[int]string, error) {
+	volumes := map[int]string{}
+	for i, m := range mounts {
+		if m.GetImage() == nil {
+			continue
+		}
+		imageID, _, err := s.resolveImage(m.GetImage().GetImage())
+		if err != nil {
+			return nil, fmt.Errorf("image volume at %s: %w", m.GetContainerPath(), err)
+		}
+		name := id + imageVolumeSep + strconv.Itoa(i)
+		target := s.rootfsPath(name)
+		if err := os.MkdirAll(target, 0o700); err != nil {
+			return nil, fmt.Errorf("image volume at %s: %w", m.GetContainerPath(), err)
+		}
+		if err := s.images.MountImage(name, imageID, target); err != nil {
+			return nil, fmt.Errorf("image volume at %s: %w", m.GetContainerPath(), err)
+		}
+		volumes[i] = target
+		m.Image.ImageRef = imageID // reported in the container's status
+	}
+	return volumes, nil
+}
+
+// releaseRootfs unmounts the container's root filesystem and image volumes
+// and releases their layers; idempotent.
+func (s *Service) releaseRootfs(id string) error {
+	names := []string{id}
+	var found []string
+	if entries, err := os.ReadDir(s.rootfsDir); err == nil {
+		for _, e := range entries {
+			found = append(found, e.Name())
+		}
+	}
+	if s.images != nil {
+		layers, err := s.images.Containers()
+		if err != nil {
+			return err
+		}
+		found = append(found, layers...)
+	}
+	for _, name := range found {
+		if strings.HasPrefix(name, id+imageVolumeSep) && !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	for _, name := range names {
+		target := s.rootfsPath(name)
+		if s.images != nil {
+			if err := s.images.ReleaseRootfs(name, target); err != nil {
+				return fmt.Errorf("container %s: release rootfs: %w", id, err)
+			}
+		}
+		if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("container %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// StopPodContainers kills every container of the pod (the pod is stopping).
+func (s *Service) StopPodContainers(ctx context.Context, podID string) error {
+	var errs []error
+	for _, st := range s.podContainers(podID) {
+		errs = append(errs, s.stopContainer(ctx, st, 0))
+	}
+	return errors.Join(errs...)
+}
+
+// RemovePodContainers removes every container of the pod.
+func (s *Service) RemovePodContainers(ctx context.Context, podID string) error {
+	var errs []error
+	for _, st := range s.podContainers(podID) {
+		errs = append(errs, s.removeContainer(ctx, st.ID))
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Service) podContainers(podID string) []*container.State {
+	states, err := s.containers.List()
+	if err != nil {
+		klog.ErrorS(err, "List containers")
+	}
+	var out []*container.State
+	for _, st := range states {
+		if st.Spec.Annotations[annoSandboxID] == podID {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// collectOrphanRootfs releases the root filesystems (mount points and
+// writable layers) of containers the runtime does not know: their creation
+// was cut short by a crash, or a reboot emptied the run directory.
+func (s *Service) collectOrphanRootfs() {
+	ids := map[string]bool{}
+	if entries, err := os.ReadDir(s.rootfsDir); err == nil {
+		for _, e := range entries {
+			id, _, _ := strings.Cut(e.Name(), imageVolumeSep)
+			ids[id] = true
+		}
+	}
+	if s.images != nil {
+		layers, err := s.images.Containers()
+		if err != nil {
+			klog.ErrorS(err, "List container layers")
+		}
+		for _, name := range layers {
+			id, _, _ := strings.Cut(name, imageVolumeSep)
+			ids[id] = true
+		}
+	}
+	for id := range ids {
+		if _, err := s.containers.State(id); errors.Is(err, errdefs.ErrNotFound) {
+			klog.InfoS("Releasing the root filesystem of a container that no longer exists", "container", id)
+			if err := s.removeContainer(context.Background(), id); err != nil {
+				klog.ErrorS(err, "Release orphaned root filesystem", "container", id)
+			}
+		}
+	}
+}
+
+func criState(st *container.State) runtimeapi.ContainerState {
+	switch st.Status {
+	case container.StatusCreated:
+		return runtimeapi.ContainerState_CONTAINER_CREATED
+	case container.StatusRunning:
+		return runtimeapi.ContainerState_CONTAINER_RUNNING
+	case container.StatusStopped:
+		return runtimeapi.ContainerState_CONTAINER_EXITED
+	}
+	return runtimeapi.ContainerState_CONTAINER_UNKNOWN
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func decodeMap(s string) map[string]string {
+	m := map[string]string{}
+	_ = json.Unmarshal([]byte(s), &m)
+	return m
+}
+
+func containerMetadata(st *container.State) *runtimeapi.ContainerMetadata {
+	attempt, _ := strconv.ParseUint(st.Spec.Annotations[annoAttempt], 10, 32)
+	return &runtimeapi.ContainerMetadata{Name: st.Spec.Annotations[annoName], Attempt: uint32(attempt)}
+}
+
+func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
+	st, err := s.containerState(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	a := st.Spec.Annotations
+	status := &runtimeapi.ContainerStatus{
+		Id:          st.ID,
+		Metadata:    containerMetadata(st),
+		State:       criState(st),
+		CreatedAt:   unixNano(st.Created),
+		StartedAt:   unixNano(st.Started),
+		FinishedAt:  unixNano(st.Finished),
+		ExitCode:    int32(st.ExitCode),
+		Image:       &runtimeapi.ImageSpec{Image: a[annoImage]},
+		ImageRef:    a[annoImageRef],
+		ImageId:     a[annoImageRef],
+		Labels:      decodeMap(a[annoLabels]),
+		Annotations: decodeMap(a[annoAnnotation]),
+		LogPath:     st.LogPath,
+	}
+	var mounts []*runtimeapi.Mount
+	_ = json.Unmarshal([]byte(a[annoMounts]), &mounts)
+	status.Mounts = mounts
+	if p := st.Spec.Process; p != nil {
+		u := p.User
+		groups := make([]int64, 0, len(u.AdditionalGids))
+		for _, g := range u.AdditionalGids {
+			groups = append(groups, int64(g))
+		}
+		status.User = &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{Uid: int64(u.UID), Gid: int64(u.GID), SupplementalGroups: groups}}
+	}
+	if st.Status == container.StatusStopped {
+		switch {
+		case st.OOMKilled:
+			status.Reason = "OOMKilled"
+		case st.ExitCode == 0:
+			status.Reason = "Completed"
+		default:
+			status.Reason = "Error"
+		}
+	}
+	if r := st.Spec.Linux.Resources; r != nil {
+		status.Resources = &runtimeapi.ContainerResources{Linux: criResources(r)}
+	}
+	resp := &runtimeapi.ContainerStatusResponse{Status: status}
+	if req.GetVerbose() {
+		info, err := json.Marshal(map[string]any{"pid": st.Pid, "sandboxID": a[annoSandboxID], "cgroupPath": st.CgroupPath, "runtimeSpec": st.Spec})
+		if err != nil {
+			return nil, err
+		}
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+func (s *Service) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
+	states, err := s.containers.List()
+	if err != nil {
+		return nil, err
+	}
+	f := req.GetFilter()
+	var out []*runtimeapi.Container
+	for _, st := range states {
+		a := st.Spec.Annotations
+		labels := decodeMap(a[annoLabels])
+		switch {
+		case f.GetId() != "" && !strings.HasPrefix(st.ID, f.GetId()):
+			continue
+		case f.GetState() != nil && f.GetState().GetState() != criState(st):
+			continue
+		case f.GetPodSandboxId() != "" && !strings.HasPrefix(a[annoSandboxID], f.GetPodSandboxId()):
+			continue
+		case !matchLabels(labels, f.GetLabelSelector()):
+			continue
+		}
+		out = append(out, &runtimeapi.Container{
+			Id:           st.ID,
+			PodSandboxId: a[annoSandboxID],
+			Metadata:     containerMetadata(st),
+			Image:        &runtimeapi.ImageSpec{Image: a[annoImage]},
+			ImageRef:     a[annoImageRef],
+			ImageId:      a[annoImageRef],
+			State:        criState(st),
+			CreatedAt:    unixNano(st.Created),
+			Labels:       labels,
+			Annotations:  decodeMap(a[annoAnnotation]),
+		})
+	}
+	return &runtimeapi.ListContainersResponse{Containers: out}, nil
+}
+
+func (s *Service) UpdateContainerResources(ctx context.Context, req *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
+	st, err := s.containerState(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	if st.CgroupPath == "" || s.cgroups == nil {
+		return nil, fmt.Errorf("container %s has no cgroup: %w", st.ID, errdefs.ErrFailedPrecondition)
+	}
+	if err := s.cgroups.Update(st.CgroupPath, linuxResources(req.GetLinux())); err != nil {
+		return nil, fmt.Errorf("container %s: update resources: %w", st.ID, err)
+	}
+	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
+}
+
+func (s *Service) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
+	st, err := s.containerState(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.containers.ReopenLog(st.ID); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.ReopenContainerLogResponse{}, nil
+}
+
+// maxExecSyncOutput bounds what ExecSync keeps of each stream.
+const maxExecSyncOutput = 16 << 20
+
+func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
+	st, err := s.containerState(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	if st.Status != container.StatusRunning {
+		return nil, fmt.Errorf("container %s is not running: %w", st.ID, errdefs.ErrFailedPrecondition)
+	}
+	if len(req.GetCmd()) == 0 {
+		return nil, fmt.Errorf("exec without a command: %w", errdefs.ErrInvalidArgument)
+	}
+	if t := req.GetTimeout(); t > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(t)*time.Second)
+		defer cancel()
+	}
+	stdout, stderr := &limitedBuffer{max: maxExecSyncOutput}, &limitedBuffer{max: maxExecSyncOutput}
+	code, err := s.containers.Exec(ctx, st.ID, container.ExecOptions{Args: req.GetCmd(), Stdout: stdout, Stderr: stderr})
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.ExecSyncResponse{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: int32(code)}, nil
+}
+
+// limitedBuffer keeps the first max bytes written and drops the rest.
+type limitedBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if room := b.max - b.Len(); room > 0 {
+		b.Buffer.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+func (s *Service) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
+	st, err := s.containerState(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	if st.Status != container.StatusRunning {
+		return nil, fmt.Errorf("container %s is not running: %w", st.ID, errdefs.ErrFailedPrecondition)
+	}
+	if s.stream == nil {
+		return nil, fmt.Errorf("the streaming server is not running: %w", errdefs.ErrUnavailable)
+	}
+	req.ContainerId = st.ID
+	return s.stream.GetExec(req)
+}
+
+// execSession runs one exec session of the streaming server; a non-zero
+// exit is reported as the exit error the server relays to the client.
+func (s *Service) execSession(ctx context.Context, id string, cmd []string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+	sizes := make(chan container.TerminalSize)
+	go func() {
+		defer close(sizes)
+		for sz := range resize {
+			select {
+			case sizes <- container.TerminalSize{Width: sz.Width, Height: sz.Height}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	o := container.ExecOptions{Args: cmd, Tty: tty, Stdout: out, Resize: sizes}
+	if in != nil {
+		o.Stdin = in
+	}
+	if errOut != nil {
+		o.Stderr = errOut
+	}
+	code, err := s.containers.Exec(ctx, id, o)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return utilexec.CodeExitError{Err: fmt.Errorf("command %v exited with %d", cmd, code), Code: code}
+	}
+	return nil
+}

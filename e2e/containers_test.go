@@ -1,0 +1,272 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// serveTestImage starts an in-process registry on loopback holding one
+// busybox image (Debian's static busybox with a few applet links) and
+// returns the registry's host:port and the image's reference.
+func serveTestImage() (string, string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", "", err
+	}
+	go func() { _ = http.Serve(ln, registry.New(registry.Logger(log.New(io.Discard, "", 0)))) }()
+	host := ln.Addr().String()
+
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		return "", "", err
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, d := range []string{"bin/", "etc/", "tmp/"} {
+		_ = tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755})
+	}
+	_ = tw.WriteHeader(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bb))})
+	_, _ = tw.Write(bb)
+	for _, a := range []string{"sh", "cat", "echo", "sleep", "id", "hostname", "ls", "touch", "grep", "kill", "trap"} {
+		_ = tw.WriteHeader(&tar.Header{Name: "bin/" + a, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777})
+	}
+	passwd := "root:x:0:0:root:/root:/bin/sh\nweb:x:33:33::/tmp:/bin/sh\n"
+	_ = tw.WriteHeader(&tar.Header{Name: "etc/passwd", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(passwd))})
+	_, _ = tw.Write([]byte(passwd))
+	if err := tw.Close(); err != nil {
+		return "", "", err
+	}
+	data := buf.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
+	if err != nil {
+		return "", "", err
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		return "", "", err
+	}
+	img, err = mutate.Config(img, v1.Config{Env: []string{"PATH=/bin"}, Cmd: []string{"/bin/sh"}, StopSignal: "SIGUSR1"})
+	if err != nil {
+		return "", "", err
+	}
+	ref := host + "/e2e/busybox:1"
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return "", "", err
+	}
+	if err := remote.Write(r, img); err != nil {
+		return "", "", fmt.Errorf("push test image: %w", err)
+	}
+	return host, ref, nil
+}
+
+func pullTestImage(t *testing.T) {
+	t.Helper()
+	ic := runtimeapi.NewImageServiceClient(suite.conn)
+	if _, err := ic.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: suite.image}}); err != nil {
+		t.Fatalf("pull %s: %v", suite.image, err)
+	}
+}
+
+func containerConfig(name string, cmd ...string) *runtimeapi.ContainerConfig {
+	return &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: name},
+		Image:    &runtimeapi.ImageSpec{Image: suite.image},
+		Command:  cmd,
+		LogPath:  name + ".log",
+		Labels:   map[string]string{"ctr": name},
+	}
+}
+
+// runContainer creates and starts a container in pod; the test removes it.
+func runContainer(t *testing.T, podID string, podCfg *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig) string {
+	t.Helper()
+	resp, err := suite.rt.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: podCfg})
+	if err != nil {
+		t.Fatalf("CreateContainer %s: %v", cfg.Metadata.Name, err)
+	}
+	id := resp.ContainerId
+	t.Cleanup(func() {
+		_, _ = suite.rt.RemoveContainer(context.Background(), &runtimeapi.RemoveContainerRequest{ContainerId: id})
+	})
+	if _, err := suite.rt.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
+		t.Fatalf("StartContainer %s: %v", cfg.Metadata.Name, err)
+	}
+	return id
+}
+
+func containerStatus(t *testing.T, id string) *runtimeapi.ContainerStatus {
+	t.Helper()
+	resp, err := suite.rt.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id})
+	if err != nil {
+		t.Fatalf("ContainerStatus %s: %v", id, err)
+	}
+	return resp.Status
+}
+
+func waitExited(t *testing.T, id string) *runtimeapi.ContainerStatus {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := containerStatus(t, id)
+		if st.State == runtimeapi.ContainerState_CONTAINER_EXITED || time.Now().After(deadline) {
+			return st
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func podWithLogs(t *testing.T, name string) (string, *runtimeapi.PodSandboxConfig) {
+	cfg := podConfig(name)
+	cfg.LogDirectory = t.TempDir()
+	cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
+	return runPod(t, cfg), cfg
+}
+
+func TestContainerLifecycle(t *testing.T) {
+	pullTestImage(t)
+	podID, podCfg := podWithLogs(t, "ctr-life")
+
+	// Two containers sharing the pod: one writes to the pod's /dev/shm,
+	// the other reads it; both log through the CRI log format.
+	writer := runContainer(t, podID, podCfg, containerConfig("writer", "/bin/sh", "-c",
+		"echo shared > /dev/shm/note; echo hello from $(hostname); sleep 600"))
+	reader := runContainer(t, podID, podCfg, containerConfig("reader", "/bin/sh", "-c",
+		"for i in 1 2 3 4 5 6 7 8 9 10; do [ -f /dev/shm/note ] && break; sleep 0.2; done; cat /dev/shm/note; exit 3"))
+
+	st := waitExited(t, reader)
+	if st.ExitCode != 3 || st.Reason != "Error" || st.FinishedAt == 0 {
+		t.Errorf("reader: exit %d reason %q finished %d", st.ExitCode, st.Reason, st.FinishedAt)
+	}
+	logs, _ := os.ReadFile(filepath.Join(podCfg.LogDirectory, "reader.log"))
+	if !strings.Contains(string(logs), " stdout F shared") {
+		t.Errorf("reader log:\n%s", logs)
+	}
+	wlogs := crictl(t, "logs", writer)
+	if !strings.Contains(wlogs, "hello from ctr-life") {
+		t.Errorf("crictl logs writer: %q", wlogs)
+	}
+
+	// ExecSync in the running container, with its exit code and stderr.
+	resp, err := suite.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: writer, Cmd: []string{"/bin/sh", "-c", "cat /dev/shm/note; echo oops >&2; exit 7"}, Timeout: 10})
+	if err != nil || resp.ExitCode != 7 || string(resp.Stdout) != "shared\n" || string(resp.Stderr) != "oops\n" {
+		t.Errorf("ExecSync: %v %+v", err, resp)
+	}
+
+	// The pod shares one pid namespace: the pause process is PID 1.
+	resp, err = suite.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: writer, Cmd: []string{"/bin/cat", "/proc/1/cmdline"}, Timeout: 10})
+	if err != nil || !strings.Contains(string(resp.Stdout), "cri-mini-pause") {
+		t.Errorf("PID 1 of the pod: %v %q", err, resp.GetStdout())
+	}
+
+	list, err := suite.rt.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{
+		PodSandboxId: podID, State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}}})
+	if err != nil || len(list.Containers) != 1 || list.Containers[0].Id != writer {
+		t.Errorf("running containers of the pod: %v %v", list, err)
+	}
+
+	// Stop with the image's stop signal (SIGUSR1), which sh does not trap:
+	// it dies of it at once.
+	start := time.Now()
+	if _, err := suite.rt.StopContainer(ctx(t), &runtimeapi.StopContainerRequest{ContainerId: writer, Timeout: 30}); err != nil {
+		t.Fatal(err)
+	}
+	if st := containerStatus(t, writer); st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 128+int32(syscall.SIGUSR1) {
+		t.Errorf("after stop: %v exit %d (took %v)", st.State, st.ExitCode, time.Since(start))
+	}
+
+	// Removing the pod removes its containers.
+	if _, err := suite.rt.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := suite.rt.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: writer}); status.Code(err) != codes.NotFound {
+		t.Errorf("container status after pod removal: %v", err)
+	}
+}
+
+func TestContainersSurviveDaemonKill(t *testing.T) {
+	pullTestImage(t)
+	podID, podCfg := podWithLogs(t, "ctr-survive")
+	long := runContainer(t, podID, podCfg, containerConfig("long", "/bin/sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"))
+	short := runContainer(t, podID, podCfg, containerConfig("short", "/bin/sh", "-c", "sleep 1; exit 5"))
+
+	if err := stopDaemon(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // "short" exits while no daemon runs
+	if err := startDaemon(); err != nil {
+		t.Fatal(err)
+	}
+	if st := containerStatus(t, long); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("long-running container after the daemon's restart: %v", st.State)
+	}
+	if st := containerStatus(t, short); st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 5 {
+		t.Errorf("container that exited meanwhile: %v exit %d", st.State, st.ExitCode)
+	}
+	before, _ := os.ReadFile(filepath.Join(podCfg.LogDirectory, "long.log"))
+	time.Sleep(600 * time.Millisecond)
+	after, _ := os.ReadFile(filepath.Join(podCfg.LogDirectory, "long.log"))
+	if len(after) <= len(before) {
+		t.Errorf("the container stopped logging across the daemon's restart")
+	}
+}
+
+func TestContainerBadRequests(t *testing.T) {
+	pullTestImage(t)
+	podID, podCfg := podWithLogs(t, "ctr-bad")
+	c := ctx(t)
+	checks := []struct {
+		name string
+		req  *runtimeapi.CreateContainerRequest
+		code codes.Code
+	}{
+		{"unknown pod", &runtimeapi.CreateContainerRequest{PodSandboxId: "feedface", Config: containerConfig("x", "/bin/true")}, codes.NotFound},
+		{"no name", &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: &runtimeapi.ContainerConfig{Image: &runtimeapi.ImageSpec{Image: suite.image}}}, codes.InvalidArgument},
+		{"unknown image", &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: "noimg"}, Image: &runtimeapi.ImageSpec{Image: "127.0.0.1:1/none:1"}}}, codes.NotFound},
+		{"missing host path", &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: func() *runtimeapi.ContainerConfig {
+			cfg := containerConfig("mnt", "/bin/true")
+			cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: "/nonexistent/cri-mini"}}
+			return cfg
+		}()}, codes.InvalidArgument},
+	}
+	for _, ch := range checks {
+		ch.req.SandboxConfig = podCfg
+		if _, err := suite.rt.CreateContainer(c, ch.req); status.Code(err) != ch.code {
+			t.Errorf("%s: %v, want %v", ch.name, err, ch.code)
+		}
+	}
+	runContainer(t, podID, podCfg, containerConfig("dup", "/bin/sleep", "600"))
+	if _, err := suite.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: containerConfig("dup", "/bin/true"), SandboxConfig: podCfg}); status.Code(err) != codes.AlreadyExists {
+		t.Errorf("duplicate container name: %v", err)
+	}
+	if _, err := suite.rt.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: "feedface"}); status.Code(err) != codes.NotFound {
+		t.Errorf("status of unknown container: %v", err)
+	}
+	if _, err := suite.rt.RemoveContainer(c, &runtimeapi.RemoveContainerRequest{ContainerId: "feedface"}); err != nil {
+		t.Errorf("remove of unknown container: %v, want success", err)
+	}
+}
