@@ -73,30 +73,56 @@ type Manager interface {
 	Version() int
 }
 
-// Stats is what kubelet's container and pod statistics need.
+// Stats is what kubelet's container and pod statistics and the CRI
+// metrics (cAdvisor's container_* figures) need. Settings read back from
+// the cgroup (quota, shares, limits) sit beside the usage they bound.
 type Stats struct {
 	CPU    CPUStats
 	Memory MemoryStats
 	Pids   PidsStats
+	// IO is the block I/O the kernel charged to the cgroup, one entry per
+	// device; empty when it charged none.
+	IO []IODevice
+	// Hugetlb is keyed by page size ("2MB"), for the sizes the hugetlb
+	// controller shows in this cgroup.
+	Hugetlb map[string]HugetlbStats
+	// Pressure is the cgroup's pressure stall information; a resource is
+	// nil when the kernel does not show it for this cgroup (v1 without
+	// cgroup1 PSI).
+	Pressure PressureStats
 }
 
-// CPUStats: cumulative CPU time.
+// CPUStats: cumulative CPU time, CFS bandwidth accounting, and the CPU
+// settings in force.
 type CPUStats struct {
 	UsageNanos       uint64
 	UserNanos        uint64
 	SystemNanos      uint64
+	Periods          uint64 // CFS enforcement periods elapsed
 	ThrottledPeriods uint64
 	ThrottledNanos   uint64
+	// Shares is cpu.shares (v2: cpu.weight converted to shares).
+	Shares       uint64
+	PeriodMicros uint64
+	QuotaMicros  int64 // -1 when unlimited
 }
 
-// MemoryStats in bytes (faults in events). WorkingSet is usage minus
-// inactive file pages, the figure kubelet evicts and reports on.
+// MemoryStats in bytes (faults and failures in events). WorkingSet is
+// usage minus inactive file pages, the figure kubelet evicts and reports
+// on.
 type MemoryStats struct {
 	Usage           uint64
 	WorkingSet      uint64
 	RSS             uint64
 	Cache           uint64
+	MappedFile      uint64
+	KernelUsage     uint64
+	MaxUsage        uint64 // peak usage (v2: memory.peak, kernel 5.19+)
+	Swap            uint64 // swap in use (0 without swap accounting)
 	Limit           uint64 // 0 when unlimited
+	Reservation     uint64 // soft limit (v2: memory.low); 0 when none
+	SwapLimit       uint64 // memory+swap limit as v1's memsw; 0 when unlimited or not accounted
+	Failcnt         uint64 // times usage hit the limit (v2: memory.events max)
 	PageFaults      uint64
 	MajorPageFaults uint64
 	OOMKills        uint64
@@ -106,6 +132,31 @@ type MemoryStats struct {
 type PidsStats struct {
 	Current uint64
 	Limit   uint64
+}
+
+// IODevice is the I/O on one block device (major:minor).
+type IODevice struct {
+	Major, Minor          uint64
+	ReadBytes, WriteBytes uint64
+	Reads, Writes         uint64
+}
+
+// HugetlbStats: huge page usage of one page size, in bytes. MaxUsage is
+// 0 on v2, which keeps no peak.
+type HugetlbStats struct {
+	Usage    uint64
+	MaxUsage uint64
+}
+
+// PressureStats: stall time per resource.
+type PressureStats struct {
+	CPU, Memory, IO *PSI
+}
+
+// PSI is cumulative stall time: Some while at least one task waited on
+// the resource, Full while all non-idle tasks did.
+type PSI struct {
+	SomeMicros, FullMicros uint64
 }
 
 // Options select the driver, the cgroup version and where cgroup file
@@ -468,4 +519,68 @@ func hugepageFile(size string) (string, error) {
 		return "", fmt.Errorf("hugepage size %q: %w", size, errdefs.ErrInvalidArgument)
 	}
 	return "hugetlb." + size, nil
+}
+
+// readPSI parses a pressure file ("some avg10=0.00 ... total=123" lines).
+// A missing file gives nil.
+func readPSI(dir, file string) *PSI {
+	b, err := os.ReadFile(filepath.Join(dir, file))
+	if err != nil {
+		return nil
+	}
+	psi := &PSI{}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		total, ok := strings.CutPrefix(f[len(f)-1], "total=")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseUint(total, 10, 64)
+		switch f[0] {
+		case "some":
+			psi.SomeMicros = n
+		case "full":
+			psi.FullMicros = n
+		}
+	}
+	return psi
+}
+
+// parseDevice splits "8:16" into its numbers.
+func parseDevice(s string) (major, minor uint64, ok bool) {
+	a, b, found := strings.Cut(s, ":")
+	if !found {
+		return 0, 0, false
+	}
+	major, err1 := strconv.ParseUint(a, 10, 64)
+	minor, err2 := strconv.ParseUint(b, 10, 64)
+	return major, minor, err1 == nil && err2 == nil
+}
+
+// ioDevice returns the entry for major:minor in list, adding it if new.
+func ioDevice(list *[]IODevice, major, minor uint64) *IODevice {
+	for i := range *list {
+		if (*list)[i].Major == major && (*list)[i].Minor == minor {
+			return &(*list)[i]
+		}
+	}
+	*list = append(*list, IODevice{Major: major, Minor: minor})
+	return &(*list)[len(*list)-1]
+}
+
+// hugepageSizes lists the page sizes of the hugetlb files in dir that end
+// in suffix ("hugetlb.2MB.current" -> "2MB").
+func hugepageSizes(dir, suffix string) []string {
+	matches, _ := filepath.Glob(filepath.Join(dir, "hugetlb.*."+suffix))
+	var sizes []string
+	for _, m := range matches {
+		size := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(m), "hugetlb."), "."+suffix)
+		if !strings.Contains(size, ".") {
+			sizes = append(sizes, size)
+		}
+	}
+	return sizes
 }

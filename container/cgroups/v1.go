@@ -330,26 +330,23 @@ func (m *v1) Stats(path string) (*Stats, error) {
 	}
 	if d, ok := m.dir("cpu", p); ok {
 		if st, err := readKeyed(d, "cpu.stat"); err == nil {
-			s.CPU.ThrottledPeriods, s.CPU.ThrottledNanos = st["nr_throttled"], st["throttled_time"]
+			s.CPU.Periods, s.CPU.ThrottledPeriods, s.CPU.ThrottledNanos = st["nr_periods"], st["nr_throttled"], st["throttled_time"]
 		}
+		s.CPU.Shares, _ = readUint(d, "cpu.shares")
+		s.CPU.PeriodMicros, _ = readUint(d, "cpu.cfs_period_us")
+		s.CPU.QuotaMicros = -1
+		if q, err := readFile(d, "cpu.cfs_quota_us"); err == nil {
+			if n, err := strconv.ParseInt(q, 10, 64); err == nil && n > 0 {
+				s.CPU.QuotaMicros = n
+			}
+		}
+		s.Pressure.CPU = readPSI(d, "cpu.pressure")
 	}
 	if d, ok := m.dir("memory", p); ok {
-		if s.Memory.Usage, err = readUint(d, "memory.usage_in_bytes"); err != nil {
+		if err := v1Memory(d, &s.Memory); err != nil {
 			return nil, notFound(path, err)
 		}
-		if limit, err := readUint(d, "memory.limit_in_bytes"); err == nil && limit < 1<<62 {
-			s.Memory.Limit = limit
-		}
-		st, err := readKeyed(d, "memory.stat")
-		if err != nil {
-			return nil, err
-		}
-		s.Memory.RSS, s.Memory.Cache = st["total_rss"], st["total_cache"]
-		s.Memory.PageFaults, s.Memory.MajorPageFaults = st["total_pgfault"], st["total_pgmajfault"]
-		s.Memory.WorkingSet = workingSet(s.Memory.Usage, st["total_inactive_file"])
-		if oom, err := readKeyed(d, "memory.oom_control"); err == nil {
-			s.Memory.OOMKills = oom["oom_kill"]
-		}
+		s.Pressure.Memory = readPSI(d, "memory.pressure")
 	}
 	if d, ok := m.dir("pids", p); ok {
 		if s.Pids.Current, err = readUint(d, "pids.current"); err != nil {
@@ -357,7 +354,93 @@ func (m *v1) Stats(path string) (*Stats, error) {
 		}
 		s.Pids.Limit, _ = readUint(d, "pids.max")
 	}
+	if d, ok := m.dir("blkio", p); ok {
+		s.IO = v1IO(d)
+		s.Pressure.IO = readPSI(d, "io.pressure")
+	}
+	if d, ok := m.dir("hugetlb", p); ok {
+		for _, size := range hugepageSizes(d, "usage_in_bytes") {
+			var h HugetlbStats
+			h.Usage, _ = readUint(d, "hugetlb."+size+".usage_in_bytes")
+			h.MaxUsage, _ = readUint(d, "hugetlb."+size+".max_usage_in_bytes")
+			if s.Hugetlb == nil {
+				s.Hugetlb = map[string]HugetlbStats{}
+			}
+			s.Hugetlb[size] = h
+		}
+	}
 	return s, nil
+}
+
+// v1Unlimited is the smallest value v1 shows for "no limit" (the largest
+// page-aligned int64, 9223372036854771712 with 4k pages).
+const v1Unlimited = 1 << 62
+
+func v1Memory(d string, mem *MemoryStats) error {
+	var err error
+	if mem.Usage, err = readUint(d, "memory.usage_in_bytes"); err != nil {
+		return err
+	}
+	st, err := readKeyed(d, "memory.stat")
+	if err != nil {
+		return err
+	}
+	mem.RSS, mem.Cache, mem.MappedFile = st["total_rss"], st["total_cache"], st["total_mapped_file"]
+	mem.Swap = st["total_swap"]
+	mem.PageFaults, mem.MajorPageFaults = st["total_pgfault"], st["total_pgmajfault"]
+	mem.WorkingSet = workingSet(mem.Usage, st["total_inactive_file"])
+	limited := func(file string) uint64 {
+		if n, err := readUint(d, file); err == nil && n < v1Unlimited {
+			return n
+		}
+		return 0
+	}
+	mem.Limit = limited("memory.limit_in_bytes")
+	mem.Reservation = limited("memory.soft_limit_in_bytes")
+	mem.SwapLimit = limited("memory.memsw.limit_in_bytes") // absent without swap accounting
+	mem.MaxUsage, _ = readUint(d, "memory.max_usage_in_bytes")
+	mem.Failcnt, _ = readUint(d, "memory.failcnt")
+	mem.KernelUsage, _ = readUint(d, "memory.kmem.usage_in_bytes")
+	if oom, err := readKeyed(d, "memory.oom_control"); err == nil {
+		mem.OOMKills = oom["oom_kill"]
+	}
+	return nil
+}
+
+// v1IO reads the blkio throttle counters, which the kernel keeps on every
+// queue ("8:0 Read 4096" lines; the CFQ files are gone with blk-mq).
+func v1IO(d string) []IODevice {
+	const bytesFile, opsFile = "blkio.throttle.io_service_bytes_recursive", "blkio.throttle.io_serviced_recursive"
+	var devs []IODevice
+	for _, file := range []string{bytesFile, opsFile} {
+		b, err := os.ReadFile(filepath.Join(d, file))
+		if err != nil {
+			continue
+		}
+		for line := range strings.SplitSeq(string(b), "\n") {
+			fields := strings.Fields(line)
+			if len(fields) != 3 {
+				continue // the closing "Total n"
+			}
+			major, minor, ok := parseDevice(fields[0])
+			n, err := strconv.ParseUint(fields[2], 10, 64)
+			if !ok || err != nil || (fields[1] != "Read" && fields[1] != "Write") {
+				continue
+			}
+			x := ioDevice(&devs, major, minor)
+			switch {
+			case file == bytesFile && fields[1] == "Read":
+				x.ReadBytes = n
+			case file == bytesFile:
+				x.WriteBytes = n
+			case fields[1] == "Read":
+				x.Reads = n
+			default:
+				x.Writes = n
+			}
+		}
+	}
+	return devs
 }
 
 func workingSet(usage, inactiveFile uint64) uint64 {

@@ -76,7 +76,8 @@ func TestV1MemoryLimitKillsHog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Memory.Limit != limit || st.Memory.OOMKills != 1 || st.Memory.PageFaults == 0 || st.CPU.UsageNanos == 0 {
+	if st.Memory.Limit != limit || st.Memory.OOMKills != 1 || st.Memory.PageFaults == 0 || st.CPU.UsageNanos == 0 ||
+		st.Memory.MaxUsage < limit/2 || (hasMemsw(d) && st.Memory.SwapLimit != limit) {
 		t.Errorf("stats after the hog: %+v", st)
 	}
 }
@@ -253,4 +254,75 @@ func mustPath(t *testing.T, m Manager, path string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestV1StatsSettingsAndAccounting runs a busy loop under a CPU quota and
+// a memory limit and reads back both the settings and what the kernel
+// counted against them.
+func TestV1StatsSettingsAndAccounting(t *testing.T) {
+	m := v1Manager(t, "")
+	path := testPath(t)
+	r := &specs.LinuxResources{
+		CPU:    &specs.LinuxCPU{Shares: ptr[uint64](256), Quota: ptr[int64](20000), Period: ptr[uint64](100000)},
+		Memory: &specs.LinuxMemory{Limit: ptr[int64](64 << 20), Reservation: ptr[int64](16 << 20)},
+		Pids:   &specs.LinuxPids{Limit: ptr[int64](50)},
+	}
+	create(t, m, path, r)
+	// Half a second of spinning at 20% of a CPU spans several 100ms periods.
+	h := startHeld(t, m, path, "a=x; i=0; while [ $i -lt 16 ]; do a=$a$a; i=$((i+1)); done; end=$(($(date +%s)+1)); while [ $(date +%s) -le $end ]; do :; done")
+	h.release(t)
+	if err := h.cmd.Wait(); err != nil {
+		t.Fatalf("%v: %s", err, h.stderr.String())
+	}
+	st, err := m.Stats(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := st.CPU
+	if c.Shares != 256 || c.PeriodMicros != 100000 || c.QuotaMicros != 20000 {
+		t.Errorf("cpu settings shares %d period %d quota %d", c.Shares, c.PeriodMicros, c.QuotaMicros)
+	}
+	if c.Periods < 3 || c.ThrottledPeriods == 0 || c.ThrottledPeriods > c.Periods || c.ThrottledNanos == 0 {
+		t.Errorf("cfs accounting: periods %d throttled %d (%d ns)", c.Periods, c.ThrottledPeriods, c.ThrottledNanos)
+	}
+	if c.UserNanos+c.SystemNanos == 0 || c.UsageNanos < c.UserNanos {
+		t.Errorf("cpu time: usage %d user %d system %d", c.UsageNanos, c.UserNanos, c.SystemNanos)
+	}
+	mem := st.Memory
+	// The shell's string reached 64 KiB; its peak stays after it exits.
+	if mem.Limit != 64<<20 || mem.Reservation != 16<<20 || mem.MaxUsage < 64<<10 || mem.MaxUsage < mem.Usage {
+		t.Errorf("memory: limit %d reservation %d max usage %d usage %d", mem.Limit, mem.Reservation, mem.MaxUsage, mem.Usage)
+	}
+	if d, _ := m.dir("memory", mustPath(t, m, path)); hasMemsw(d) && mem.SwapLimit != 0 {
+		t.Errorf("memsw limit %d, want 0 (unlimited)", mem.SwapLimit)
+	}
+	if st.Pids.Limit != 50 {
+		t.Errorf("pids limit %d", st.Pids.Limit)
+	}
+}
+
+func TestV1IOFiles(t *testing.T) {
+	d := t.TempDir()
+	for file, content := range map[string]string{
+		"blkio.throttle.io_service_bytes_recursive": "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n8:0 Total 12288\n259:1 Read 512\nTotal 12800\n",
+		"blkio.throttle.io_serviced_recursive":      "8:0 Read 1\n8:0 Write 2\n8:0 Total 3\nTotal 3\n",
+	} {
+		if err := os.WriteFile(filepath.Join(d, file), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := v1IO(d)
+	want := []IODevice{{Major: 8, ReadBytes: 4096, WriteBytes: 8192, Reads: 1, Writes: 2}, {Major: 259, Minor: 1, ReadBytes: 512}}
+	if !slices.Equal(got, want) {
+		t.Errorf("v1IO = %+v, want %+v", got, want)
+	}
+	if got := v1IO(t.TempDir()); len(got) != 0 {
+		t.Errorf("no blkio files: %+v", got)
+	}
+}
+
+// hasMemsw: swap accounting is on (the kernel shows memsw files).
+func hasMemsw(memoryDir string) bool {
+	_, err := os.Stat(filepath.Join(memoryDir, "memory.memsw.limit_in_bytes"))
+	return err == nil
 }

@@ -244,29 +244,96 @@ func (m *v2) Stats(path string) (*Stats, error) {
 	if st, err := readKeyed(d, "cpu.stat"); err == nil {
 		s.CPU = CPUStats{
 			UsageNanos: st["usage_usec"] * 1000, UserNanos: st["user_usec"] * 1000,
-			SystemNanos: st["system_usec"] * 1000, ThrottledPeriods: st["nr_throttled"],
-			ThrottledNanos: st["throttled_usec"] * 1000,
+			SystemNanos: st["system_usec"] * 1000, Periods: st["nr_periods"], ThrottledPeriods: st["nr_throttled"],
+			ThrottledNanos: st["throttled_usec"] * 1000, QuotaMicros: -1,
+		}
+	}
+	if w, err := readUint(d, "cpu.weight"); err == nil {
+		s.CPU.Shares = WeightToShares(w)
+	}
+	if cpuMax, err := readFile(d, "cpu.max"); err == nil {
+		quota, period, _ := strings.Cut(cpuMax, " ")
+		s.CPU.PeriodMicros, _ = strconv.ParseUint(period, 10, 64)
+		if q, err := strconv.ParseInt(quota, 10, 64); err == nil {
+			s.CPU.QuotaMicros = q
 		}
 	}
 	if usage, err := readUint(d, "memory.current"); err == nil {
-		s.Memory.Usage = usage
-		s.Memory.Limit, _ = readUint(d, "memory.max")
-		st, err := readKeyed(d, "memory.stat")
-		if err != nil {
-			return nil, err
-		}
-		s.Memory.RSS, s.Memory.Cache = st["anon"], st["file"]
-		s.Memory.PageFaults, s.Memory.MajorPageFaults = st["pgfault"], st["pgmajfault"]
-		s.Memory.WorkingSet = workingSet(usage, st["inactive_file"])
-		if ev, err := readKeyed(d, "memory.events"); err == nil {
-			s.Memory.OOMKills = ev["oom_kill"]
+		if err := v2Memory(d, usage, &s.Memory); err != nil {
+			return nil, notFound(path, err)
 		}
 	}
 	if cur, err := readUint(d, "pids.current"); err == nil {
 		s.Pids.Current = cur
 		s.Pids.Limit, _ = readUint(d, "pids.max")
 	}
+	if st, err := os.ReadFile(filepath.Join(d, "io.stat")); err == nil {
+		s.IO = parseIOStat(string(st))
+	}
+	for _, size := range hugepageSizes(d, "current") {
+		usage, _ := readUint(d, "hugetlb."+size+".current")
+		if s.Hugetlb == nil {
+			s.Hugetlb = map[string]HugetlbStats{}
+		}
+		s.Hugetlb[size] = HugetlbStats{Usage: usage}
+	}
+	s.Pressure = PressureStats{CPU: readPSI(d, "cpu.pressure"), Memory: readPSI(d, "memory.pressure"), IO: readPSI(d, "io.pressure")}
 	return s, nil
+}
+
+func v2Memory(d string, usage uint64, mem *MemoryStats) error {
+	st, err := readKeyed(d, "memory.stat")
+	if err != nil {
+		return err
+	}
+	mem.Usage = usage
+	mem.RSS, mem.Cache, mem.MappedFile = st["anon"], st["file"], st["file_mapped"]
+	mem.KernelUsage = st["kernel"] // kernel 6.1+
+	mem.PageFaults, mem.MajorPageFaults = st["pgfault"], st["pgmajfault"]
+	mem.WorkingSet = workingSet(usage, st["inactive_file"])
+	mem.Limit, _ = readUint(d, "memory.max")
+	mem.Reservation, _ = readUint(d, "memory.low")
+	mem.MaxUsage, _ = readUint(d, "memory.peak")
+	mem.Swap, _ = readUint(d, "memory.swap.current")
+	// v2 limits swap alone; report memory+swap as v1 does, when both are set.
+	if swapMax, err := readUint(d, "memory.swap.max"); err == nil && swapMax > 0 && mem.Limit > 0 {
+		mem.SwapLimit = mem.Limit + swapMax
+	}
+	if ev, err := readKeyed(d, "memory.events"); err == nil {
+		mem.OOMKills, mem.Failcnt = ev["oom_kill"], ev["max"]
+	}
+	return nil
+}
+
+// parseIOStat reads io.stat lines: "8:0 rbytes=1 wbytes=2 rios=3 wios=4 ...".
+func parseIOStat(data string) []IODevice {
+	var devs []IODevice
+	for line := range strings.SplitSeq(data, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		major, minor, ok := parseDevice(f[0])
+		if !ok {
+			continue
+		}
+		x := ioDevice(&devs, major, minor)
+		for _, kv := range f[1:] {
+			k, v, _ := strings.Cut(kv, "=")
+			n, _ := strconv.ParseUint(v, 10, 64)
+			switch k {
+			case "rbytes":
+				x.ReadBytes = n
+			case "wbytes":
+				x.WriteBytes = n
+			case "rios":
+				x.Reads = n
+			case "wios":
+				x.Writes = n
+			}
+		}
+	}
+	return devs
 }
 
 func (m *v2) Freeze(path string) error { return m.setFrozen(path, "1") }

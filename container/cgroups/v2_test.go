@@ -254,3 +254,70 @@ func TestV2DeviceFilter(t *testing.T) {
 		t.Errorf("bad device type: %v", err)
 	}
 }
+
+// TestV2StatsFiles reads every figure Stats takes from a cgroup2 tree
+// laid out as the kernel shows it.
+func TestV2StatsFiles(t *testing.T) {
+	path := "/kubepods/pod1/ctr"
+	m, dir := fakeV2(t, path)
+	for file, content := range map[string]string{
+		"cpu.stat":            "usage_usec 3000\nuser_usec 2000\nsystem_usec 1000\nnr_periods 40\nnr_throttled 7\nthrottled_usec 900\n",
+		"cpu.weight":          "39",
+		"cpu.max":             "20000 100000",
+		"memory.current":      "10485760",
+		"memory.stat":         "anon 4096\nfile 8192\nfile_mapped 1024\nkernel 2048\ninactive_file 4096\npgfault 11\npgmajfault 2\n",
+		"memory.max":          "67108864",
+		"memory.low":          "16777216",
+		"memory.peak":         "20971520",
+		"memory.swap.current": "512",
+		"memory.swap.max":     "33554432",
+		"memory.events":       "low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\n",
+		"pids.current":        "3",
+		"pids.max":            "max",
+		"io.stat":             "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n253:1 rbytes=0 wbytes=512 rios=0 wios=1 dbytes=0 dios=0\n",
+		"hugetlb.2MB.current": "2097152",
+		"hugetlb.2MB.max":     "max",
+		"cpu.pressure":        "some avg10=0.00 avg60=0.00 avg300=0.00 total=1500\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=700\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, file), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := m.Stats(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCPU := CPUStats{UsageNanos: 3000000, UserNanos: 2000000, SystemNanos: 1000000, Periods: 40, ThrottledPeriods: 7,
+		ThrottledNanos: 900000, Shares: WeightToShares(39), PeriodMicros: 100000, QuotaMicros: 20000}
+	if st.CPU != wantCPU {
+		t.Errorf("cpu %+v, want %+v", st.CPU, wantCPU)
+	}
+	wantMem := MemoryStats{Usage: 10485760, WorkingSet: 10485760 - 4096, RSS: 4096, Cache: 8192, MappedFile: 1024, KernelUsage: 2048,
+		MaxUsage: 20971520, Swap: 512, Limit: 64 << 20, Reservation: 16 << 20, SwapLimit: 96 << 20, Failcnt: 5,
+		PageFaults: 11, MajorPageFaults: 2, OOMKills: 1}
+	if st.Memory != wantMem {
+		t.Errorf("memory %+v, want %+v", st.Memory, wantMem)
+	}
+	if st.Pids != (PidsStats{Current: 3}) {
+		t.Errorf("pids %+v", st.Pids)
+	}
+	wantIO := []IODevice{{Major: 8, ReadBytes: 4096, WriteBytes: 8192, Reads: 1, Writes: 2}, {Major: 253, Minor: 1, WriteBytes: 512, Writes: 1}}
+	if !slices.Equal(st.IO, wantIO) {
+		t.Errorf("io %+v, want %+v", st.IO, wantIO)
+	}
+	if len(st.Hugetlb) != 1 || st.Hugetlb["2MB"] != (HugetlbStats{Usage: 2 << 20}) {
+		t.Errorf("hugetlb %+v", st.Hugetlb)
+	}
+	if p := st.Pressure; p.CPU == nil || *p.CPU != (PSI{SomeMicros: 1500, FullMicros: 700}) || p.Memory != nil || p.IO != nil {
+		t.Errorf("pressure cpu %+v memory %+v io %+v", p.CPU, p.Memory, p.IO)
+	}
+	// Unlimited CPU and swap read back as -1 and 0.
+	for file, content := range map[string]string{"cpu.max": "max 100000", "memory.swap.max": "max"} {
+		if err := os.WriteFile(filepath.Join(dir, file), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, err = m.Stats(path); err != nil || st.CPU.QuotaMicros != -1 || st.Memory.SwapLimit != 0 {
+		t.Errorf("unlimited: quota %d swap limit %d, %v", st.CPU.QuotaMicros, st.Memory.SwapLimit, err)
+	}
+}
