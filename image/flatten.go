@@ -317,36 +317,50 @@ func copyXattrs(src, dst string) error {
 }
 
 // setDirTimes sets directory times deepest first, once all layers are in.
+// It walks down from dst's root by name with O_NOFOLLOW, as the copy did,
+// so no path length limit applies and a directory a higher layer deleted
+// or replaced is skipped.
 func (f *flattener) setDirTimes() error {
-	dirs := make([]string, 0, len(f.dirTimes))
+	children := map[string][]string{}
 	for rel := range f.dirTimes {
-		dirs = append(dirs, rel)
-	}
-	depth := func(rel string) int {
-		if rel == "" {
-			return 0
+		if rel != "" {
+			parent := path.Dir(rel)
+			if parent == "." {
+				parent = ""
+			}
+			children[parent] = append(children[parent], path.Base(rel))
 		}
-		return strings.Count(rel, "/") + 1
 	}
-	slices.SortFunc(dirs, func(a, b string) int { return depth(b) - depth(a) })
-	how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS}
-	for _, rel := range dirs {
-		name := rel
-		if name == "" {
-			name = "."
-		}
-		fd, err := unix.Openat2(f.dstRoot, name, how)
+	if err := f.setTimesBelow(f.dstRoot, "", children); err != nil {
+		return err
+	}
+	st := f.dirTimes[""]
+	if err := unix.UtimesNanoAt(f.dstRoot, "", []unix.Timespec{st.Atim, st.Mtim}, unix.AT_EMPTY_PATH); err != nil {
+		return fmt.Errorf("flatten: times of the root: %w", err)
+	}
+	return nil
+}
+
+func (f *flattener) setTimesBelow(dirFd int, rel string, children map[string][]string) error {
+	for _, name := range children[rel] {
+		child := path.Join(rel, name)
+		fd, err := unix.Openat(dirFd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
 			continue // deleted or replaced by a higher layer
 		}
 		if err != nil {
-			return fmt.Errorf("flatten: times of %q: %w", rel, err)
+			return fmt.Errorf("flatten: times of %q: %w", child, err)
 		}
-		st := f.dirTimes[rel]
-		err = unix.UtimesNanoAt(fd, "", []unix.Timespec{st.Atim, st.Mtim}, unix.AT_EMPTY_PATH)
+		err = f.setTimesBelow(fd, child, children)
+		if err == nil {
+			st := f.dirTimes[child]
+			if err = unix.UtimesNanoAt(fd, "", []unix.Timespec{st.Atim, st.Mtim}, unix.AT_EMPTY_PATH); err != nil {
+				err = fmt.Errorf("flatten: times of %q: %w", child, err)
+			}
+		}
 		unix.Close(fd)
 		if err != nil {
-			return fmt.Errorf("flatten: times of %q: %w", rel, err)
+			return err
 		}
 	}
 	return nil
