@@ -21,7 +21,8 @@ import (
 // below it, and a non-directory over a directory (or the reverse) replaces
 // it. Type, mode, owner, times and xattrs are kept (not the trusted.overlay
 // ones, which overlay hides too); hard links within one layer stay links.
-// It is the root filesystem for hosts without overlayfs.
+// It is the root filesystem for hosts without overlayfs. On error dst
+// holds a partial copy, for the caller to remove.
 //
 // The layers are untrusted (recipe R18): both trees are walked one name at
 // a time with *at calls on directory fds, never following a symlink, so a
