@@ -56,9 +56,16 @@ func (s *Service) podStats(p *sandbox.Pod) (*runtimeapi.PodSandboxStats, error) 
 	}, nil
 }
 
-// networkUsage reads /proc/net/dev as seen from inside the network
-// namespace at nsPath; eth0 is the default interface, lo is left out.
-func networkUsage(nsPath string) (*runtimeapi.NetworkUsage, error) {
+// netDevice is one interface's counters from /proc/net/dev.
+type netDevice struct {
+	name                                  string
+	rxBytes, rxPackets, rxErrors, rxDrops uint64
+	txBytes, txPackets, txErrors, txDrops uint64
+}
+
+// netDevices reads /proc/net/dev as seen from inside the network namespace
+// at nsPath; lo is left out.
+func netDevices(nsPath string) ([]netDevice, error) {
 	var data []byte
 	if err := nspin.Run(nsPath, nspin.Net, func() (err error) {
 		data, err = os.ReadFile("/proc/thread-self/net/dev")
@@ -66,23 +73,39 @@ func networkUsage(nsPath string) (*runtimeapi.NetworkUsage, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("network usage: %w", err)
 	}
-	usage := &runtimeapi.NetworkUsage{Timestamp: time.Now().UnixNano()}
+	var devs []netDevice
 	sc := bufio.NewScanner(strings.NewReader(string(data)))
 	for sc.Scan() {
 		name, counters, ok := strings.Cut(sc.Text(), ":")
 		name = strings.TrimSpace(name)
 		f := strings.Fields(counters)
-		if !ok || len(f) < 11 || name == "lo" {
+		if !ok || len(f) < 12 || name == "lo" {
 			continue // the two header lines, and loopback
 		}
-		n := func(i int) *runtimeapi.UInt64Value {
+		n := func(i int) uint64 {
 			v, _ := strconv.ParseUint(f[i], 10, 64)
-			return u64(v)
+			return v
 		}
-		// Fields: rx bytes packets errs drop fifo frame compressed multicast, tx bytes packets errs ...
-		iface := &runtimeapi.NetworkInterfaceUsage{Name: name, RxBytes: n(0), RxErrors: n(2), TxBytes: n(8), TxErrors: n(10)}
+		// Fields: rx bytes packets errs drop fifo frame compressed multicast, tx bytes packets errs drop ...
+		devs = append(devs, netDevice{name: name, rxBytes: n(0), rxPackets: n(1), rxErrors: n(2), rxDrops: n(3),
+			txBytes: n(8), txPackets: n(9), txErrors: n(10), txDrops: n(11)})
+	}
+	return devs, nil
+}
+
+// networkUsage is the CRI's view of the pod's interfaces; eth0 is the
+// default interface.
+func networkUsage(nsPath string) (*runtimeapi.NetworkUsage, error) {
+	devs, err := netDevices(nsPath)
+	if err != nil {
+		return nil, err
+	}
+	usage := &runtimeapi.NetworkUsage{Timestamp: time.Now().UnixNano()}
+	for _, d := range devs {
+		iface := &runtimeapi.NetworkInterfaceUsage{Name: d.name, RxBytes: u64(d.rxBytes), RxErrors: u64(d.rxErrors),
+			TxBytes: u64(d.txBytes), TxErrors: u64(d.txErrors)}
 		usage.Interfaces = append(usage.Interfaces, iface)
-		if name == "eth0" {
+		if d.name == "eth0" {
 			usage.DefaultInterface = iface
 		}
 	}

@@ -1,0 +1,54 @@
+package image
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+)
+
+// ContainerFsUsage is what one container's writable layer occupies, and
+// the size of the file system that holds it (the layer can grow until
+// that is full: cri-mini sets no per-container quota).
+type ContainerFsUsage struct {
+	FsUsage // the layer: its mount point, allocated bytes and inodes
+	// Major and Minor number the device of the file system.
+	Major, Minor uint32
+	// CapacityBytes and AvailableBytes are the file system's size and
+	// what an unprivileged writer may still use; InodesTotal and
+	// InodesFree likewise for inodes.
+	CapacityBytes, AvailableBytes uint64
+	InodesTotal, InodesFree       uint64
+}
+
+// ContainerUsage measures the writable layer of container ctrID. A
+// container without one (never prepared, or released) is ErrNotFound.
+func (s *Store) ContainerUsage(ctrID string) (ContainerFsUsage, error) {
+	var u ContainerFsUsage
+	if !containerIDPattern.MatchString(ctrID) {
+		return u, fmt.Errorf("container id %q: %w", ctrID, errdefs.ErrInvalidArgument)
+	}
+	upper := filepath.Join(s.containerDir(ctrID), "upper")
+	var st unix.Stat_t
+	if err := unix.Stat(upper, &st); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return u, fmt.Errorf("writable layer of container %s: %w", ctrID, errdefs.ErrNotFound)
+		}
+		return u, fmt.Errorf("writable layer of container %s: %w", ctrID, err)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(upper, &fs); err != nil {
+		return u, fmt.Errorf("file system of container %s: %w", ctrID, err)
+	}
+	u.Mountpoint = mountpointOf(upper)
+	u.Bytes, u.Inodes = diskUsage(upper)
+	u.Major, u.Minor = unix.Major(st.Dev), unix.Minor(st.Dev)
+	bsize := uint64(fs.Bsize)
+	u.CapacityBytes, u.AvailableBytes = fs.Blocks*bsize, fs.Bavail*bsize
+	u.InodesTotal, u.InodesFree = fs.Files, fs.Ffree
+	return u, nil
+}
