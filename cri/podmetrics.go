@@ -169,13 +169,7 @@ func (s *Service) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.Lis
 	}
 	for _, p := range s.sandboxes.List() {
 		pm := &runtimeapi.PodSandboxMetrics{PodSandboxId: p.ID}
-		if p.NetNS != "" && p.State == sandbox.Ready {
-			set := &metricSet{base: []string{"", s.cgroupID(p.Spec.CgroupParent), "", p.ID, p.Spec.Metadata.Namespace, p.Spec.Metadata.Name}}
-			if err := networkMetrics(set, p.NetNS); err != nil {
-				klog.V(2).InfoS("No network metrics for pod", "pod", p.ID, "err", err)
-			}
-			pm.Metrics = set.out
-		}
+		pm.Metrics = s.podMetrics(p)
 		for _, st := range states {
 			if st.Spec.Annotations[annoSandboxID] != p.ID || st.Status != container.StatusRunning {
 				continue
@@ -191,6 +185,26 @@ func (s *Service) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.Lis
 		resp.PodMetrics = append(resp.PodMetrics, pm)
 	}
 	return resp, nil
+}
+
+// podMetrics are the pod-level figures: its cgroup (the sum of its
+// containers and the pause process, as cAdvisor shows a pod's cgroup) and
+// its network namespace.
+func (s *Service) podMetrics(p *sandbox.Pod) []*runtimeapi.Metric {
+	set := &metricSet{base: []string{"", s.cgroupID(p.Spec.CgroupParent), "", p.ID, p.Spec.Metadata.Namespace, p.Spec.Metadata.Name}}
+	if s.cgroups != nil && p.Spec.CgroupParent != "" {
+		if cg, err := s.cgroups.Stats(p.Spec.CgroupParent); err == nil {
+			s.cgroupMetrics(set, cg)
+		} else {
+			klog.V(2).InfoS("No cgroup metrics for pod", "pod", p.ID, "err", err)
+		}
+	}
+	if p.NetNS != "" && p.State == sandbox.Ready {
+		if err := networkMetrics(set, p.NetNS); err != nil {
+			klog.V(2).InfoS("No network metrics for pod", "pod", p.ID, "err", err)
+		}
+	}
+	return set.out
 }
 
 // cgroupID is a cgroup in cgroupfs form, the way cAdvisor's id label shows

@@ -115,6 +115,16 @@ func TestPodSandboxMetrics(t *testing.T) {
 	if v, ok := value(ctrMetrics, "container_spec_memory_limit_bytes", ""); v != 64<<20 {
 		t.Errorf("memory limit %d (present %v)", v, ok)
 	}
+	// The pod's cgroup holds the container's: at least as much CPU and memory.
+	if got := pod[0].LabelValues[:6]; got[0] != "" || got[1] != cfg.Linux.CgroupParent || got[3] != podID || got[5] != "metrics" {
+		t.Errorf("pod labels %q", got)
+	}
+	for _, name := range []string{"container_cpu_usage_seconds_total", "container_memory_usage_bytes"} {
+		pv, ok := value(pod, name, "")
+		if cv, _ := value(ctrMetrics, name, ""); !ok || pv < cv || pv == 0 {
+			t.Errorf("pod %s = %d (present %v), container's %d", name, pv, ok, cv)
+		}
+	}
 	// The pod's traffic, counted inside its network namespace.
 	if v, ok := value(pod, "container_network_transmit_bytes_total", "eth0"); !ok || v < 20000 {
 		t.Errorf("eth0 transmitted %d bytes (present %v), want at least 20000", v, ok)
