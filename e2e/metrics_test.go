@@ -97,7 +97,6 @@ func TestPodSandboxMetrics(t *testing.T) {
 		{"container_spec_cpu_period", "", 100000},
 		{"container_spec_memory_limit_bytes", "", 64 << 20},
 		{"container_cpu_cfs_periods_total", "", 1},
-		{"container_cpu_cfs_throttled_periods_total", "", 1},
 		{"container_processes", "", 1},
 		{"container_threads", "", 1},
 		{"container_file_descriptors", "", 3},
