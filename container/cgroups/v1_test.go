@@ -268,8 +268,10 @@ func TestV1StatsSettingsAndAccounting(t *testing.T) {
 		Pids:   &specs.LinuxPids{Limit: ptr[int64](50)},
 	}
 	create(t, m, path, r)
-	// Half a second of spinning at 20% of a CPU spans several 100ms periods.
-	h := startHeld(t, m, path, "a=x; i=0; while [ $i -lt 16 ]; do a=$a$a; i=$((i+1)); done; end=$(($(date +%s)+1)); while [ $(date +%s) -le $end ]; do :; done")
+	// A second or two of two spinners at 20% of a CPU spans many 100ms
+	// periods and is throttled in them even on a busy host.
+	h := startHeld(t, m, path, `a=x; i=0; while [ $i -lt 16 ]; do a=$a$a; i=$((i+1)); done
+		spin() { end=$(($(date +%s)+1)); while [ $(date +%s) -le $end ]; do :; done; }; spin & spin; wait`)
 	h.release(t)
 	if err := h.cmd.Wait(); err != nil {
 		t.Fatalf("%v: %s", err, h.stderr.String())
