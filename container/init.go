@@ -12,6 +12,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/cri-mini/cri-mini/internal/mountinfo"
 )
 
 // runInit is the container's init: started by the supervisor in new
@@ -131,9 +133,22 @@ func setupRootfs(spec *specs.Spec, etc map[string]string) error {
 		return fmt.Errorf("spec has no root path")
 	}
 	rootPath := spec.Root.Path
-	// R4: nothing we mount from here on propagates back to the host.
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
-		return fmt.Errorf("make / rslave: %w", err)
+	// R4: nothing we mount from here on propagates back to the host, unless
+	// a bidirectional mount asked for a shared root (rshared).
+	prop := rootPropagation(spec)
+	if err := unix.Mount("", "/", "", unix.MS_REC|uintptr(prop), ""); err != nil {
+		return fmt.Errorf("set / propagation: %w", err)
+	}
+	if prop == unix.MS_SHARED {
+		// pivot_root refuses a new root whose parent mount is shared: the
+		// mount holding the rootfs goes private (its submounts stay shared).
+		mp, err := mountinfo.MountpointOf(rootPath)
+		if err != nil {
+			return err
+		}
+		if err := unix.Mount("", mp, "", unix.MS_PRIVATE, ""); err != nil {
+			return fmt.Errorf("make %s private: %w", mp, err)
+		}
 	}
 	// R5: the rootfs becomes a mount point of its own, private.
 	if err := unix.Mount(rootPath, rootPath, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
@@ -155,11 +170,21 @@ func setupRootfs(spec *specs.Spec, etc map[string]string) error {
 	}
 	// R13: pivot_root with the old root stacked on the new one, so no
 	// directory for it is needed inside the rootfs.
+	oldRoot, err := os.OpenFile("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open old root: %w", err)
+	}
+	defer oldRoot.Close()
 	if err := unix.Fchdir(int(root.Fd())); err != nil {
 		return fmt.Errorf("chdir rootfs: %w", err)
 	}
 	if err := unix.PivotRoot(".", "."); err != nil {
 		return fmt.Errorf("pivot_root: %w", err)
+	}
+	// "." must name the old root, not the new one below it: a recursive
+	// rslave on the new root would cut its bidirectional mounts off the host.
+	if err := unix.Fchdir(int(oldRoot.Fd())); err != nil {
+		return fmt.Errorf("chdir old root: %w", err)
 	}
 	if err := unix.Mount("", ".", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
 		return fmt.Errorf("make old root rslave: %w", err)
@@ -171,21 +196,26 @@ func setupRootfs(spec *specs.Spec, etc map[string]string) error {
 	if err := unix.Chdir("/"); err != nil {
 		return fmt.Errorf("chdir /: %w", err)
 	}
-	prop := unix.MS_SLAVE
-	if spec.Linux != nil {
-		switch spec.Linux.RootfsPropagation {
-		case "private", "rprivate":
-			prop = unix.MS_PRIVATE
-		case "shared", "rshared":
-			prop = unix.MS_SHARED
-		case "unbindable", "runbindable":
-			prop = unix.MS_UNBINDABLE
-		}
-	}
 	if err := unix.Mount("", "/", "", unix.MS_REC|uintptr(prop), ""); err != nil {
 		return fmt.Errorf("set root propagation: %w", err)
 	}
 	return nil
+}
+
+// rootPropagation is the spec's root propagation as a mount flag; rslave
+// by default, as in runc.
+func rootPropagation(spec *specs.Spec) int {
+	if spec.Linux != nil {
+		switch spec.Linux.RootfsPropagation {
+		case "private", "rprivate":
+			return unix.MS_PRIVATE
+		case "shared", "rshared":
+			return unix.MS_SHARED
+		case "unbindable", "runbindable":
+			return unix.MS_UNBINDABLE
+		}
+	}
+	return unix.MS_SLAVE
 }
 
 // hardenRootfs writes the namespaced sysctls, then applies R16 and R17 and

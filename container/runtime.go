@@ -49,6 +49,9 @@ type Bundle struct {
 	LogPath string
 	// Tty gives the container a pty from its own devpts instead of pipes.
 	Tty bool
+	// Stdin keeps the container's stdin open for Attach; with StdinOnce
+	// it is closed when the first attached client ends its input.
+	Stdin, StdinOnce bool
 	// CgroupPath is the container's cgroup (cgroupfs style) when Cgroups
 	// is set.
 	CgroupPath string
@@ -128,7 +131,8 @@ func (r *Runtime) Create(ctx context.Context, id string, b Bundle) (err error) {
 		}
 		return fmt.Errorf("container %s: %w", id, err)
 	}
-	cfg := config{ID: id, Spec: b.Spec, LogPath: b.LogPath, Tty: b.Tty, CgroupPath: b.CgroupPath, Created: time.Now().UTC()}
+	cfg := config{ID: id, Spec: b.Spec, LogPath: b.LogPath, Tty: b.Tty, Stdin: b.Stdin, StdinOnce: b.StdinOnce,
+		CgroupPath: b.CgroupPath, Created: time.Now().UTC()}
 	cfg.Spec.Process.Terminal = b.Tty
 	// Recorded before any side effect, so Delete can undo a cut-short create.
 	if err := writeJSON(dir, configFile, cfg); err != nil {
@@ -461,7 +465,7 @@ func (r *Runtime) List() ([]*State, error) {
 
 // ReopenLog makes the supervisor start a new log file (after rotation).
 func (r *Runtime) ReopenLog(id string) error {
-	dir, _, err := r.existing(id)
+	dir, cfg, err := r.existing(id)
 	if err != nil {
 		return err
 	}
@@ -469,8 +473,28 @@ func (r *Runtime) ReopenLog(id string) error {
 	if err := readJSON(dir, supFile, &sup); err != nil || !sup.alive() {
 		return fmt.Errorf("container %s: not running: %w", id, errdefs.ErrFailedPrecondition)
 	}
-	return signalProc(sup, unix.SIGUSR1)
+	if err := signalProc(sup, unix.SIGUSR1); err != nil {
+		return err
+	}
+	// kubelet renamed the old file and expects the new one when this
+	// returns: wait for the supervisor to create it.
+	if cfg.LogPath == "" {
+		return nil
+	}
+	deadline := time.Now().Add(reopenTimeout)
+	for {
+		if _, err := os.Stat(cfg.LogPath); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("container %s: the supervisor did not reopen %s within %s: %w", id, cfg.LogPath, reopenTimeout, errdefs.ErrDeadlineExceeded)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
+
+// reopenTimeout bounds the wait for a supervisor to reopen its log.
+const reopenTimeout = 5 * time.Second
 
 // Delete stops the container if needed and removes everything made for it:
 // processes, cgroup and state. It also cleans up after a create that was cut

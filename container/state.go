@@ -41,6 +41,8 @@ type config struct {
 	Spec       *specs.Spec `json:"spec"`
 	LogPath    string      `json:"logPath,omitempty"`
 	Tty        bool        `json:"tty,omitempty"`
+	Stdin      bool        `json:"stdin,omitempty"`
+	StdinOnce  bool        `json:"stdinOnce,omitempty"`
 	CgroupPath string      `json:"cgroupPath,omitempty"`
 	Created    time.Time   `json:"created"`
 }

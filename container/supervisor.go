@@ -64,7 +64,15 @@ func supervise(dir string, ctl *net.UnixConn) error {
 	cmd.Args = []string{os.Args[0]}
 	cmd.Env = []string{envRole + "=" + roleInit, envStateDir + "=" + dir}
 	cmd.ExtraFiles = []*os.File{peer}
-	var outR, errR *os.File
+	var outR, errR, stdinW *os.File
+	if cfg.Stdin && !cfg.Tty {
+		var stdinR *os.File
+		if stdinR, stdinW, err = os.Pipe(); err != nil {
+			return err
+		}
+		cmd.Stdin = stdinR
+		defer stdinR.Close()
+	}
 	if !cfg.Tty {
 		var outW, errW *os.File
 		if outR, outW, err = os.Pipe(); err != nil {
@@ -89,6 +97,9 @@ func supervise(dir string, ctl *net.UnixConn) error {
 	if cmd.Stdout != nil {
 		cmd.Stdout.(*os.File).Close()
 		cmd.Stderr.(*os.File).Close()
+	}
+	if cmd.Stdin != nil {
+		cmd.Stdin.(*os.File).Close()
 	}
 	failed := true
 	defer func() {
@@ -119,6 +130,18 @@ func supervise(dir string, ctl *net.UnixConn) error {
 		master = os.NewFile(uintptr(fds[0]), "pty")
 		defer master.Close()
 	}
+	var stdin io.WriteCloser
+	switch {
+	case cfg.Stdin && master != nil:
+		stdin = master
+	case stdinW != nil:
+		stdin = stdinW
+	}
+	attach, err := listenAttach(dir, stdin, cfg.StdinOnce, master)
+	if err != nil {
+		return err
+	}
+	defer attach.close()
 	if err := writeJSON(dir, initFile, newProcRecord(cmd.Process.Pid)); err != nil {
 		return err
 	}
@@ -129,8 +152,9 @@ func supervise(dir string, ctl *net.UnixConn) error {
 	ctl.Close()
 
 	var copies sync.WaitGroup
-	copyOut := func(stream string, r io.Reader) {
+	copyOut := func(stream string, r io.Reader, kind byte) {
 		copies.Add(1)
+		r = io.TeeReader(r, attach.writer(kind))
 		go func() {
 			defer copies.Done()
 			if logw != nil {
@@ -141,10 +165,10 @@ func supervise(dir string, ctl *net.UnixConn) error {
 		}()
 	}
 	if master != nil {
-		copyOut("stdout", master)
+		copyOut("stdout", master, frameStdout)
 	} else {
-		copyOut("stdout", outR)
-		copyOut("stderr", errR)
+		copyOut("stdout", outR, frameStdout)
+		copyOut("stderr", errR, frameStderr)
 	}
 	reopen := make(chan os.Signal, 1)
 	signal.Notify(reopen, unix.SIGUSR1)

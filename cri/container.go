@@ -101,7 +101,8 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 			return nil, fmt.Errorf("container %s: log directory: %w", md.GetName(), err)
 		}
 	}
-	if err := s.containers.Create(ctx, id, container.Bundle{Spec: spec, LogPath: logPath, Tty: cfg.GetTty(), CgroupPath: cgroup}); err != nil {
+	if err := s.containers.Create(ctx, id, container.Bundle{Spec: spec, LogPath: logPath, Tty: cfg.GetTty(),
+		Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(), CgroupPath: cgroup}); err != nil {
 		release()
 		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
 	}
@@ -532,35 +533,43 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 }
 
 func (s *Service) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
-	st, err := s.containerState(req.GetContainerId())
+	id, err := s.sessionTarget(req.GetContainerId())
 	if err != nil {
 		return nil, err
 	}
+	req.ContainerId = id
+	return s.stream.GetExec(req)
+}
+
+func (s *Service) Attach(ctx context.Context, req *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
+	id, err := s.sessionTarget(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	req.ContainerId = id
+	return s.stream.GetAttach(req)
+}
+
+// sessionTarget resolves the container of an exec or attach session, which
+// must be running, to its full id.
+func (s *Service) sessionTarget(id string) (string, error) {
+	st, err := s.containerState(id)
+	if err != nil {
+		return "", err
+	}
 	if st.Status != container.StatusRunning {
-		return nil, fmt.Errorf("container %s is not running: %w", st.ID, errdefs.ErrFailedPrecondition)
+		return "", fmt.Errorf("container %s is not running: %w", st.ID, errdefs.ErrFailedPrecondition)
 	}
 	if s.stream == nil {
-		return nil, fmt.Errorf("the streaming server is not running: %w", errdefs.ErrUnavailable)
+		return "", fmt.Errorf("the streaming server is not running: %w", errdefs.ErrUnavailable)
 	}
-	req.ContainerId = st.ID
-	return s.stream.GetExec(req)
+	return st.ID, nil
 }
 
 // execSession runs one exec session of the streaming server; a non-zero
 // exit is reported as the exit error the server relays to the client.
 func (s *Service) execSession(ctx context.Context, id string, cmd []string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
-	sizes := make(chan container.TerminalSize)
-	go func() {
-		defer close(sizes)
-		for sz := range resize {
-			select {
-			case sizes <- container.TerminalSize{Width: sz.Width, Height: sz.Height}:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	o := container.ExecOptions{Args: cmd, Tty: tty, Stdout: out, Resize: sizes}
+	o := container.ExecOptions{Args: cmd, Tty: tty, Stdout: out, Resize: terminalSizes(ctx, resize)}
 	if in != nil {
 		o.Stdin = in
 	}
@@ -575,4 +584,20 @@ func (s *Service) execSession(ctx context.Context, id string, cmd []string, in i
 		return utilexec.CodeExitError{Err: fmt.Errorf("command %v exited with %d", cmd, code), Code: code}
 	}
 	return nil
+}
+
+// terminalSizes relays the streaming server's resize events to container/.
+func terminalSizes(ctx context.Context, resize <-chan remotecommand.TerminalSize) <-chan container.TerminalSize {
+	sizes := make(chan container.TerminalSize)
+	go func() {
+		defer close(sizes)
+		for sz := range resize {
+			select {
+			case sizes <- container.TerminalSize{Width: sz.Width, Height: sz.Height}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return sizes
 }

@@ -16,6 +16,7 @@ import (
 	remotecommand "k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	"k8s.io/klog/v2"
 
+	"github.com/cri-mini/cri-mini/container"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/nspin"
 	"github.com/cri-mini/cri-mini/sandbox"
@@ -71,7 +72,14 @@ func (r streamRuntime) Exec(ctx context.Context, containerID string, cmd []strin
 }
 
 func (r streamRuntime) Attach(ctx context.Context, containerID string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
-	return fmt.Errorf("attach sessions: %w", errdefs.ErrUnimplemented)
+	o := container.AttachOptions{Stdin: in, Resize: terminalSizes(ctx, resize)}
+	if out != nil {
+		o.Stdout = out
+	}
+	if errOut != nil {
+		o.Stderr = errOut
+	}
+	return r.s.containers.Attach(ctx, containerID, o)
 }
 
 // PortForward connects stream to port on the pod's loopback: the

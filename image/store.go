@@ -23,6 +23,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/fsutil"
+	"github.com/cri-mini/cri-mini/internal/mountinfo"
 )
 
 // DefaultStallTimeout is how long a pull may go without receiving a byte
@@ -467,8 +468,12 @@ func pidAlive(entry string) bool {
 // FsInfo reports what the image layers and the containers' writable layers
 // occupy, each with the mount point of the file system holding them.
 func (s *Store) FsInfo() (images, containers FsUsage, err error) {
-	images.Mountpoint = mountpointOf(filepath.Join(s.root, "layers"))
-	containers.Mountpoint = mountpointOf(filepath.Join(s.root, "containers"))
+	if images.Mountpoint, err = mountinfo.MountpointOf(filepath.Join(s.root, "layers")); err != nil {
+		return images, containers, err
+	}
+	if containers.Mountpoint, err = mountinfo.MountpointOf(filepath.Join(s.root, "containers")); err != nil {
+		return images, containers, err
+	}
 	err = s.view(func(ix *index) error {
 		for _, l := range ix.Layers {
 			images.Bytes += uint64(l.Bytes)
@@ -506,29 +511,4 @@ func diskUsage(dir string) (bytes, inodes uint64) {
 		return nil
 	})
 	return bytes, inodes
-}
-
-// mountpointOf is the mount point of the file system holding path, read
-// from mountinfo (the longest mount point that is a prefix of path).
-func mountpointOf(path string) string {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return path
-	}
-	best := "/"
-	for line := range strings.SplitSeq(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeMountinfo(f[4])
-		if (path == mp || strings.HasPrefix(path, strings.TrimSuffix(mp, "/")+"/")) && len(mp) > len(best) {
-			best = mp
-		}
-	}
-	return best
-}
-
-func unescapeMountinfo(s string) string {
-	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
 }

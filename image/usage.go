@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/mountinfo"
 )
 
 // ContainerFsUsage is what one container's writable layer occupies, and
@@ -44,7 +45,11 @@ func (s *Store) ContainerUsage(ctrID string) (ContainerFsUsage, error) {
 	if err := unix.Statfs(upper, &fs); err != nil {
 		return u, fmt.Errorf("file system of container %s: %w", ctrID, err)
 	}
-	u.Mountpoint = mountpointOf(upper)
+	mp, err := mountinfo.MountpointOf(upper)
+	if err != nil {
+		return u, err
+	}
+	u.Mountpoint = mp
 	u.Bytes, u.Inodes = diskUsage(upper)
 	u.Major, u.Minor = unix.Major(st.Dev), unix.Minor(st.Dev)
 	bsize := uint64(fs.Bsize)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/mountinfo"
 	"github.com/cri-mini/cri-mini/internal/nspin"
 )
 
@@ -329,7 +330,7 @@ func TestTwoPodsOnDefaultBridge(t *testing.T) {
 		}
 	}
 	for _, pod := range pods {
-		mounted, err := nspin.MountedAt(paths[pod])
+		mounted, err := mountinfo.MountedAt(paths[pod])
 		if err != nil || mounted {
 			t.Errorf("pin %s still mounted (%v)", paths[pod], err)
 		}

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/mountinfo"
 )
 
 func requireRoot(t *testing.T) {
@@ -41,7 +42,7 @@ func inode(t *testing.T, path string) uint64 {
 // assertGone checks that nothing is mounted at path and that no file is left.
 func assertGone(t *testing.T, path string) {
 	t.Helper()
-	mounted, err := MountedAt(path)
+	mounted, err := mountinfo.MountedAt(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,8 +76,8 @@ func TestPinJoinUnpin(t *testing.T) {
 		if ok, err := IsPinned(p); err != nil || !ok {
 			t.Errorf("IsPinned(%s) = %v, %v", p, ok, err)
 		}
-		if mounted, err := MountedAt(p); err != nil || !mounted {
-			t.Errorf("MountedAt(%s) = %v, %v", p, mounted, err)
+		if mounted, err := mountinfo.MountedAt(p); err != nil || !mounted {
+			t.Errorf("mountinfo.MountedAt(%s) = %v, %v", p, mounted, err)
 		}
 		var joined string
 		if err := Run(p, k, func() error { joined = threadNS(t, k); return nil }); err != nil {
@@ -180,19 +181,6 @@ func TestIsPinnedPlainFile(t *testing.T) {
 	}
 	if ok, err := IsPinned(f + ".missing"); err != nil || ok {
 		t.Errorf("IsPinned(missing) = %v, %v", ok, err)
-	}
-}
-
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		`/run/a\040b`: "/run/a b",
-		`/plain`:      "/plain",
-		`/tab\011x`:   "/tab\tx",
-		`/short\04`:   `/short\04`,
-	} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
-		}
 	}
 }
 
