@@ -527,3 +527,36 @@ func TestMountImageIsReadOnly(t *testing.T) {
 	}
 	assertEmptyDir(t, filepath.Join(s.root, "containers"))
 }
+
+// TestMountCopyWithoutOverlay is the root filesystem of hosts without
+// overlayfs: the flattened layers, bind-mounted, read-only when asked.
+func TestMountCopyWithoutOverlay(t *testing.T) {
+	reg := newTestRegistry(t)
+	reg.push(t, "rich:1", richImage(t))
+	s := openStore(t, reg, Options{})
+	img := pull(t, s, reg.host+"/rich:1")
+	overlay := mountRootfs(t, s, "ctr-overlay", img.ID)
+	var layers []string
+	for _, l := range img.Layers {
+		layers = append(layers, s.layerDir(l))
+	}
+	target := t.TempDir()
+	if err := mountCopy(layers, filepath.Join(t.TempDir(), "copy"), target, true); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(target, unix.MNT_DETACH)
+	for _, p := range []string{"bin/tool", "opq/new", "etc/replaced"} {
+		want, _ := os.ReadFile(filepath.Join(overlay, p))
+		if got, err := os.ReadFile(filepath.Join(target, p)); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: %q %v, overlay has %q", p, got, err, want)
+		}
+	}
+	for _, gone := range []string{"data/gone", "opq/hidden"} {
+		if _, err := os.Lstat(filepath.Join(target, gone)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s should be hidden: %v", gone, err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(target, "new"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("write into a read-only copy: %v", err)
+	}
+}

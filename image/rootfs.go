@@ -111,10 +111,42 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool) (err error) 
 		}
 		lowers = append(lowers, empty)
 	}
-	if err := mountOverlay(lowers, upper, work, target); err != nil {
+	err = mountOverlay(lowers, upper, work, target)
+	if errors.Is(err, unix.ENODEV) {
+		klog.InfoS("overlayfs is not available: copying the image's layers", "container", ctrID)
+		layerDirs := make([]string, len(rec.Layers))
+		for i, l := range rec.Layers {
+			layerDirs[i] = s.layerDir(l)
+		}
+		err = mountCopy(layerDirs, filepath.Join(dir, "copy"), target, !writable)
+	}
+	if err != nil {
 		return fmt.Errorf("container %s: root filesystem: %w", ctrID, err)
 	}
 	return nil
+}
+
+// mountCopy is the root filesystem where overlayfs is missing: the layers
+// flattened into a private copy, bind-mounted at target.
+func mountCopy(layers []string, copyDir, target string, readOnly bool) error {
+	if err := os.Mkdir(copyDir, 0o755); err != nil {
+		return err
+	}
+	if err := Flatten(layers, copyDir); err != nil {
+		return err
+	}
+	mfd, err := unix.OpenTree(unix.AT_FDCWD, copyDir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return os.NewSyscallError("open_tree", err)
+	}
+	defer unix.Close(mfd)
+	if readOnly {
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+		if err := unix.MountSetattr(mfd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+			return os.NewSyscallError("mount_setattr", err)
+		}
+	}
+	return os.NewSyscallError("move_mount", unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH))
 }
 
 // mountOverlay mounts an overlay (read-only when upper is "") through the file-descriptor mount API,

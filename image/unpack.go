@@ -76,6 +76,9 @@ func Unpack(ctx context.Context, r io.Reader, dir string, o UnpackOptions) (Unpa
 			break
 		}
 		if err != nil {
+			if cause := context.Cause(ctx); cause != nil {
+				return u.stats, cause // cancelled, not a bad layer
+			}
 			return u.stats, fmt.Errorf("read layer: %v: %w", err, errdefs.ErrInvalidArgument)
 		}
 		if entries >= o.MaxEntries {
@@ -152,10 +155,11 @@ func (u *unpacker) openDir(rel string, create bool) (int, error) {
 		return -1, err
 	}
 	defer unix.Close(pfd)
-	if err := unix.Mkdirat(pfd, base, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+	if err := unix.Mkdirat(pfd, base, 0o755); err == nil {
+		u.stats.Inodes++
+	} else if !errors.Is(err, unix.EEXIST) {
 		return -1, err
 	}
-	u.stats.Inodes++
 	return unix.Openat2(u.root, rel, how)
 }
 
@@ -371,9 +375,16 @@ func dirName(name string) string {
 // setDirTimes sets directory times last, deepest first: entries created in
 // a directory change its times.
 func (u *unpacker) setDirTimes() error {
+	how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS}
 	for i := len(u.dirs) - 1; i >= 0; i-- {
 		d := u.dirs[i]
-		fd, err := u.openDir(d.name, false)
+		name := d.name
+		if name == "" {
+			name = "."
+		}
+		// No symlink on the way: a directory a later entry replaced by a
+		// symlink must not lend its times to the symlink's target.
+		fd, err := unix.Openat2(u.root, name, how)
 		if err != nil {
 			continue // replaced by a later entry
 		}
