@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -14,39 +13,14 @@ import (
 
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"github.com/cri-mini/cri-mini/sandbox/pause"
 )
 
-// A pod that shares one pid namespace among its containers (NamespaceMode
-// POD) needs a process to be that namespace's PID 1 for the pod's whole
-// life: the namespace dies with its init, and only an init reaps orphans.
-// The daemon re-executes itself in that role ("pause"); the pod id travels
-// in the environment, which also lets start-up find the pause processes of
+// pauseEnv marks a pod's pause process (package pause, a C constructor);
+// its value is the pod id, which lets start-up find the pause processes of
 // pods a crash left half made.
-const pauseEnv = "_CRI_MINI_POD_PAUSE"
-
-// RunPause runs the pause role and never returns if this process was started
-// as one; otherwise it returns false. Call it at the top of main (and in
-// TestMain of tests that run pods).
-func RunPause() bool {
-	if os.Getenv(pauseEnv) == "" {
-		return false
-	}
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGCHLD)
-	for sig := range sigs {
-		if sig != unix.SIGCHLD {
-			os.Exit(0)
-		}
-		for {
-			var ws unix.WaitStatus
-			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-			if pid <= 0 || err != nil {
-				break
-			}
-		}
-	}
-	return true
-}
+const pauseEnv = pause.Env
 
 // startPause starts the pod's pause process as PID 1 of a new pid namespace,
 // in its own session so that it outlives the daemon, and pins that

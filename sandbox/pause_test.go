@@ -16,13 +16,6 @@ import (
 	"github.com/cri-mini/cri-mini/internal/nspin"
 )
 
-func TestMain(m *testing.M) {
-	if RunPause() {
-		return
-	}
-	os.Exit(m.Run())
-}
-
 // nsPids returns the pids of process pid in each pid namespace it is in,
 // outermost first (the NSpid line of /proc/<pid>/status).
 func nsPids(t *testing.T, pid int) []string {

@@ -18,7 +18,6 @@ import (
 
 	"github.com/cri-mini/cri-mini/container"
 	"github.com/cri-mini/cri-mini/internal/config"
-	"github.com/cri-mini/cri-mini/sandbox"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -26,9 +25,6 @@ var version = "dev"
 
 func main() {
 	if container.RunInternal() {
-		return
-	}
-	if sandbox.RunPause() {
 		return
 	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
