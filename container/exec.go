@@ -116,6 +116,12 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 	} else {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
 	}
+	// When ctx ends, the exec'd process and everything it started in the
+	// container go, not only the nsenter parent we hold.
+	cmd.Cancel = func() error {
+		killDescendants(cmd.Process.Pid)
+		return cmd.Process.Kill()
+	}
 	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
 		return -1, fmt.Errorf("exec in %s: %w", id, err)
@@ -215,6 +221,9 @@ func readSetupError(r *os.File) error {
 // execs it.
 func runExec() {
 	runtime.LockOSThread()
+	// The application must not inherit the error pipe: a process it leaves
+	// behind would keep Exec waiting for setup errors.
+	unix.CloseOnExec(execErrFD)
 	errPipe := os.NewFile(execErrFD, "err")
 	err := execInContainer()
 	fmt.Fprint(errPipe, err.Error())
@@ -256,4 +265,62 @@ func execInContainer() error {
 		return err
 	}
 	return execProcess(ec.Process, ec.Seccomp, path)
+}
+
+// killDescendants kills every process below pid. They are stopped first,
+// scan after scan until no new one appears, so that none can fork a child
+// that escapes the kill by being reparented to the container's init.
+func killDescendants(pid int) {
+	stopped := map[int]bool{}
+	for range 20 {
+		found := false
+		for _, p := range descendants(pid) {
+			if !stopped[p] {
+				_ = unix.Kill(p, unix.SIGSTOP)
+				stopped[p], found = true, true
+			}
+		}
+		if !found {
+			break
+		}
+	}
+	for p := range stopped {
+		_ = unix.Kill(p, unix.SIGKILL)
+	}
+}
+
+// descendants lists the processes below pid, from the parent pids in /proc.
+func descendants(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	children := map[int][]int{}
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if pp, err := parentPid(p); err == nil {
+			children[pp] = append(children[pp], p)
+		}
+	}
+	var out []int
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		out = append(out, children[p]...)
+		queue = append(queue, children[p]...)
+	}
+	return out
+}
+
+// parentPid reads field 4 of /proc/<pid>/stat.
+func parentPid(pid int) (int, error) {
+	f, err := statFields(pid)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(f[1])
 }

@@ -10,44 +10,54 @@ import (
 )
 
 // mountOpts is a spec mount's option list split into what the new mount API
-// takes separately: per-mount attributes, propagation, bind-ness and the
+// takes separately: per-mount attributes (for the top mount, and recursive
+// ones for every mount of a bind's tree), propagation, bind-ness and the
 // file-system parameters that go to fsconfig.
 type mountOpts struct {
-	attrSet, attrClr uint64
-	propagation      uint64 // MS_PRIVATE, MS_SLAVE, MS_SHARED, MS_UNBINDABLE or 0
-	recursiveProp    bool
-	bind, rbind      bool
-	fsParams         []string // "mode=755", "newinstance"
+	attrSet, attrClr       uint64
+	recAttrSet, recAttrClr uint64 // "rro", "rnosuid", ...: the whole tree
+	propagation            uint64 // MS_PRIVATE, MS_SLAVE, MS_SHARED, MS_UNBINDABLE or 0
+	recursiveProp          bool
+	bind, rbind            bool
+	fsParams               []string // "mode=755", "newinstance"
+}
+
+// mountAttrOptions maps an option to the mount attribute it sets or clears.
+// The same name with an "r" in front ("rro", "rnosuid") applies it to every
+// mount of a recursive bind, not only to the top one (runc's semantics: a
+// plain "ro" on an rbind leaves the submounts as they are).
+var mountAttrOptions = map[string]struct {
+	attr uint64
+	set  bool
+}{
+	"ro": {unix.MOUNT_ATTR_RDONLY, true}, "rw": {unix.MOUNT_ATTR_RDONLY, false},
+	"nosuid": {unix.MOUNT_ATTR_NOSUID, true}, "suid": {unix.MOUNT_ATTR_NOSUID, false},
+	"nodev": {unix.MOUNT_ATTR_NODEV, true}, "dev": {unix.MOUNT_ATTR_NODEV, false},
+	"noexec": {unix.MOUNT_ATTR_NOEXEC, true}, "exec": {unix.MOUNT_ATTR_NOEXEC, false},
+	"noatime": {unix.MOUNT_ATTR_NOATIME, true}, "strictatime": {unix.MOUNT_ATTR_STRICTATIME, true},
+	"relatime": {unix.MOUNT_ATTR_RELATIME, true}, "nodiratime": {unix.MOUNT_ATTR_NODIRATIME, true},
 }
 
 func parseMountOptions(opts []string) mountOpts {
 	var o mountOpts
 	for _, opt := range opts {
+		if a, ok := mountAttrOptions[opt]; ok {
+			if a.set {
+				o.attrSet |= a.attr
+			} else {
+				o.attrClr |= a.attr
+			}
+			continue
+		}
+		if a, ok := mountAttrOptions[strings.TrimPrefix(opt, "r")]; ok && opt[0] == 'r' {
+			if a.set {
+				o.recAttrSet |= a.attr
+			} else {
+				o.recAttrClr |= a.attr
+			}
+			continue
+		}
 		switch opt {
-		case "ro":
-			o.attrSet |= unix.MOUNT_ATTR_RDONLY
-		case "rw":
-			o.attrClr |= unix.MOUNT_ATTR_RDONLY
-		case "nosuid":
-			o.attrSet |= unix.MOUNT_ATTR_NOSUID
-		case "suid":
-			o.attrClr |= unix.MOUNT_ATTR_NOSUID
-		case "nodev":
-			o.attrSet |= unix.MOUNT_ATTR_NODEV
-		case "dev":
-			o.attrClr |= unix.MOUNT_ATTR_NODEV
-		case "noexec":
-			o.attrSet |= unix.MOUNT_ATTR_NOEXEC
-		case "exec":
-			o.attrClr |= unix.MOUNT_ATTR_NOEXEC
-		case "noatime":
-			o.attrSet |= unix.MOUNT_ATTR_NOATIME
-		case "strictatime":
-			o.attrSet |= unix.MOUNT_ATTR_STRICTATIME
-		case "relatime":
-			o.attrSet |= unix.MOUNT_ATTR_RELATIME
-		case "nodiratime":
-			o.attrSet |= unix.MOUNT_ATTR_NODIRATIME
 		case "bind":
 			o.bind = true
 		case "rbind":
@@ -67,8 +77,11 @@ func parseMountOptions(opts []string) mountOpts {
 		}
 	}
 	// The atime attributes form one field: keep only the last one named.
-	if a := o.attrSet & unix.MOUNT_ATTR__ATIME; a != 0 {
+	if o.attrSet&unix.MOUNT_ATTR__ATIME != 0 {
 		o.attrClr |= unix.MOUNT_ATTR__ATIME
+	}
+	if o.recAttrSet&unix.MOUNT_ATTR__ATIME != 0 {
+		o.recAttrClr |= unix.MOUNT_ATTR__ATIME
 	}
 	return o
 }
@@ -179,14 +192,18 @@ func mountSpec(root *os.File, m specs.Mount) error {
 		srcIsDir = fi.IsDir()
 		mfd, err = cloneTree(m.Source, o.rbind)
 	} else {
-		mfd, err = newFSMount(m.Type, m.Source, o.fsParams, o.attrSet)
+		mfd, err = newFSMount(m.Type, m.Source, o.fsParams, o.attrSet|o.recAttrSet)
 	}
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", m.Destination, err)
 	}
 	defer unix.Close(mfd)
 	if o.bind {
-		if err := setAttr(mfd, o.attrSet, o.attrClr, 0, o.rbind); err != nil {
+		// The tree's attributes first, then the top mount's own.
+		if err := setAttr(mfd, o.recAttrSet, o.recAttrClr, 0, true); err != nil {
+			return fmt.Errorf("mount %s: %w", m.Destination, err)
+		}
+		if err := setAttr(mfd, o.attrSet, o.attrClr, 0, false); err != nil {
 			return fmt.Errorf("mount %s: %w", m.Destination, err)
 		}
 	}

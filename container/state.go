@@ -87,20 +87,30 @@ func readJSON(dir, name string, v any) error {
 // processStartTime returns field 22 of /proc/<pid>/stat (start time in clock
 // ticks since boot).
 func processStartTime(pid int) (uint64, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	f, err := statFields(pid)
 	if err != nil {
 		return 0, err
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// statFields returns the fields of /proc/<pid>/stat from field 3 (state)
+// on: f[0] is the state, f[1] the parent pid, f[19] the start time.
+func statFields(pid int) ([]string, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil, err
 	}
 	// The command name (field 2) may hold spaces; fields after it are plain.
 	i := strings.LastIndexByte(string(data), ')')
 	if i < 0 {
-		return 0, errors.New("malformed /proc/pid/stat")
+		return nil, errors.New("malformed /proc/pid/stat")
 	}
 	f := strings.Fields(string(data[i+1:]))
 	if len(f) < 20 {
-		return 0, errors.New("malformed /proc/pid/stat")
+		return nil, errors.New("malformed /proc/pid/stat")
 	}
-	return strconv.ParseUint(f[19], 10, 64)
+	return f, nil
 }
 
 func newProcRecord(pid int) procRecord {
@@ -114,16 +124,12 @@ func (p procRecord) alive() bool {
 	if p.Pid <= 0 {
 		return false
 	}
-	st, err := processStartTime(p.Pid)
-	if err != nil || st != p.StartTime {
-		return false
-	}
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/stat")
+	f, err := statFields(p.Pid)
 	if err != nil {
 		return false
 	}
-	i := strings.LastIndexByte(string(data), ')')
-	return i < 0 || i+2 >= len(data) || data[i+2] != 'Z'
+	st, err := strconv.ParseUint(f[19], 10, 64)
+	return err == nil && st == p.StartTime && f[0] != "Z"
 }
 
 // pidfd opens a descriptor on the recorded process, or fails when it has

@@ -1,0 +1,242 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+)
+
+func TestLifecycle(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	b := rt.bundle(t, "life", rootfs, "sh", "-c", "echo pid=$$; echo to-stderr >&2; exit 3")
+	rt.create(t, "life", b)
+	st, err := rt.State("life")
+	if err != nil || st.Status != StatusCreated || st.Pid <= 0 {
+		t.Fatalf("after create: %+v, %v", st, err)
+	}
+	// Created: the init waits and nothing of the app has run yet.
+	time.Sleep(50 * time.Millisecond)
+	if data, _ := os.ReadFile(b.LogPath); len(data) != 0 {
+		t.Fatalf("app ran before start: %q", data)
+	}
+	if err := rt.Create(context.Background(), "life", b); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Errorf("second create: %v, want AlreadyExists", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := rt.Start(ctx, "life"); err != nil {
+		t.Fatal(err)
+	}
+	st, err = rt.Wait(ctx, "life")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Status != StatusStopped || st.ExitCode != 3 || st.Signal != 0 || st.Finished.IsZero() || st.Started.IsZero() {
+		t.Errorf("after exit 3: %+v", st)
+	}
+	if err := rt.Start(ctx, "life"); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("start of a stopped container: %v, want FailedPrecondition", err)
+	}
+	out, errOut := readCRILog(t, b.LogPath)
+	if out != "pid=1\n" || errOut != "to-stderr\n" {
+		t.Errorf("stdout %q stderr %q, want pid=1 (the app is PID 1) and to-stderr", out, errOut)
+	}
+	list, err := rt.List()
+	if err != nil || len(list) != 1 || list[0].ID != "life" {
+		t.Errorf("list: %v, %v", list, err)
+	}
+}
+
+func TestKill(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		sig    syscall.Signal
+		code   int
+		stdout string
+	}{
+		// PID 1 gets only the signals it handles (and SIGKILL).
+		{"sigkill", []string{"sleep", "1000"}, syscall.SIGKILL, 137, ""},
+		{"sigterm", []string{"sh", "-c", `trap "echo got TERM; exit 7" TERM; echo ready; while :; do sleep 0.05; done`}, syscall.SIGTERM, 7, "ready\ngot TERM\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := rt.bundle(t, tc.name, rootfs, tc.args...)
+			rt.startRunning(t, tc.name, b)
+			if tc.stdout != "" {
+				waitForLog(t, b.LogPath, "ready")
+			}
+			if err := rt.Kill(context.Background(), tc.name, tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			st, err := rt.Wait(ctx, tc.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.ExitCode != tc.code {
+				t.Errorf("exit code %d, want %d (%+v)", st.ExitCode, tc.code, st)
+			}
+			if tc.sig == syscall.SIGKILL && st.Signal != int(syscall.SIGKILL) {
+				t.Errorf("signal %d, want SIGKILL", st.Signal)
+			}
+			if out, _ := readCRILog(t, b.LogPath); out != tc.stdout {
+				t.Errorf("stdout %q, want %q", out, tc.stdout)
+			}
+			// Killing a stopped container is no error.
+			if err := rt.Kill(context.Background(), tc.name, syscall.SIGKILL); err != nil {
+				t.Errorf("kill after exit: %v", err)
+			}
+		})
+	}
+}
+
+// waitForLog polls the CRI log until it holds want.
+func waitForLog(t *testing.T, path, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if data, _ := os.ReadFile(path); strings.Contains(string(data), want) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("log %s never got %q", path, want)
+}
+
+func TestDeleteRunningLeavesNothing(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	b := rt.bundle(t, "running", rootfs, "sh", "-c", "sleep 1000 & sleep 1000")
+	st := rt.startRunning(t, "running", b)
+	pidns := nsOf(t, st.Pid, "pid")
+	waitFor(t, func() bool { return len(pidsInNamespace(pidns, "sleep 1000")) == 2 })
+	rt.deleteAndCheck(t, "running")
+	if left := pidsInNamespace(pidns, "sleep 1000"); len(left) != 0 {
+		t.Errorf("processes %v left after delete", left)
+	}
+	if _, err := rt.State("running"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("state after delete: %v, want NotFound", err)
+	}
+	if err := rt.Delete(context.Background(), "running"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("second delete: %v, want NotFound", err)
+	}
+}
+
+func TestCreateBadInput(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	good := rt.bundle(t, "x", rootfs, "true")
+	for name, id := range map[string]string{"empty id": "", "slash": "a/b", "dots": ".."} {
+		if err := rt.Create(context.Background(), id, good); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%s: %v, want InvalidArgument", name, err)
+		}
+	}
+	noRoot := rt.bundle(t, "x", filepath.Join(rootfs, "missing"), "true")
+	if err := rt.Create(context.Background(), "x", noRoot); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("missing rootfs: %v, want InvalidArgument", err)
+	}
+	// A command that is not in the rootfs fails create and leaves nothing.
+	missing := rt.bundle(t, "nocmd", rootfs, "/bin/nonexistent")
+	err := rt.Create(context.Background(), "nocmd", missing)
+	if err == nil || !strings.Contains(err.Error(), "nonexistent") {
+		t.Fatalf("create with a missing executable: %v", err)
+	}
+	assertGone(t, filepath.Join(rt.StateDir, "nocmd"), config{Spec: missing.Spec, CgroupPath: missing.CgroupPath})
+}
+
+// waitFor polls cond for up to 10 seconds.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestExec(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	b := rt.bundle(t, "exec", rootfs, "sleep", "999")
+	st := rt.startRunning(t, "exec", b)
+
+	code, out := rt.execOut(t, "exec", "sh", "-c", `hostname; for n in pid mnt net ipc uts; do readlink /proc/self/ns/$n; done; cat /proc/1/cmdline | tr '\0' ' '; echo; echo err >&2; exit 5`)
+	want := strings.Join([]string{"ctr-exec",
+		nsOf(t, st.Pid, "pid"), nsOf(t, st.Pid, "mnt"), nsOf(t, st.Pid, "net"), nsOf(t, st.Pid, "ipc"), nsOf(t, st.Pid, "uts"),
+		"sleep 999 ", "err", ""}, "\n")
+	if code != 5 || out != want {
+		t.Errorf("exec: exit %d, output %q, want 5 and %q", code, out, want)
+	}
+	// Same cgroup as the init.
+	code, out = rt.execOut(t, "exec", "sh", "-c", "cat /proc/self/cgroup | grep memory; grep memory /proc/1/cgroup")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); code != 0 || len(lines) != 2 || lines[0] != lines[1] {
+		t.Errorf("exec cgroup vs init's: %d %q", code, out)
+	}
+	// Death by signal is 128+n.
+	if code, _ := rt.execOut(t, "exec", "sh", "-c", "kill -9 $$"); code != 137 {
+		t.Errorf("exec killed by SIGKILL: exit %d, want 137", code)
+	}
+	// User, env and cwd of the exec, not the container's.
+	code, out = rt.execOut(t, "exec", "sh", "-c", "id -u; pwd; echo $V")
+	if code != 0 || out != "0\n/\n\n" {
+		t.Errorf("exec defaults: %d %q", code, out)
+	}
+	var sb strings.Builder
+	code, err := rt.Exec(context.Background(), "exec", ExecOptions{Args: []string{"sh", "-c", "id -u; pwd; echo $V; grep CapEff /proc/self/status"},
+		Env: []string{"V=1", "PATH=/bin"}, Cwd: "/tmp", User: &b.Spec.Process.User, Stdout: &sb})
+	if err != nil || code != 0 || sb.String() != "0\n/tmp\n1\nCapEff:\t00000000a80425fb\n" {
+		t.Errorf("exec with options: %d %q %v", code, sb.String(), err)
+	}
+	if _, err := rt.Exec(context.Background(), "exec", ExecOptions{Args: []string{"/bin/nonexistent"}}); err == nil || !strings.Contains(err.Error(), "nonexistent") {
+		t.Errorf("exec of a missing command: %v", err)
+	}
+	if _, err := rt.Exec(context.Background(), "nope", ExecOptions{Args: []string{"true"}}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("exec in a missing container: %v, want NotFound", err)
+	}
+}
+
+func TestExecStoppedContainer(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	rt.run(t, "stopped", rt.bundle(t, "stopped", rootfs, "true"))
+	if _, err := rt.Exec(context.Background(), "stopped", ExecOptions{Args: []string{"true"}}); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("exec in a stopped container: %v, want FailedPrecondition", err)
+	}
+}
+
+// TestExecTimeout: when the exec's context ends, the exec'd process and
+// what it started in the container are killed, and the error says why.
+func TestExecTimeout(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	st := rt.startRunning(t, "timeout", rt.bundle(t, "timeout", rootfs, "sleep", "999"))
+	pidns := nsOf(t, st.Pid, "pid")
+	for _, tty := range []bool{false, true} {
+		t.Run("tty="+strconv.FormatBool(tty), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			var out strings.Builder
+			start := time.Now()
+			_, err := rt.Exec(ctx, "timeout", ExecOptions{Args: []string{"sh", "-c", "sleep 1000 & sleep 1001; echo not killed"}, Stdout: &out, Tty: tty})
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("exec past its deadline: %v, want DeadlineExceeded", err)
+			}
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("exec returned %v after its deadline", d)
+			}
+			waitFor(t, func() bool {
+				return len(pidsInNamespace(pidns, "sleep 1000"))+len(pidsInNamespace(pidns, "sleep 1001"))+len(pidsInNamespace(pidns, "sh -c sleep 1000 & sleep 1001; echo not killed")) == 0
+			})
+			if strings.Contains(out.String(), "not killed") {
+				t.Errorf("output %q", out.String())
+			}
+		})
+	}
+}

@@ -1,0 +1,183 @@
+package container
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// mountsScript prints, section by section, what TestMounts checks.
+const mountsScript = `
+echo "== mountinfo"; cat /proc/self/mountinfo
+echo "== devices"; stat -c '%n %F %t,%T %a %u:%g' /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty
+echo "== links"; for l in fd stdin stdout stderr core ptmx; do echo "$l -> $(readlink /dev/$l)"; done
+echo "== interrupts"; wc -c < /proc/interrupts; echo "rc=$?"
+echo "== keys"; cat /proc/keys; echo "rc=$?"
+echo "== firmware"; ls -A /sys/firmware | wc -l
+echo "== procsys"; (echo x > /proc/sys/kernel/domainname) 2>/dev/null && echo written || echo refused
+echo "== sysfs"; touch /sys/kernel/x 2>/dev/null && echo written || echo refused
+echo "== rw"; echo data > /mnt/rw/from-ctr && echo written || echo refused
+echo "== ro"; (echo data > /mnt/ro/from-ctr) 2>/dev/null && echo written || echo refused
+echo "== rofile"; cat /etc/bound
+echo "== hostname"; hostname; cat /etc/hostname
+echo "== hosts"; cat /etc/hosts
+echo "== end"
+`
+
+func TestMounts(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	host := t.TempDir()
+	rw, ro := filepath.Join(host, "rw"), filepath.Join(host, "ro")
+	for _, d := range []string{rw, ro} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := filepath.Join(host, "file")
+	if err := os.WriteFile(file, []byte("bound file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := rt.bundle(t, "mounts", rootfs, "sh", "-c", mountsScript)
+	b.Spec.Mounts = []specs.Mount{
+		{Destination: "/mnt/rw", Type: "bind", Source: rw, Options: []string{"rbind", "rw"}},
+		{Destination: "/mnt/ro", Type: "bind", Source: ro, Options: []string{"rbind", "ro"}},
+		{Destination: "/etc/bound", Type: "bind", Source: file, Options: []string{"bind", "ro"}},
+	}
+	st, out, errOut := rt.run(t, "mounts", b)
+	if st.ExitCode != 0 {
+		t.Fatalf("exit %d, stderr %q", st.ExitCode, errOut)
+	}
+
+	mounts := map[string]mountEntry{}
+	for _, m := range parseMountinfo(t, section(out, "mountinfo")) {
+		mounts[m.point] = m
+	}
+	for point, want := range map[string]struct{ fstype, opts, superOpts string }{
+		"/":                {"", "rw", ""},
+		"/proc":            {"proc", "rw,nosuid,nodev,noexec", ""},
+		"/dev":             {"tmpfs", "rw,nosuid", "mode=755"},
+		"/dev/pts":         {"devpts", "rw,nosuid,noexec", "ptmxmode=666"},
+		"/dev/mqueue":      {"mqueue", "rw,nosuid,nodev,noexec", ""},
+		"/dev/shm":         {"tmpfs", "rw,nosuid,nodev,noexec", "size=65536k"},
+		"/sys":             {"sysfs", "ro,nosuid,nodev,noexec", ""},
+		"/sys/fs/cgroup":   {"tmpfs", "ro,nosuid,nodev,noexec", ""},
+		"/proc/sys":        {"proc", "ro,nosuid,nodev,noexec", ""},
+		"/proc/interrupts": {"tmpfs", "rw,nosuid", ""}, // /dev/null bound over it
+		"/sys/firmware":    {"tmpfs", "ro,nosuid,nodev,noexec", ""},
+		"/mnt/rw":          {"", "rw", ""},
+		"/mnt/ro":          {"", "ro", ""},
+		"/etc/hosts":       {"", "rw", ""},
+		"/etc/hostname":    {"", "rw", ""},
+	} {
+		m, ok := mounts[point]
+		if !ok {
+			t.Errorf("no mount at %s", point)
+			continue
+		}
+		if want.fstype != "" && m.fstype != want.fstype {
+			t.Errorf("%s: type %s, want %s", point, m.fstype, want.fstype)
+		}
+		if !strings.HasPrefix(m.opts, want.opts) {
+			t.Errorf("%s: options %s, want %s", point, m.opts, want.opts)
+		}
+		if !strings.Contains(m.superOpts, want.superOpts) {
+			t.Errorf("%s: super options %s, want %s", point, m.superOpts, want.superOpts)
+		}
+	}
+	for _, h := range []string{"memory", "pids", "cpu,cpuacct"} {
+		if m, ok := mounts["/sys/fs/cgroup/"+h]; ok && (m.fstype != "cgroup" || !strings.HasPrefix(m.opts, "ro,")) {
+			t.Errorf("/sys/fs/cgroup/%s: %+v, want a read-only cgroup", h, m)
+		}
+	}
+	// R14: nothing of the host is visible.
+	for p := range mounts {
+		if strings.HasPrefix(p, host) || strings.HasPrefix(p, rootfs) || strings.HasPrefix(p, "/tmp") {
+			t.Errorf("host path %s visible in the container", p)
+		}
+	}
+
+	wantDevices := `/dev/null character special file 1,3 666 0:0
+/dev/zero character special file 1,5 666 0:0
+/dev/full character special file 1,7 666 0:0
+/dev/random character special file 1,8 666 0:0
+/dev/urandom character special file 1,9 666 0:0
+/dev/tty character special file 5,0 666 0:0`
+	if got := section(out, "devices"); got != wantDevices {
+		t.Errorf("devices:\n%s\nwant:\n%s", got, wantDevices)
+	}
+	wantLinks := "fd -> /proc/self/fd\nstdin -> /proc/self/fd/0\nstdout -> /proc/self/fd/1\nstderr -> /proc/self/fd/2\ncore -> /proc/kcore\nptmx -> pts/ptmx"
+	if got := section(out, "links"); got != wantLinks {
+		t.Errorf("links:\n%s\nwant:\n%s", got, wantLinks)
+	}
+	for name, want := range map[string]string{
+		"interrupts": "0\nrc=0",
+		"keys":       "rc=0",
+		"firmware":   "0",
+		"procsys":    "refused",
+		"sysfs":      "refused",
+		"rw":         "written",
+		"ro":         "refused",
+		"rofile":     "bound file",
+		"hostname":   "ctr-mounts\nctr-mounts",
+		"hosts":      "127.0.0.1\tlocalhost ctr-mounts\n::1\tlocalhost ip6-localhost ip6-loopback",
+	} {
+		if got := section(out, name); got != want {
+			t.Errorf("%s: got %q, want %q", name, got, want)
+		}
+	}
+	if data, err := os.ReadFile(filepath.Join(rw, "from-ctr")); err != nil || string(data) != "data\n" {
+		t.Errorf("rw bind: host file %q, %v", data, err)
+	}
+	if _, err := os.Stat(filepath.Join(ro, "from-ctr")); !os.IsNotExist(err) {
+		t.Errorf("ro bind was written through: %v", err)
+	}
+}
+
+// TestBindReadOnlyRecursion: "ro" on an rbind makes only the top mount
+// read-only, as runc does; "rro" makes every submount read-only too.
+func TestBindReadOnlyRecursion(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	src := t.TempDir()
+	sub := filepath.Join(src, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", sub, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(sub, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", sub, err)
+		}
+	})
+	const script = `for f in /mnt/top/x /mnt/top/sub/x; do (echo 1 > $f) 2>/dev/null && echo "$f written" || echo "$f refused"; done`
+	for _, tc := range []struct {
+		opts []string
+		want string
+	}{
+		{[]string{"rbind", "ro"}, "/mnt/top/x refused\n/mnt/top/sub/x written\n"},
+		{[]string{"rbind", "ro", "rro"}, "/mnt/top/x refused\n/mnt/top/sub/x refused\n"},
+		{[]string{"rbind", "rro"}, "/mnt/top/x refused\n/mnt/top/sub/x refused\n"},
+		{[]string{"rbind", "rw"}, "/mnt/top/x written\n/mnt/top/sub/x written\n"},
+	} {
+		id := strings.Join(tc.opts, "-")
+		b := rt.bundle(t, id, rootfs, "sh", "-c", script)
+		b.Spec.Mounts = []specs.Mount{{Destination: "/mnt/top", Type: "bind", Source: src, Options: tc.opts}}
+		st, out, errOut := rt.run(t, id, b)
+		if st.ExitCode != 0 || out != tc.want {
+			t.Errorf("%v: exit %d, stdout %q (stderr %q), want %q", tc.opts, st.ExitCode, out, errOut, tc.want)
+		}
+		rt.deleteAndCheck(t, id)
+		for _, f := range []string{filepath.Join(src, "x"), filepath.Join(sub, "x")} {
+			os.Remove(f)
+		}
+	}
+	// The host's own mounts are untouched by the container's attributes.
+	if err := os.WriteFile(filepath.Join(sub, "host"), nil, 0o644); err != nil {
+		t.Errorf("host submount became read-only: %v", err)
+	}
+}
