@@ -8,6 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/cri-mini
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(dir $(BIN))cri-mini-shim ./cmd/cri-mini-shim
 
 # test: unit tests plus the root integration tests (namespaces, mounts,
 # cgroups, a loopback registry, CNI). Run as root.

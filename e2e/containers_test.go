@@ -4,11 +4,13 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
+	"os/exec"
 	"os"
 	"path/filepath"
 	"strings"
@@ -268,5 +270,73 @@ func TestContainerBadRequests(t *testing.T) {
 	}
 	if _, err := suite.rt.RemoveContainer(c, &runtimeapi.RemoveContainerRequest{ContainerId: "feedface"}); err != nil {
 		t.Errorf("remove of unknown container: %v, want success", err)
+	}
+}
+
+// TestSupervisorRunsTheShim: each container's supervisor is the small
+// cri-mini-shim next to the daemon, not a second copy of the daemon.
+func TestSupervisorRunsTheShim(t *testing.T) {
+	pullTestImage(t)
+	podID, podCfg := podWithLogs(t, "shim")
+	id := runContainer(t, podID, podCfg, containerConfig("sleeper", "sleep", "600"))
+	data, err := os.ReadFile(filepath.Join(suite.run, "containers", id, "supervisor.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sup struct{ Pid int }
+	if err := json.Unmarshal(data, &sup); err != nil || sup.Pid == 0 {
+		t.Fatalf("supervisor record %s: %v", data, err)
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", sup.Pid))
+	if want := filepath.Join(suite.dir, "cri-mini-shim"); err != nil || exe != want {
+		t.Errorf("supervisor runs %q (%v), want %q", exe, err, want)
+	}
+}
+
+// TestAttachToStdin: crictl attach -i reaches the container's own stdin
+// and stdout; with stdin_once, the end of the client's input ends the
+// container's, so the shell exits 0.
+func TestAttachToStdin(t *testing.T) {
+	pullTestImage(t)
+	podID, podCfg := podWithLogs(t, "attach")
+	cfg := containerConfig("cat", "/bin/sh")
+	cfg.Stdin, cfg.StdinOnce = true, true
+	id := runContainer(t, podID, podCfg, cfg)
+	cmd := exec.Command(suite.crictl, "--runtime-endpoint", "unix://"+suite.socket, "attach", "-i", id)
+	cmd.Stdin = strings.NewReader("echo attached-$((6*7))\nexit 0\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "attached-42") {
+		t.Fatalf("crictl attach: %v\n%s", err, out)
+	}
+	st := waitExited(t, id)
+	if st.ExitCode != 0 {
+		t.Errorf("the shell exited %d, want 0", st.ExitCode)
+	}
+	// The attached session's output is in the log as well.
+	if log, err := os.ReadFile(filepath.Join(podCfg.LogDirectory, "cat.log")); err != nil || !strings.Contains(string(log), "stdout F attached-42") {
+		t.Errorf("log: %q %v", log, err)
+	}
+}
+
+// TestCrictlImages: pull, list, inspect, image file system usage and
+// removal through crictl's image commands.
+func TestCrictlImages(t *testing.T) {
+	ref := suite.registry + "/e2e/busybox:1"
+	crictl(t, "pull", ref)
+	if out := crictl(t, "images"); !strings.Contains(out, suite.registry+"/e2e/busybox") {
+		t.Errorf("crictl images:\n%s", out)
+	}
+	if out := crictl(t, "inspecti", ref); !strings.Contains(out, `"repoTags"`) || !strings.Contains(out, "/bin/sh") {
+		t.Errorf("crictl inspecti:\n%s", out)
+	}
+	if out := crictl(t, "imagefsinfo"); !strings.Contains(out, `"usedBytes"`) || !strings.Contains(out, `"containerFilesystems"`) {
+		t.Errorf("crictl imagefsinfo:\n%s", out)
+	}
+	if _, err := crictlErr("pull", suite.registry+"/e2e/missing:1"); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("pull of a missing image: %v", err)
+	}
+	crictl(t, "rmi", ref)
+	if out := crictl(t, "images", "-q", ref); strings.TrimSpace(out) != "" {
+		t.Errorf("image still listed after rmi: %q", out)
 	}
 }

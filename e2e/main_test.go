@@ -93,10 +93,12 @@ func runSuite(m *testing.M) (int, error) {
 	}
 	defer os.RemoveAll(suite.dir)
 	suite.bin = filepath.Join(suite.dir, "cri-mini")
-	build := exec.Command("go", "build", "-o", suite.bin, "./cmd/cri-mini")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		return 1, fmt.Errorf("build cri-mini: %v\n%s", err, out)
+	for out, pkg := range map[string]string{suite.bin: "./cmd/cri-mini", filepath.Join(suite.dir, "cri-mini-shim"): "./cmd/cri-mini-shim"} {
+		build := exec.Command("go", "build", "-o", out, pkg)
+		build.Dir = ".."
+		if out, err := build.CombinedOutput(); err != nil {
+			return 1, fmt.Errorf("build %s: %v\n%s", pkg, err, out)
+		}
 	}
 
 	n := os.Getpid() % 200

@@ -64,7 +64,7 @@ func serve(cfg config.Config) error {
 		return err
 	}
 	svc := cri.NewService(cri.Options{Config: cfg, Version: version, Network: network, Sandboxes: pods, Cgroups: cgroupManager, Images: images,
-		Containers: &container.Runtime{StateDir: filepath.Join(cfg.RunRoot, "containers"), Cgroups: cgroupManager},
+		Containers: &container.Runtime{StateDir: filepath.Join(cfg.RunRoot, "containers"), Cgroups: cgroupManager, Shim: findShim()},
 		RootfsDir:  filepath.Join(cfg.RunRoot, "rootfs")})
 	srv := cri.NewServer(svc)
 	streamAddr, stopStreaming, err := svc.StartStreaming(cfg.StreamAddress)
@@ -172,4 +172,19 @@ func listenUnix(socket string) (net.Listener, error) {
 		return nil, fmt.Errorf("socket mode: %w", err)
 	}
 	return ln, nil
+}
+
+// findShim is cri-mini-shim next to this executable, the small binary that
+// runs container supervisors; without it the daemon re-executes itself.
+func findShim() string {
+	self, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	shim := filepath.Join(filepath.Dir(self), "cri-mini-shim")
+	if st, err := os.Stat(shim); err != nil || st.Mode()&0o111 == 0 {
+		klog.InfoS("No cri-mini-shim next to the daemon: supervisors re-execute the daemon's binary (more memory per container)", "looked for", shim)
+		return ""
+	}
+	return shim
 }
