@@ -240,3 +240,73 @@ func TestExecTimeout(t *testing.T) {
 		})
 	}
 }
+
+func TestCRILog(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	b := rt.bundle(t, "log", rootfs, "sh", "-c", `echo out1; echo err1 >&2; head -c 20000 /dev/zero | tr '\0' a; echo; printf 'no newline'`)
+	st, _, _ := rt.run(t, "log", b)
+	if st.ExitCode != 0 {
+		t.Fatalf("exit %d", st.ExitCode)
+	}
+	var stdout []criRecord
+	var stderr []criRecord
+	for _, r := range criRecords(t, b.LogPath) {
+		if r.stream == "stdout" {
+			stdout = append(stdout, r)
+		} else {
+			stderr = append(stderr, r)
+		}
+	}
+	long := strings.Repeat("a", 20000)
+	want := []criRecord{
+		{"stdout", false, "out1"},
+		{"stdout", true, long[:maxLogLine]},
+		{"stdout", false, long[maxLogLine:]},
+		{"stdout", false, "no newline"},
+	}
+	if len(stdout) != len(want) {
+		t.Fatalf("stdout records %d, want %d: %+v", len(stdout), len(want), stdout)
+	}
+	for i := range want {
+		if stdout[i] != want[i] {
+			t.Errorf("stdout record %d: %s %v %d bytes, want %s %v %d bytes", i, stdout[i].stream, stdout[i].partial, len(stdout[i].content), want[i].stream, want[i].partial, len(want[i].content))
+		}
+	}
+	if len(stderr) != 1 || stderr[0] != (criRecord{"stderr", false, "err1"}) {
+		t.Errorf("stderr records %+v", stderr)
+	}
+}
+
+// TestReopenLog: after the log file is rotated away, ReopenLog makes the
+// container's further output go to a new file at the log path.
+func TestReopenLog(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	b := rt.bundle(t, "reopen", rootfs, "sh", "-c", "echo one; while [ ! -e /tmp/go ]; do sleep 0.02; done; echo two")
+	rt.startRunning(t, "reopen", b)
+	waitForLog(t, b.LogPath, "one")
+	rotated := b.LogPath + ".1"
+	if err := os.Rename(b.LogPath, rotated); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.ReopenLog("reopen"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, err := os.Stat(b.LogPath); return err == nil })
+	if code, out := rt.execOut(t, "reopen", "touch", "/tmp/go"); code != 0 {
+		t.Fatalf("exec touch: %d %q", code, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := rt.Wait(ctx, "reopen"); err != nil {
+		t.Fatal(err)
+	}
+	if old, _ := readCRILog(t, rotated); old != "one\n" {
+		t.Errorf("rotated log %q, want one", old)
+	}
+	if cur, _ := readCRILog(t, b.LogPath); cur != "two\n" {
+		t.Errorf("new log %q, want two", cur)
+	}
+	if err := rt.ReopenLog("reopen"); err == nil {
+		t.Error("ReopenLog of a stopped container succeeded")
+	}
+}

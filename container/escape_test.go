@@ -1,0 +1,131 @@
+package container
+
+import (
+	"context"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// TestRootfsSymlinkEscapes is R18: an image whose mount targets are
+// symlinks out of the rootfs (absolute and "../.." ones) gets its mounts
+// inside the rootfs; nothing outside is created, written or mounted over.
+func TestRootfsSymlinkEscapes(t *testing.T) {
+	rt := newTestRuntime(t)
+	base := t.TempDir()
+	rootfs := filepath.Join(base, "a", "rootfs")
+	if err := os.MkdirAll(filepath.Dir(rootfs), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(busyboxRootfs(t), rootfs); err != nil {
+		t.Fatal(err)
+	}
+	outside := filepath.Join(base, "outside") // what "../../../outside" from rootfs/mnt names
+	sentinel := t.TempDir()
+	for p, data := range map[string]string{"hosts": "host's own hosts\n", "keep/file": "keep\n"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(sentinel, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(sentinel, p), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(outside, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	links := map[string]string{
+		"proc":            filepath.Join(sentinel, "proc"),                            // absolute, missing
+		"dev":             "../../../../../../../.." + filepath.Join(sentinel, "dev"), // relative, missing
+		"sys":             sentinel + "/keep",                                         // absolute, existing
+		"etc/hosts":       filepath.Join(sentinel, "hosts"),                           // a file
+		"etc/hostname":    "../../../../../../../.." + filepath.Join(sentinel, "hostname"),
+		"mnt":             "../../../outside", // a bind target's parent
+		"etc/resolv.conf": "/../../../" + sentinel + "/resolv.conf",
+	}
+	for l, target := range links {
+		if err := os.Symlink(target, filepath.Join(rootfs, l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "in-bind"), []byte("bound\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := snapshotTree(t, sentinel)
+	beforeOutside := snapshotTree(t, outside)
+	b := rt.bundle(t, "escape", rootfs, "sh", "-c",
+		"cat /proc/1/cmdline; echo; cat /etc/hosts; cat /mnt/b/in-bind; echo x > /mnt/b/written; ls /dev/null; grep -c cgroup /proc/self/mountinfo >/dev/null && echo cgroups")
+	b.Spec.Mounts = []specs.Mount{{Destination: "/mnt/b", Type: "bind", Source: src, Options: []string{"rbind", "rw"}}}
+	st, out, errOut := rt.run(t, "escape", b)
+	// Contained: every mount worked, inside the rootfs.
+	want := "sh\x00-c\x00" + b.Spec.Process.Args[2] + "\x00\n127.0.0.1\tlocalhost ctr-escape\n::1\tlocalhost ip6-localhost ip6-loopback\nbound\n/dev/null\ncgroups\n"
+	if st.ExitCode != 0 || out != want {
+		t.Errorf("exit %d, stdout %q (stderr %q), want %q", st.ExitCode, out, errOut, want)
+	}
+	for _, p := range []string{filepath.Join(sentinel, "proc"), filepath.Join(sentinel, "dev"), filepath.Join(sentinel, "hostname"), filepath.Join(sentinel, "resolv.conf"), "outside/b"} {
+		if _, err := os.Lstat(filepath.Join(rootfs, p)); err != nil {
+			t.Errorf("%s was not created inside the rootfs: %v", p, err)
+		}
+	}
+	rt.deleteAndCheck(t, "escape")
+	if after := snapshotTree(t, sentinel); after != before {
+		t.Errorf("host directory changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if after := snapshotTree(t, outside); after != beforeOutside {
+		t.Errorf("%s changed:\nbefore:\n%s\nafter:\n%s", outside, beforeOutside, after)
+	}
+	for _, m := range hostMountPoints(t) {
+		if strings.HasPrefix(m, base) || strings.HasPrefix(m, sentinel) {
+			t.Errorf("host mount %s", m)
+		}
+	}
+}
+
+// snapshotTree describes every entry below dir: path, type, mode and
+// content.
+func snapshotTree(t *testing.T, dir string) string {
+	t.Helper()
+	var sb strings.Builder
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		sb.WriteString(p + " " + fi.Mode().String())
+		if fi.Mode().IsRegular() {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			sb.WriteString(" " + string(data))
+		}
+		sb.WriteByte('\n')
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sb.String()
+}
+
+// TestRootfsSymlinkLoop: a mount target that cannot be resolved fails
+// create cleanly, leaving nothing behind.
+func TestRootfsSymlinkLoop(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	if err := os.Symlink("../proc", filepath.Join(rootfs, "proc")); err != nil {
+		t.Fatal(err)
+	}
+	b := rt.bundle(t, "loop", rootfs, "true")
+	err := rt.Create(context.Background(), "loop", b)
+	if err == nil || !strings.Contains(err.Error(), "/proc") {
+		t.Fatalf("create with /proc a symlink loop: %v, want an error naming /proc", err)
+	}
+	assertGone(t, filepath.Join(rt.StateDir, "loop"), config{Spec: b.Spec, CgroupPath: b.CgroupPath})
+}
