@@ -10,10 +10,11 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/cri-mini
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(dir $(BIN))cri-mini-shim ./cmd/cri-mini-shim
 
-# test: unit tests plus the root integration tests (namespaces, mounts,
-# cgroups, a loopback registry, CNI). Run as root.
+# test: unit tests, the root integration tests (namespaces, mounts, cgroups,
+# a loopback registry, CNI) and the CRI validation suite (make e2e). Run as root.
 test: vet
 	$(GO) test -count=1 -timeout 30m ./...
+	$(MAKE) e2e
 
 vet:
 	$(GO) vet ./...
