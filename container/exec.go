@@ -190,7 +190,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 		return -1, fmt.Errorf("exec in %s: %w", id, serr)
 	}
 	if ctx.Err() != nil {
-		return -1, fmt.Errorf("exec in %s: %w", id, errors.Join(ctx.Err(), errdefs.ErrDeadlineExceeded))
+		return -1, fmt.Errorf("exec in %s: %w", id, orCtxErr(ctx, nil))
 	}
 	ps := cmd.ProcessState
 	if ps == nil {

@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 
 // busyboxApplets are the commands the tests' scripts use.
 var busyboxApplets = []string{"sh", "cat", "ls", "sleep", "id", "echo", "mount", "stat", "readlink",
-	"wc", "hostname", "touch", "grep", "head", "tr", "pwd", "mkdir", "true", "false", "kill", "env", "test"}
+	"wc", "hostname", "touch", "grep", "head", "tr", "pwd", "mkdir", "true", "false", "kill", "env", "test", "tty", "tail"}
 
 // busyboxRootfs builds a minimal rootfs (Debian's static busybox and links
 // to it) in a fresh temporary directory and returns its path.

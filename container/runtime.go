@@ -263,7 +263,7 @@ func (r *Runtime) startSupervisor(ctx context.Context, dir string, cfg *config) 
 	defer stop()
 	m, _, err := expectMsg(ctl, msgPid)
 	if err != nil {
-		return fmt.Errorf("supervisor: %w", err)
+		return fmt.Errorf("supervisor: %w", orCtxErr(ctx, err))
 	}
 	if p := cfg.Spec.Process; p.OOMScoreAdj != nil {
 		setOOMScoreAdj(m.Pid, *p.OOMScoreAdj)
@@ -277,12 +277,18 @@ func (r *Runtime) startSupervisor(ctx context.Context, dir string, cfg *config) 
 		return err
 	}
 	if _, _, err := expectMsg(ctl, msgReady); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("create: %w", errors.Join(ctx.Err(), errdefs.ErrDeadlineExceeded))
-		}
-		return fmt.Errorf("create: %w", err)
+		return fmt.Errorf("create: %w", orCtxErr(ctx, err))
 	}
 	return nil
+}
+
+// orCtxErr returns why ctx ended when it has (our closing of a connection
+// on that is what caused err), and err otherwise.
+func orCtxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return errors.Join(ctx.Err(), errdefs.ErrDeadlineExceeded)
+	}
+	return err
 }
 
 // setOOMScoreAdj sets the init's OOM score. Lowering it needs

@@ -196,6 +196,15 @@ func TestExec(t *testing.T) {
 	if err != nil || code != 0 || sb.String() != "0\n/tmp\n1\nCapEff:\t00000000a80425fb\n" {
 		t.Errorf("exec with options: %d %q %v", code, sb.String(), err)
 	}
+	sb.Reset()
+	code, err = rt.Exec(context.Background(), "exec", ExecOptions{Args: []string{"sh", "-c", "tty; test -t 0 && echo in-tty"}, Tty: true, Stdout: &sb})
+	if err != nil || code != 0 || !strings.HasPrefix(sb.String(), "/dev/pts/") || !strings.HasSuffix(sb.String(), "\r\nin-tty\r\n") {
+		t.Errorf("exec with a tty: %d %q %v", code, sb.String(), err)
+	}
+	code, err = rt.Exec(context.Background(), "exec", ExecOptions{Args: []string{"cat"}, Stdin: strings.NewReader("from stdin\n"), Stdout: &sb})
+	if err != nil || code != 0 || !strings.HasSuffix(sb.String(), "in-tty\r\nfrom stdin\n") {
+		t.Errorf("exec with stdin: %d %q %v", code, sb.String(), err)
+	}
 	if _, err := rt.Exec(context.Background(), "exec", ExecOptions{Args: []string{"/bin/nonexistent"}}); err == nil || !strings.Contains(err.Error(), "nonexistent") {
 		t.Errorf("exec of a missing command: %v", err)
 	}

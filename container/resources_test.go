@@ -1,0 +1,140 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/cri-mini/cri-mini/container/caps"
+	"github.com/cri-mini/cri-mini/container/seccomp"
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+)
+
+func TestMemoryLimitOOMKill(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	b := rt.bundle(t, "oom", rootfs, "sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived")
+	limit := int64(32 << 20)
+	b.Spec.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit, Swap: &limit}}
+	st, out, _ := rt.run(t, "oom", b)
+	if st.ExitCode != 137 || !st.OOMKilled || out != "" {
+		t.Errorf("memory hog under 32 MiB: exit %d, OOMKilled %v, stdout %q; want 137, true", st.ExitCode, st.OOMKilled, out)
+	}
+}
+
+func TestPidsLimit(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	b := rt.bundle(t, "pids", rootfs, "sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 1 & done; echo done")
+	n := int64(5)
+	b.Spec.Linux.Resources = &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &n}}
+	st, out, errOut := rt.run(t, "pids", b)
+	// busybox sh gives up at the first failed fork.
+	if st.ExitCode == 0 || out != "" || !strings.Contains(errOut, "can't fork: Resource temporarily unavailable") {
+		t.Errorf("fork loop under pids.max 5: exit %d, stdout %q, stderr %q; want fork failures", st.ExitCode, out, errOut)
+	}
+}
+
+// TestSeccompDenies: CAP_SYS_ADMIN allows mount; the default profile for
+// the default capabilities still refuses it with EPERM.
+func TestSeccompDenies(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	for _, withSeccomp := range []bool{false, true} {
+		id := fmt.Sprintf("seccomp-%v", withSeccomp)
+		b := rt.bundle(t, id, rootfs, "sh", "-c", "mkdir -p /m && mount -t tmpfs t /m && echo mounted")
+		all := append(caps.DefaultSet(), "CAP_SYS_ADMIN")
+		b.Spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: all, Effective: all, Permitted: all}
+		want, wantErr := "mounted\n", ""
+		if withSeccomp {
+			b.Spec.Linux.Seccomp = seccomp.RuntimeDefault()
+			want, wantErr = "", "mount: permission denied" // busybox's words for EPERM
+		}
+		_, out, errOut := rt.run(t, id, b)
+		if out != want || !strings.Contains(errOut, wantErr) {
+			t.Errorf("seccomp %v: stdout %q stderr %q, want %q and %q", withSeccomp, out, errOut, want, wantErr)
+		}
+	}
+}
+
+func TestReadonlyRoot(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	b := rt.bundle(t, "roroot", rootfs, "sh", "-c", "touch /tmp/x 2>/dev/null && echo written || echo refused; echo y > /dev/shm/y && echo shm")
+	b.Spec.Root.Readonly = true
+	_, out, errOut := rt.run(t, "roroot", b)
+	if out != "refused\nshm\n" {
+		t.Errorf("read-only root: stdout %q stderr %q", out, errOut)
+	}
+}
+
+func TestTerminal(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	b := rt.bundle(t, "tty", rootfs, "sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty; tty")
+	b.Tty = true
+	st, out, errOut := rt.run(t, "tty", b)
+	if st.ExitCode != 0 || out != "is-a-tty\n/dev/pts/0\n" || errOut != "" {
+		t.Errorf("terminal: exit %d stdout %q stderr %q", st.ExitCode, out, errOut)
+	}
+}
+
+// TestRestartedRuntime: a daemon that restarts makes a new Runtime on the
+// same state directory and finds, execs into, kills and waits for the
+// containers it had.
+func TestRestartedRuntime(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	st := rt.startRunning(t, "restart", rt.bundle(t, "restart", rootfs, "sh", "-c", "trap 'exit 9' TERM; while :; do sleep 0.05; done"))
+	again := &testRuntime{Runtime: &Runtime{StateDir: rt.StateDir, Cgroups: rt.Cgroups}, cgroupParent: rt.cgroupParent}
+	st2, err := again.State("restart")
+	if err != nil || st2.Status != StatusRunning || st2.Pid != st.Pid {
+		t.Fatalf("state after restart: %+v, %v", st2, err)
+	}
+	if code, out := again.execOut(t, "restart", "hostname"); code != 0 || out != "ctr-restart\n" {
+		t.Errorf("exec after restart: %d %q", code, out)
+	}
+	if err := again.Kill(context.Background(), "restart", 15); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if st, err := again.Wait(ctx, "restart"); err != nil || st.ExitCode != 9 {
+		t.Errorf("wait after restart: %+v, %v", st, err)
+	}
+}
+
+// TestJoinPidNamespace: a container that joins another's pid namespace by
+// path (a pod's shared one) sees its processes.
+func TestJoinPidNamespace(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	first := rt.startRunning(t, "first", rt.bundle(t, "first", rootfs, "sleep", "999"))
+	b := rt.bundle(t, "second", rootfs, "sh", "-c", "cat /proc/1/cmdline; echo; echo $$")
+	for i, ns := range b.Spec.Linux.Namespaces {
+		if ns.Type == specs.PIDNamespace {
+			b.Spec.Linux.Namespaces[i].Path = fmt.Sprintf("/proc/%d/ns/pid", first.Pid)
+		}
+	}
+	_, out, errOut := rt.run(t, "second", b)
+	if !strings.HasPrefix(out, "sleep\x00999\x00\n") || strings.HasSuffix(out, "\n1\n") {
+		t.Errorf("joined pid namespace: stdout %q stderr %q", out, errOut)
+	}
+	if s, err := rt.State("first"); err != nil || s.Status != StatusRunning {
+		t.Errorf("first container after the second ended: %+v, %v", s, err)
+	}
+}
+
+func TestCreateCancelled(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	b := rt.bundle(t, "cancelled", rootfs, "true")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := rt.Create(ctx, "cancelled", b)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("create with a cancelled context: %v", err)
+	}
+	_, serr := rt.State("cancelled")
+	if !errors.Is(serr, errdefs.ErrNotFound) {
+		t.Errorf("state after a cancelled create: %v", serr)
+	}
+	assertGone(t, rt.StateDir+"/cancelled", config{Spec: b.Spec, CgroupPath: b.CgroupPath})
+}
