@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # demo.sh: cri-mini's main job on a fresh Debian machine with Go, as root.
 # Installs what it needs, builds cri-mini, starts the daemon with its embedded
-# defaults in a throw-away directory, runs a pod through crictl, shows it, and
-# removes everything again.
+# defaults in a throw-away directory, brings in a busybox image without any
+# public registry (built from Debian's busybox-static, loaded with
+# `cri-mini image import`), runs a pod and a container through crictl, shows
+# its logs and an exec, and removes everything again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$HOME/go/bin:$PATH
@@ -66,6 +68,28 @@ echo "== the pod"
 crictl inspectp -o go-template --template 'state {{.status.state}}, IP {{.status.network.ip}}{{"\n"}}' "$pod"
 echo "== its resolv.conf, from the pod's DNS config (recipe R2)"
 cat "$work/run/pods/$pod/resolv.conf"
+echo "== a busybox image built locally, loaded with cri-mini image import (no registry)"
+go build -o "$work/imgbuild" ./e2e/cmd/imgbuild
+"$work/imgbuild" -save "$work/busybox.tar" -only '^e2e-test-images/busybox:1.29-2$'
+./bin/cri-mini image import --root "$work/root" "$work/busybox.tar"
+crictl images
+cat >"$work/ctr.json" <<JSON
+{"metadata":{"name":"hello"},"image":{"image":"registry.k8s.io/e2e-test-images/busybox:1.29-2"},
+ "command":["sh","-c","while true; do echo hello from \$(hostname), pid \$\$; sleep 1; done"],
+ "log_path":"hello.log","linux":{}}
+JSON
+echo "== create + start a container in the pod"
+ctr=$(crictl create "$pod" "$work/ctr.json" "$work/pod.json")
+crictl start "$ctr"
+sleep 2
+crictl ps
+echo "== its logs (CRI format on disk, written by its supervisor)"
+crictl logs "$ctr"
+echo "== an exec: the container's view of the world"
+crictl exec "$ctr" sh -c 'echo "hostname $(hostname), I am $(id -u), PID 1 is $(cat /proc/1/cmdline | tr "\0" " ")"; grep -c . /proc/self/mountinfo | sed "s/^/mounts: /"'
+echo "== stop + remove the container"
+crictl stop -t 2 "$ctr"
+crictl rm "$ctr"
 echo "== stopp / rmp"
 crictl stopp "$pod"
 crictl rmp "$pod"

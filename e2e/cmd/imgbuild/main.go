@@ -22,9 +22,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"syscall"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/cri-mini/cri-mini/e2e/images"
 )
@@ -49,10 +53,16 @@ func run() error {
 		shell    = flag.String("shell", "", "non-standalone busybox for /bin/sh (default: Debian's busybox package, fetched with apt-get)")
 		cache    = flag.String("cache", cacheDefault, "cache directory for the Debian busybox package")
 		module   = flag.String("module", ".", "cri-mini module root")
+		save     = flag.String("save", "", "write the images to FILE as a docker save tarball, named registry.k8s.io/<path> (for cri-mini image import)")
+		only     = flag.String("only", "", "with -save: only the images whose path matches this regular expression")
 	)
 	flag.Parse()
-	if (*host == "") == (*serve == "") {
-		return errors.New("give exactly one of -registry or -serve")
+	if n := btoi(*host != "") + btoi(*serve != "") + btoi(*save != ""); n != 1 {
+		return errors.New("give exactly one of -registry, -serve or -save")
+	}
+	keep, err := regexp.Compile(*only)
+	if err != nil {
+		return fmt.Errorf("-only: %w", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -75,6 +85,9 @@ func run() error {
 	built, err := images.Build(in)
 	if err != nil {
 		return err
+	}
+	if *save != "" {
+		return saveTarball(*save, built, keep)
 	}
 
 	if *host != "" {
@@ -113,4 +126,31 @@ func push(ctx context.Context, host string, built []images.Tagged) error {
 		fmt.Printf("%s/%s %s\n", host, t.Ref, d)
 	}
 	return nil
+}
+
+// saveTarball writes the images whose path keep matches as one docker save
+// tarball, under the registry.k8s.io names critest and the demo use.
+func saveTarball(file string, built []images.Tagged, keep *regexp.Regexp) error {
+	refs := map[name.Reference]v1.Image{}
+	for _, t := range built {
+		if !keep.MatchString(t.Ref) {
+			continue
+		}
+		tag, err := name.NewTag("registry.k8s.io/" + t.Ref)
+		if err != nil {
+			return fmt.Errorf("image reference %s: %w", t.Ref, err)
+		}
+		refs[tag] = t.Image
+	}
+	if len(refs) == 0 {
+		return fmt.Errorf("no image path matches %q", keep)
+	}
+	return tarball.MultiRefWriteToFile(file, refs)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
