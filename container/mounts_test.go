@@ -25,6 +25,8 @@ echo "== ro"; (echo data > /mnt/ro/from-ctr) 2>/dev/null && echo written || echo
 echo "== rofile"; cat /etc/bound
 echo "== hostname"; hostname; cat /etc/hostname
 echo "== hosts"; cat /etc/hosts
+echo "== tmpfs"; stat -c '%a' /mnt/tmp; grep ' /mnt/tmp ' /proc/self/mountinfo | grep -o 'size=[0-9]*k'
+echo "== sysctl"; cat /proc/sys/net/ipv4/ip_unprivileged_port_start
 echo "== end"
 `
 
@@ -46,7 +48,9 @@ func TestMounts(t *testing.T) {
 		{Destination: "/mnt/rw", Type: "bind", Source: rw, Options: []string{"rbind", "rw"}},
 		{Destination: "/mnt/ro", Type: "bind", Source: ro, Options: []string{"rbind", "ro"}},
 		{Destination: "/etc/bound", Type: "bind", Source: file, Options: []string{"bind", "ro"}},
+		{Destination: "/mnt/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "size=1024k", "mode=700"}},
 	}
+	b.Spec.Linux.Sysctl = map[string]string{"net.ipv4.ip_unprivileged_port_start": "80"}
 	st, out, errOut := rt.run(t, "mounts", b)
 	if st.ExitCode != 0 {
 		t.Fatalf("exit %d, stderr %q", st.ExitCode, errOut)

@@ -319,3 +319,53 @@ func TestReopenLog(t *testing.T) {
 		t.Error("ReopenLog of a stopped container succeeded")
 	}
 }
+
+func TestCreateCancelled(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	b := rt.bundle(t, "cancelled", rootfs, "true")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := rt.Create(ctx, "cancelled", b)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("create with a cancelled context: %v", err)
+	}
+	_, serr := rt.State("cancelled")
+	if !errors.Is(serr, errdefs.ErrNotFound) {
+		t.Errorf("state after a cancelled create: %v", serr)
+	}
+	assertGone(t, rt.StateDir+"/cancelled", config{Spec: b.Spec, CgroupPath: b.CgroupPath})
+}
+
+func TestDeleteCreated(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	b := rt.bundle(t, "created", rootfs, "sh", "-c", "echo ran")
+	rt.create(t, "created", b)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := rt.Wait(ctx, "created"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("wait on a created container past the deadline: %v", err)
+	}
+	rt.deleteAndCheck(t, "created")
+	if data, _ := os.ReadFile(b.LogPath); len(data) != 0 {
+		t.Errorf("a deleted, never started container ran: %q", data)
+	}
+}
+
+// TestSupervisorKilled: a supervisor that dies leaves the container to
+// Delete, which still removes all of it.
+func TestSupervisorKilled(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	rt.startRunning(t, "orphan", rt.bundle(t, "orphan", rootfs, "sleep", "999"))
+	var sup procRecord
+	if err := readJSON(filepath.Join(rt.StateDir, "orphan"), supFile, &sup); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(sup.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return !sup.alive() })
+	if st, err := rt.State("orphan"); err != nil || st.Status != StatusRunning {
+		t.Errorf("state with the supervisor gone and the init alive: %+v, %v", st, err)
+	}
+	rt.deleteAndCheck(t, "orphan")
+}
