@@ -41,3 +41,15 @@ bench:
 .PHONY: demo
 demo:
 	e2e/demo.sh
+
+# install: the binaries, the systemd unit (KillMode=process: containers
+# outlive daemon restarts), the default config and crictl.yaml. Existing
+# config files are kept. DESTDIR and PREFIX as usual. Run as root.
+PREFIX ?= /usr/local
+.PHONY: install
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/cri-mini
+	install -D -m 0755 $(dir $(BIN))cri-mini-shim $(DESTDIR)$(PREFIX)/bin/cri-mini-shim
+	install -D -m 0644 manifests/cri-mini.service $(DESTDIR)/etc/systemd/system/cri-mini.service
+	test -e $(DESTDIR)/etc/cri-mini/cri-mini.toml || install -D -m 0644 manifests/cri-mini.toml $(DESTDIR)/etc/cri-mini/cri-mini.toml
+	test -e $(DESTDIR)/etc/crictl.yaml || install -D -m 0644 manifests/crictl.yaml $(DESTDIR)/etc/crictl.yaml
