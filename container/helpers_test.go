@@ -142,6 +142,12 @@ func (rt *testRuntime) create(t *testing.T, id string, b Bundle) {
 func (rt *testRuntime) run(t *testing.T, id string, b Bundle) (*State, string, string) {
 	t.Helper()
 	rt.create(t, id, b)
+	return rt.start(t, id, b)
+}
+
+// start starts a created container and waits for it, like run.
+func (rt *testRuntime) start(t *testing.T, id string, b Bundle) (*State, string, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := rt.Start(ctx, id); err != nil {

@@ -27,6 +27,7 @@ echo "== hostname"; hostname; cat /etc/hostname
 echo "== hosts"; cat /etc/hosts
 echo "== tmpfs"; stat -c '%a' /mnt/tmp; grep ' /mnt/tmp ' /proc/self/mountinfo | grep -o 'size=[0-9]*k'
 echo "== sysctl"; cat /proc/sys/net/ipv4/ip_unprivileged_port_start
+echo "== specdevices"; stat -c '%n %F %t,%T %a %u:%g' /dev/fuse /dev/net/tun
 echo "== end"
 `
 
@@ -49,6 +50,11 @@ func TestMounts(t *testing.T) {
 		{Destination: "/mnt/ro", Type: "bind", Source: ro, Options: []string{"rbind", "ro"}},
 		{Destination: "/etc/bound", Type: "bind", Source: file, Options: []string{"bind", "ro"}},
 		{Destination: "/mnt/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "size=1024k", "mode=700"}},
+	}
+	fuseMode, uid, gid := os.FileMode(0o600), uint32(1000), uint32(5)
+	b.Spec.Linux.Devices = []specs.LinuxDevice{
+		{Path: "/dev/fuse", Type: "c", Major: 10, Minor: 229, FileMode: &fuseMode, UID: &uid, GID: &gid},
+		{Path: "/dev/net/tun", Type: "c", Major: 10, Minor: 200},
 	}
 	b.Spec.Linux.Sysctl = map[string]string{"net.ipv4.ip_unprivileged_port_start": "80"}
 	st, out, errOut := rt.run(t, "mounts", b)

@@ -369,3 +369,22 @@ func TestSupervisorKilled(t *testing.T) {
 	}
 	rt.deleteAndCheck(t, "orphan")
 }
+
+// TestReopenLogRightAfterCreate: the supervisor handles the reopen signal
+// from the moment Create returns (its default action would kill it).
+func TestReopenLogRightAfterCreate(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	for i := range 10 {
+		id := "early-" + strconv.Itoa(i)
+		b := rt.bundle(t, id, rootfs, "echo", "hello")
+		rt.create(t, id, b)
+		if err := rt.ReopenLog(id); err != nil {
+			t.Fatalf("reopen right after create: %v", err)
+		}
+		st, out, _ := rt.start(t, id, b)
+		if st.ExitCode != 0 || out != "hello\n" {
+			t.Fatalf("container %s after an early reopen: %+v, stdout %q", id, st, out)
+		}
+		rt.deleteAndCheck(t, id)
+	}
+}

@@ -43,6 +43,11 @@ func runSupervisor() {
 }
 
 func supervise(dir string, ctl *net.UnixConn) error {
+	// ReopenLog may signal as soon as Create has returned, which is before
+	// the log copying starts: without a handler from the first moment, the
+	// signal's default action would end the supervisor.
+	reopen := make(chan os.Signal, 1)
+	signal.Notify(reopen, unix.SIGUSR1)
 	var cfg config
 	if err := readJSON(dir, configFile, &cfg); err != nil {
 		return err
@@ -170,8 +175,6 @@ func supervise(dir string, ctl *net.UnixConn) error {
 		copyOut("stdout", outR, frameStdout)
 		copyOut("stderr", errR, frameStderr)
 	}
-	reopen := make(chan os.Signal, 1)
-	signal.Notify(reopen, unix.SIGUSR1)
 	go func() {
 		for range reopen {
 			if logw != nil {
