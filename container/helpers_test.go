@@ -17,6 +17,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/container/caps"
 	"github.com/cri-mini/cri-mini/container/cgroups"
+	"github.com/cri-mini/cri-mini/internal/mountinfo"
 )
 
 // The test binary is re-executed for the supervisor, init and exec roles,
@@ -210,9 +211,13 @@ func assertGone(t *testing.T, dir string, cfg config, procs ...procRecord) {
 // hostMountPoints lists the mount points of the test's own mount namespace.
 func hostMountPoints(t *testing.T) []string {
 	t.Helper()
+	mounts, err := mountinfo.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var out []string
-	for _, m := range parseMountinfo(t, readFile(t, "/proc/self/mountinfo")) {
-		out = append(out, m.point)
+	for _, m := range mounts {
+		out = append(out, m.Mountpoint)
 	}
 	return out
 }
@@ -233,15 +238,6 @@ func parseMountinfo(t *testing.T, text string) []mountEntry {
 		out = append(out, mountEntry{point: pf[4], opts: pf[5], fstype: qf[0], superOpts: qf[2]})
 	}
 	return out
-}
-
-func readFile(t *testing.T, p string) string {
-	t.Helper()
-	data, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(data)
 }
 
 // readCRILog checks every record of a CRI log and returns the content of
