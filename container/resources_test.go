@@ -2,6 +2,7 @@ package container
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/container/caps"
 	"github.com/cri-mini/cri-mini/container/seccomp"
+	"github.com/cri-mini/cri-mini/internal/errdefs"
 )
 
 func TestMemoryLimitOOMKill(t *testing.T) {
@@ -122,5 +124,31 @@ func TestJoinPidNamespace(t *testing.T) {
 	}
 	if s, err := rt.State("first"); err != nil || s.Status != StatusRunning {
 		t.Errorf("first container after the second ended: %+v, %v", s, err)
+	}
+}
+
+func TestOOMScoreAdjAndDefaultPath(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	// No PATH in the environment: the command is found in the default one.
+	b := rt.bundle(t, "oomscore", rootfs, "cat", "/proc/self/oom_score_adj")
+	b.Spec.Process.Env = nil
+	score := 500
+	b.Spec.Process.OOMScoreAdj = &score
+	st, out, errOut := rt.run(t, "oomscore", b)
+	if st.ExitCode != 0 || out != "500\n" {
+		t.Errorf("oom_score_adj: exit %d, stdout %q, stderr %q", st.ExitCode, out, errOut)
+	}
+}
+
+func TestUnsupportedNamespace(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	b := rt.bundle(t, "userns", rootfs, "true")
+	b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+	if err := rt.Create(context.Background(), "userns", b); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("user namespace: %v, want InvalidArgument", err)
+	}
+	b.Spec.Linux.Namespaces = []specs.LinuxNamespace{{Type: specs.MountNamespace, Path: "/proc/self/ns/mnt"}}
+	if err := rt.Create(context.Background(), "userns", b); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("joining a mount namespace: %v, want InvalidArgument", err)
 	}
 }

@@ -3,6 +3,7 @@ package container
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -384,6 +385,47 @@ func TestReopenLogRightAfterCreate(t *testing.T) {
 		st, out, _ := rt.start(t, id, b)
 		if st.ExitCode != 0 || out != "hello\n" {
 			t.Fatalf("container %s after an early reopen: %+v, stdout %q", id, st, out)
+		}
+		rt.deleteAndCheck(t, id)
+	}
+}
+
+// TestConcurrentContainers: the daemon drives many containers at once.
+func TestConcurrentContainers(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	const n = 6
+	bundles := make([]Bundle, n)
+	for i := range n {
+		bundles[i] = rt.bundle(t, "par-"+strconv.Itoa(i), rootfs, "sh", "-c", "hostname; echo $$")
+	}
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			id := "par-" + strconv.Itoa(i)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			err := rt.Create(ctx, id, bundles[i])
+			if err == nil {
+				err = rt.Start(ctx, id)
+			}
+			if err == nil {
+				var st *State
+				if st, err = rt.Wait(ctx, id); err == nil && st.ExitCode != 0 {
+					err = fmt.Errorf("%s exited %d", id, st.ExitCode)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	for i := range n {
+		id := "par-" + strconv.Itoa(i)
+		if out, _ := readCRILog(t, bundles[i].LogPath); out != "ctr-"+id+"\n1\n" {
+			t.Errorf("%s: stdout %q", id, out)
 		}
 		rt.deleteAndCheck(t, id)
 	}
