@@ -8,6 +8,9 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/cri-mini/cri-mini/container/caps"
+	"github.com/cri-mini/cri-mini/internal/mountinfo"
 )
 
 // mountsScript prints, section by section, what TestMounts checks.
@@ -189,5 +192,50 @@ func TestBindReadOnlyRecursion(t *testing.T) {
 	// The host's own mounts are untouched by the container's attributes.
 	if err := os.WriteFile(filepath.Join(sub, "host"), nil, 0o644); err != nil {
 		t.Errorf("host submount became read-only: %v", err)
+	}
+}
+
+// TestBindPropagation: a "rslave" bind receives mounts the host makes
+// below its source after the container started; a "rprivate" one does not,
+// and nothing the container mounts comes back to the host.
+func TestBindPropagation(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	src := t.TempDir()
+	// The source must be a shared mount for anything to propagate.
+	if err := unix.Mount(src, src, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("", src, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(src, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", src, err)
+		}
+	})
+	for _, d := range []string{"late", "from-ctr"} {
+		if err := os.Mkdir(filepath.Join(src, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := rt.bundle(t, "prop", rootfs, "sleep", "999")
+	all := append(caps.DefaultSet(), "CAP_SYS_ADMIN")
+	b.Spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: all, Effective: all, Permitted: all}
+	b.Spec.Mounts = []specs.Mount{
+		{Destination: "/slave", Type: "bind", Source: src, Options: []string{"rbind", "rslave"}},
+		{Destination: "/private", Type: "bind", Source: src, Options: []string{"rbind", "rprivate"}},
+	}
+	rt.startRunning(t, "prop", b)
+	late := filepath.Join(src, "late")
+	if err := unix.Mount("tmpfs", late, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(late, unix.MNT_DETACH)
+	code, out := rt.execOut(t, "prop", "sh", "-c", "grep -o ' /[a-z]*/late ' /proc/self/mountinfo; mount -t tmpfs t /slave/from-ctr && echo mounted")
+	if code != 0 || out != " /slave/late \nmounted\n" {
+		t.Errorf("container mounts: exit %d, %q; want /slave/late only", code, out)
+	}
+	if ok, err := mountinfo.MountedAt(filepath.Join(src, "from-ctr")); err != nil || ok {
+		t.Errorf("a container mount propagated to the host: %v %v", ok, err)
 	}
 }
