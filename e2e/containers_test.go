@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -52,7 +53,7 @@ func serveTestImage() (string, string, error) {
 	}
 	_ = tw.WriteHeader(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bb))})
 	_, _ = tw.Write(bb)
-	for _, a := range []string{"sh", "cat", "echo", "sleep", "id", "hostname", "ls", "touch", "grep", "kill", "trap"} {
+	for _, a := range []string{"sh", "cat", "echo", "sleep", "id", "hostname", "ls", "touch", "grep", "kill", "trap", "head", "pidof", "tty", "mount"} {
 		_ = tw.WriteHeader(&tar.Header{Name: "bin/" + a, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777})
 	}
 	passwd := "root:x:0:0:root:/root:/bin/sh\nweb:x:33:33::/tmp:/bin/sh\n"
@@ -339,4 +340,67 @@ func TestCrictlImages(t *testing.T) {
 	if out := crictl(t, "images", "-q", ref); strings.TrimSpace(out) != "" {
 		t.Errorf("image still listed after rmi: %q", out)
 	}
+}
+
+// TestExecSessions: ExecSync returns big output intact and exact exit
+// codes, ends a command at its timeout (and kills it); crictl exec streams
+// stdin and runs under a pty with -t; exec into a stopped container fails.
+func TestExecSessions(t *testing.T) {
+	pullTestImage(t)
+	podID, podCfg := podWithLogs(t, "exec")
+	id := runContainer(t, podID, podCfg, containerConfig("target", "sleep", "600"))
+
+	const big = 12 << 20
+	resp, err := suite.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"head", "-c", strconv.Itoa(big), "/dev/zero"}, Timeout: 30})
+	if err != nil || len(resp.Stdout) != big || resp.ExitCode != 0 {
+		t.Fatalf("ExecSync of %d bytes: %v, got %d bytes, exit %d", big, err, len(resp.GetStdout()), resp.GetExitCode())
+	}
+	for _, code := range []int{0, 1, 42, 255} {
+		resp, err := suite.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "exit " + strconv.Itoa(code)}, Timeout: 10})
+		if err != nil || int(resp.ExitCode) != code {
+			t.Errorf("exit %d: got %v %v", code, resp.GetExitCode(), err)
+		}
+	}
+	start := time.Now()
+	_, err = suite.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sleep", "4321"}, Timeout: 1})
+	if status.Code(err) != codes.DeadlineExceeded || time.Since(start) > 20*time.Second {
+		t.Errorf("ExecSync past its timeout: %v after %s, want DeadlineExceeded", err, time.Since(start))
+	}
+	resp, err = suite.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "pidof sleep"}, Timeout: 10})
+	if err != nil || strings.Count(strings.TrimSpace(string(resp.Stdout)), " ") != 0 {
+		t.Errorf("the timed-out sleep still runs: pidof sleep = %q %v", resp.GetStdout(), err)
+	}
+
+	out, err := crictlStdin("stdin went through\n", "exec", "-i", id, "cat")
+	if err != nil || out != "stdin went through\n" {
+		t.Errorf("crictl exec -i: %q %v", out, err)
+	}
+	// crictl wants a terminal for -t: script(1) (util-linux) gives it one.
+	line := fmt.Sprintf("%s --runtime-endpoint unix://%s exec -it %s sh -c '[ -t 1 ] && tty'", suite.crictl, suite.socket, id)
+	tty, err := exec.Command("script", "-qec", line, "/dev/null").CombinedOutput()
+	if err != nil || !strings.Contains(string(tty), "/dev/pts/") {
+		t.Errorf("crictl exec -it under a pty: %q %v", tty, err)
+	}
+	if _, err := crictlStdin("", "exec", id, "sh", "-c", "exit 3"); err == nil || !strings.Contains(err.Error(), "exit code 3") {
+		t.Errorf("crictl exec of exit 3: %v", err)
+	}
+
+	crictl(t, "stop", "-t", "1", id)
+	if _, err := suite.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"true"}, Timeout: 5}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("ExecSync in a stopped container: %v, want FailedPrecondition", err)
+	}
+}
+
+// crictlStdin runs crictl with stdin and returns its stdout.
+func crictlStdin(stdin string, args ...string) (string, error) {
+	cmd := exec.Command(suite.crictl, append([]string{"--runtime-endpoint", "unix://" + suite.socket, "--timeout", "30s"}, args...)...)
+	cmd.Env = append(os.Environ(), "CRI_CONFIG_FILE=/dev/null")
+	cmd.Stdin = strings.NewReader(stdin)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("%v: %s", err, stderr.String())
+	}
+	return string(out), nil
 }

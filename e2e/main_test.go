@@ -135,7 +135,8 @@ func runSuite(m *testing.M) (int, error) {
 	if err := startDaemon(); err != nil {
 		return 1, err
 	}
-	suite.conn, err = grpc.NewClient("unix://"+suite.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	suite.conn, err = grpc.NewClient("unix://"+suite.socket, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20))) // as kubelet
 	if err != nil {
 		return 1, err
 	}
