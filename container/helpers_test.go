@@ -35,7 +35,7 @@ var busyboxApplets = []string{"sh", "cat", "ls", "sleep", "id", "echo", "mount",
 
 // busyboxRootfs builds a minimal rootfs (Debian's static busybox and links
 // to it) in a fresh temporary directory and returns its path.
-func busyboxRootfs(t *testing.T) string {
+func busyboxRootfs(t testing.TB) string {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "rootfs")
 	for _, d := range []string{"bin", "etc", "tmp"} {
@@ -76,7 +76,7 @@ type testRuntime struct {
 	cgroupParent string
 }
 
-func newTestRuntime(t *testing.T) *testRuntime {
+func newTestRuntime(t testing.TB) *testRuntime {
 	t.Helper()
 	cg, err := cgroups.New("cgroupfs")
 	if err != nil {
@@ -98,7 +98,7 @@ func newTestRuntime(t *testing.T) *testRuntime {
 
 // bundle describes a container running args in rootfs, in new namespaces,
 // with the default capabilities and no_new_privs, as the CRI layer makes it.
-func (rt *testRuntime) bundle(t *testing.T, id, rootfs string, args ...string) Bundle {
+func (rt *testRuntime) bundle(t testing.TB, id, rootfs string, args ...string) Bundle {
 	t.Helper()
 	defaults := caps.DefaultSet()
 	spec := &specs.Spec{
@@ -128,7 +128,7 @@ func (rt *testRuntime) bundle(t *testing.T, id, rootfs string, args ...string) B
 
 // create creates the container and registers its deletion (with the leak
 // checks) for the end of the test.
-func (rt *testRuntime) create(t *testing.T, id string, b Bundle) {
+func (rt *testRuntime) create(t testing.TB, id string, b Bundle) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -140,14 +140,14 @@ func (rt *testRuntime) create(t *testing.T, id string, b Bundle) {
 
 // run creates, starts and waits for the container and returns its final
 // state and what it wrote to stdout and stderr (from its CRI log).
-func (rt *testRuntime) run(t *testing.T, id string, b Bundle) (*State, string, string) {
+func (rt *testRuntime) run(t testing.TB, id string, b Bundle) (*State, string, string) {
 	t.Helper()
 	rt.create(t, id, b)
 	return rt.start(t, id, b)
 }
 
 // start starts a created container and waits for it, like run.
-func (rt *testRuntime) start(t *testing.T, id string, b Bundle) (*State, string, string) {
+func (rt *testRuntime) start(t testing.TB, id string, b Bundle) (*State, string, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -164,7 +164,7 @@ func (rt *testRuntime) start(t *testing.T, id string, b Bundle) (*State, string,
 
 // deleteAndCheck deletes the container and checks that nothing of it
 // remains: no process, no mount, no cgroup, no state.
-func (rt *testRuntime) deleteAndCheck(t *testing.T, id string) {
+func (rt *testRuntime) deleteAndCheck(t testing.TB, id string) {
 	t.Helper()
 	dir := filepath.Join(rt.StateDir, id)
 	var cfg config
@@ -183,7 +183,7 @@ func (rt *testRuntime) deleteAndCheck(t *testing.T, id string) {
 	assertGone(t, dir, cfg, init, sup)
 }
 
-func assertGone(t *testing.T, dir string, cfg config, procs ...procRecord) {
+func assertGone(t testing.TB, dir string, cfg config, procs ...procRecord) {
 	t.Helper()
 	for _, p := range procs {
 		if p.alive() {
@@ -209,7 +209,7 @@ func assertGone(t *testing.T, dir string, cfg config, procs ...procRecord) {
 }
 
 // hostMountPoints lists the mount points of the test's own mount namespace.
-func hostMountPoints(t *testing.T) []string {
+func hostMountPoints(t testing.TB) []string {
 	t.Helper()
 	mounts, err := mountinfo.Read()
 	if err != nil {
@@ -226,7 +226,7 @@ type mountEntry struct {
 	point, opts, fstype, superOpts string
 }
 
-func parseMountinfo(t *testing.T, text string) []mountEntry {
+func parseMountinfo(t testing.TB, text string) []mountEntry {
 	t.Helper()
 	var out []mountEntry
 	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
@@ -242,7 +242,7 @@ func parseMountinfo(t *testing.T, text string) []mountEntry {
 
 // readCRILog checks every record of a CRI log and returns the content of
 // each stream, partial records joined.
-func readCRILog(t *testing.T, path string) (stdout, stderr string) {
+func readCRILog(t testing.TB, path string) (stdout, stderr string) {
 	t.Helper()
 	recs := criRecords(t, path)
 	var out, errs strings.Builder
@@ -265,7 +265,7 @@ type criRecord struct {
 	content string
 }
 
-func criRecords(t *testing.T, path string) []criRecord {
+func criRecords(t testing.TB, path string) []criRecord {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -302,7 +302,7 @@ func criRecords(t *testing.T, path string) []criRecord {
 }
 
 // execOut runs args in the container and returns its exit code and output.
-func (rt *testRuntime) execOut(t *testing.T, id string, args ...string) (int, string) {
+func (rt *testRuntime) execOut(t testing.TB, id string, args ...string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -315,7 +315,7 @@ func (rt *testRuntime) execOut(t *testing.T, id string, args ...string) (int, st
 }
 
 // startRunning creates and starts a container that runs until deleted.
-func (rt *testRuntime) startRunning(t *testing.T, id string, b Bundle) *State {
+func (rt *testRuntime) startRunning(t testing.TB, id string, b Bundle) *State {
 	t.Helper()
 	rt.create(t, id, b)
 	if err := rt.Start(context.Background(), id); err != nil {
@@ -342,7 +342,7 @@ func section(out, name string) string {
 }
 
 // nsOf returns the namespace a host process is in (e.g. "pid:[4026532]").
-func nsOf(t *testing.T, pid int, kind string) string {
+func nsOf(t testing.TB, pid int, kind string) string {
 	t.Helper()
 	l, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/" + kind)
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 
 func TestProcessUserEnvCwdUmask(t *testing.T) {
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
-	b := rt.bundle(t, "user", rootfs, "sh", "-c", `id; echo "FOO=$FOO"; pwd; umask; touch f; stat -c '%a %u:%g' f; grep CapEff /proc/self/status`)
+	b := rt.bundle(t, "user", rootfs, "sh", "-c", `id; env | grep -v '^PWD=\|^SHLVL='; pwd; umask; touch f; stat -c '%a %u:%g' f; grep CapEff /proc/self/status`)
 	umask := uint32(0o027)
 	p := b.Spec.Process
 	p.User = specs.User{UID: 1000, GID: 1001, AdditionalGids: []uint32{10, 20}, Umask: &umask}
@@ -24,7 +24,7 @@ func TestProcessUserEnvCwdUmask(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, out, errOut := rt.run(t, "user", b)
-	want := "uid=1000 gid=1001 groups=10,20\nFOO=bar baz\n/work/dir\n0027\n640 1000:1001\nCapEff:\t0000000000000000\n"
+	want := "uid=1000 gid=1001 groups=10,20\nHOME=/\nPATH=/bin\nFOO=bar baz\n/work/dir\n0027\n640 1000:1001\nCapEff:\t0000000000000000\n"
 	if st.ExitCode != 0 || out != want {
 		t.Errorf("exit %d, stdout %q (stderr %q), want %q", st.ExitCode, out, errOut, want)
 	}

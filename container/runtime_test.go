@@ -430,3 +430,27 @@ func TestConcurrentContainers(t *testing.T) {
 		rt.deleteAndCheck(t, id)
 	}
 }
+
+// BenchmarkRunTrue: create, start, wait and delete of /bin/true on a
+// prepared rootfs, with a cgroup, as the CRI layer drives it.
+func BenchmarkRunTrue(b *testing.B) {
+	rt, rootfs := newTestRuntime(b), busyboxRootfs(b)
+	ctx := context.Background()
+	i := 0
+	for b.Loop() {
+		id := "bench-" + strconv.Itoa(i)
+		i++
+		if err := rt.Create(ctx, id, rt.bundle(b, id, rootfs, "true")); err != nil {
+			b.Fatal(err)
+		}
+		if err := rt.Start(ctx, id); err != nil {
+			b.Fatal(err)
+		}
+		if st, err := rt.Wait(ctx, id); err != nil || st.ExitCode != 0 {
+			b.Fatalf("wait: %+v %v", st, err)
+		}
+		if err := rt.Delete(ctx, id); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
