@@ -42,6 +42,14 @@ bench:
 demo:
 	e2e/demo.sh
 
+# kubelet-e2e: a real kubelet v1.37.2 (built from the Go module proxy, cached)
+# in standalone mode against cri-mini, offline: the static pods of
+# manifests/e2e-*.yaml (logs, emptyDir, restarts, liveness probe, teardown).
+# Run as root.
+.PHONY: kubelet-e2e
+kubelet-e2e:
+	e2e/kubelet/run.sh
+
 # install: the binaries, the systemd unit (KillMode=process: containers
 # outlive daemon restarts), the default config and crictl.yaml. Existing
 # config files are kept. DESTDIR and PREFIX as usual. Run as root.

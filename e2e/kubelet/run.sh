@@ -1,0 +1,348 @@
+#!/usr/bin/env bash
+# Runs a real kubelet (k8s.io/kubernetes v1.37.2, standalone: static pods, no
+# API server) against cri-mini, offline:
+#   1. builds cri-mini (make build) and kubelet (cached, e2e/kubelet/build.sh);
+#   2. serves the offline images on a loopback registry (e2e/cmd/imgbuild)
+#      and starts cri-mini with a throw-away root and its own CNI network,
+#      registry.k8s.io mirrored to that registry;
+#   3. starts kubelet with a throw-away root dir, its own cgroup root and a
+#      static pod directory, and drops the manifests/e2e-*.yaml pods into it:
+#        1 a container logging a line a second (crictl logs keeps growing),
+#        2 two containers sharing an emptyDir (crictl exec + logs),
+#        3 a container exiting 3, restarted by kubelet (attempt in crictl ps -a),
+#        4 an exec liveness probe that starts failing (container restarted),
+#        5 removing a manifest tears its pod down (gone from crictl pods);
+#   4. prints a table of the results, removes the pods, stops everything and
+#      reports what was left behind (mounts, pods, containers, cgroups, links,
+#      processes), restoring the sysctls kubelet changes.
+# Needs root and the CNI plugins (/usr/lib/cni). Exit status 1 if a scenario
+# failed or something was left behind.
+#
+# Environment: CRI_MINI_BIN (default: make build, bin/cri-mini),
+# E2E_ARTIFACTS (a directory to keep the daemon and kubelet logs in).
+# The functions below run from the EXIT trap and from wait_for.
+# shellcheck disable=SC2317
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+CNI_PLUGINS=/usr/lib/cni
+NODE=cri-mini-e2e
+[[ $(id -u) == 0 ]] || { echo "run.sh: needs root" >&2; exit 1; }
+[[ -x $CNI_PLUGINS/bridge ]] || { echo "run.sh: CNI plugins missing: apt-get install containernetworking-plugins" >&2; exit 1; }
+crictl_bin=$(command -v crictl || echo "$(go env GOPATH)/bin/crictl")
+[[ -x $crictl_bin ]] || { echo "run.sh: crictl missing: go install sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0" >&2; exit 1; }
+
+if [[ -z ${CRI_MINI_BIN:-} ]]; then
+	make -s build
+fi
+kubelet=$(e2e/kubelet/build.sh)
+
+work=$(mktemp -d /tmp/cri-mini-kubelet.XXXXXX)
+# The daemon runs from a copy (with cri-mini-shim, when built, next to it):
+# other runs may rebuild bin/, and every process of this run is then known by
+# its executable's path below $work.
+mkdir "$work/bin"
+src=${CRI_MINI_BIN:-bin/cri-mini}
+cp "$src" "$work/bin/cri-mini"
+[[ ! -x $(dirname "$src")/cri-mini-shim ]] || cp "$(dirname "$src")/cri-mini-shim" "$work/bin/"
+BIN=$work/bin/cri-mini
+sock=$work/cri-mini.sock
+bridge=kube$(($$ % 100000))
+subnet=10.179.$(($$ % 200)).0/24
+cgroot=/cri-mini-kubelet-e2e-$$
+# Kernel settings kubelet changes at start (it expects panics on oops/OOM).
+sysctls=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
+	kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
+declare -A sysctl_saved=()
+made_logs_dir='' made_state_dir=''
+registry_pid='' daemon_pid='' kubelet_pid='' leaks=0
+
+crictl() { "$crictl_bin" --config "$work/crictl.yaml" "$@"; }
+leak() { echo "run.sh: left behind: $*" >&2; leaks=1; }
+
+# stop PID NAME: SIGTERM, then SIGKILL after 20 s (a leak: it should exit).
+stop() {
+	local pid=$1 name=$2
+	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid"
+	for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+	if kill -0 "$pid" 2>/dev/null; then
+		leak "$name did not exit on SIGTERM; killed"
+		kill -KILL "$pid"
+	fi
+	wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+	local rc=$? m h d pid
+	trap - EXIT INT TERM
+	stop "$kubelet_pid" kubelet
+	if [[ -n $daemon_pid ]] && kill -0 "$daemon_pid" 2>/dev/null; then
+		# Every pod went with its manifest before kubelet stopped; after a
+		# failure some remain (and cri-mini keeps pods across restarts).
+		m=$(crictl pods -q 2>/dev/null || true)
+		[[ -z $m ]] || { ((rc != 0)) || leak "pods $(echo "$m" | tr '\n' ' ')"; }
+		crictl rmp --all --force >/dev/null 2>&1 || true
+		m=$(crictl ps -a -q 2>/dev/null || true)
+		[[ -z $m ]] || leak "containers $(echo "$m" | tr '\n' ' ')"
+	fi
+	stop "$daemon_pid" cri-mini
+	stop "$registry_pid" registry
+	if [[ -n ${E2E_ARTIFACTS:-} ]]; then
+		mkdir -p "$E2E_ARTIFACTS"
+		cp "$work"/daemon.log "$work"/kubelet.log "$E2E_ARTIFACTS"/ 2>/dev/null || true
+	fi
+	if ((rc != 0)); then
+		for f in daemon kubelet; do
+			[[ -f $work/$f.log ]] || continue
+			echo "--- $f log (last 30 lines) ---" >&2
+			tail -n 30 "$work/$f.log" >&2
+		done
+	fi
+	# kubelet bind-mounts its root dir onto itself; that one is expected.
+	umount "$work/kubelet" 2>/dev/null || true
+	while IFS= read -r m; do
+		leak "mount $m"
+		umount -l "$m" || true
+	done < <(awk -v d="$work/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r)
+	for d in /proc/[0-9]*; do
+		m=$(readlink "$d/exe" 2>/dev/null) || continue
+		[[ $m == "$work/"* || ($m == "$kubelet" && $(tr '\0' ' ' <"$d/cmdline") == *"$work/"*) ]] || continue
+		leak "process ${d#/proc/} ($(tr '\0' ' ' <"$d/cmdline" | cut -c1-80))"
+		kill -KILL "${d#/proc/}" 2>/dev/null || true
+	done
+	# kubelet's own cgroups (kubepods and its QoS classes, also made in the
+	# v2 hierarchy) go with the root; a pod or container cgroup still there
+	# is a leak.
+	for h in /sys/fs/cgroup/*"$cgroot"; do
+		[[ -d $h ]] || continue
+		while IFS= read -r d; do
+			case ${d#"$h"} in "" | /kubepods | /kubepods/burstable | /kubepods/besteffort) ;;
+			*) [[ $h == */memory$cgroot ]] && leak "cgroup ${d#/sys/fs/cgroup/}" ;;
+			esac
+			while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$d/cgroup.procs"
+		done < <(find "$h" -depth -type d)
+		find "$h" -depth -type d -exec rmdir {} + 2>/dev/null || { sleep 1; find "$h" -depth -type d -exec rmdir {} + 2>/dev/null; } ||
+			leak "cgroup $h (cannot remove)"
+	done
+	if ip link show "$bridge" >/dev/null 2>&1; then
+		m=$(ip -o link show master "$bridge" | awk -F': ' '{print $2}' | cut -d@ -f1 | tr '\n' ' ')
+		[[ -z $m ]] || leak "veth $m"
+		ip link delete "$bridge" || true
+	fi
+	# The device plugin socket directory is fixed: /var/lib/kubelet/device-plugins.
+	[[ -z $made_state_dir ]] || rm -rf /var/lib/kubelet
+	if [[ -n $made_logs_dir ]]; then
+		m=$(find /var/log/containers -mindepth 1 2>/dev/null | head -n 3 | tr '\n' ' ')
+		[[ -z $m ]] || leak "container log links $m"
+		rm -rf /var/log/containers
+	fi
+	for m in "${!sysctl_saved[@]}"; do
+		sysctl -qw "$m=${sysctl_saved[$m]}" || echo "run.sh: could not restore $m" >&2
+	done
+	rm -rf "$work"
+	((leaks == 0)) || rc=1
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# now: the time in milliseconds; since MS: the seconds from MS, to 0.1 s.
+now() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
+since() { local d=$(($(now) - $1)); printf '%d.%d' $((d / 1000)) $((d % 1000 / 100)); }
+
+# watch_while PID NAME SECONDS CMD...: polls CMD every 0.3 s as long as
+# process PID lives, for at most SECONDS; prints the seconds it took.
+watch_while() {
+	local pid=$1 name=$2 limit=$3 start
+	shift 3
+	start=$(now)
+	until "$@"; do
+		kill -0 "$pid" 2>/dev/null || { echo "run.sh: $name exited" >&2; return 1; }
+		(($(now) - start < limit * 1000)) || return 1
+		sleep 0.3
+	done
+	since "$start"
+}
+
+echo "run.sh: building and serving the offline images"
+go build -o "$work/imgbuild" ./e2e/cmd/imgbuild
+"$work/imgbuild" -serve 127.0.0.1:0 -addr-file "$work/registry.addr" >"$work/imgbuild.log" 2>&1 &
+registry_pid=$!
+watch_while "$registry_pid" imgbuild 300 test -s "$work/registry.addr" >/dev/null ||
+	{ tail -n 20 "$work/imgbuild.log" >&2; exit 1; }
+registry=$(<"$work/registry.addr")
+
+printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 30\n' "$sock" "$sock" >"$work/crictl.yaml"
+mkdir -p "$work/net.d"
+jq -n --arg bridge "$bridge" --arg subnet "$subnet" --arg ipam "$work/ipam" '{
+	cniVersion: "1.0.0", name: "cri-mini-kubelet-e2e",
+	plugins: [{type: "bridge", bridge: $bridge, isGateway: true, ipMasq: true,
+		ipam: {type: "host-local", ranges: [[{subnet: $subnet}]], routes: [{dst: "0.0.0.0/0"}], dataDir: $ipam}},
+		{type: "loopback"}]}' >"$work/net.d/10-kubelet-e2e.conflist"
+
+echo "run.sh: starting cri-mini (images from $registry)"
+"$BIN" --root "$work/root" --runroot "$work/run" --listen "unix://$sock" \
+	--cni-config-dir "$work/net.d" --cni-plugin-dir "$CNI_PLUGINS" -v 2 \
+	--registry-mirror "registry.k8s.io=http://$registry" \
+	--insecure-registry "$registry" >"$work/daemon.log" 2>&1 &
+daemon_pid=$!
+watch_while "$daemon_pid" cri-mini 20 test -S "$sock" >/dev/null || { echo "run.sh: cri-mini not listening" >&2; exit 1; }
+
+# kubelet wants its cgroup root in every v1 hierarchy, cpusets filled in.
+for h in /sys/fs/cgroup/*/; do
+	h=${h%/}
+	[[ $h == */unified ]] && continue
+	mkdir "$h$cgroot"
+	if [[ -f $h/cpuset.cpus ]]; then
+		cat "$h/cpuset.cpus" >"$h$cgroot/cpuset.cpus"
+		cat "$h/cpuset.mems" >"$h$cgroot/cpuset.mems"
+	fi
+done
+for m in "${sysctls[@]}"; do
+	sysctl_saved[$m]=$(sysctl -n "$m")
+done
+[[ -e /var/log/containers ]] || made_logs_dir=1
+[[ -e /var/lib/kubelet ]] || made_state_dir=1
+
+mkdir -p "$work/static" "$work/pod-logs"
+cat >"$work/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+containerRuntimeEndpoint: unix://$sock
+imageServiceEndpoint: unix://$sock
+cgroupDriver: cgroupfs
+cgroupRoot: $cgroot
+failCgroupV1: false
+failSwapOn: false
+oomScoreAdj: 0
+staticPodPath: $work/static
+fileCheckFrequency: 2s
+podLogsDir: $work/pod-logs
+volumePluginDir: $work/volume-plugins
+makeIPTablesUtilChains: false
+enableServer: false
+healthzPort: 0
+address: 127.0.0.1
+authentication:
+  anonymous: {enabled: true}
+  webhook: {enabled: false}
+authorization:
+  mode: AlwaysAllow
+evictionHard:
+  memory.available: 1Mi
+  nodefs.available: 1%
+  imagefs.available: 1%
+EOF
+echo "run.sh: starting kubelet $kubelet"
+"$kubelet" --config "$work/kubelet.yaml" --root-dir "$work/kubelet" --cert-dir "$work/kubelet-pki" \
+	--hostname-override "$NODE" --v 2 >"$work/kubelet.log" 2>&1 &
+kubelet_pid=$!
+
+# wait_for SECONDS CMD...: polls CMD while kubelet runs; prints the seconds it took.
+wait_for() { watch_while "$kubelet_pid" kubelet "$@"; }
+
+# add_manifest NAME: writes manifests/NAME.yaml atomically into the static
+# pod directory (kubelet must not read a half-written file).
+add_manifest() {
+	cp "manifests/$1.yaml" "$work/static/.$1.tmp"
+	mv "$work/static/.$1.tmp" "$work/static/$1.yaml"
+}
+
+# pod_id NAME: the sandbox of static pod NAME (named NAME-<node> by kubelet).
+pod_id() { crictl pods --name "^$1-$NODE\$" -q; }
+# ctr_json POD CONTAINER: every attempt of the container, newest first.
+ctr_json() {
+	local p
+	p=$(pod_id "$1")
+	[[ -n $p ]] || { echo '[]'; return; }
+	crictl ps -a --pod "$p" --name "^$2\$" -o json | jq '.containers | sort_by(-.metadata.attempt)'
+}
+running() { [[ $(ctr_json "$1" "$2" | jq -r '.[0].state // ""') == CONTAINER_RUNNING ]]; }
+attempt_at_least() { (($(ctr_json "$1" "$2" | jq -r '.[0].metadata.attempt // -1') >= $3)); }
+pod_gone() { [[ -z $(pod_id "$1") ]]; }
+pod_not_ready() { [[ -z $(crictl pods --name "^$1-$NODE\$" --state ready -q) ]]; }
+logged() { crictl logs "$1" 2>&1 | grep -q "$2"; }
+no_pods() { [[ -z $(crictl pods -q) ]]; }
+
+results=() failed=0
+# result N DESCRIPTION PASS|FAIL FIGURE
+result() {
+	results+=("$(printf '%-2s %-44s %-5s %s' "$1" "$2" "$3" "$4")")
+	[[ $3 == PASS ]] || failed=1
+}
+
+echo "run.sh: adding the static pods"
+for m in e2e-logger e2e-emptydir e2e-crashloop e2e-liveness; do add_manifest "$m"; done
+added=$(now)
+
+# 1. Logs keep coming.
+if t=$(wait_for 180 running e2e-logger logger); then
+	id=$(ctr_json e2e-logger logger | jq -r '.[0].id')
+	sleep 2
+	n1=$(crictl logs "$id" 2>&1 | grep -c '^tick' || true)
+	sleep 5
+	n2=$(crictl logs "$id" 2>&1 | grep -c '^tick' || true)
+	if ((n2 - n1 >= 3)); then
+		result 1 "logger: a line a second in crictl logs" PASS "running after ${t}s; $((n2 - n1)) new lines in 5 s"
+	else
+		result 1 "logger: a line a second in crictl logs" FAIL "$n1 then $n2 lines 5 s apart"
+	fi
+else
+	result 1 "logger: a line a second in crictl logs" FAIL "not running after 180 s"
+fi
+
+# 2. emptyDir shared between two containers.
+if wait_for 60 running e2e-emptydir writer >/dev/null && t=$(wait_for 60 running e2e-emptydir reader); then
+	id=$(ctr_json e2e-emptydir reader | jq -r '.[0].id')
+	got=$(crictl exec "$id" cat /shared/msg || true)
+	logged=$(wait_for 10 logged "$id" 'read: written-by-writer' >/dev/null && echo yes || echo no)
+	if [[ $got == written-by-writer && $logged == yes ]]; then
+		result 2 "emptyDir: reader sees the writer's file" PASS "exec cat: '$got'; reader logged it"
+	else
+		result 2 "emptyDir: reader sees the writer's file" FAIL "exec cat: '$got'; logged: $logged"
+	fi
+else
+	result 2 "emptyDir: reader sees the writer's file" FAIL "containers not running after 60 s"
+fi
+
+# 3. Exit 3, restarted by kubelet.
+if wait_for 150 attempt_at_least e2e-crashloop crasher 2 >/dev/null; then
+	t=$(since "$added")
+	code=$(ctr_json e2e-crashloop crasher | jq -r '[.[] | select(.state == "CONTAINER_EXITED")][0].id' |
+		{ read -r id && crictl inspect -o go-template --template '{{.status.exitCode}}' "$id"; } 2>/dev/null || true)
+	if [[ $code == 3 ]]; then
+		result 3 "restart: exit 3 -> kubelet restarts it" PASS "attempt 2 ${t}s after the manifest; exit code 3"
+	else
+		result 3 "restart: exit 3 -> kubelet restarts it" FAIL "attempt 2 after ${t}s; exit code '$code'"
+	fi
+else
+	result 3 "restart: exit 3 -> kubelet restarts it" FAIL "attempt $(ctr_json e2e-crashloop crasher | jq -r '.[0].metadata.attempt // "none"') after 150 s"
+fi
+
+# 4. Failing exec liveness probe -> restart.
+if wait_for 120 attempt_at_least e2e-liveness probed 1 >/dev/null; then
+	result 4 "liveness: failing exec probe -> restart" PASS "attempt 1 $(since "$added")s after the manifest (probe fails from ~8 s)"
+else
+	result 4 "liveness: failing exec probe -> restart" FAIL "attempt $(ctr_json e2e-liveness probed | jq -r '.[0].metadata.attempt // "none"') after 120 s"
+fi
+
+# 5. Removing a manifest tears the pod down.
+start=$(now)
+rm "$work/static/e2e-logger.yaml"
+stopped=$(wait_for 60 pod_not_ready e2e-logger || echo never)
+if wait_for 120 pod_gone e2e-logger >/dev/null; then
+	result 5 "teardown: manifest removed -> pod gone" PASS "not ready after ${stopped}s, gone after $(since "$start")s"
+else
+	result 5 "teardown: manifest removed -> pod gone" FAIL "not ready after ${stopped}s, still listed after 120 s"
+fi
+
+echo "run.sh: removing the other static pods"
+rm -f "$work"/static/*.yaml
+all_gone=$(wait_for 180 no_pods) || { all_gone="not in 180 "; echo "run.sh: pods still there 180 s after their manifests went" >&2; }
+
+echo
+printf '%-2s %-44s %-5s %s\n' "#" scenario result measured
+printf '%s\n' "${results[@]}"
+echo "   (all pods gone ${all_gone}s after the remaining manifests were removed)"
+exit "$failed"
