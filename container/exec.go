@@ -1,6 +1,7 @@
 package container
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -287,6 +288,24 @@ func killDescendants(pid int) {
 	for p := range stopped {
 		_ = unix.Kill(p, unix.SIGKILL)
 	}
+	// SIGKILL lands asynchronously: wait until each is dead (gone or a
+	// zombie), so the caller's "the command was killed" is true on return.
+	deadline := time.Now().Add(2 * time.Second)
+	for p := range stopped {
+		for alive(p) && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
 }
 
 // descendants lists the processes below pid, from the parent pids in /proc.
