@@ -24,6 +24,7 @@ import (
 type CgroupManager interface {
 	Create(path string, r *specs.LinuxResources) error
 	Apply(path string, pid int) error
+	Update(path string, r *specs.LinuxResources) error
 	KillAll(path string) error
 	OOMKilled(path string) (bool, error)
 	Destroy(path string) error
@@ -157,10 +158,16 @@ func (r *Runtime) Create(ctx context.Context, id string, b Bundle) (err error) {
 	if err := unix.Mkfifo(filepath.Join(dir, fifoFile), 0o600); err != nil {
 		return fmt.Errorf("container %s: start fifo: %w", id, err)
 	}
+	var pids *specs.LinuxPids
 	if b.CgroupPath != "" {
 		var res *specs.LinuxResources
-		if b.Spec.Linux != nil {
-			res = b.Spec.Linux.Resources
+		if b.Spec.Linux != nil && b.Spec.Linux.Resources != nil {
+			// The init is a Go program with a handful of threads, each a
+			// task the pids controller counts: a small limit would stop it
+			// half way. The limit is set once the init is ready and waits.
+			lifted := *b.Spec.Linux.Resources
+			pids, lifted.Pids = lifted.Pids, nil
+			res = &lifted
 		}
 		if err := r.Cgroups.Create(b.CgroupPath, res); err != nil {
 			return fmt.Errorf("container %s: cgroup %s: %w", id, b.CgroupPath, err)
@@ -168,6 +175,11 @@ func (r *Runtime) Create(ctx context.Context, id string, b Bundle) (err error) {
 	}
 	if err := r.startSupervisor(ctx, dir, &cfg); err != nil {
 		return fmt.Errorf("container %s: %w", id, err)
+	}
+	if pids != nil {
+		if err := r.Cgroups.Update(b.CgroupPath, &specs.LinuxResources{Pids: pids}); err != nil {
+			return fmt.Errorf("container %s: cgroup %s: pids limit: %w", id, b.CgroupPath, err)
+		}
 	}
 	return nil
 }
