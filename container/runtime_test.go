@@ -12,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/nspin"
 )
 
 func TestLifecycle(t *testing.T) {
@@ -452,5 +456,50 @@ func BenchmarkRunTrue(b *testing.B) {
 		if err := rt.Delete(ctx, id); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestJoinPodNamespaces: a container joins a pod's pinned network, uts and
+// ipc namespaces by path, and an exec into it lands in them too.
+func TestJoinPodNamespaces(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	podDir := filepath.Join(t.TempDir(), "pod")
+	kinds := []nspin.Kind{nspin.Net, nspin.UTS, nspin.IPC}
+	pins, err := nspin.Pin(podDir, kinds, func() error { return unix.Sethostname([]byte("pod-host")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := nspin.Unpin(podDir, kinds...); err != nil {
+			t.Errorf("unpin: %v", err)
+		}
+	})
+	b := rt.bundle(t, "member", rootfs, "sleep", "999")
+	b.Spec.Hostname = ""
+	for i, ns := range b.Spec.Linux.Namespaces {
+		switch ns.Type {
+		case specs.NetworkNamespace:
+			b.Spec.Linux.Namespaces[i].Path = pins[nspin.Net]
+		case specs.UTSNamespace:
+			b.Spec.Linux.Namespaces[i].Path = pins[nspin.UTS]
+		case specs.IPCNamespace:
+			b.Spec.Linux.Namespaces[i].Path = pins[nspin.IPC]
+		}
+	}
+	st := rt.startRunning(t, "member", b)
+	want := "pod-host\n"
+	for _, k := range []string{"net", "uts", "ipc"} {
+		var s unix.Stat_t
+		if err := unix.Stat(filepath.Join(podDir, k), &s); err != nil {
+			t.Fatal(err)
+		}
+		want += fmt.Sprintf("%s:[%d]\n", k, s.Ino)
+		if got := nsOf(t, st.Pid, k); got != fmt.Sprintf("%s:[%d]", k, s.Ino) {
+			t.Errorf("init's %s namespace %s, want the pod's", k, got)
+		}
+	}
+	code, out := rt.execOut(t, "member", "sh", "-c", "hostname; for n in net uts ipc; do readlink /proc/self/ns/$n; done")
+	if code != 0 || out != want {
+		t.Errorf("exec in a pod member: %d %q, want %q", code, out, want)
 	}
 }
