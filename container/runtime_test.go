@@ -202,6 +202,12 @@ func TestExec(t *testing.T) {
 		t.Errorf("exec with options: %d %q %v", code, sb.String(), err)
 	}
 	sb.Reset()
+	code, err = rt.Exec(context.Background(), "exec", ExecOptions{Args: []string{"sh", "-c", "id; grep CapEff /proc/self/status"},
+		User: &specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{7}}, Stdout: &sb})
+	if err != nil || code != 0 || sb.String() != "uid=1000 gid=1000 groups=7\nCapEff:\t0000000000000000\n" {
+		t.Errorf("exec as a user: %d %q %v", code, sb.String(), err)
+	}
+	sb.Reset()
 	code, err = rt.Exec(context.Background(), "exec", ExecOptions{Args: []string{"sh", "-c", "tty; test -t 0 && echo in-tty"}, Tty: true, Stdout: &sb})
 	if err != nil || code != 0 || !strings.HasPrefix(sb.String(), "/dev/pts/") || !strings.HasSuffix(sb.String(), "\r\nin-tty\r\n") {
 		t.Errorf("exec with a tty: %d %q %v", code, sb.String(), err)
@@ -501,5 +507,23 @@ func TestJoinPodNamespaces(t *testing.T) {
 	code, out := rt.execOut(t, "member", "sh", "-c", "hostname; for n in net uts ipc; do readlink /proc/self/ns/$n; done")
 	if code != 0 || out != want {
 		t.Errorf("exec in a pod member: %d %q, want %q", code, out, want)
+	}
+}
+
+// TestKillCreated: a created container killed before start is stopped and
+// cannot be started any more.
+func TestKillCreated(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	rt.create(t, "killed", rt.bundle(t, "killed", rootfs, "true"))
+	if err := rt.Kill(context.Background(), "killed", syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if st, err := rt.Wait(ctx, "killed"); err != nil || st.Status != StatusStopped || st.ExitCode != 137 {
+		t.Errorf("wait after killing a created container: %+v, %v", st, err)
+	}
+	if err := rt.Start(ctx, "killed"); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("start after kill: %v, want FailedPrecondition", err)
 	}
 }
