@@ -17,6 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/cri-mini/cri-mini/container/caps"
+	"github.com/cri-mini/cri-mini/container/seccomp"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 )
 
@@ -199,6 +201,25 @@ func validateBundle(b Bundle) error {
 	}
 	if _, _, err := namespaceFlags(s); err != nil {
 		return fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	// What the init would only find out inside the container is checked
+	// here, so that bad input is reported as such.
+	for _, rl := range s.Process.Rlimits {
+		if _, ok := rlimitNames[rl.Type]; !ok {
+			return fmt.Errorf("rlimit %q: unknown type: %w", rl.Type, errdefs.ErrInvalidArgument)
+		}
+	}
+	if c := s.Process.Capabilities; c != nil {
+		for _, set := range [][]string{c.Bounding, c.Effective, c.Permitted, c.Inheritable, c.Ambient} {
+			if _, err := caps.Parse(set); err != nil {
+				return fmt.Errorf("capabilities: %w", err)
+			}
+		}
+	}
+	if sc := seccompOf(s); sc != nil {
+		if _, err := seccomp.Compile(sc); err != nil {
+			return fmt.Errorf("seccomp profile: %w", err)
+		}
 	}
 	return nil
 }

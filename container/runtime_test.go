@@ -148,6 +148,20 @@ func TestCreateBadInput(t *testing.T) {
 	if err := rt.Create(context.Background(), "x", noRoot); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("missing rootfs: %v, want InvalidArgument", err)
 	}
+	for name, change := range map[string]func(*specs.Spec){
+		"rlimit":     func(s *specs.Spec) { s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_BOGUS"}} },
+		"capability": func(s *specs.Spec) { s.Process.Capabilities.Bounding = []string{"CAP_BOGUS"} },
+		"seccomp": func(s *specs.Spec) {
+			s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: "SCMP_ACT_BOGUS"}
+		},
+	} {
+		b := rt.bundle(t, "bad", rootfs, "true")
+		change(b.Spec)
+		if err := rt.Create(context.Background(), "bad", b); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("bad %s: %v, want InvalidArgument", name, err)
+		}
+		assertGone(t, filepath.Join(rt.StateDir, "bad"), config{Spec: b.Spec, CgroupPath: b.CgroupPath})
+	}
 	// A command that is not in the rootfs fails create and leaves nothing.
 	missing := rt.bundle(t, "nocmd", rootfs, "/bin/nonexistent")
 	err := rt.Create(context.Background(), "nocmd", missing)
