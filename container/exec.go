@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,7 +47,7 @@ type TerminalSize struct {
 const (
 	execSyncFD = 3 // go byte, then the process description as JSON
 	execErrFD  = 4 // setup failures, closed on exec
-	execTTYFD  = 5 // unix socket for the pty master
+	execCtlFD  = 5 // socket: the pty master, then "pid"/"go" around joining the cgroup
 )
 
 type execConfig struct {
@@ -103,18 +104,14 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 	cmd.Args = []string{os.Args[0]}
 	cmd.Env = []string{envRole + "=" + roleExec, "_CRI_MINI_NSENTER_PID=" + strconv.Itoa(init.Pid),
 		"_CRI_MINI_NSENTER_SYNC=" + strconv.Itoa(execSyncFD), "_CRI_MINI_NSENTER_ERR=" + strconv.Itoa(execErrFD)}
-	cmd.ExtraFiles = []*os.File{syncR, errW}
-	var ttyConn *net.UnixConn
-	if o.Tty {
-		c, peer, err := socketPair()
-		if err != nil {
-			return -1, err
-		}
-		defer c.Close()
-		defer peer.Close()
-		ttyConn = c
-		cmd.ExtraFiles = append(cmd.ExtraFiles, peer)
-	} else {
+	ctl, peer, err := socketPair()
+	if err != nil {
+		return -1, err
+	}
+	defer ctl.Close()
+	defer peer.Close()
+	cmd.ExtraFiles = []*os.File{syncR, errW, peer}
+	if !o.Tty {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
 	}
 	// When ctx ends, the exec'd process and everything it started in the
@@ -132,13 +129,6 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 	for _, f := range cmd.ExtraFiles[2:] {
 		f.Close()
 	}
-	if cfg.CgroupPath != "" && r.Cgroups != nil {
-		if err := r.Cgroups.Apply(cfg.CgroupPath, cmd.Process.Pid); err != nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			return -1, fmt.Errorf("exec in %s: join cgroup: %w", id, err)
-		}
-	}
 	_, werr := syncW.Write(append([]byte{'g'}, payload...))
 	syncW.Close()
 	if werr != nil {
@@ -148,8 +138,8 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 	}
 
 	var ttyCopies sync.WaitGroup
-	if ttyConn != nil {
-		_, fds, err := expectMsg(ttyConn, msgReady)
+	if o.Tty {
+		_, fds, err := expectMsg(ctl, msgReady)
 		if err != nil || len(fds) != 1 {
 			for _, fd := range fds {
 				unix.Close(fd)
@@ -181,8 +171,13 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 			}()
 		}
 	}
+	if err := r.joinCgroup(ctl, cmd.Process.Pid, cfg.CgroupPath); err != nil {
+		_ = cmd.Cancel()
+		_ = cmd.Wait()
+		return -1, fmt.Errorf("exec in %s: %w", id, err)
+	}
 	werr = cmd.Wait()
-	if ttyConn != nil {
+	if o.Tty {
 		// The slave is gone with the process: reading the master ends in
 		// EIO once the buffered output is out.
 		ttyCopies.Wait()
@@ -245,18 +240,18 @@ func execInContainer() error {
 	if err := unix.Chdir("/"); err != nil {
 		return err
 	}
+	ctl, err := fileConn(os.NewFile(execCtlFD, "ctl"))
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
 	if ec.Process.Terminal {
-		conn, err := fileConn(os.NewFile(execTTYFD, "tty"))
-		if err != nil {
-			return err
-		}
 		master, err := setupTTY()
 		if err != nil {
 			return err
 		}
-		err = sendMsg(conn, syncMsg{Type: msgReady}, master)
+		err = sendMsg(ctl, syncMsg{Type: msgReady}, master)
 		unix.Close(master)
-		conn.Close()
 		if err != nil {
 			return err
 		}
@@ -265,7 +260,43 @@ func execInContainer() error {
 	if err != nil {
 		return err
 	}
+	// Joined to the cgroup only now: the Go runtime's threads would count
+	// against the container's pids limit; after exec only one is left.
+	if err := sendMsg(ctl, syncMsg{Type: msgPid}); err != nil {
+		return err
+	}
+	if _, _, err := expectMsg(ctl, msgGo); err != nil {
+		return fmt.Errorf("wait for the cgroup: %w", err)
+	}
+	ctl.Close()
 	return execProcess(ec.Process, ec.Seccomp, path)
+}
+
+// joinCgroup puts the exec child (the only child of the nsenter parent) into
+// the container's cgroup when it is about to exec. A child that failed
+// before never asks; its error comes through the error pipe.
+func (r *Runtime) joinCgroup(ctl *net.UnixConn, parent int, path string) error {
+	if _, _, err := expectMsg(ctl, msgPid); err != nil {
+		return nil
+	}
+	if path != "" && r.Cgroups != nil {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", parent, parent))
+		if err != nil {
+			return fmt.Errorf("find the exec child: %w", err)
+		}
+		f := strings.Fields(string(data))
+		if len(f) != 1 {
+			return fmt.Errorf("nsenter parent %d has children %q, want one", parent, f)
+		}
+		child, err := strconv.Atoi(f[0])
+		if err != nil {
+			return fmt.Errorf("find the exec child: %w", err)
+		}
+		if err := r.Cgroups.Apply(path, child); err != nil {
+			return fmt.Errorf("join cgroup: %w", err)
+		}
+	}
+	return sendMsg(ctl, syncMsg{Type: msgGo})
 }
 
 // killDescendants kills every process below pid. They are stopped first,

@@ -162,3 +162,20 @@ func TestUnsupportedNamespace(t *testing.T) {
 		t.Errorf("joining a mount namespace: %v, want InvalidArgument", err)
 	}
 }
+
+// TestExecUnderPidsLimit: an exec joins the container's cgroup only when
+// it is about to exec, so its setup threads do not count against a pids
+// limit the container nearly uses up.
+func TestExecUnderPidsLimit(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	b := rt.bundle(t, "execpids", rootfs, "sleep", "999")
+	limit := int64(2)
+	b.Spec.Linux.Resources = &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &limit}}
+	rt.startRunning(t, "execpids", b)
+	for range 10 {
+		code, out := rt.execOut(t, "execpids", "sh", "-c", "read n < /sys/fs/cgroup/pids/pids.current; echo $n; grep -vc ':/$' /proc/self/cgroup")
+		if code != 1 || out != "2\n0\n" {
+			t.Fatalf("exec under pids.max 2: exit %d, output %q; want 2 tasks and every cgroup the container's", code, out)
+		}
+	}
+}

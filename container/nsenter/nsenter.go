@@ -5,8 +5,8 @@
 // the process was started with _CRI_MINI_NSENTER_PID set (container exec).
 //
 // The constructor reads one byte from the descriptor in
-// _CRI_MINI_NSENTER_SYNC (the parent has then placed it in the container's
-// cgroup), joins the cgroup, ipc, uts, net, pid and mount namespaces of that
+// _CRI_MINI_NSENTER_SYNC (the go-ahead from the runtime, which joins the
+// child to the container's cgroup later, right before it execs), joins the cgroup, ipc, uts, net, pid and mount namespaces of that
 // pid, and forks once so that the child is inside the pid namespace. The
 // child goes on to start Go; the parent waits for it and exits with its
 // status (128+n when a signal n killed it), so its own parent sees the exact
