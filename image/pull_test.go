@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -558,5 +559,36 @@ func TestMountCopyWithoutOverlay(t *testing.T) {
 	}
 	if err := os.WriteFile(filepath.Join(target, "new"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
 		t.Errorf("write into a read-only copy: %v", err)
+	}
+}
+
+// BenchmarkPrepareRootfs: mounting and releasing a container's root
+// filesystem over images of 1, 10 and 50 layers (the layers are already
+// unpacked; this is the per-container cost).
+func BenchmarkPrepareRootfs(b *testing.B) {
+	for _, n := range []int{1, 10, 50} {
+		b.Run(fmt.Sprintf("layers=%d", n), func(b *testing.B) {
+			var layers []v1.Layer
+			for i := range n {
+				layers = append(layers, layer(b, file(fmt.Sprintf("f%d", i), strings.Repeat("x", 1000))))
+			}
+			s, err := Open(b.TempDir(), Options{Keychain: noKeychain{}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			id, err := s.add(context.Background(), imageOf(b, layers...), []string{"bench.local/img:1"}, &stallWatch{}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			target := b.TempDir()
+			for b.Loop() {
+				if err := s.PrepareRootfs("bench", id, target); err != nil {
+					b.Fatal(err)
+				}
+				if err := s.ReleaseRootfs("bench", target); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -135,7 +135,7 @@ func file(name, body string) entry {
 func dir(name string) entry { return entry{name: name, typ: tar.TypeDir, mode: 0o755} }
 
 // layer builds a gzip layer from entries.
-func layer(t *testing.T, entries ...entry) v1.Layer {
+func layer(t testing.TB, entries ...entry) v1.Layer {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -167,7 +167,7 @@ func layer(t *testing.T, entries ...entry) v1.Layer {
 	return l
 }
 
-func imageOf(t *testing.T, layers ...v1.Layer) v1.Image {
+func imageOf(t testing.TB, layers ...v1.Layer) v1.Image {
 	t.Helper()
 	img, err := mutate.AppendLayers(empty.Image, layers...)
 	if err != nil {
