@@ -53,7 +53,7 @@ func serveTestImage() (string, string, error) {
 	}
 	_ = tw.WriteHeader(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bb))})
 	_, _ = tw.Write(bb)
-	for _, a := range []string{"sh", "cat", "echo", "sleep", "id", "hostname", "ls", "touch", "grep", "kill", "trap", "head", "pidof", "tty", "mount"} {
+	for _, a := range []string{"sh", "cat", "echo", "sleep", "id", "hostname", "ls", "touch", "grep", "kill", "trap", "head", "pidof", "tty", "mount", "yes"} {
 		_ = tw.WriteHeader(&tar.Header{Name: "bin/" + a, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777})
 	}
 	passwd := "root:x:0:0:root:/root:/bin/sh\nweb:x:33:33::/tmp:/bin/sh\n"
@@ -403,4 +403,65 @@ func crictlStdin(stdin string, args ...string) (string, error) {
 		return string(out), fmt.Errorf("%v: %s", err, stderr.String())
 	}
 	return string(out), nil
+}
+
+// TestResourcesOOMAndLogReopen: UpdateContainerResources reaches the live
+// cgroup; a container over its memory limit ends OOMKilled; after the log
+// is renamed, ReopenContainerLog makes new lines land in a new file.
+func TestResourcesOOMAndLogReopen(t *testing.T) {
+	pullTestImage(t)
+	podID, podCfg := podWithLogs(t, "res")
+	cfg := containerConfig("ticker", "/bin/sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done")
+	cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20}}
+	id := runContainer(t, podID, podCfg, cfg)
+
+	data, err := os.ReadFile(filepath.Join(suite.run, "containers", id, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct {
+		CgroupPath string `json:"cgroupPath"`
+	}
+	if err := json.Unmarshal(data, &rec); err != nil || rec.CgroupPath == "" {
+		t.Fatalf("cgroup path in %s: %v", data, err)
+	}
+	limit := func() string {
+		b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", rec.CgroupPath, "memory.limit_in_bytes"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	if got := limit(); got != strconv.Itoa(64<<20) {
+		t.Errorf("memory limit at create: %s", got)
+	}
+	if _, err := suite.rt.UpdateContainerResources(ctx(t), &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id,
+		Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 96 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := limit(); got != strconv.Itoa(96<<20) {
+		t.Errorf("memory limit after UpdateContainerResources: %s", got)
+	}
+
+	logPath := filepath.Join(podCfg.LogDirectory, "ticker.log")
+	if err := os.Rename(logPath, logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := suite.rt.ReopenContainerLog(ctx(t), &runtimeapi.ReopenContainerLogRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(logPath); err != nil {
+		t.Fatalf("no new log file when ReopenContainerLog returned: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if fresh, _ := os.ReadFile(logPath); !strings.Contains(string(fresh), "stdout F tick") {
+		t.Errorf("new log file: %q", fresh)
+	}
+
+	hog := containerConfig("hog", "/bin/sh", "-c", "x=$(yes | head -c 200000000); echo survived")
+	hog.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}}
+	st := waitExited(t, runContainer(t, podID, podCfg, hog))
+	if st.Reason != "OOMKilled" {
+		t.Errorf("memory hog: reason %q exit %d, want OOMKilled", st.Reason, st.ExitCode)
+	}
 }
