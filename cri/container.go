@@ -315,8 +315,9 @@ func (s *Service) podContainers(podID string) []*container.State {
 }
 
 // collectOrphanRootfs releases the root filesystems (mount points and
-// writable layers) of containers the runtime does not know: their creation
-// was cut short by a crash, or a reboot emptied the run directory.
+// writable layers) of containers the runtime does not know (their creation
+// was cut short by a crash, or a reboot emptied the run directory), and
+// removes containers a crash left half created.
 func (s *Service) collectOrphanRootfs() {
 	ids := map[string]bool{}
 	if entries, err := os.ReadDir(s.rootfsDir); err == nil {
@@ -340,6 +341,20 @@ func (s *Service) collectOrphanRootfs() {
 			klog.InfoS("Releasing the root filesystem of a container that no longer exists", "container", id)
 			if err := s.removeContainer(context.Background(), id); err != nil {
 				klog.ErrorS(err, "Release orphaned root filesystem", "container", id)
+			}
+		}
+	}
+	// A create a crash cut short never answered kubelet, which will not ask
+	// for that container again: it goes, with everything it had made.
+	states, err := s.containers.List()
+	if err != nil {
+		klog.ErrorS(err, "List containers")
+	}
+	for _, st := range states {
+		if st.Status == container.StatusCreating {
+			klog.InfoS("Removing a container whose creation a crash cut short", "container", st.ID)
+			if err := s.removeContainer(context.Background(), st.ID); err != nil {
+				klog.ErrorS(err, "Remove half-created container", "container", st.ID)
 			}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -463,5 +464,45 @@ func TestResourcesOOMAndLogReopen(t *testing.T) {
 	st := waitExited(t, runContainer(t, podID, podCfg, hog))
 	if st.Reason != "OOMKilled" {
 		t.Errorf("memory hog: reason %q exit %d, want OOMKilled", st.Reason, st.ExitCode)
+	}
+}
+
+// TestHalfCreatedContainerCollected: a container whose create a crash cut
+// short (its state holds only the recorded config) is removed, with its
+// root filesystem, when the daemon starts again.
+func TestHalfCreatedContainerCollected(t *testing.T) {
+	pullTestImage(t)
+	podID, podCfg := podWithLogs(t, "half")
+	id := runContainer(t, podID, podCfg, containerConfig("whole", "sleep", "600"))
+	if err := stopDaemon(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	half := strings.Repeat("f", 64)
+	dir := filepath.Join(suite.run, "containers", half)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile(filepath.Join(suite.run, "containers", id, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = bytes.ReplaceAll(cfg, []byte(id), []byte(half))
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(suite.run, "rootfs", half), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := startDaemon(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state of the half-created container is still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(suite.run, "rootfs", half)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("rootfs dir of the half-created container is still there: %v", err)
+	}
+	if st := containerStatus(t, id); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("the whole container after the restart: %v", st.State)
 	}
 }
