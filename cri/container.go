@@ -106,6 +106,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		release()
 		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
 	}
+	s.containerEvent(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, id, pod.ID)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
 
@@ -140,6 +141,7 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 	if err := s.containers.Start(ctx, st.ID); err != nil {
 		return nil, err
 	}
+	s.containerEvent(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, st.ID, st.Spec.Annotations[annoSandboxID])
 	return &runtimeapi.StartContainerResponse{}, nil
 }
 
@@ -209,9 +211,11 @@ func (s *Service) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCon
 
 // removeContainer kills and deletes the container, then releases its rootfs.
 func (s *Service) removeContainer(ctx context.Context, id string) error {
+	podID := s.containerStopped(id) // an exit the watch has not published yet goes before DELETED
 	if err := s.containers.Delete(ctx, id); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return err
 	}
+	s.containerEvent(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, id, podID)
 	return s.releaseRootfs(id)
 }
 

@@ -39,6 +39,7 @@ type Service struct {
 	stream    streaming.Server // set by StartStreaming
 	cgroups   cgroups.Manager  // reads pod (and container) cgroup usage; may be nil
 	images    *image.Store
+	events    *eventBroker // container events for GetContainerEvents
 
 	containers *container.Runtime
 	rootfsDir  string     // mount points of container root file systems
@@ -61,9 +62,14 @@ type Options struct {
 // NewService returns a Service over the given managers.
 func NewService(o Options) *Service {
 	s := &Service{config: o.Config, version: o.Version, network: o.Network, sandboxes: o.Sandboxes,
-		metrics: newMetrics(o.Sandboxes), cgroups: o.Cgroups, images: o.Images, containers: o.Containers, rootfsDir: o.RootfsDir}
+		metrics: newMetrics(o.Sandboxes, o.Containers), cgroups: o.Cgroups, images: o.Images, containers: o.Containers, rootfsDir: o.RootfsDir,
+		events: newEventBroker()}
+	s.metrics.registry.MustRegister(s.events.streamsGauge())
 	if s.containers != nil {
 		s.collectOrphanRootfs()
+		if err := s.watchExits(); err != nil {
+			klog.ErrorS(err, "Container exits will not be sent as CONTAINER_STOPPED events")
+		}
 		if s.sandboxes != nil {
 			s.sandboxes.SetContainers(s)
 		}

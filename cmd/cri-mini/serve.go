@@ -94,7 +94,9 @@ func serve(cfg config.Config) error {
 		sig := <-sigs
 		klog.InfoS("Stopping: pods and containers keep running", "signal", sig.String())
 		stopped := make(chan struct{})
-		go func() { srv.GracefulStop(); close(stopped) }()
+		// Event streams last as long as their clients: end them first, or
+		// the graceful stop would wait for them.
+		go func() { svc.Close(); srv.GracefulStop(); close(stopped) }()
 		select {
 		case <-stopped:
 		case <-time.After(shutdownGrace):
