@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -29,7 +30,36 @@ func (s *Service) cgroupUsage(path string) (*runtimeapi.CpuUsage, *runtimeapi.Me
 	if st.Memory.Limit > st.Memory.WorkingSet {
 		mem.AvailableBytes = u64(st.Memory.Limit - st.Memory.WorkingSet)
 	}
-	return &runtimeapi.CpuUsage{Timestamp: now, UsageCoreNanoSeconds: u64(st.CPU.UsageNanos)}, mem, nil
+	cpu := &runtimeapi.CpuUsage{Timestamp: now, UsageCoreNanoSeconds: u64(st.CPU.UsageNanos)}
+	if rate, ok := s.cpuRates.sample(path, now, st.CPU.UsageNanos); ok {
+		cpu.UsageNanoCores = u64(rate)
+	}
+	return cpu, mem, nil
+}
+
+// cpuRates remembers each cgroup's last CPU reading, so that a stats call
+// reports usage in nano-cores over the interval since the previous one (as
+// kubelet's ~10 s stats loop expects); the first call reports none.
+type cpuRates struct {
+	mu   sync.Mutex
+	last map[string]cpuSample
+}
+
+type cpuSample struct{ at, usage uint64 }
+
+func (r *cpuRates) sample(path string, now int64, usage uint64) (uint64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last == nil {
+		r.last = map[string]cpuSample{}
+	}
+	prev, ok := r.last[path]
+	r.last[path] = cpuSample{at: uint64(now), usage: usage}
+	if !ok || uint64(now) <= prev.at || usage < prev.usage {
+		return 0, false
+	}
+	// Core-nanoseconds per second of wall time is nano-cores.
+	return (usage - prev.usage) * 1e9 / (uint64(now) - prev.at), true
 }
 
 // podStats gathers a pod's usage: CPU and memory of its cgroup parent (when

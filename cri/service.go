@@ -40,6 +40,7 @@ type Service struct {
 	cgroups   cgroups.Manager  // reads pod (and container) cgroup usage; may be nil
 	images    *image.Store
 	events    *eventBroker // container events for GetContainerEvents
+	cpuRates  cpuRates     // last CPU samples, for usage in nano-cores
 
 	containers *container.Runtime
 	rootfsDir  string     // mount points of container root file systems

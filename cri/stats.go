@@ -18,8 +18,16 @@ func (s *Service) containerStats(st *container.State) (*runtimeapi.ContainerStat
 		return out, nil
 	}
 	var err error
-	out.Cpu, out.Memory, err = s.cgroupUsage(st.CgroupPath)
-	return out, err
+	if out.Cpu, out.Memory, err = s.cgroupUsage(st.CgroupPath); err != nil {
+		return out, err
+	}
+	if s.images != nil {
+		if u, err := s.images.ContainerUsage(st.ID); err == nil {
+			out.WritableLayer = &runtimeapi.FilesystemUsage{Timestamp: out.Cpu.Timestamp,
+				FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: u.Mountpoint}, UsedBytes: u64(u.Bytes), InodesUsed: u64(u.Inodes)}
+		}
+	}
+	return out, nil
 }
 
 func (s *Service) ContainerStats(ctx context.Context, req *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {

@@ -506,3 +506,40 @@ func TestHalfCreatedContainerCollected(t *testing.T) {
 		t.Errorf("the whole container after the restart: %v", st.State)
 	}
 }
+
+// TestContainerStatsMove: a busy container's CPU moves (cumulative and in
+// nano-cores between two calls), its memory and its writable layer show
+// what it wrote, and crictl stats lists it.
+func TestContainerStatsMove(t *testing.T) {
+	pullTestImage(t)
+	podID, podCfg := podWithLogs(t, "cstats")
+	id := runContainer(t, podID, podCfg, containerConfig("busy", "/bin/sh", "-c",
+		"head -c 3000000 /dev/zero > /tmp/written; while :; do :; done"))
+	time.Sleep(time.Second)
+	first, err := suite.rt.ContainerStats(ctx(t), &runtimeapi.ContainerStatsRequest{ContainerId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	second, err := suite.rt.ContainerStats(ctx(t), &runtimeapi.ContainerStatsRequest{ContainerId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := first.Stats, second.Stats
+	if b.Cpu.UsageCoreNanoSeconds.GetValue() <= a.Cpu.UsageCoreNanoSeconds.GetValue() {
+		t.Errorf("cumulative CPU did not grow: %d then %d", a.Cpu.UsageCoreNanoSeconds.GetValue(), b.Cpu.UsageCoreNanoSeconds.GetValue())
+	}
+	// A busy loop on a shared 2-core machine: well above a tenth of a core.
+	if cores := b.Cpu.UsageNanoCores.GetValue(); cores < 100_000_000 {
+		t.Errorf("usage %d nano-cores, want a busy loop's", cores)
+	}
+	if b.Memory.WorkingSetBytes.GetValue() == 0 {
+		t.Error("no working set")
+	}
+	if wl := b.WritableLayer; wl.GetUsedBytes().GetValue() < 3000000 || wl.GetInodesUsed().GetValue() == 0 || wl.GetFsId().GetMountpoint() == "" {
+		t.Errorf("writable layer %+v, want the 3 MB written", wl)
+	}
+	if out := crictl(t, "stats", "--id", id); !strings.Contains(out, id[:13]) {
+		t.Errorf("crictl stats:\n%s", out)
+	}
+}
