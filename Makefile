@@ -44,8 +44,8 @@ demo:
 
 # kubelet-e2e: a real kubelet v1.37.2 (built from the Go module proxy, cached)
 # in standalone mode against cri-mini, offline: the static pods of
-# manifests/e2e-*.yaml (logs, emptyDir, restarts, liveness probe, teardown).
-# Run as root.
+# manifests/e2e-*.yaml (logs, emptyDir, restarts, liveness probe, teardown,
+# kubelet and cri-mini restarts). Run as root.
 .PHONY: kubelet-e2e
 kubelet-e2e:
 	e2e/kubelet/run.sh

@@ -11,10 +11,14 @@
 #        2 two containers sharing an emptyDir (crictl exec + logs),
 #        3 a container exiting 3, restarted by kubelet (attempt in crictl ps -a),
 #        4 an exec liveness probe that starts failing (container restarted),
-#        5 removing a manifest tears its pod down (gone from crictl pods);
+#        5 removing a manifest tears its pod down (gone from crictl pods),
+#        6 kubelet restarted: it takes the running pods back unchanged,
+#        7 cri-mini killed (SIGKILL) and restarted under kubelet: pods and
+#          containers unchanged, exec and logs work;
 #   4. prints a table of the results, removes the pods, stops everything and
 #      reports what was left behind (mounts, pods, containers, cgroups, links,
-#      processes), restoring the sysctls kubelet changes.
+#      processes), restoring the sysctls kubelet changes. kubelet needs
+#      /var/lib/kubelet/device-plugins (a fixed path); made, it is removed.
 # Needs root and the CNI plugins (/usr/lib/cni). Exit status 1 if a scenario
 # failed or something was left behind.
 #
@@ -191,13 +195,18 @@ printf '{"cniVersion": "1.0.0", "name": "cri-mini-kubelet-e2e", "plugins": [
 		"ranges": [[{"subnet": "%s"}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "%s"}},
 	{"type": "loopback"}]}\n' "$bridge" "$subnet" "$work/ipam" >"$work/net.d/10-kubelet-e2e.conflist"
 
+daemon_up() { crictl version >/dev/null 2>&1; }
+# start_daemon: starts cri-mini (again, after a crash: same state dirs).
+start_daemon() {
+	"$BIN" --root "$work/root" --runroot "$work/run" --listen "unix://$sock" \
+		--cni-config-dir "$work/net.d" --cni-plugin-dir "$CNI_PLUGINS" -v 2 \
+		--registry-mirror "registry.k8s.io=http://$registry" \
+		--insecure-registry "$registry" >>"$work/daemon.log" 2>&1 &
+	daemon_pid=$!
+	watch_while "$daemon_pid" cri-mini 20 daemon_up >/dev/null || { echo "run.sh: cri-mini not serving" >&2; return 1; }
+}
 echo "run.sh: starting cri-mini (images from $registry)"
-"$BIN" --root "$work/root" --runroot "$work/run" --listen "unix://$sock" \
-	--cni-config-dir "$work/net.d" --cni-plugin-dir "$CNI_PLUGINS" -v 2 \
-	--registry-mirror "registry.k8s.io=http://$registry" \
-	--insecure-registry "$registry" >"$work/daemon.log" 2>&1 &
-daemon_pid=$!
-watch_while "$daemon_pid" cri-mini 20 test -S "$sock" >/dev/null || { echo "run.sh: cri-mini not listening" >&2; exit 1; }
+start_daemon
 
 # kubelet wants its cgroup root in every v1 hierarchy, cpusets filled in.
 for h in /sys/fs/cgroup/*/; do
@@ -244,10 +253,13 @@ evictionHard:
   nodefs.available: 1%
   imagefs.available: 1%
 EOF
+start_kubelet() {
+	"$kubelet" --config "$work/kubelet.yaml" --root-dir "$work/kubelet" --cert-dir "$work/kubelet-pki" \
+		--hostname-override "$NODE" --v 2 >>"$work/kubelet.log" 2>&1 &
+	kubelet_pid=$!
+}
 echo "run.sh: starting kubelet $kubelet"
-"$kubelet" --config "$work/kubelet.yaml" --root-dir "$work/kubelet" --cert-dir "$work/kubelet-pki" \
-	--hostname-override "$NODE" --v 2 >"$work/kubelet.log" 2>&1 &
-kubelet_pid=$!
+start_kubelet
 
 # wait_for SECONDS CMD...: polls CMD while kubelet runs; prints the seconds it took.
 wait_for() { watch_while "$kubelet_pid" kubelet "$@"; }
@@ -357,6 +369,64 @@ else
 	result 4 "liveness: failing exec probe -> restart" FAIL "attempt '$(newest e2e-liveness probed 1)' after 120 s"
 fi
 
+# state: the IDs and states of the steady pods (logger, emptyDir) and of
+# their containers, to compare before and after a restart: nothing made
+# again, nothing stopped.
+state() {
+	local name p id
+	for name in e2e-emptydir e2e-logger; do
+		for p in $(pod_id "$name"); do
+			crictl inspectp -o go-template --template '{{.status.id}} {{.status.metadata.name}} {{.status.state}}{{"\n"}}' "$p"
+			for id in $(crictl ps -a --pod "$p" -q); do
+				crictl inspect -o go-template --template \
+					'{{.status.id}} {{.status.metadata.name}} {{or .status.metadata.attempt 0}} {{.status.state}}{{"\n"}}' "$id"
+			done
+		done
+	done | sort
+}
+# syncs_above N: kubelet has logged more than N "SyncLoop ADD" (pods read from the manifests).
+syncs() { grep -c '"SyncLoop ADD"' "$work/kubelet.log" || true; }
+syncs_above() { (($(syncs) > $1)); }
+# ticks: how many lines the logger has written (through crictl logs).
+ticks() { crictl logs "$(newest e2e-logger logger 3)" 2>&1 | grep -c '^tick' || true; }
+ticks_above() { (($(ticks) > $1)); }
+
+# 6. kubelet restarts: it takes the running pods back as they are.
+before=$(state)
+n=$(ticks) synced=$(syncs)
+stop "$kubelet_pid" kubelet
+start_kubelet
+t=$(wait_for 30 syncs_above "$synced" || echo never)
+sleep 15
+after=$(state)
+if [[ $before == "$after" ]] && ticks_above "$n"; then
+	result 6 "kubelet restart: pods taken back as they are" PASS "pods read again after ${t}s; same $(grep -c . <<<"$after") pod/container IDs and states 15 s later"
+else
+	result 6 "kubelet restart: pods taken back as they are" FAIL "changed: $(diff <(echo "$before") <(echo "$after") | grep '^[<>]' | head -n 4 | tr '\n' ' ')"
+fi
+
+# 7. cri-mini is killed (SIGKILL) and started again under kubelet: the pods
+# and containers keep running, kubelet makes none of them again, exec and
+# logs still work.
+before=$(state)
+kill -KILL "$daemon_pid"
+wait "$daemon_pid" 2>/dev/null || true
+start=$(now)
+if start_daemon; then
+	up=$(since "$start")
+	n=$(ticks)
+	sleep 15
+	after=$(state)
+	got=$(crictl exec "$(newest e2e-emptydir reader 3)" cat /shared/msg 2>&1 || true)
+	if [[ $before == "$after" && $got == written-by-writer ]] && ticks_above "$n"; then
+		result 7 "cri-mini kill -9 + restart under kubelet" PASS "serving after ${up}s; same $(grep -c . <<<"$after") IDs and states 15 s later; exec, logs work"
+	else
+		result 7 "cri-mini kill -9 + restart under kubelet" FAIL "exec: '$got'; changed: $(diff <(echo "$before") <(echo "$after") | grep '^[<>]' | head -n 4 | tr '\n' ' ')"
+	fi
+else
+	result 7 "cri-mini kill -9 + restart under kubelet" FAIL "cri-mini did not come back"
+fi
+
 # 5. Removing a manifest tears the pod down.
 start=$(now)
 rm "$work/static/e2e-logger.yaml"
@@ -373,6 +443,6 @@ all_gone=$(wait_for 180 no_pods) || { all_gone="not in 180 "; echo "run.sh: pods
 
 echo
 printf '%-2s %-44s %-5s %s\n' "#" scenario result measured
-printf '%s\n' "${results[@]}"
+printf '%s\n' "${results[@]}" | sort -n
 echo "   (all pods gone ${all_gone}s after the remaining manifests were removed)"
 exit "$failed"
