@@ -49,7 +49,7 @@ func TestWatchExits(t *testing.T) {
 			return ""
 		}
 	}
-	rt.startRunning(t, "after", rt.bundle(t, "after", rootfs, "sh", "-c", "sleep 0.2; exit 3"))
+	rt.startRunning(t, "after", rt.bundle(t, "after", rootfs, "sh", "-c", "sleep 0.5; exit 3"))
 	if id := next(); id != "after" {
 		t.Errorf("exit sent for %s, want after", id)
 	}
@@ -92,7 +92,7 @@ func TestWatchExitsNewStateDir(t *testing.T) {
 	}
 	var ids []string
 	for _, id := range []string{"a", "b"} {
-		rt.startRunning(t, id, rt.bundle(t, id, rootfs, "true"))
+		rt.startRunning(t, id, rt.bundle(t, id, rootfs, "sleep", "0.5"))
 	}
 	for range 2 {
 		select {

@@ -213,6 +213,53 @@ func TestEventsAfterDaemonRestart(t *testing.T) {
 	}
 }
 
+// TestEventsOnPodRemoval: removing a pod stops and deletes its running
+// container, and each stream hears both, STOPPED (with the exit) first.
+func TestEventsOnPodRemoval(t *testing.T) {
+	pullTestImage(t)
+	podCfg := podConfig("events-podrm")
+	resp, err := suite.rt.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: podCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	podID := resp.PodSandboxId
+	ctrID := runContainer(t, podID, podCfg, containerConfig("podrm", "sleep", "999"))
+	sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stream, err := suite.rt.GetContainerEvents(sctx, &runtimeapi.GetEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Header(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := suite.rt.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []runtimeapi.ContainerEventType{runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT} {
+		ev, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("waiting for %v: %v", typ, err)
+		}
+		if ev.ContainerEventType != typ || ev.ContainerId != ctrID {
+			t.Fatalf("event %v of %s, want %v of %s", ev.ContainerEventType, ev.ContainerId, typ, ctrID)
+		}
+		// The pod stops its containers before it is marked not ready; it
+		// is stopped, but still there to report, when they are deleted.
+		if ev.PodSandboxStatus.GetId() != podID ||
+			typ == runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT && ev.PodSandboxStatus.GetState() != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+			t.Errorf("%v: pod status %v", typ, ev.PodSandboxStatus)
+		}
+		st := eventStatus(ev)
+		switch {
+		case typ == runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT && (st.GetState() != runtimeapi.ContainerState_CONTAINER_EXITED || st.GetExitCode() != 137):
+			t.Errorf("%v: container status %v, want exited by SIGKILL", typ, st)
+		case typ == runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT && st != nil:
+			t.Errorf("%v: the deleted container is still listed: %v", typ, st)
+		}
+	}
+}
+
 // metric returns the value of a sample of the daemon's metrics (name with
 // its labels, as printed).
 func metric(t *testing.T, sample string) float64 {
