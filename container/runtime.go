@@ -41,11 +41,20 @@ type Runtime struct {
 	// Cgroups places containers in their cgroup (Bundle.CgroupPath) and
 	// applies the spec's resources; nil runs containers in the caller's.
 	Cgroups CgroupManager
-	// Shim is the executable started as each container's supervisor (it
-	// must call RunInternal first, as cmd/cri-mini-shim does); empty means
-	// this process's own binary. A small shim keeps the per-container
-	// memory low: a supervisor maps the code of the binary it runs.
+	// Shim is the executable started as each container's supervisor and
+	// for each exec (it must call RunInternal first, as cmd/cri-mini-shim
+	// does); empty means this process's own binary. A small shim keeps the
+	// per-container memory low (a supervisor maps the code of the binary it
+	// runs) and starts faster.
 	Shim string
+}
+
+// executable is what the runtime starts for its internal roles.
+func (r *Runtime) executable() string {
+	if r.Shim != "" {
+		return r.Shim
+	}
+	return "/proc/self/exe"
 }
 
 // Bundle is what a container is made from.
@@ -270,11 +279,7 @@ func (r *Runtime) startSupervisor(ctx context.Context, dir string, cfg *config) 
 		peer.Close()
 		return err
 	}
-	exe := "/proc/self/exe"
-	if r.Shim != "" {
-		exe = r.Shim
-	}
-	cmd := exec.Command(exe)
+	cmd := exec.Command(r.executable())
 	cmd.Args = []string{os.Args[0]}
 	cmd.Env = []string{envRole + "=" + roleSupervisor, envStateDir + "=" + dir}
 	cmd.ExtraFiles = []*os.File{peer}

@@ -69,3 +69,32 @@ func BenchmarkStatusCalls(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkExecSync measures ExecSync of `true` in a running container, the
+// call kubelet's exec probes make.
+func BenchmarkExecSync(b *testing.B) {
+	c := context.Background()
+	cfg := podConfig("bench-exec")
+	pod, err := suite.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer suite.rt.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.PodSandboxId})
+	defer suite.rt.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod.PodSandboxId})
+	if _, err := runtimeapi.NewImageServiceClient(suite.conn).PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: suite.image}}); err != nil {
+		b.Fatal(err)
+	}
+	ctr, err := suite.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod.PodSandboxId, Config: containerConfig("sleeper", "sleep", "600"), SandboxConfig: cfg})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := suite.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: ctr.ContainerId}); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		resp, err := suite.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr.ContainerId, Cmd: []string{"true"}, Timeout: 10})
+		if err != nil || resp.ExitCode != 0 {
+			b.Fatalf("ExecSync: %v %v", resp, err)
+		}
+	}
+}

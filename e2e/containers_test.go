@@ -54,7 +54,7 @@ func serveTestImage() (string, string, error) {
 	}
 	_ = tw.WriteHeader(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bb))})
 	_, _ = tw.Write(bb)
-	for _, a := range []string{"sh", "cat", "echo", "sleep", "id", "hostname", "ls", "touch", "grep", "kill", "trap", "head", "pidof", "tty", "mount", "yes"} {
+	for _, a := range []string{"sh", "cat", "echo", "sleep", "id", "hostname", "ls", "touch", "grep", "kill", "trap", "head", "pidof", "tty", "mount", "yes", "true"} {
 		_ = tw.WriteHeader(&tar.Header{Name: "bin/" + a, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777})
 	}
 	passwd := "root:x:0:0:root:/root:/bin/sh\nweb:x:33:33::/tmp:/bin/sh\n"
