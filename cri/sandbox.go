@@ -22,6 +22,10 @@ func (s *Service) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandb
 	if err != nil {
 		return nil, err
 	}
+	// As containerd does, the sandbox has events of its own (id = pod id),
+	// so kubelet's evented PLEG sees pods change without relisting.
+	s.containerEvent(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, pod.ID, pod.ID)
+	s.containerEvent(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, pod.ID, pod.ID)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: pod.ID}, nil
 }
 
@@ -72,15 +76,23 @@ func sandboxSpec(cfg *runtimeapi.PodSandboxConfig, handler string) (sandbox.Spec
 }
 
 func (s *Service) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
+	pod, _ := s.sandboxes.Get(req.GetPodSandboxId()) // an unknown pod stops fine, without an event
 	if err := s.sandboxes.Stop(ctx, req.GetPodSandboxId()); err != nil {
 		return nil, err
+	}
+	if pod != nil {
+		s.containerEvent(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, pod.ID, pod.ID)
 	}
 	return &runtimeapi.StopPodSandboxResponse{}, nil
 }
 
 func (s *Service) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
+	pod, _ := s.sandboxes.Get(req.GetPodSandboxId())
 	if err := s.sandboxes.Remove(ctx, req.GetPodSandboxId()); err != nil {
 		return nil, err
+	}
+	if pod != nil {
+		s.containerEvent(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, pod.ID, pod.ID)
 	}
 	return &runtimeapi.RemovePodSandboxResponse{}, nil
 }

@@ -258,6 +258,11 @@ func TestEventsOnPodRemoval(t *testing.T) {
 			t.Errorf("%v: the deleted container is still listed: %v", typ, st)
 		}
 	}
+	// Then the sandbox's own event, under the pod's id.
+	ev, err := stream.Recv()
+	if err != nil || ev.ContainerEventType != runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT || ev.ContainerId != podID {
+		t.Errorf("after the containers: %v %v, want DELETED of the pod %s", ev, err, podID)
+	}
 }
 
 // metric returns the value of a sample of the daemon's metrics (name with
