@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/mountinfo"
+	"github.com/cri-mini/cri-mini/internal/nettest"
 	"github.com/cri-mini/cri-mini/internal/nspin"
 )
 
@@ -105,52 +105,6 @@ func newManager(t testing.TB, cfg Config) *Manager {
 	return m
 }
 
-// serve answers every connection on a listener made inside nsPath with msg.
-func serve(t *testing.T, nsPath, addr, msg string) {
-	t.Helper()
-	var ln net.Listener
-	if err := nspin.Run(nsPath, nspin.Net, func() (err error) {
-		ln, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatalf("listen on %s in %s: %v", addr, nsPath, err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = io.WriteString(c, msg)
-			c.Close()
-		}
-	}()
-}
-
-// dial connects to addr (from inside nsPath unless it is empty) and returns
-// what the other side says.
-func dial(nsPath, addr string) (string, error) {
-	var got []byte
-	do := func() error {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		got, err = io.ReadAll(c)
-		return err
-	}
-	var err error
-	if nsPath == "" {
-		err = do()
-	} else {
-		err = nspin.Run(nsPath, nspin.Net, do)
-	}
-	return string(got), err
-}
-
 func freePort(t *testing.T) int32 {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -233,7 +187,7 @@ func TestTwoPodsOnDefaultBridge(t *testing.T) {
 			t.Fatalf("Setup %s gave %v, want one address in %s", pod, got, tn.subnet)
 		}
 		ips[pod] = got[0]
-		serve(t, path, ":8080", "hello from "+pod)
+		nettest.Serve(t, path, ":8080", "hello from "+pod)
 	}
 	if _, err := m.Setup(ctx, pods[0], paths[pods[0]], PodNetwork{}); !errors.Is(err, errdefs.ErrAlreadyExists) {
 		t.Errorf("second Setup: %v, want ErrAlreadyExists", err)
@@ -242,11 +196,11 @@ func TestTwoPodsOnDefaultBridge(t *testing.T) {
 	// Each pod reaches the other by IP, and its own loopback.
 	for i, from := range pods {
 		to := pods[1-i]
-		got, err := dial(paths[from], netip.AddrPortFrom(ips[to], 8080).String())
+		got, err := nettest.Dial(paths[from], netip.AddrPortFrom(ips[to], 8080).String())
 		if err != nil || got != "hello from "+to {
 			t.Errorf("%s -> %s: %q, %v", from, to, got, err)
 		}
-		if got, err := dial(paths[from], "127.0.0.1:8080"); err != nil || got != "hello from "+from {
+		if got, err := nettest.Dial(paths[from], "127.0.0.1:8080"); err != nil || got != "hello from "+from {
 			t.Errorf("%s -> its loopback: %q, %v", from, got, err)
 		}
 	}
@@ -256,7 +210,7 @@ func TestTwoPodsOnDefaultBridge(t *testing.T) {
 	gateway := tn.subnet.Addr().Next()
 	for _, host := range []string{gateway.String(), "127.0.0.1"} {
 		addr := net.JoinHostPort(host, fmt.Sprint(hostPort))
-		if got, err := dial("", addr); err != nil || got != "hello from "+pods[0] {
+		if got, err := nettest.Dial("", addr); err != nil || got != "hello from "+pods[0] {
 			t.Errorf("hostPort via %s: %q, %v", addr, got, err)
 		}
 	}
