@@ -220,17 +220,7 @@ func (s *Store) ReleaseRootfs(ctrID, target string) error {
 	if err := os.RemoveAll(s.containerDir(ctrID)); err != nil {
 		return fmt.Errorf("container %s: remove writable layer: %w", ctrID, err)
 	}
-	var unused []string
-	err := s.update(func(ix *index) error {
-		var err error
-		unused, err = s.unusedLayers(ix)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	s.deleteLayers(unused)
-	return nil
+	return s.updateAndCollect(func(*index) error { return nil })
 }
 
 // Containers lists the containers that have a writable layer, so the

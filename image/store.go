@@ -351,8 +351,7 @@ func (s *Store) List() ([]*Image, error) {
 // removes only that tag; given an ID or digest, the whole image. Layers no
 // other image or container uses are deleted. An unknown image is ErrNotFound.
 func (s *Store) Remove(ref string) error {
-	var unused []string
-	err := s.update(func(ix *index) error {
+	return s.updateAndCollect(func(ix *index) error {
 		r, byName, err := ix.find(ref)
 		if err != nil {
 			return err
@@ -362,6 +361,19 @@ func (s *Store) Remove(ref string) error {
 			return nil
 		}
 		delete(ix.Images, r.ID)
+		return nil
+	})
+}
+
+// updateAndCollect applies fn to the index like update, then drops the
+// layers nothing uses any more from it and deletes their directories.
+func (s *Store) updateAndCollect(fn func(ix *index) error) error {
+	var unused []string
+	err := s.update(func(ix *index) error {
+		if err := fn(ix); err != nil {
+			return err
+		}
+		var err error
 		unused, err = s.unusedLayers(ix)
 		return err
 	})
