@@ -23,7 +23,10 @@
 # failed or something was left behind.
 #
 # Environment: CRI_MINI_BIN (default: make build, bin/cri-mini),
-# E2E_ARTIFACTS (a directory to keep the daemon and kubelet logs in).
+# E2E_ARTIFACTS (a directory to keep the daemon and kubelet logs in),
+# KUBELET_FEATURE_GATES (passed to kubelet --feature-gates; for instance
+# EventedPLEG=true,PLEGOnDemandRelist=true to have kubelet follow
+# GetContainerEvents instead of relisting every second).
 # The functions below run from the EXIT trap and from wait_for.
 # shellcheck disable=SC2317
 set -euo pipefail
@@ -255,7 +258,8 @@ evictionHard:
 EOF
 start_kubelet() {
 	"$kubelet" --config "$work/kubelet.yaml" --root-dir "$work/kubelet" --cert-dir "$work/kubelet-pki" \
-		--hostname-override "$NODE" --v 2 >>"$work/kubelet.log" 2>&1 &
+		--hostname-override "$NODE" --v 2 ${KUBELET_FEATURE_GATES:+--feature-gates "$KUBELET_FEATURE_GATES"} \
+		>>"$work/kubelet.log" 2>&1 &
 	kubelet_pid=$!
 }
 echo "run.sh: starting kubelet $kubelet"
