@@ -14,7 +14,8 @@
 #        5 removing a manifest tears its pod down (gone from crictl pods),
 #        6 kubelet restarted: it takes the running pods back unchanged,
 #        7 cri-mini killed (SIGKILL) and restarted under kubelet: pods and
-#          containers unchanged, exec and logs work;
+#          containers unchanged, exec and logs work,
+#        8 kubelet rotates the logger's log (ReopenContainerLog);
 #   4. prints a table of the results, removes the pods, stops everything and
 #      reports what was left behind (mounts, pods, containers, cgroups, links,
 #      processes), restoring the sysctls kubelet changes. kubelet needs
@@ -240,6 +241,9 @@ failSwapOn: false
 oomScoreAdj: 0
 staticPodPath: $work/static
 fileCheckFrequency: 2s
+containerLogMaxSize: 2Ki
+containerLogMaxFiles: 3
+containerLogMonitorInterval: 3s
 podLogsDir: $work/pod-logs
 volumePluginDir: $work/volume-plugins
 makeIPTablesUtilChains: false
@@ -315,17 +319,21 @@ echo "run.sh: adding the static pods"
 for m in e2e-logger e2e-emptydir e2e-crashloop e2e-liveness; do add_manifest "$m"; done
 added=$(now)
 
+# ticks: the number of the logger's last line, read through crictl logs
+# (a count of lines would drop when kubelet rotates the log).
+ticks() { crictl logs --tail 1 "$(newest e2e-logger logger 3)" 2>/dev/null | awk '$1 == "tick" {n = $2} END {print n + 0}'; }
+ticks_above() { (($(ticks) > $1)); }
+
 # 1. Logs keep coming.
 if t=$(wait_for 180 running e2e-logger logger); then
-	id=$(newest e2e-logger logger 3)
 	sleep 2
-	n1=$(crictl logs "$id" 2>&1 | grep -c '^tick' || true)
+	n1=$(ticks)
 	sleep 5
-	n2=$(crictl logs "$id" 2>&1 | grep -c '^tick' || true)
+	n2=$(ticks)
 	if ((n2 - n1 >= 3)); then
 		result 1 "logger: a line a second in crictl logs" PASS "running after ${t}s; $((n2 - n1)) new lines in 5 s"
 	else
-		result 1 "logger: a line a second in crictl logs" FAIL "$n1 then $n2 lines 5 s apart"
+		result 1 "logger: a line a second in crictl logs" FAIL "line $n1 then line $n2 5 s later"
 	fi
 else
 	result 1 "logger: a line a second in crictl logs" FAIL "not running after 180 s"
@@ -391,9 +399,6 @@ state() {
 # syncs_above N: kubelet has logged more than N "SyncLoop ADD" (pods read from the manifests).
 syncs() { grep -c '"SyncLoop ADD"' "$work/kubelet.log" || true; }
 syncs_above() { (($(syncs) > $1)); }
-# ticks: how many lines the logger has written (through crictl logs).
-ticks() { crictl logs "$(newest e2e-logger logger 3)" 2>&1 | grep -c '^tick' || true; }
-ticks_above() { (($(ticks) > $1)); }
 
 # 6. kubelet restarts: it takes the running pods back as they are.
 before=$(state)
@@ -429,6 +434,22 @@ if start_daemon; then
 	fi
 else
 	result 7 "cri-mini kill -9 + restart under kubelet" FAIL "cri-mini did not come back"
+fi
+
+# 8. kubelet rotates the logger's log (containerLogMaxSize 2Ki, ~140 bytes
+# a line): it renames the file and asks cri-mini to reopen it
+# (ReopenContainerLog); new lines must land in the new file.
+logdir=$(find "$work/pod-logs" -maxdepth 1 -name 'default_e2e-logger-*' -print -quit)
+rotated() { compgen -G "$logdir/logger/0.log.*" >/dev/null; }
+if t=$(wait_for 60 rotated); then
+	n=$(ticks)
+	if wait_for 10 ticks_above "$n" >/dev/null; then
+		result 8 "log rotation: ReopenContainerLog after rename" PASS "$(find "$logdir/logger" -name '0.log.*' | wc -l) rotated file(s); new lines after; $(grep -c 'ReopenContainerLog.*code="OK"' "$work/daemon.log") ReopenContainerLog OK"
+	else
+		result 8 "log rotation: ReopenContainerLog after rename" FAIL "rotated, but no new line in 10 s (reopens: $(grep -c 'ReopenContainerLog' "$work/daemon.log"))"
+	fi
+else
+	result 8 "log rotation: ReopenContainerLog after rename" FAIL "no rotated file in $logdir/logger 60 s more (reopens: $(grep -c 'ReopenContainerLog' "$work/daemon.log"))"
 fi
 
 # 5. Removing a manifest tears the pod down.
