@@ -11,10 +11,13 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(dir $(BIN))cri-mini-shim ./cmd/cri-mini-shim
 
 # test: unit tests, the root integration tests (namespaces, mounts, cgroups,
-# a loopback registry, CNI) and the CRI validation suite (make e2e). Run as root.
+# a loopback registry, CNI), the CRI validation suite (make e2e) and a real
+# kubelet with static pods (make kubelet-e2e; its first build takes ~5 min,
+# then it is cached). Run as root.
 test: vet
 	$(GO) test -count=1 -timeout 30m ./...
 	$(MAKE) e2e
+	$(MAKE) kubelet-e2e
 
 vet:
 	$(GO) vet ./...

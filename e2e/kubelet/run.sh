@@ -58,6 +58,7 @@ sock=$work/cri-mini.sock
 bridge=kube$(($$ % 100000))
 subnet=10.179.$(($$ % 200)).0/24
 cgroot=/cri-mini-kubelet-e2e-$$
+kubelet_port=$((20000 + $$ % 10000)) # its HTTPS server (/stats/summary), loopback only
 # Kernel settings kubelet changes at start (it expects panics on oops/OOM).
 sysctls=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
 	kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
@@ -247,7 +248,9 @@ containerLogMonitorInterval: 3s
 podLogsDir: $work/pod-logs
 volumePluginDir: $work/volume-plugins
 makeIPTablesUtilChains: false
-enableServer: false
+enableServer: true
+port: $kubelet_port
+readOnlyPort: 0
 healthzPort: 0
 address: 127.0.0.1
 authentication:
@@ -450,6 +453,18 @@ if t=$(wait_for 60 rotated); then
 	fi
 else
 	result 8 "log rotation: ReopenContainerLog after rename" FAIL "no rotated file in $logdir/logger 60 s more (reopens: $(grep -c 'ReopenContainerLog' "$work/daemon.log"))"
+fi
+
+# 9. kubelet's /stats/summary carries cri-mini's figures (kubelet's CRI
+# stats provider: ListPodSandboxStats, ListContainerStats, ImageFsInfo).
+summary=$(curl -sk --max-time 10 "https://127.0.0.1:$kubelet_port/stats/summary" || true)
+pod_json=$(awk '/"podRef"/ {p = 0} /"name": "e2e-logger-'"$NODE"'"/ {p = 1} p' <<<"$summary")
+cpu=$(grep -m1 -o '"usageCoreNanoSeconds": [0-9]*' <<<"$pod_json" | grep -o '[0-9]*$' || echo 0)
+mem=$(grep -m1 -o '"workingSetBytes": [0-9]*' <<<"$pod_json" | grep -o '[0-9]*$' || echo 0)
+if grep -q '"name": "logger"' <<<"$pod_json" && ((cpu > 0 && mem > 0)) && grep -q '"imageFs"' <<<"$summary"; then
+	result 9 "kubelet /stats/summary from cri-mini's stats" PASS "logger pod: ${cpu} ns CPU, ${mem} B working set; imageFs reported"
+else
+	result 9 "kubelet /stats/summary from cri-mini's stats" FAIL "cpu '$cpu' mem '$mem' in: $(head -c 300 <<<"$summary" | tr '\n' ' ')"
 fi
 
 # 5. Removing a manifest tears the pod down.
