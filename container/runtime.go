@@ -308,11 +308,12 @@ func (r *Runtime) startSupervisor(ctx context.Context, dir string, cfg *config) 
 	}
 	if cfg.CgroupPath != "" {
 		if err := r.Cgroups.Apply(cfg.CgroupPath, m.Pid); err != nil {
-			return fmt.Errorf("move init into cgroup %s: %w", cfg.CgroupPath, err)
+			// A cancelled create makes the supervisor kill the init: say so.
+			return fmt.Errorf("move init into cgroup %s: %w", cfg.CgroupPath, orCtxErr(ctx, err))
 		}
 	}
 	if err := sendMsg(ctl, syncMsg{Type: msgGo}); err != nil {
-		return err
+		return orCtxErr(ctx, err)
 	}
 	if _, _, err := expectMsg(ctl, msgReady); err != nil {
 		return fmt.Errorf("create: %w", orCtxErr(ctx, err))
