@@ -56,15 +56,21 @@ func initContainer(conn *net.UnixConn, dir string) error {
 	if err != nil {
 		return fmt.Errorf("open start fifo: %w", err)
 	}
-	if err := setupRootfs(spec, etcFiles(dir)); err != nil {
+	hier, err := hostCgroups()
+	if err != nil {
+		return fmt.Errorf("read host cgroups: %w", err)
+	}
+	// The plan is the single description of what follows; explain renders
+	// the same one. The daemon did its cgroup and the supervisor the
+	// namespaces; the process steps are executed from the spec below.
+	plan, err := BuildPlan(spec, PlanInput{EtcFiles: etcFiles(dir), HostCgroups: hier})
+	if err != nil {
 		return err
 	}
-	if nsWanted(spec, specs.UTSNamespace) && spec.Hostname != "" { // R15
-		if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
-			return fmt.Errorf("set hostname %q: %w", spec.Hostname, err)
-		}
+	if err := setupRootfs(plan); err != nil {
+		return err
 	}
-	if err := hardenRootfs(spec); err != nil {
+	if err := hardenRootfs(plan); err != nil {
 		return err
 	}
 	p := spec.Process
@@ -125,24 +131,60 @@ func etcFiles(dir string) map[string]string {
 	return files
 }
 
-// setupRootfs is R4-R14: the mount namespace's propagation, the rootfs as a
-// private mount, the recipe's and the spec's mounts inside it, and the switch
-// of root.
-func setupRootfs(spec *specs.Spec, etc map[string]string) error {
-	if spec.Root == nil || spec.Root.Path == "" {
-		return fmt.Errorf("spec has no root path")
+// setupRootfs executes the plan's steps R4-R14: the mount namespace's
+// propagation, the rootfs as a private mount, the recipe's and the spec's
+// mounts inside it, and the switch of root.
+func setupRootfs(plan []Step) error {
+	var root *os.File
+	defer func() {
+		if root != nil {
+			root.Close()
+		}
+	}()
+	for _, s := range plan {
+		var err error
+		switch s.Kind {
+		case KindPropagation: // R4
+			err = stopPropagation(plan, s)
+		case KindRootfsBind: // R5
+			root, err = bindRootfs(s.Path)
+		case KindMount, KindCgroupfs, KindDevice, KindSymlink, KindMkdir: // R6-R12
+			if root == nil {
+				return fmt.Errorf("plan step %s %s before the rootfs", s.Recipe, s.Kind)
+			}
+			err = mountStep(root, s)
+		case KindPivotRoot: // R13
+			if root == nil {
+				return fmt.Errorf("plan step %s %s before the rootfs", s.Recipe, s.Kind)
+			}
+			err = pivotRoot(root)
+		case KindUnmountOldRoot: // R14
+			err = unmountOldRoot(propagationFlags[s.Propagation])
+		}
+		if err != nil {
+			return err
+		}
 	}
-	rootPath := spec.Root.Path
-	// R4: nothing we mount from here on propagates back to the host, unless
-	// a bidirectional mount asked for a shared root (rshared).
-	prop := rootPropagation(spec)
-	if err := unix.Mount("", "/", "", unix.MS_REC|uintptr(prop), ""); err != nil {
+	return nil
+}
+
+// stopPropagation is R4: nothing we mount from here on propagates back to
+// the host, unless a bidirectional mount asked for a shared root (rshared).
+func stopPropagation(plan []Step, s Step) error {
+	prop := propagationFlags[s.Propagation]
+	if err := unix.Mount("", "/", "", unix.MS_REC|prop, ""); err != nil {
 		return fmt.Errorf("set / propagation: %w", err)
 	}
-	if prop == unix.MS_SHARED {
-		// pivot_root refuses a new root whose parent mount is shared: the
-		// mount holding the rootfs goes private (its submounts stay shared).
-		mp, err := mountinfo.MountpointOf(rootPath)
+	if prop != unix.MS_SHARED {
+		return nil
+	}
+	// pivot_root refuses a new root whose parent mount is shared: the
+	// mount holding the rootfs goes private (its submounts stay shared).
+	for _, r := range plan {
+		if r.Kind != KindRootfsBind {
+			continue
+		}
+		mp, err := mountinfo.MountpointOf(r.Path)
 		if err != nil {
 			return err
 		}
@@ -150,26 +192,29 @@ func setupRootfs(spec *specs.Spec, etc map[string]string) error {
 			return fmt.Errorf("make %s private: %w", mp, err)
 		}
 	}
-	// R5: the rootfs becomes a mount point of its own, private.
+	return nil
+}
+
+// bindRootfs is R5: the rootfs becomes a mount point of its own, private.
+// It returns the rootfs, in which the next steps resolve their paths.
+func bindRootfs(rootPath string) (*os.File, error) {
 	if err := unix.Mount(rootPath, rootPath, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("bind rootfs %s onto itself: %w", rootPath, err)
+		return nil, fmt.Errorf("bind rootfs %s onto itself: %w", rootPath, err)
 	}
 	if err := unix.Mount("", rootPath, "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make rootfs private: %w", err)
+		return nil, fmt.Errorf("make rootfs private: %w", err)
 	}
 	root, err := os.OpenFile(rootPath, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("open rootfs: %w", err)
+		return nil, fmt.Errorf("open rootfs: %w", err)
 	}
-	defer root.Close()
-	// R6-R12 and the spec's mounts, each on a descriptor resolved in root (R18).
-	for _, m := range containerMounts(spec, etc) {
-		if err := doMount(root, m, spec); err != nil {
-			return err
-		}
-	}
-	// R13: pivot_root with the old root stacked on the new one, so no
-	// directory for it is needed inside the rootfs.
+	return root, nil
+}
+
+// pivotRoot is R13: pivot_root with the old root stacked on the new one,
+// so no directory for it is needed inside the rootfs. It leaves the
+// working directory in the old root, for R14.
+func pivotRoot(root *os.File) error {
 	oldRoot, err := os.OpenFile("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open old root: %w", err)
@@ -186,78 +231,74 @@ func setupRootfs(spec *specs.Spec, etc map[string]string) error {
 	if err := unix.Fchdir(int(oldRoot.Fd())); err != nil {
 		return fmt.Errorf("chdir old root: %w", err)
 	}
+	return nil
+}
+
+// unmountOldRoot is R14: the old root (the working directory) goes, so
+// nothing of the host stays visible; then the new root gets its
+// propagation.
+func unmountOldRoot(prop uintptr) error {
 	if err := unix.Mount("", ".", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
 		return fmt.Errorf("make old root rslave: %w", err)
 	}
-	// R14: the old root goes; nothing of the host stays visible.
 	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("unmount old root: %w", err)
 	}
 	if err := unix.Chdir("/"); err != nil {
 		return fmt.Errorf("chdir /: %w", err)
 	}
-	if err := unix.Mount("", "/", "", unix.MS_REC|uintptr(prop), ""); err != nil {
+	if err := unix.Mount("", "/", "", unix.MS_REC|prop, ""); err != nil {
 		return fmt.Errorf("set root propagation: %w", err)
 	}
 	return nil
 }
 
-// rootPropagation is the spec's root propagation as a mount flag; rslave
-// by default, as in runc.
-func rootPropagation(spec *specs.Spec) int {
-	if spec.Linux != nil {
-		switch spec.Linux.RootfsPropagation {
-		case "private", "rprivate":
-			return unix.MS_PRIVATE
-		case "shared", "rshared":
-			return unix.MS_SHARED
-		case "unbindable", "runbindable":
-			return unix.MS_UNBINDABLE
-		}
-	}
-	return unix.MS_SLAVE
+// propagationFlags maps the plan's root propagation to its mount flag.
+var propagationFlags = map[string]uintptr{
+	"rprivate": unix.MS_PRIVATE, "rshared": unix.MS_SHARED, "runbindable": unix.MS_UNBINDABLE, "rslave": unix.MS_SLAVE,
 }
 
-// hardenRootfs writes the namespaced sysctls, then applies R16 and R17 and
-// a read-only root when the spec asks for one.
-func hardenRootfs(spec *specs.Spec) error {
+// hardenRootfs executes the plan's steps after the switch of root: the
+// hostname (R15), the namespaced sysctls, R16, R17 and a read-only root.
+func hardenRootfs(plan []Step) error {
 	root, err := os.OpenFile("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
-	masked, readonly := defaultMaskedPaths, defaultReadonlyPaths
-	if spec.Linux != nil {
-		for k, v := range spec.Linux.Sysctl {
-			if err := writeSysctl(root, k, v); err != nil {
+	var devNull *os.File
+	defer func() {
+		if devNull != nil {
+			devNull.Close()
+		}
+	}()
+	for _, s := range plan {
+		switch s.Kind {
+		case KindHostname: // R15
+			if err := unix.Sethostname([]byte(s.Hostname)); err != nil {
+				return fmt.Errorf("set hostname %q: %w", s.Hostname, err)
+			}
+		case KindSysctl:
+			if err := writeSysctl(root, s.Sysctl.Key, s.Sysctl.Value); err != nil {
 				return err
 			}
-		}
-		if spec.Linux.MaskedPaths != nil {
-			masked = spec.Linux.MaskedPaths
-		}
-		if spec.Linux.ReadonlyPaths != nil {
-			readonly = spec.Linux.ReadonlyPaths
-		}
-	}
-	for _, p := range readonly { // R16
-		if err := readonlyPath(root, p); err != nil {
-			return err
-		}
-	}
-	devNull, err := openInRoot(root, "/dev/null")
-	if err != nil {
-		return fmt.Errorf("mask paths: %w", err)
-	}
-	defer devNull.Close()
-	for _, p := range masked { // R17
-		if err := maskPath(root, devNull, p); err != nil {
-			return err
-		}
-	}
-	if spec.Root.Readonly {
-		if err := unix.MountSetattr(int(root.Fd()), "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
-			return fmt.Errorf("make rootfs read-only: %w", err)
+		case KindReadonlyPath: // R16
+			if err := readonlyPath(root, s.Path); err != nil {
+				return err
+			}
+		case KindMaskPath: // R17
+			if devNull == nil {
+				if devNull, err = openInRoot(root, "/dev/null"); err != nil {
+					return fmt.Errorf("mask paths: %w", err)
+				}
+			}
+			if err := maskPath(root, devNull, s.Path); err != nil {
+				return err
+			}
+		case KindReadonlyRoot:
+			if err := unix.MountSetattr(int(root.Fd()), "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
+				return fmt.Errorf("make rootfs read-only: %w", err)
+			}
 		}
 	}
 	return nil

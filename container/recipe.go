@@ -75,111 +75,88 @@ func containerMounts(spec *specs.Spec, etcFiles map[string]string) []specs.Mount
 	return mounts
 }
 
-// doMount performs one mount of the merged list, with the extra work some
-// recipe steps need on the fresh file system.
-func doMount(root *os.File, m specs.Mount, spec *specs.Spec) error {
-	if m.Type == "cgroup" && m.Destination == "/sys/fs/cgroup" {
-		return mountCgroups(root, m) // R11
+// mountStep performs one of the plan's steps inside the rootfs before
+// pivot_root (R6-R12 and the spec's mounts, R7's /dev contents), each on a
+// descriptor resolved in root (R18).
+func mountStep(root *os.File, s Step) error {
+	switch s.Kind {
+	case KindMount:
+		return mountSpec(root, *s.Mount)
+	case KindCgroupfs:
+		return mountCgroups(root, *s.Mount, s.Hierarchies) // R11
+	case KindDevice:
+		return makeDevice(root, *s.Device) // R7
+	case KindSymlink:
+		return inDev(root, func(dfd int) error { // R7, R8
+			if err := unix.Symlinkat(s.Symlink.Target, dfd, s.Symlink.Path); err != nil {
+				return fmt.Errorf("symlink /dev/%s: %w", s.Symlink.Path, err)
+			}
+			return nil
+		})
+	case KindMkdir:
+		return inDev(root, func(dfd int) error {
+			name := strings.TrimPrefix(s.Path, "/dev/")
+			if err := unix.Mkdirat(dfd, name, 0o755); err != nil && err != unix.EEXIST {
+				return fmt.Errorf("mkdir /dev/%s: %w", name, err)
+			}
+			return nil
+		})
 	}
-	if err := mountSpec(root, m); err != nil {
-		return err
-	}
-	if m.Destination == "/dev" && m.Type == "tmpfs" {
-		return populateDev(root, spec) // R7
-	}
-	return nil
+	return fmt.Errorf("plan step %s %s: not a mount step", s.Recipe, s.Kind)
 }
 
-// populateDev fills the fresh /dev tmpfs (R7, R8's /dev/ptmx): device nodes,
-// the spec's extra devices, symlinks and the directories later mounts use.
-func populateDev(root *os.File, spec *specs.Spec) error {
+// inDev calls f with a descriptor of the container's /dev.
+func inDev(root *os.File, f func(dfd int) error) error {
 	dev, err := openInRoot(root, "/dev")
 	if err != nil {
 		return err
 	}
 	defer dev.Close()
-	dfd := int(dev.Fd())
-	mk := func(name string, typ uint32, major, minor int64, mode os.FileMode, uid, gid uint32) error {
-		name = strings.TrimPrefix(filepath.Clean("/"+name), "/dev/")
-		if strings.Contains(name, "/") {
-			d, err := mkdirInRoot(root, filepath.Dir("/dev/"+name))
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			if err := unix.Mknodat(int(d.Fd()), filepath.Base(name), typ|uint32(mode.Perm()), int(unix.Mkdev(uint32(major), uint32(minor)))); err != nil {
-				return fmt.Errorf("mknod /dev/%s: %w", name, err)
-			}
-			return unix.Fchownat(int(d.Fd()), filepath.Base(name), int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW)
-		}
-		_ = unix.Unlinkat(dfd, name, 0) // a spec device may replace a default one
-		if err := unix.Mknodat(dfd, name, typ|uint32(mode.Perm()), int(unix.Mkdev(uint32(major), uint32(minor)))); err != nil {
-			return fmt.Errorf("mknod /dev/%s: %w", name, err)
-		}
-		if err := unix.Fchownat(dfd, name, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return fmt.Errorf("chown /dev/%s: %w", name, err)
-		}
-		return nil
+	return f(int(dev.Fd()))
+}
+
+// makeDevice makes one node in the fresh /dev tmpfs (R7, and the spec's
+// devices, which may replace a default one).
+func makeDevice(root *os.File, d DeviceNode) error {
+	typ := uint32(unix.S_IFCHR)
+	switch d.Type {
+	case "b":
+		typ = unix.S_IFBLK
+	case "p":
+		typ = unix.S_IFIFO
 	}
-	for _, d := range defaultDevices {
-		if err := mk(d.name, unix.S_IFCHR, d.major, d.minor, 0o666, 0, 0); err != nil {
-			return err
-		}
+	mode := typ | uint32(d.Mode.Perm())
+	dev := int(unix.Mkdev(uint32(d.Major), uint32(d.Minor)))
+	name := strings.TrimPrefix(filepath.Clean("/"+d.Path), "/")
+	dir := "/dev"
+	if strings.Contains(name, "/") {
+		dir = filepath.Dir("/dev/" + name)
 	}
-	if spec.Linux != nil {
-		for _, d := range spec.Linux.Devices {
-			typ := uint32(unix.S_IFCHR)
-			switch d.Type {
-			case "b":
-				typ = unix.S_IFBLK
-			case "p":
-				typ = unix.S_IFIFO
-			}
-			mode := os.FileMode(0o666)
-			if d.FileMode != nil {
-				mode = *d.FileMode
-			}
-			var uid, gid uint32
-			if d.UID != nil {
-				uid = *d.UID
-			}
-			if d.GID != nil {
-				gid = *d.GID
-			}
-			if err := mk(d.Path, typ, d.Major, d.Minor, mode, uid, gid); err != nil {
-				return err
-			}
-		}
+	dh, err := mkdirInRoot(root, dir)
+	if err != nil {
+		return err
 	}
-	for _, l := range devSymlinks {
-		if err := unix.Symlinkat(l[1], dfd, l[0]); err != nil {
-			return fmt.Errorf("symlink /dev/%s: %w", l[0], err)
-		}
+	defer dh.Close()
+	dfd, base := int(dh.Fd()), filepath.Base(name)
+	_ = unix.Unlinkat(dfd, base, 0)
+	if err := unix.Mknodat(dfd, base, mode, dev); err != nil {
+		return fmt.Errorf("mknod /dev/%s: %w", name, err)
 	}
-	for _, d := range []string{"pts", "shm", "mqueue"} {
-		if err := unix.Mkdirat(dfd, d, 0o755); err != nil && err != unix.EEXIST {
-			return fmt.Errorf("mkdir /dev/%s: %w", d, err)
-		}
+	if err := unix.Fchownat(dfd, base, int(d.UID), int(d.GID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("chown /dev/%s: %w", name, err)
 	}
 	return nil
 }
 
-// hostCgroupMount is one cgroup file system the host mounts under
-// /sys/fs/cgroup.
-type hostCgroupMount struct {
-	dir, fstype string
-	params      []string // "memory", "name=systemd"
-}
-
 // hostCgroups reads from mountinfo the cgroup hierarchies the host mounts:
 // a single cgroup2 at /sys/fs/cgroup (unified), or v1 hierarchies (hybrid).
-func hostCgroups() ([]hostCgroupMount, error) {
+func hostCgroups() ([]CgroupHierarchy, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var out []hostCgroupMount
+	var out []CgroupHierarchy
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		pre, post, ok := strings.Cut(sc.Text(), " - ")
@@ -194,13 +171,13 @@ func hostCgroups() ([]hostCgroupMount, error) {
 		if mp != "/sys/fs/cgroup" && !strings.HasPrefix(mp, "/sys/fs/cgroup/") {
 			continue
 		}
-		hm := hostCgroupMount{dir: strings.TrimPrefix(strings.TrimPrefix(mp, "/sys/fs/cgroup"), "/"), fstype: qf[0]}
+		hm := CgroupHierarchy{Dir: strings.TrimPrefix(strings.TrimPrefix(mp, "/sys/fs/cgroup"), "/"), FSType: qf[0]}
 		for _, o := range strings.Split(qf[2], ",") {
 			switch o {
 			case "rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec":
 			default:
 				if qf[0] == "cgroup" {
-					hm.params = append(hm.params, o)
+					hm.Params = append(hm.Params, o)
 				}
 			}
 		}
@@ -210,13 +187,9 @@ func hostCgroups() ([]hostCgroupMount, error) {
 }
 
 // mountCgroups is R11's /sys/fs/cgroup: the host's cgroup2 mount, or on a v1
-// host a read-only tmpfs holding each hierarchy, all read-only and rooted at
-// the container's cgroup namespace.
-func mountCgroups(root *os.File, m specs.Mount) error {
-	hier, err := hostCgroups()
-	if err != nil {
-		return fmt.Errorf("mount /sys/fs/cgroup: read host cgroups: %w", err)
-	}
+// host a read-only tmpfs holding each hierarchy (hier, the host's), all
+// read-only and rooted at the container's cgroup namespace.
+func mountCgroups(root *os.File, m specs.Mount, hier []CgroupHierarchy) error {
 	o := parseMountOptions(m.Options)
 	attrs := o.attrSet | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC
 	target, err := mkdirInRoot(root, m.Destination)
@@ -224,8 +197,8 @@ func mountCgroups(root *os.File, m specs.Mount) error {
 		return fmt.Errorf("mount /sys/fs/cgroup: %w", err)
 	}
 	defer target.Close()
-	if len(hier) == 1 && hier[0].dir == "" {
-		mfd, err := newFSMount(hier[0].fstype, "cgroup", nil, attrs)
+	if len(hier) == 1 && hier[0].Dir == "" {
+		mfd, err := newFSMount(hier[0].FSType, "cgroup", nil, attrs)
 		if err != nil {
 			return fmt.Errorf("mount /sys/fs/cgroup: %w", err)
 		}
@@ -241,25 +214,25 @@ func mountCgroups(root *os.File, m specs.Mount) error {
 		return fmt.Errorf("mount /sys/fs/cgroup: %w", err)
 	}
 	for _, h := range hier {
-		if h.dir == "" || strings.Contains(h.dir, "/") {
+		if h.Dir == "" || strings.Contains(h.Dir, "/") {
 			continue
 		}
-		if err := unix.Mkdirat(tfd, h.dir, 0o555); err != nil {
-			return fmt.Errorf("mount /sys/fs/cgroup/%s: %w", h.dir, err)
+		if err := unix.Mkdirat(tfd, h.Dir, 0o555); err != nil {
+			return fmt.Errorf("mount /sys/fs/cgroup/%s: %w", h.Dir, err)
 		}
-		dfd, err := unix.Openat(tfd, h.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		dfd, err := unix.Openat(tfd, h.Dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return fmt.Errorf("mount /sys/fs/cgroup/%s: %w", h.dir, err)
+			return fmt.Errorf("mount /sys/fs/cgroup/%s: %w", h.Dir, err)
 		}
-		d := os.NewFile(uintptr(dfd), "/sys/fs/cgroup/"+h.dir)
-		mfd, err := newFSMount(h.fstype, "cgroup", h.params, attrs|unix.MOUNT_ATTR_RDONLY)
+		d := os.NewFile(uintptr(dfd), "/sys/fs/cgroup/"+h.Dir)
+		mfd, err := newFSMount(h.FSType, "cgroup", h.Params, attrs|unix.MOUNT_ATTR_RDONLY)
 		if err == nil {
 			err = attach(mfd, d)
 			unix.Close(mfd)
 		}
 		d.Close()
 		if err != nil {
-			return fmt.Errorf("mount /sys/fs/cgroup/%s: %w", h.dir, err)
+			return fmt.Errorf("mount /sys/fs/cgroup/%s: %w", h.Dir, err)
 		}
 	}
 	return setAttr(tfd, unix.MOUNT_ATTR_RDONLY, 0, 0, false)

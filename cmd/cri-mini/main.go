@@ -4,6 +4,7 @@
 //	cri-mini [serve] [flags]   serve the CRI (the default)
 //	cri-mini config [flags]    print the effective configuration as TOML
 //	cri-mini image ...         import, pull, list or remove images in the store
+//	cri-mini explain ID        print how a container was built, as shell commands
 //	cri-mini version           print the version
 package main
 
@@ -33,6 +34,9 @@ func main() {
 const usage = `usage: cri-mini [serve] [flags]   serve the CRI on --listen (default)
        cri-mini config [flags]    print the effective configuration (defaults, --config file, flags) as TOML
        cri-mini image ...         import, pull, list or remove images (cri-mini image help)
+       cri-mini explain [--json] [flags] CONTAINER_ID
+                                  print a shell script of stock tools that builds the container
+                                  as cri-mini did (--json: the same plan as data)
        cri-mini version           print the version
 `
 
@@ -47,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "image":
 		return imageCommand(args, stdout, stderr)
+	case "explain":
+		return explainCommand(args, stdout, stderr)
 	case "serve", "config":
 	case "help":
 		fmt.Fprint(stdout, usage)

@@ -129,16 +129,46 @@ func (m *v1) Update(path string, r *specs.LinuxResources) error {
 	if err != nil || r == nil {
 		return err
 	}
-	if len(r.Unified) > 0 {
-		return fmt.Errorf("unified (cgroup v2) resources on a cgroup v1 host: %w", errdefs.ErrInvalidArgument)
+	writes, err := m.writes(p, r)
+	if err != nil {
+		return err
 	}
-	// need returns the controller's directory or says it is missing.
-	need := func(controller string) (string, error) {
-		d, ok := m.dir(controller, p)
-		if !ok {
-			return "", fmt.Errorf("the %s cgroup controller is not mounted: %w", controller, errdefs.ErrFailedPrecondition)
+	for _, w := range writes {
+		if err := writeFile(filepath.Join(w.Root, p), w.File, w.Value); err != nil {
+			return err
 		}
-		return d, nil
+	}
+	return nil
+}
+
+// Writes lists the files Update (and Create) write for r, in order.
+func (m *v1) Writes(path string, r *specs.LinuxResources) ([]FileWrite, error) {
+	p, err := m.conv(path)
+	if err != nil || r == nil {
+		return nil, err
+	}
+	return m.writes(p, r)
+}
+
+// writes translates r into v1 file writes.
+func (m *v1) writes(p string, r *specs.LinuxResources) ([]FileWrite, error) {
+	if len(r.Unified) > 0 {
+		return nil, fmt.Errorf("unified (cgroup v2) resources on a cgroup v1 host: %w", errdefs.ErrInvalidArgument)
+	}
+	var out []FileWrite
+	// add appends the controller's writes, or says it is missing.
+	add := func(controller string, writes []kv) error {
+		if len(writes) == 0 {
+			return nil
+		}
+		h, ok := m.mounts[controller]
+		if !ok {
+			return notMounted(controller)
+		}
+		for _, w := range writes {
+			out = append(out, FileWrite{Root: h, File: w.file, Value: w.value})
+		}
+		return nil
 	}
 	if c := r.CPU; c != nil {
 		var writes []kv
@@ -157,14 +187,8 @@ func (m *v1) Update(path string, r *specs.LinuxResources) error {
 		if c.RealtimeRuntime != nil && *c.RealtimeRuntime != 0 {
 			writes = append(writes, kv{"cpu.rt_runtime_us", strconv.FormatInt(*c.RealtimeRuntime, 10)})
 		}
-		if len(writes) > 0 {
-			d, err := need("cpu")
-			if err != nil {
-				return err
-			}
-			if err := writeAll(d, writes); err != nil {
-				return err
-			}
+		if err := add("cpu", writes); err != nil {
+			return nil, err
 		}
 		var sets []kv
 		if c.Cpus != "" {
@@ -173,40 +197,34 @@ func (m *v1) Update(path string, r *specs.LinuxResources) error {
 		if c.Mems != "" {
 			sets = append(sets, kv{"cpuset.mems", c.Mems})
 		}
-		if len(sets) > 0 {
-			d, err := need("cpuset")
-			if err != nil {
-				return err
-			}
-			if err := writeAll(d, sets); err != nil {
-				return err
-			}
+		if err := add("cpuset", sets); err != nil {
+			return nil, err
 		}
 	}
 	if mem := r.Memory; mem != nil {
-		d, err := need("memory")
-		if err != nil {
-			return err
+		d, ok := m.dir("memory", p)
+		if !ok {
+			return nil, notMounted("memory")
 		}
-		if err := m.memory(d, mem); err != nil {
-			return err
+		writes, err := m.memory(d, mem)
+		if err != nil {
+			return nil, err
+		}
+		if err := add("memory", writes); err != nil {
+			return nil, err
 		}
 	}
 	if r.Pids != nil && r.Pids.Limit != nil && *r.Pids.Limit != 0 {
-		d, err := need("pids")
-		if err != nil {
-			return err
-		}
-		if err := writeFile(d, "pids.max", pidsMax(*r.Pids.Limit)); err != nil {
-			return err
+		if err := add("pids", []kv{{"pids.max", pidsMax(*r.Pids.Limit)}}); err != nil {
+			return nil, err
 		}
 	}
 	if len(r.HugepageLimits) > 0 {
-		d, ok := m.dir("hugetlb", p)
+		_, ok := m.mounts["hugetlb"]
 		for _, h := range r.HugepageLimits {
 			f, err := hugepageFile(h.Pagesize)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if !ok {
 				// kubelet sends a limit for every page size it knows;
@@ -214,42 +232,35 @@ func (m *v1) Update(path string, r *specs.LinuxResources) error {
 				klog.V(2).InfoS("Hugetlb controller not mounted, limit ignored", "cgroup", p, "pagesize", h.Pagesize)
 				continue
 			}
-			if err := writeFile(d, f+".limit_in_bytes", strconv.FormatUint(h.Limit, 10)); err != nil {
-				return err
+			if err := add("hugetlb", []kv{{f + ".limit_in_bytes", strconv.FormatUint(h.Limit, 10)}}); err != nil {
+				return nil, err
 			}
 		}
 	}
 	if len(r.Devices) > 0 {
-		d, err := need("devices")
-		if err != nil {
-			return err
-		}
+		var writes []kv
 		for _, dev := range r.Devices {
 			if _, _, err := deviceAccess(dev); err != nil {
-				return err
+				return nil, err
 			}
 			file := "devices.deny"
 			if dev.Allow {
 				file = "devices.allow"
 			}
-			if err := writeFile(d, file, deviceRule(dev)); err != nil {
-				return err
-			}
+			writes = append(writes, kv{file, deviceRule(dev)})
+		}
+		if err := add("devices", writes); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	return out, nil
+}
+
+func notMounted(controller string) error {
+	return fmt.Errorf("the %s cgroup controller is not mounted: %w", controller, errdefs.ErrFailedPrecondition)
 }
 
 type kv struct{ file, value string }
-
-func writeAll(dir string, writes []kv) error {
-	for _, w := range writes {
-		if err := writeFile(dir, w.file, w.value); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 func pidsMax(limit int64) string {
 	if limit < 0 {
@@ -276,10 +287,11 @@ func deviceRule(d specs.LinuxDeviceCgroup) string {
 	return fmt.Sprintf("%s %s:%s %s", typ, num(d.Major), num(d.Minor), access)
 }
 
-// memory applies memory settings. OCI's swap is memory plus swap, which is
-// v1's memsw; the kernel insists memsw >= limit at every moment, so the
-// order of the two writes depends on whether the limit grows.
-func (m *v1) memory(d string, mem *specs.LinuxMemory) error {
+// memory lists the writes of memory settings for the cgroup at d. OCI's
+// swap is memory plus swap, which is v1's memsw; the kernel insists memsw >=
+// limit at every moment, so the order of the two writes depends on whether
+// the limit grows.
+func (m *v1) memory(d string, mem *specs.LinuxMemory) ([]kv, error) {
 	_, err := os.Stat(filepath.Join(d, "memory.memsw.limit_in_bytes"))
 	hasMemsw := err == nil
 	swap := mem.Swap != nil && *mem.Swap != 0
@@ -295,7 +307,7 @@ func (m *v1) memory(d string, mem *specs.LinuxMemory) error {
 		w := kv{"memory.memsw.limit_in_bytes", strconv.FormatInt(*mem.Swap, 10)}
 		cur, err := readUint(d, "memory.memsw.limit_in_bytes")
 		if err != nil {
-			return fmt.Errorf("read memsw limit: %w", err)
+			return nil, fmt.Errorf("read memsw limit: %w", err)
 		}
 		if *mem.Swap < 0 || uint64(*mem.Swap) > cur {
 			writes = append([]kv{w}, writes...)
@@ -312,7 +324,7 @@ func (m *v1) memory(d string, mem *specs.LinuxMemory) error {
 	if mem.DisableOOMKiller != nil && *mem.DisableOOMKiller {
 		writes = append(writes, kv{"memory.oom_control", "1"})
 	}
-	return writeAll(d, writes)
+	return writes, nil
 }
 
 func (m *v1) Stats(path string) (*Stats, error) {

@@ -148,6 +148,24 @@ func (m *v2) Update(path string, r *specs.LinuxResources) error {
 	return nil
 }
 
+// Writes lists the files Update (and Create) write for r, in order; device
+// rules are an eBPF program, not a file write, and are not listed.
+func (m *v2) Writes(path string, r *specs.LinuxResources) ([]FileWrite, error) {
+	p, err := m.conv(path)
+	if err != nil || r == nil {
+		return nil, err
+	}
+	writes, err := m.v2Writes(filepath.Join(m.root, p), r)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]FileWrite, len(writes))
+	for i, w := range writes {
+		out[i] = FileWrite{Root: m.root, File: w.file, Value: w.value}
+	}
+	return out, nil
+}
+
 // v2Writes translates OCI resources (v1 terms) and the unified map into
 // v2 file writes. Unified keys come last, so they override conversions.
 func (m *v2) v2Writes(d string, r *specs.LinuxResources) ([]kv, error) {

@@ -1,0 +1,383 @@
+package container
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// RenderShell renders a plan as a bash script that, run as root on the
+// node, builds the same container with stock tools (util-linux, and the
+// static busybox after pivot_root, when only the container's files are
+// reachable). ROOTFS and CGROUP in the environment override the rootfs and
+// the cgroup, to build a copy beside the original.
+func RenderShell(id string, plan []Step) string {
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
+	var rootfs, cgroup string
+	var joins, news []NamespaceStep
+	for _, s := range plan {
+		switch s.Kind {
+		case KindRootfsBind:
+			rootfs = s.Path
+		case KindCgroup:
+			cgroup = s.Cgroup.Path
+		case KindNamespace:
+			if s.Namespace.Path != "" {
+				joins = append(joins, *s.Namespace)
+			} else {
+				news = append(news, *s.Namespace)
+			}
+		}
+	}
+	w("#!/bin/bash")
+	w("# Container %s as cri-mini builds it, step by step (recipe steps R3-R19),", id)
+	w("# with stock tools. Run as root on this node; ROOTFS=dir and CGROUP=path")
+	w("# build a copy elsewhere. Unlike cri-mini, which resolves every path inside")
+	w("# the rootfs with openat2(RESOLVE_IN_ROOT) and mounts on file descriptors")
+	w("# (R18), this script trusts the rootfs: a symlink in it can redirect a path.")
+	w("set -euo pipefail")
+	w("export ROOTFS=${ROOTFS:-%s}", shellQuote(rootfs))
+	if cgroup != "" {
+		w("CGROUP=${CGROUP:-%s}", shellQuote(cgroup))
+	}
+	var inside strings.Builder
+	iw := func(format string, a ...any) { fmt.Fprintf(&inside, "  "+format+"\n", a...) }
+	last := ""
+	for _, s := range plan {
+		if t := stepTitle(s); t != last && s.Kind != KindNamespace && s.Kind != KindCgroup {
+			iw("# %s", t)
+			last = t
+		}
+		renderStep(iw, s, plan)
+	}
+	for _, s := range plan {
+		if s.Kind == KindCgroup {
+			w("")
+			w("# runtime: the container's cgroup, its limits, and this shell in it (its")
+			w("# children, the container among them, inherit it)")
+			renderCgroup(w, s.Cgroup)
+		}
+	}
+	w("")
+	w("inside() {")
+	w("  set -euo pipefail")
+	w("  # a bind's target: a directory or a file, like its source")
+	w(`  bind_target() { if [ -d "$1" ]; then mkdir -p "$2"; else mkdir -p "$(dirname "$2")"; [ -e "$2" ] || touch "$2"; fi; }`)
+	b.WriteString(inside.String())
+	w("}")
+	w("")
+	w("# R3: join the pod's namespaces, make the others new (the mount namespace")
+	w("# always); --fork so that the container's first process is PID 1 of a new")
+	w("# pid namespace. Propagation is left to R4.")
+	var args []string
+	if len(joins) > 0 {
+		args = append(args, "nsenter")
+		for _, ns := range joins {
+			args = append(args, "--"+nsenterFlag(ns.Type)+"="+shellQuote(ns.Path))
+		}
+		args = append(args, "--")
+	}
+	args = append(args, "unshare")
+	for _, ns := range news {
+		args = append(args, "--"+nsenterFlag(ns.Type))
+	}
+	args = append(args, "--fork", "--propagation", "unchanged", "--", "bash", "-c", `"$(declare -f inside); inside"`)
+	w("exec %s", strings.Join(args, " "))
+	return b.String()
+}
+
+// stepTitle heads a block of the script.
+func stepTitle(s Step) string {
+	titles := map[string]string{
+		"R4": "stop propagation back to the host", "R5": "the rootfs a mount point of its own, private",
+		"R6": "/proc", "R7": "/dev: tmpfs, device nodes, symlinks", "R8": "/dev/pts", "R9": "/dev/mqueue",
+		"R10": "/dev/shm", "R11": "/sys and /sys/fs/cgroup, read-only",
+		"R12": "hosts, hostname and resolv.conf", "R13": "pivot_root into the rootfs",
+		"R14": "unmount the old root", "R15": "hostname", "R16": "read-only paths", "R17": "masked paths",
+		"R19": "exec the application", "spec": "the spec's own " + string(s.Kind) + "s",
+		"runtime": string(s.Kind),
+	}
+	return s.Recipe + ": " + titles[s.Recipe]
+}
+
+func nsenterFlag(t specs.LinuxNamespaceType) string {
+	if t == specs.NetworkNamespace {
+		return "net"
+	}
+	return string(t)
+}
+
+func renderCgroup(w func(string, ...any), c *CgroupStep) {
+	roots := map[string]bool{}
+	var order []string
+	for _, fw := range c.Writes {
+		if !roots[fw.Root] {
+			roots[fw.Root] = true
+			order = append(order, fw.Root)
+			w("mkdir -p %s\"$CGROUP\"", shellQuote(fw.Root))
+		}
+		w("echo %s > %s\"$CGROUP\"/%s", shellQuote(fw.Value), shellQuote(fw.Root), shellQuote(fw.File))
+	}
+	for _, r := range order {
+		w("echo $$ > %s\"$CGROUP\"/cgroup.procs", shellQuote(r))
+	}
+}
+
+// inRoot is a path inside the rootfs, before pivot_root.
+func inRoot(p string) string { return `"$ROOTFS"` + shellQuote(p) }
+
+// bb runs a busybox applet after pivot_root: the host's static busybox,
+// held open on fd 9 since before the switch.
+const bb = "bb"
+
+func renderStep(w func(string, ...any), s Step, plan []Step) {
+	switch s.Kind {
+	case KindPropagation:
+		w("mount --make-%s /", s.Propagation)
+	case KindRootfsBind:
+		w(`mount --rbind "$ROOTFS" "$ROOTFS"`)
+		w(`mount --make-rprivate "$ROOTFS"`)
+	case KindMount:
+		renderMount(w, *s.Mount)
+	case KindCgroupfs:
+		renderCgroupfs(w, s)
+	case KindDevice:
+		d := s.Device
+		p := inRoot("/dev/" + d.Path)
+		if strings.Contains(d.Path, "/") {
+			w("mkdir -p %s", inRoot("/dev/"+d.Path[:strings.LastIndex(d.Path, "/")]))
+		}
+		w("rm -f %s", p)
+		if d.Type == "p" {
+			w("mknod -m %o %s p", d.Mode.Perm(), p)
+		} else {
+			w("mknod -m %o %s %s %d %d", d.Mode.Perm(), p, d.Type, d.Major, d.Minor)
+		}
+		w("chown %d:%d %s", d.UID, d.GID, p)
+	case KindSymlink:
+		w("ln -s %s %s", shellQuote(s.Symlink.Target), inRoot("/dev/"+s.Symlink.Path))
+	case KindMkdir:
+		w("mkdir -p %s", inRoot(s.Path))
+	case KindPivotRoot:
+		w("# After the switch only the container's files are reachable: the host's")
+		w("# static busybox, held open on fd 9, does the rest; fd 8 keeps the old root.")
+		w("exec 9</bin/busybox 8</")
+		w(`bb() { (exec -a busybox /proc/self/fd/9 "$@"); }`)
+		w(`cd "$ROOTFS"`)
+		w("pivot_root . .")
+	case KindUnmountOldRoot:
+		w("cd /proc/self/fd/8")
+		w("%s mount --make-rslave .", bb)
+		w("%s umount -l .", bb)
+		w("cd / && exec 8<&-")
+		w("%s mount --make-%s /", bb, s.Propagation)
+	case KindHostname:
+		w("%s hostname %s", bb, shellQuote(s.Hostname))
+	case KindSysctl:
+		w("echo %s > %s", shellQuote(s.Sysctl.Value), shellQuote("/proc/sys/"+strings.ReplaceAll(s.Sysctl.Key, ".", "/")))
+	case KindReadonlyPath:
+		p := shellQuote(s.Path)
+		w("if [ -e %s ]; then %s mount --rbind %s %s && %s mount -o remount,bind,ro,nosuid,nodev,noexec %s; fi", p, bb, p, p, bb, p)
+	case KindMaskPath:
+		p := shellQuote(s.Path)
+		w("if [ -d %s ]; then %s mount -t tmpfs -o ro,nosuid,nodev,noexec,size=0 tmpfs %s; elif [ -e %s ]; then %s mount --bind /dev/null %s; fi", p, bb, p, p, bb, p)
+	case KindReadonlyRoot:
+		w("%s mount -o remount,bind,ro /", bb)
+	case KindRlimit:
+		if f, ok := ulimitFlags[s.Rlimit.Type]; ok {
+			w("ulimit -H -%s %s; ulimit -S -%s %s", f, ulimitValue(s.Rlimit.Hard), f, ulimitValue(s.Rlimit.Soft))
+		} else {
+			w("# %s %d/%d: no ulimit flag", s.Rlimit.Type, s.Rlimit.Soft, s.Rlimit.Hard)
+		}
+	case KindNoNewPrivs:
+		w("# no_new_privs: setpriv --nnp below")
+	case KindSeccomp:
+		w("# seccomp: a filter of %d syscall rules, default action %s; no stock tool", s.Seccomp.Rules, s.Seccomp.DefaultAction)
+		w("# installs one, so this script runs without it.")
+	case KindUser:
+		u := s.User
+		w("# user %d:%d, groups %v: util-linux's setpriv --reuid=%d --regid=%d %s", u.UID, u.GID, u.AdditionalGids, u.UID, u.GID, groupsFlag(u.AdditionalGids))
+		w("# would switch to it, but it is not reachable after pivot_root and busybox's")
+		w("# setpriv has no such option: the application runs as root.")
+	case KindCapabilities:
+		c := s.Capabilities
+		w("# capabilities: bounding %s", capList(c.Bounding, "all"))
+		w("#   effective %s, permitted %s", capList(c.Effective, "none"), capList(c.Permitted, "none"))
+		w("# (util-linux's setpriv --bounding-set; busybox's setpriv below sets the")
+		w("# inheritable and ambient sets only)")
+	case KindExec:
+		renderExec(w, s.Exec, plan)
+	}
+}
+
+func renderMount(w func(string, ...any), m specs.Mount) {
+	o := parseMountOptions(m.Options)
+	t := inRoot(m.Destination)
+	if m.Type == "bind" || o.bind {
+		w(`bind_target %s %s`, shellQuote(m.Source), t)
+		flag := "--bind"
+		if o.rbind {
+			flag = "--rbind"
+		}
+		w("mount %s %s %s", flag, shellQuote(m.Source), t)
+		if attrs := attrOptions(o.attrSet | o.recAttrSet); len(attrs) > 0 {
+			w("mount -o remount,bind,%s %s", strings.Join(attrs, ","), t)
+		}
+	} else {
+		w("mkdir -p %s", t)
+		opts := append(attrOptions(o.attrSet&^unix.MOUNT_ATTR_RDONLY), o.fsParams...)
+		src := m.Source
+		if src == "" {
+			src = m.Type
+		}
+		if len(opts) > 0 {
+			w("mount -t %s -o %s %s %s", shellQuote(m.Type), shellQuote(strings.Join(opts, ",")), shellQuote(src), t)
+		} else {
+			w("mount -t %s %s %s", shellQuote(m.Type), shellQuote(src), t)
+		}
+		if o.attrSet&unix.MOUNT_ATTR_RDONLY != 0 {
+			w("mount -o remount,bind,%s %s", strings.Join(attrOptions(o.attrSet), ","), t)
+		}
+	}
+	if o.propagation != 0 {
+		w("mount --make-%s %s", propagationName(o.propagation, o.recursiveProp), t)
+	}
+}
+
+// renderCgroupfs is R11's /sys/fs/cgroup as mountCgroups makes it.
+func renderCgroupfs(w func(string, ...any), s Step) {
+	o := parseMountOptions(s.Mount.Options)
+	attrs := o.attrSet | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC
+	t := inRoot(s.Mount.Destination)
+	w("mkdir -p %s", t)
+	if len(s.Hierarchies) == 1 && s.Hierarchies[0].Dir == "" {
+		w("mount -t %s -o %s cgroup %s", s.Hierarchies[0].FSType, strings.Join(attrOptions(attrs&^unix.MOUNT_ATTR_RDONLY), ","), t)
+		w("mount -o remount,bind,%s %s", strings.Join(attrOptions(attrs), ","), t)
+		return
+	}
+	w("mount -t tmpfs -o %s cgroup %s", strings.Join(append(attrOptions(attrs&^unix.MOUNT_ATTR_RDONLY), "mode=755"), ","), t)
+	for _, h := range s.Hierarchies {
+		if h.Dir == "" || strings.Contains(h.Dir, "/") {
+			continue
+		}
+		d := inRoot(s.Mount.Destination + "/" + h.Dir)
+		w("mkdir -m 555 %s", d)
+		w("mount -t %s -o %s cgroup %s", h.FSType, shellQuote(strings.Join(append(attrOptions(attrs&^unix.MOUNT_ATTR_RDONLY), h.Params...), ",")), d)
+		w("mount -o remount,bind,%s %s", strings.Join(attrOptions(attrs|unix.MOUNT_ATTR_RDONLY), ","), d)
+	}
+	w("mount -o remount,bind,%s %s", strings.Join(attrOptions(attrs|unix.MOUNT_ATTR_RDONLY), ","), t)
+}
+
+func renderExec(w func(string, ...any), e *ExecStep, plan []Step) {
+	setpriv := []string{"setpriv"}
+	for _, s := range plan {
+		if s.Kind == KindNoNewPrivs {
+			setpriv = append(setpriv, "--nnp")
+		}
+		if s.Kind == KindCapabilities && len(s.Capabilities.Inheritable) > 0 {
+			setpriv = append(setpriv, "--inh-caps="+plusCaps(s.Capabilities.Inheritable))
+		}
+		if s.Kind == KindCapabilities && len(s.Capabilities.Ambient) > 0 {
+			setpriv = append(setpriv, "--ambient-caps="+plusCaps(s.Capabilities.Ambient))
+		}
+	}
+	w("%s mkdir -p %s", bb, shellQuote(e.Cwd))
+	w("cd %s", shellQuote(e.Cwd))
+	w("# the application's environment and nothing else")
+	w(`for v in $(compgen -e); do unset "$v"; done`)
+	for _, kv := range e.Env {
+		if k, _, ok := strings.Cut(kv, "="); ok && validEnvName.MatchString(k) {
+			w("export %s", shellQuote(kv))
+		} else {
+			w("# env %s: not a shell variable name, left out", shellQuote(kv))
+		}
+	}
+	// The command is found in the container's PATH, as execvp would; the
+	// busybox shell closes fd 9 and execs it.
+	w("app=$(type -P -- %s) || { echo \"executable %s not found\" >&2; exit 127; }", shellQuote(e.Args[0]), strings.ReplaceAll(shellQuote(e.Args[0]), `"`, `\"`))
+	args := make([]string, len(e.Args)-1)
+	for i, a := range e.Args[1:] {
+		args[i] = shellQuote(a)
+	}
+	w(`exec -a busybox /proc/self/fd/9 %s sh -c 'exec 9<&-; exec "$0" "$@"' "$app" %s`, strings.Join(setpriv, " "), strings.Join(args, " "))
+}
+
+var validEnvName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// attrOptions names mount attributes as mount(8) options.
+func attrOptions(attrs uint64) []string {
+	var out []string
+	for _, a := range []struct {
+		attr uint64
+		name string
+	}{{unix.MOUNT_ATTR_RDONLY, "ro"}, {unix.MOUNT_ATTR_NOSUID, "nosuid"}, {unix.MOUNT_ATTR_NODEV, "nodev"},
+		{unix.MOUNT_ATTR_NOEXEC, "noexec"}, {unix.MOUNT_ATTR_NOATIME, "noatime"}, {unix.MOUNT_ATTR_STRICTATIME, "strictatime"},
+		{unix.MOUNT_ATTR_NODIRATIME, "nodiratime"}} {
+		if attrs&a.attr == a.attr && a.attr != 0 {
+			out = append(out, a.name)
+		}
+	}
+	return out
+}
+
+func propagationName(p uint64, recursive bool) string {
+	name := map[uint64]string{unix.MS_PRIVATE: "private", unix.MS_SLAVE: "slave", unix.MS_SHARED: "shared", unix.MS_UNBINDABLE: "unbindable"}[p]
+	if recursive {
+		return "r" + name
+	}
+	return name
+}
+
+var ulimitFlags = map[string]string{
+	"RLIMIT_CORE": "c", "RLIMIT_DATA": "d", "RLIMIT_NICE": "e", "RLIMIT_FSIZE": "f", "RLIMIT_SIGPENDING": "i",
+	"RLIMIT_MEMLOCK": "l", "RLIMIT_RSS": "m", "RLIMIT_NOFILE": "n", "RLIMIT_MSGQUEUE": "q", "RLIMIT_RTPRIO": "r",
+	"RLIMIT_STACK": "s", "RLIMIT_CPU": "t", "RLIMIT_NPROC": "u", "RLIMIT_AS": "v", "RLIMIT_LOCKS": "x", "RLIMIT_RTTIME": "R",
+}
+
+func ulimitValue(v uint64) string {
+	if v == unix.RLIM_INFINITY {
+		return "unlimited"
+	}
+	return fmt.Sprint(v)
+}
+
+func groupsFlag(gids []uint32) string {
+	if len(gids) == 0 {
+		return "--clear-groups"
+	}
+	s := make([]string, len(gids))
+	for i, g := range gids {
+		s[i] = fmt.Sprint(g)
+	}
+	return "--groups=" + strings.Join(s, ",")
+}
+
+func capList(caps []string, empty string) string {
+	if len(caps) == 0 {
+		return empty
+	}
+	return strings.ToLower(strings.ReplaceAll(strings.Join(caps, ","), "CAP_", ""))
+}
+
+// plusCaps is a capability list in busybox setpriv's syntax: +chown,+kill.
+func plusCaps(caps []string) string {
+	s := make([]string, len(caps))
+	for i, c := range caps {
+		s[i] = "+" + strings.ToLower(strings.TrimPrefix(c, "CAP_"))
+	}
+	return strings.Join(s, ",")
+}
+
+var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_@%+=:,./-]+$`)
+
+// shellQuote quotes s as one bash word.
+func shellQuote(s string) string {
+	if shellSafe.MatchString(s) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
