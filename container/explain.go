@@ -125,6 +125,8 @@ func renderCgroup(w func(string, ...any), c *CgroupStep) {
 	for _, r := range order {
 		w("echo $$ > %s\"$CGROUP\"/cgroup.procs", shellQuote(r))
 	}
+	w("# (cri-mini also places the container in its cgroup of every other hierarchy;")
+	w("# this script joins those whose files it writes)")
 }
 
 // inRoot is a path inside the rootfs, before pivot_root.
@@ -184,7 +186,8 @@ func renderStep(w func(string, ...any), s Step, plan []Step) {
 		w("if [ -e %s ]; then %s mount --rbind %s %s && %s mount -o remount,bind,ro,nosuid,nodev,noexec %s; fi", p, bb, p, p, bb, p)
 	case KindMaskPath:
 		p := shellQuote(s.Path)
-		w("if [ -d %s ]; then %s mount -t tmpfs -o ro,nosuid,nodev,noexec,size=0 tmpfs %s; elif [ -e %s ]; then %s mount --bind /dev/null %s; fi", p, bb, p, p, bb, p)
+		w("if [ -d %s ]; then %s mount -t tmpfs -o nosuid,nodev,noexec,size=0 tmpfs %s && %s mount -o remount,bind,ro,nosuid,nodev,noexec %s", p, bb, p, bb, p)
+		w("elif [ -e %s ]; then %s mount --bind /dev/null %s; fi", p, bb, p)
 	case KindReadonlyRoot:
 		w("%s mount -o remount,bind,ro /", bb)
 	case KindRlimit:

@@ -441,7 +441,15 @@ func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.Container
 	}
 	resp := &runtimeapi.ContainerStatusResponse{Status: status}
 	if req.GetVerbose() {
-		info, err := json.Marshal(map[string]any{"pid": st.Pid, "sandboxID": a[annoSandboxID], "cgroupPath": st.CgroupPath, "runtimeSpec": st.Spec})
+		v := map[string]any{"pid": st.Pid, "sandboxID": a[annoSandboxID], "cgroupPath": st.CgroupPath, "runtimeSpec": st.Spec}
+		// The plan: how cri-mini built the container, step by step (as
+		// `cri-mini explain --json` prints it).
+		if plan, err := s.containers.Plan(st.ID); err == nil {
+			v["plan"] = plan
+		} else {
+			v["planError"] = err.Error()
+		}
+		info, err := json.Marshal(v)
 		if err != nil {
 			return nil, err
 		}
