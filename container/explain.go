@@ -165,10 +165,18 @@ func renderStep(w func(string, ...any), s Step, plan []Step) {
 	case KindMkdir:
 		w("mkdir -p %s", inRoot(s.Path))
 	case KindPivotRoot:
-		w("# After the switch only the container's files are reachable: the host's")
-		w("# static busybox, held open on fd 9, does the rest; fd 8 keeps the old root.")
+		w("# After the switch only the container's files are reachable, so the host")
+		w("# programs still needed are held open now: the static busybox on fd 9 (for")
+		w("# mount, umount, hostname), and for R19 setpriv and bash with the dynamic")
+		w("# loader and their libraries, run as loader --preload LIBS PROGRAM. fd 8")
+		w("# keeps the old root for R14.")
 		w("exec 9</bin/busybox 8</")
 		w(`bb() { (exec -a busybox /proc/self/fd/9 "$@"); }`)
+		w(`exec {host_ld}<"$(ldd /usr/bin/setpriv | awk '$1 ~ /^\// {print $1}')" {host_setpriv}</usr/bin/setpriv {host_bash}<"$BASH"`)
+		w(`host_libs=""`)
+		w(`for lib in $(ldd /usr/bin/setpriv "$BASH" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u); do`)
+		w(`  exec {fd}<"$lib"; host_libs+="${host_libs:+ }/proc/self/fd/$fd"`)
+		w(`done`)
 		w(`cd "$ROOTFS"`)
 		w("pivot_root . .")
 	case KindUnmountOldRoot:
@@ -197,21 +205,17 @@ func renderStep(w func(string, ...any), s Step, plan []Step) {
 			w("# %s %d/%d: no ulimit flag", s.Rlimit.Type, s.Rlimit.Soft, s.Rlimit.Hard)
 		}
 	case KindNoNewPrivs:
-		w("# no_new_privs: setpriv --nnp below")
+		w("# no_new_privs: setpriv --nnp in R19")
 	case KindSeccomp:
 		w("# seccomp: a filter of %d syscall rules, default action %s; no stock tool", s.Seccomp.Rules, s.Seccomp.DefaultAction)
 		w("# installs one, so this script runs without it.")
 	case KindUser:
 		u := s.User
-		w("# user %d:%d, groups %v: util-linux's setpriv --reuid=%d --regid=%d %s", u.UID, u.GID, u.AdditionalGids, u.UID, u.GID, groupsFlag(u.AdditionalGids))
-		w("# would switch to it, but it is not reachable after pivot_root and busybox's")
-		w("# setpriv has no such option: the application runs as root.")
+		w("# user %d:%d, groups %v: setpriv --reuid --regid in R19", u.UID, u.GID, u.AdditionalGids)
 	case KindCapabilities:
 		c := s.Capabilities
-		w("# capabilities: bounding %s", capList(c.Bounding, "all"))
-		w("#   effective %s, permitted %s", capList(c.Effective, "none"), capList(c.Permitted, "none"))
-		w("# (util-linux's setpriv --bounding-set; busybox's setpriv below sets the")
-		w("# inheritable and ambient sets only)")
+		w("# capabilities: bounding %s; effective %s, permitted %s", capList(c.Bounding, "none"), capList(c.Effective, "none"), capList(c.Permitted, "none"))
+		w("# (setpriv --bounding-set in R19: root's exec gets the bounding set)")
 	case KindExec:
 		renderExec(w, s.Exec, plan)
 	}
@@ -276,16 +280,18 @@ func renderCgroupfs(w func(string, ...any), s Step) {
 }
 
 func renderExec(w func(string, ...any), e *ExecStep, plan []Step) {
-	setpriv := []string{"setpriv"}
+	setpriv := []string{"/proc/self/fd/$host_ld", `--preload "$host_libs"`, "/proc/self/fd/$host_setpriv"}
 	for _, s := range plan {
-		if s.Kind == KindNoNewPrivs {
+		switch s.Kind {
+		case KindUser:
+			u := s.User
+			setpriv = append(setpriv, fmt.Sprintf("--reuid=%d", u.UID), fmt.Sprintf("--regid=%d", u.GID), groupsFlag(u.AdditionalGids))
+		case KindCapabilities:
+			c := s.Capabilities
+			setpriv = append(setpriv, "--bounding-set="+setprivCaps(c.Bounding), "--inh-caps="+setprivCaps(c.Inheritable),
+				"--ambient-caps="+setprivCaps(c.Ambient))
+		case KindNoNewPrivs:
 			setpriv = append(setpriv, "--nnp")
-		}
-		if s.Kind == KindCapabilities && len(s.Capabilities.Inheritable) > 0 {
-			setpriv = append(setpriv, "--inh-caps="+plusCaps(s.Capabilities.Inheritable))
-		}
-		if s.Kind == KindCapabilities && len(s.Capabilities.Ambient) > 0 {
-			setpriv = append(setpriv, "--ambient-caps="+plusCaps(s.Capabilities.Ambient))
 		}
 	}
 	w("%s mkdir -p %s", bb, shellQuote(e.Cwd))
@@ -299,14 +305,27 @@ func renderExec(w func(string, ...any), e *ExecStep, plan []Step) {
 			w("# env %s: not a shell variable name, left out", shellQuote(kv))
 		}
 	}
-	// The command is found in the container's PATH, as execvp would; the
-	// busybox shell closes fd 9 and execs it.
+	// The command is found in the container's PATH, as execvp would.
 	w("app=$(type -P -- %s) || { echo \"executable %s not found\" >&2; exit 127; }", shellQuote(e.Args[0]), strings.ReplaceAll(shellQuote(e.Args[0]), `"`, `\"`))
 	args := make([]string, len(e.Args)-1)
 	for i, a := range e.Args[1:] {
 		args[i] = shellQuote(a)
 	}
-	w(`exec -a busybox /proc/self/fd/9 %s sh -c 'exec 9<&-; exec "$0" "$@"' "$app" %s`, strings.Join(setpriv, " "), strings.Join(args, " "))
+	w("# setpriv drops the privileges, then the host's bash closes every held")
+	w("# descriptor (none may reach the application) and execs it.")
+	w("exec %s -- \\", strings.Join(setpriv, " "))
+	w(`  /proc/self/fd/$host_ld --preload "$host_libs" /proc/self/fd/$host_bash --norc --noprofile -c \`)
+	w(`  'for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n<&-"; done; unset PWD OLDPWD SHLVL; exec "$0" "$@"' \`)
+	w(`  "$app" %s`, strings.Join(args, " "))
+}
+
+// setprivCaps is a capability set in setpriv's syntax: -all,+chown,+kill.
+func setprivCaps(caps []string) string {
+	s := []string{"-all"}
+	for _, c := range caps {
+		s = append(s, "+"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
+	}
+	return strings.Join(s, ",")
 }
 
 var validEnvName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -364,15 +383,6 @@ func capList(caps []string, empty string) string {
 		return empty
 	}
 	return strings.ToLower(strings.ReplaceAll(strings.Join(caps, ","), "CAP_", ""))
-}
-
-// plusCaps is a capability list in busybox setpriv's syntax: +chown,+kill.
-func plusCaps(caps []string) string {
-	s := make([]string, len(caps))
-	for i, c := range caps {
-		s[i] = "+" + strings.ToLower(strings.TrimPrefix(c, "CAP_"))
-	}
-	return strings.Join(s, ",")
 }
 
 var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_@%+=:,./-]+$`)

@@ -124,6 +124,14 @@ func TestExplainScriptBuildsSameContainer(t *testing.T) {
 			t.Errorf("%s namespace: cri-mini %s, script %s, test %s; want a new one each", k, w, g, nsOf(t, self, k))
 		}
 	}
+	// The same privileges: user, groups, capability sets, no_new_privs.
+	if w, g := privileges(t, st.Pid), privileges(t, pid); w != g || !strings.Contains(w, "NoNewPrivs:\t1") {
+		t.Errorf("privileges differ\ncri-mini:\n%s\nscript:\n%s", w, g)
+	}
+	// No descriptor of the host's programs reaches the application.
+	if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); err != nil || len(fds) != 3 {
+		t.Errorf("script's container has %d open descriptors (%v), want stdio only", len(fds), err)
+	}
 	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 	if err != nil || !strings.Contains(string(env), "\x00GREETING=it's \"here\"\x00") {
 		t.Errorf("script's container environment %q (%v)", env, err)
@@ -196,6 +204,24 @@ func devNodes(t *testing.T, pid int) string {
 		}
 	}
 	return b.String()
+}
+
+// privileges are the credential and capability lines of a process's status.
+func privileges(t *testing.T, pid int) string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(data), "\n") {
+		k, _, _ := strings.Cut(l, ":")
+		switch k {
+		case "Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp":
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // hostnameOf is the hostname in the process's uts namespace.
