@@ -23,8 +23,25 @@ import (
 // running busybox container, run by bash for a copy of its rootfs, yields
 // the same container: the same mounts (target, type, options) in the same
 // order, the same /dev, the hostname, the pod's network namespace joined
-// and the other namespaces new.
+// and the other namespaces new, the same credentials and capabilities.
 func TestExplainScriptBuildsSameContainer(t *testing.T) {
+	t.Run("root", func(t *testing.T) { explainAndCompare(t, nil) })
+	// A user with a group, an extra device, an ipc sysctl, a read-only
+	// root and another working directory.
+	t.Run("user", func(t *testing.T) {
+		explainAndCompare(t, func(s *specs.Spec) {
+			s.Process.User = specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{10}}
+			s.Process.Cwd = "/tmp"
+			s.Root.Readonly = true
+			mode := os.FileMode(0o620)
+			gid := uint32(5)
+			s.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/fuse", Type: "c", Major: 10, Minor: 229, FileMode: &mode, GID: &gid}}
+			s.Linux.Sysctl = map[string]string{"kernel.shm_rmid_forced": "1"}
+		})
+	})
+}
+
+func explainAndCompare(t *testing.T, adjust func(*specs.Spec)) {
 	rt, rootfs, copyRootfs := newTestRuntime(t), busyboxRootfs(t), busyboxRootfs(t)
 	podDir := filepath.Join(t.TempDir(), "pod")
 	pins, err := nspin.Pin(podDir, []nspin.Kind{nspin.Net}, nil)
@@ -47,6 +64,9 @@ func TestExplainScriptBuildsSameContainer(t *testing.T) {
 	b.Spec.Process.Env = append(b.Spec.Process.Env, `GREETING=it's "here"`)
 	limit, pids := int64(64<<20), int64(50)
 	b.Spec.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}, Pids: &specs.LinuxPids{Limit: &pids}}
+	if adjust != nil {
+		adjust(b.Spec)
+	}
 	st := rt.startRunning(t, "explained", b)
 
 	plan, err := rt.Plan("explained")
@@ -105,7 +125,11 @@ func TestExplainScriptBuildsSameContainer(t *testing.T) {
 	if len(want) < 20 || !slices.ContainsFunc(want, func(m string) bool { return strings.HasPrefix(m, `/data\040dir `) }) {
 		t.Errorf("cri-mini's mounts lack the recipe's or the spec's:\n%s", strings.Join(want, "\n"))
 	}
-	if w, g := devNodes(t, st.Pid), devNodes(t, pid); w != g || !strings.Contains(w, "null c 1:3 666 0:0") {
+	if b.Spec.Root.Readonly && !strings.HasPrefix(want[0], "/ ro,") {
+		t.Errorf("read-only root mounted %q", want[0])
+	}
+	if w, g := devNodes(t, st.Pid), devNodes(t, pid); w != g || !strings.Contains(w, "null c 1:3 666 0:0") ||
+		len(b.Spec.Linux.Devices) > 0 && !strings.Contains(w, "fuse c 10:229 620 0:5") {
 		t.Errorf("/dev differs\ncri-mini:\n%s\nscript:\n%s", w, g)
 	}
 	if w, g := hostnameOf(t, st.Pid), hostnameOf(t, pid); w != "ctr-explained" || g != w {
@@ -124,8 +148,17 @@ func TestExplainScriptBuildsSameContainer(t *testing.T) {
 			t.Errorf("%s namespace: cri-mini %s, script %s, test %s; want a new one each", k, w, g, nsOf(t, self, k))
 		}
 	}
+	for k, v := range b.Spec.Linux.Sysctl {
+		for _, p := range []int{st.Pid, pid} {
+			got, err := exec.Command("nsenter", fmt.Sprintf("--ipc=/proc/%d/ns/ipc", p), "cat", "/proc/sys/"+strings.ReplaceAll(k, ".", "/")).Output()
+			if err != nil || strings.TrimSpace(string(got)) != v {
+				t.Errorf("sysctl %s in process %d: %q (%v), want %s", k, p, got, err, v)
+			}
+		}
+	}
 	// The same privileges: user, groups, capability sets, no_new_privs.
-	if w, g := privileges(t, st.Pid), privileges(t, pid); w != g || !strings.Contains(w, "NoNewPrivs:\t1") {
+	uid := fmt.Sprintf("Uid:\t%d\t", b.Spec.Process.User.UID)
+	if w, g := privileges(t, st.Pid), privileges(t, pid); w != g || !strings.Contains(w, "NoNewPrivs:\t1") || !strings.Contains(w, uid) {
 		t.Errorf("privileges differ\ncri-mini:\n%s\nscript:\n%s", w, g)
 	}
 	// No descriptor of the host's programs reaches the application.
@@ -136,7 +169,7 @@ func TestExplainScriptBuildsSameContainer(t *testing.T) {
 	if err != nil || !strings.Contains(string(env), "\x00GREETING=it's \"here\"\x00") {
 		t.Errorf("script's container environment %q (%v)", env, err)
 	}
-	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err != nil || cwd != "/" {
+	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err != nil || cwd != b.Spec.Process.Cwd {
 		t.Errorf("script's container cwd %q (%v)", cwd, err)
 	}
 	limitFile := filepath.Join("/sys/fs/cgroup/memory", copyCgroup, "memory.limit_in_bytes")
