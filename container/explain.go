@@ -10,9 +10,10 @@ import (
 )
 
 // RenderShell renders a plan as a bash script that, run as root on the
-// node, builds the same container with stock tools (util-linux, and the
-// static busybox after pivot_root, when only the container's files are
-// reachable). ROOTFS and CGROUP in the environment override the rootfs and
+// node, builds the same container with stock tools: util-linux, and after
+// pivot_root, when only the container's files are reachable, the host's
+// static busybox (as the shell function bb) and util-linux's setpriv held
+// open on descriptors. ROOTFS and CGROUP in the environment override the rootfs and
 // the cgroup, to build a copy beside the original.
 func RenderShell(id string, plan []Step) string {
 	var b strings.Builder
@@ -132,10 +133,6 @@ func renderCgroup(w func(string, ...any), c *CgroupStep) {
 // inRoot is a path inside the rootfs, before pivot_root.
 func inRoot(p string) string { return `"$ROOTFS"` + shellQuote(p) }
 
-// bb runs a busybox applet after pivot_root: the host's static busybox,
-// held open on fd 9 since before the switch.
-const bb = "bb"
-
 func renderStep(w func(string, ...any), s Step, plan []Step) {
 	switch s.Kind {
 	case KindPropagation:
@@ -181,23 +178,23 @@ func renderStep(w func(string, ...any), s Step, plan []Step) {
 		w("pivot_root . .")
 	case KindUnmountOldRoot:
 		w("cd /proc/self/fd/8")
-		w("%s mount --make-rslave .", bb)
-		w("%s umount -l .", bb)
+		w("bb mount --make-rslave .")
+		w("bb umount -l .")
 		w("cd / && exec 8<&-")
-		w("%s mount --make-%s /", bb, s.Propagation)
+		w("bb mount --make-%s /", s.Propagation)
 	case KindHostname:
-		w("%s hostname %s", bb, shellQuote(s.Hostname))
+		w("bb hostname %s", shellQuote(s.Hostname))
 	case KindSysctl:
 		w("echo %s > %s", shellQuote(s.Sysctl.Value), shellQuote("/proc/sys/"+strings.ReplaceAll(s.Sysctl.Key, ".", "/")))
 	case KindReadonlyPath:
 		p := shellQuote(s.Path)
-		w("if [ -e %s ]; then %s mount --rbind %s %s && %s mount -o remount,bind,ro,nosuid,nodev,noexec %s; fi", p, bb, p, p, bb, p)
+		w("if [ -e %s ]; then bb mount --rbind %s %s && bb mount -o remount,bind,ro,nosuid,nodev,noexec %s; fi", p, p, p, p)
 	case KindMaskPath:
 		p := shellQuote(s.Path)
-		w("if [ -d %s ]; then %s mount -t tmpfs -o nosuid,nodev,noexec,size=0 tmpfs %s && %s mount -o remount,bind,ro,nosuid,nodev,noexec %s", p, bb, p, bb, p)
-		w("elif [ -e %s ]; then %s mount --bind /dev/null %s; fi", p, bb, p)
+		w("if [ -d %s ]; then bb mount -t tmpfs -o nosuid,nodev,noexec,size=0 tmpfs %s && bb mount -o remount,bind,ro,nosuid,nodev,noexec %s", p, p, p)
+		w("elif [ -e %s ]; then bb mount --bind /dev/null %s; fi", p, p)
 	case KindReadonlyRoot:
-		w("%s mount -o remount,bind,ro /", bb)
+		w("bb mount -o remount,bind,ro /")
 	case KindRlimit:
 		if f, ok := ulimitFlags[s.Rlimit.Type]; ok {
 			w("ulimit -H -%s %s; ulimit -S -%s %s", f, ulimitValue(s.Rlimit.Hard), f, ulimitValue(s.Rlimit.Soft))
@@ -294,7 +291,7 @@ func renderExec(w func(string, ...any), e *ExecStep, plan []Step) {
 			setpriv = append(setpriv, "--nnp")
 		}
 	}
-	w("%s mkdir -p %s", bb, shellQuote(e.Cwd))
+	w("bb mkdir -p %s", shellQuote(e.Cwd))
 	w("cd %s", shellQuote(e.Cwd))
 	w("# the application's environment and nothing else")
 	w(`for v in $(compgen -e); do unset "$v"; done`)
