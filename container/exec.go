@@ -1,7 +1,6 @@
 package container
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -331,12 +330,8 @@ func killDescendants(pid int) {
 
 // alive reports whether pid exists and is not a zombie.
 func alive(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(stat, ')')
-	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
+	f, err := statFields(pid)
+	return err == nil && f[0] != "Z" && f[0] != "X"
 }
 
 // descendants lists the processes below pid, from the parent pids in /proc.

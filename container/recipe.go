@@ -1,7 +1,6 @@
 package container
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +8,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/cri-mini/cri-mini/internal/mountinfo"
 )
 
 // The recipe's mounts (R6-R11), in its order. A spec mount with the same
@@ -151,39 +152,29 @@ func makeDevice(root *os.File, d DeviceNode) error {
 // hostCgroups reads from mountinfo the cgroup hierarchies the host mounts:
 // a single cgroup2 at /sys/fs/cgroup (unified), or v1 hierarchies (hybrid).
 func hostCgroups() ([]CgroupHierarchy, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := mountinfo.Read()
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out []CgroupHierarchy
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
+	for _, m := range mounts {
+		mp := m.Mountpoint
+		if (m.FSType != "cgroup" && m.FSType != "cgroup2") || (mp != "/sys/fs/cgroup" && !strings.HasPrefix(mp, "/sys/fs/cgroup/")) {
 			continue
 		}
-		pf, qf := strings.Fields(pre), strings.Fields(post)
-		if len(pf) < 5 || len(qf) < 3 || (qf[0] != "cgroup" && qf[0] != "cgroup2") {
-			continue
-		}
-		mp := pf[4]
-		if mp != "/sys/fs/cgroup" && !strings.HasPrefix(mp, "/sys/fs/cgroup/") {
-			continue
-		}
-		hm := CgroupHierarchy{Dir: strings.TrimPrefix(strings.TrimPrefix(mp, "/sys/fs/cgroup"), "/"), FSType: qf[0]}
-		for _, o := range strings.Split(qf[2], ",") {
+		hm := CgroupHierarchy{Dir: strings.TrimPrefix(strings.TrimPrefix(mp, "/sys/fs/cgroup"), "/"), FSType: m.FSType}
+		for o := range strings.SplitSeq(m.SuperOptions, ",") {
 			switch o {
 			case "rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec":
 			default:
-				if qf[0] == "cgroup" {
+				if m.FSType == "cgroup" {
 					hm.Params = append(hm.Params, o)
 				}
 			}
 		}
 		out = append(out, hm)
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // mountCgroups is R11's /sys/fs/cgroup: the host's cgroup2 mount, or on a v1
