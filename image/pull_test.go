@@ -592,3 +592,22 @@ func BenchmarkPrepareRootfs(b *testing.B) {
 		})
 	}
 }
+
+// TestPrepareRootfsTwice: a second rootfs for the same container is
+// AlreadyExists and leaves the first one (mount and writable layer) alone.
+func TestPrepareRootfsTwice(t *testing.T) {
+	reg := newTestRegistry(t)
+	reg.push(t, "twice:1", imageOf(t, layer(t, file("a", "1"))))
+	s := openStore(t, reg, Options{})
+	img := pull(t, s, reg.host+"/twice:1")
+	root := mountRootfs(t, s, "twice", img.ID)
+	if err := os.WriteFile(filepath.Join(root, "kept"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PrepareRootfs("twice", img.ID, t.TempDir()); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Fatalf("second PrepareRootfs: %v, want AlreadyExists", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "kept")); err != nil {
+		t.Errorf("the first rootfs lost its writable layer: %v", err)
+	}
+}

@@ -48,43 +48,40 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool) (err error) 
 	if !containerIDPattern.MatchString(ctrID) {
 		return fmt.Errorf("container id %q: %w", ctrID, errdefs.ErrInvalidArgument)
 	}
-	var rec containerRecord
-	err = s.view(func(ix *index) error {
-		r, _, err := ix.find(imageID)
-		if err != nil {
-			return err
-		}
-		rec = containerRecord{ImageID: r.ID, Layers: slices.Clone(r.Layers)}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
 	dir := s.containerDir(ctrID)
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("container %s already has a root filesystem: %w", ctrID, errdefs.ErrAlreadyExists)
-		}
-		return fmt.Errorf("container %s: %w", ctrID, err)
-	}
+	made := false
 	defer func() {
-		if err != nil {
+		if err != nil && made {
 			_ = unix.Unmount(target, unix.MNT_DETACH)
 			_ = os.RemoveAll(dir)
 		}
 	}()
-	data, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	// Recorded under the index lock, so a concurrent Remove sees the layers as used.
-	err = s.locked(false, func(ix *index) error {
+	// Looked up and recorded under one hold of the index lock, so a
+	// concurrent Remove sees the layers as used.
+	var rec containerRecord
+	err = s.locked(func(ix *index) (bool, error) {
+		r, _, err := ix.find(imageID)
+		if err != nil {
+			return false, err
+		}
+		rec = containerRecord{ImageID: r.ID, Layers: slices.Clone(r.Layers)}
 		for _, l := range rec.Layers {
 			if ix.Layers[l] == nil {
-				return fmt.Errorf("image %s: layer %s is gone: %w", rec.ImageID, l, errdefs.ErrNotFound)
+				return false, fmt.Errorf("image %s: layer %s is gone: %w", rec.ImageID, l, errdefs.ErrNotFound)
 			}
 		}
-		return fsutil.WriteFileAtomic(filepath.Join(dir, "record.json"), data, 0o600)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return false, fmt.Errorf("it already has a root filesystem: %w", errdefs.ErrAlreadyExists)
+			}
+			return false, err
+		}
+		made = true
+		data, err := json.Marshal(rec)
+		if err != nil {
+			return false, err
+		}
+		return false, fsutil.WriteFileAtomic(filepath.Join(dir, "record.json"), data, 0o600)
 	})
 	if err != nil {
 		return fmt.Errorf("container %s: %w", ctrID, err)
@@ -220,7 +217,7 @@ func (s *Store) ReleaseRootfs(ctrID, target string) error {
 	if err := os.RemoveAll(s.containerDir(ctrID)); err != nil {
 		return fmt.Errorf("container %s: remove writable layer: %w", ctrID, err)
 	}
-	return s.updateAndCollect(func(*index) error { return nil })
+	return s.updateAndCollect(func(*index) (bool, error) { return false, nil })
 }
 
 // Containers lists the containers that have a writable layer, so the

@@ -212,11 +212,13 @@ func (s *Store) reload() error {
 }
 
 // update applies fn to the freshest index and writes it back atomically.
-func (s *Store) update(fn func(ix *index) error) error { return s.locked(true, fn) }
+func (s *Store) update(fn func(ix *index) error) error {
+	return s.locked(func(ix *index) (bool, error) { return true, fn(ix) })
+}
 
 // locked runs fn on the freshest index holding the cross-process lock, and
-// writes the index back if write is set.
-func (s *Store) locked(write bool, fn func(ix *index) error) error {
+// writes the index back when fn says it changed it.
+func (s *Store) locked(fn func(ix *index) (changed bool, err error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	unlock, err := s.lock()
@@ -227,23 +229,28 @@ func (s *Store) locked(write bool, fn func(ix *index) error) error {
 	if err := s.reload(); err != nil {
 		return err
 	}
-	if err := fn(s.ix); err != nil {
+	changed, err := fn(s.ix)
+	if err != nil {
 		// fn may have changed the index half way: read it again next time.
 		s.ix = nil
 		return err
 	}
-	if !write {
+	if !changed {
 		return nil
 	}
+	return s.writeIndex()
+}
+
+// writeIndex writes s.ix atomically; the caller holds s.mu and the lock.
+func (s *Store) writeIndex() error {
 	data, err := json.Marshal(s.ix)
-	if err != nil {
-		return fmt.Errorf("image index: %w", err)
+	if err == nil {
+		err = fsutil.WriteFileAtomic(s.indexPath(), data, 0o600)
 	}
-	if err := fsutil.WriteFileAtomic(s.indexPath(), data, 0o600); err != nil {
-		s.ix = nil
-		return fmt.Errorf("image index: %w", err)
+	var st os.FileInfo
+	if err == nil {
+		st, err = os.Stat(s.indexPath())
 	}
-	st, err := os.Stat(s.indexPath())
 	if err != nil {
 		s.ix = nil
 		return fmt.Errorf("image index: %w", err)
@@ -351,31 +358,32 @@ func (s *Store) List() ([]*Image, error) {
 // removes only that tag; given an ID or digest, the whole image. Layers no
 // other image or container uses are deleted. An unknown image is ErrNotFound.
 func (s *Store) Remove(ref string) error {
-	return s.updateAndCollect(func(ix *index) error {
+	return s.updateAndCollect(func(ix *index) (bool, error) {
 		r, byName, err := ix.find(ref)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if byName != "" && slices.Contains(r.RepoTags, byName) && len(r.RepoTags) > 1 {
 			r.RepoTags = slices.DeleteFunc(r.RepoTags, func(t string) bool { return t == byName })
-			return nil
+			return true, nil
 		}
 		delete(ix.Images, r.ID)
-		return nil
+		return true, nil
 	})
 }
 
-// updateAndCollect applies fn to the index like update, then drops the
-// layers nothing uses any more from it and deletes their directories.
-func (s *Store) updateAndCollect(fn func(ix *index) error) error {
+// updateAndCollect applies fn to the index like locked, then drops the
+// layers nothing uses any more from it and deletes their directories. The
+// index is written only if one of the two changed it.
+func (s *Store) updateAndCollect(fn func(ix *index) (changed bool, err error)) error {
 	var unused []string
-	err := s.update(func(ix *index) error {
-		if err := fn(ix); err != nil {
-			return err
+	err := s.locked(func(ix *index) (bool, error) {
+		changed, err := fn(ix)
+		if err != nil {
+			return false, err
 		}
-		var err error
 		unused, err = s.unusedLayers(ix)
-		return err
+		return changed || len(unused) > 0, err
 	})
 	if err != nil {
 		return err
@@ -455,16 +463,11 @@ func (s *Store) collect() error {
 		return nil
 	}
 	klog.InfoS("Removing layers nothing uses", "count", len(unused))
-	data, err := json.Marshal(s.ix)
-	if err != nil {
+	if err := s.writeIndex(); err != nil {
 		return err
 	}
-	if err := fsutil.WriteFileAtomic(s.indexPath(), data, 0o600); err != nil {
-		return fmt.Errorf("image index: %w", err)
-	}
-	s.ix = nil
 	s.deleteLayers(unused)
-	return s.reload()
+	return nil
 }
 
 // pidAlive tells whether the process that named a tmp entry "<pid>-..." runs.
