@@ -523,15 +523,9 @@ func (s *Service) ReopenContainerLog(ctx context.Context, req *runtimeapi.Reopen
 const maxExecSyncOutput = 16 << 20
 
 func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
-	st, err := s.containerState(req.GetContainerId())
+	st, err := s.runningContainer(req.GetContainerId())
 	if err != nil {
 		return nil, err
-	}
-	if st.Status != container.StatusRunning {
-		return nil, fmt.Errorf("container %s is not running: %w", st.ID, errdefs.ErrFailedPrecondition)
-	}
-	if len(req.GetCmd()) == 0 {
-		return nil, fmt.Errorf("exec without a command: %w", errdefs.ErrInvalidArgument)
 	}
 	if t := req.GetTimeout(); t > 0 {
 		var cancel context.CancelFunc
@@ -577,15 +571,24 @@ func (s *Service) Attach(ctx context.Context, req *runtimeapi.AttachRequest) (*r
 	return s.stream.GetAttach(req)
 }
 
+// runningContainer resolves id (or a unique prefix) to a running container.
+func (s *Service) runningContainer(id string) (*container.State, error) {
+	st, err := s.containerState(id)
+	if err != nil {
+		return nil, err
+	}
+	if st.Status != container.StatusRunning {
+		return nil, fmt.Errorf("container %s is not running: %w", st.ID, errdefs.ErrFailedPrecondition)
+	}
+	return st, nil
+}
+
 // sessionTarget resolves the container of an exec or attach session, which
 // must be running, to its full id.
 func (s *Service) sessionTarget(id string) (string, error) {
-	st, err := s.containerState(id)
+	st, err := s.runningContainer(id)
 	if err != nil {
 		return "", err
-	}
-	if st.Status != container.StatusRunning {
-		return "", fmt.Errorf("container %s is not running: %w", st.ID, errdefs.ErrFailedPrecondition)
 	}
 	if s.stream == nil {
 		return "", fmt.Errorf("the streaming server is not running: %w", errdefs.ErrUnavailable)

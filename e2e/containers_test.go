@@ -356,6 +356,9 @@ func TestExecSessions(t *testing.T) {
 	if err != nil || len(resp.Stdout) != big || resp.ExitCode != 0 {
 		t.Fatalf("ExecSync of %d bytes: %v, got %d bytes, exit %d", big, err, len(resp.GetStdout()), resp.GetExitCode())
 	}
+	if _, err := suite.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Timeout: 10}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("ExecSync without a command: %v, want InvalidArgument", err)
+	}
 	for _, code := range []int{0, 1, 42, 255} {
 		resp, err := suite.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "exit " + strconv.Itoa(code)}, Timeout: 10})
 		if err != nil || int(resp.ExitCode) != code {
