@@ -397,7 +397,8 @@ func TestExecSessions(t *testing.T) {
 
 // crictlStdin runs crictl with stdin and returns its stdout.
 func crictlStdin(stdin string, args ...string) (string, error) {
-	cmd := exec.Command(suite.crictl, append([]string{"--runtime-endpoint", "unix://" + suite.socket, "--timeout", "30s"}, args...)...)
+	full := append([]string{"--runtime-endpoint", "unix://" + suite.socket, "--image-endpoint", "unix://" + suite.socket, "--timeout", "30s"}, args...)
+	cmd := exec.Command(suite.crictl, full...)
 	cmd.Env = append(os.Environ(), "CRI_CONFIG_FILE=/dev/null")
 	cmd.Stdin = strings.NewReader(stdin)
 	var stderr strings.Builder

@@ -38,17 +38,13 @@ func crictl(t *testing.T, args ...string) string {
 	return out
 }
 
+// crictlErr is crictl with no input; its output is trimmed.
 func crictlErr(args ...string) (string, error) {
-	full := append([]string{"--runtime-endpoint", "unix://" + suite.socket, "--image-endpoint", "unix://" + suite.socket, "--timeout", "30s"}, args...)
-	cmd := exec.Command(suite.crictl, full...)
-	cmd.Env = append(os.Environ(), "CRI_CONFIG_FILE=/dev/null")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, err := crictlStdin("", args...)
 	if err != nil {
-		return string(out), fmt.Errorf("%v: %s", err, stderr.String())
+		return out, err
 	}
-	return strings.TrimSpace(string(out)), nil
+	return strings.TrimSpace(out), nil
 }
 
 func ctx(t *testing.T) context.Context {
