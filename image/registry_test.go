@@ -23,6 +23,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/cri-mini/cri-mini/internal/mountinfo"
 )
 
 // testRegistry is go-containerregistry's registry on loopback, with hooks
@@ -218,12 +220,8 @@ func mountRootfs(t *testing.T, s *Store, ctrID, imageID string) string {
 
 func assertNotMounted(t *testing.T, path string) {
 	t.Helper()
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(string(data), " "+path+" ") {
-		t.Errorf("%s is still mounted", path)
+	if mounted, err := mountinfo.MountedAt(path); err != nil || mounted {
+		t.Errorf("%s is still mounted (%v)", path, err)
 	}
 }
 
