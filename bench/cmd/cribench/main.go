@@ -10,8 +10,6 @@
 package main
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -27,12 +25,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/cri-mini/cri-mini/bench"
 	"github.com/cri-mini/cri-mini/e2e/images"
@@ -169,18 +163,10 @@ func serveImages(ctx context.Context, work, module string, layerBytes int64) (st
 	addr := ln.Addr().String()
 	var keep []images.Tagged
 	for _, t := range built {
-		if t.Ref == "pause:3.10" {
+		if t.Ref == "pause:3.10" || t.Ref == "e2e-test-images/busybox:1.29-2" {
 			keep = append(keep, t)
 		}
 	}
-	// The e2e busybox's hard-link tar entries carry mode 0, which
-	// containerd applies to the shared inode (every applet becomes
-	// unexecutable there): the bench uses a plain busybox of its own.
-	bb, err := plainBusybox()
-	if err != nil {
-		return "", err
-	}
-	keep = append(keep, images.Tagged{Ref: "e2e-test-images/busybox:1.29-2", Image: bb})
 	if err := images.Push(ctx, addr, keep); err != nil {
 		return "", err
 	}
@@ -196,38 +182,6 @@ func serveImages(ctx context.Context, work, module string, layerBytes int64) (st
 		return "", fmt.Errorf("push pull image: %w", err)
 	}
 	return addr, nil
-}
-
-// plainBusybox is Debian's static busybox at /bin/busybox with the
-// applets the bench runs as symlinks to it.
-func plainBusybox() (v1.Image, error) {
-	bin, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	mtime := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	for _, dir := range []string{"bin/", "tmp/", "proc/", "sys/", "dev/", "etc/"} {
-		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: 0o755, ModTime: mtime})
-	}
-	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755, Size: int64(len(bin)), ModTime: mtime})
-	tw.Write(bin)
-	for _, applet := range []string{"sh", "sleep", "true", "echo", "cat"} {
-		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox", Mode: 0o777, ModTime: mtime})
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil })
-	if err != nil {
-		return nil, err
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		return nil, err
-	}
-	return mutate.Config(img, v1.Config{Env: []string{"PATH=/bin"}, Cmd: []string{"sh"}})
 }
 
 // waitFor polls cond every 20ms until it holds or d passes.
