@@ -250,27 +250,43 @@ func (s *Service) mountImageVolumes(id string, mounts []*runtimeapi.Mount) (map[
 	return volumes, nil
 }
 
-// releaseRootfs unmounts the container's root filesystem and image volumes
-// and releases their layers; idempotent.
-func (s *Service) releaseRootfs(id string) error {
-	names := []string{id}
-	var found []string
+// containerMounts lists, by container ID, the names of the root
+// filesystems and image volumes there are traces of: a mount point in the
+// rootfs directory or a record in the image store.
+func (s *Service) containerMounts() (map[string][]string, error) {
+	var names []string
 	if entries, err := os.ReadDir(s.rootfsDir); err == nil {
 		for _, e := range entries {
-			found = append(found, e.Name())
+			names = append(names, e.Name())
 		}
 	}
 	if s.images != nil {
-		layers, err := s.images.Containers()
+		recorded, err := s.images.Containers()
 		if err != nil {
-			return err
+			return nil, err
 		}
-		found = append(found, layers...)
+		names = append(names, recorded...)
 	}
-	for _, name := range found {
-		if strings.HasPrefix(name, id+imageVolumeSep) && !slices.Contains(names, name) {
-			names = append(names, name)
+	byID := map[string][]string{}
+	for _, name := range names {
+		id, _, _ := strings.Cut(name, imageVolumeSep)
+		if !slices.Contains(byID[id], name) {
+			byID[id] = append(byID[id], name)
 		}
+	}
+	return byID, nil
+}
+
+// releaseRootfs unmounts the container's root filesystem and image volumes
+// and releases their layers; idempotent.
+func (s *Service) releaseRootfs(id string) error {
+	mounts, err := s.containerMounts()
+	if err != nil {
+		return err
+	}
+	names := mounts[id]
+	if !slices.Contains(names, id) {
+		names = append(names, id) // a rootfs whose mount point is already gone
 	}
 	for _, name := range names {
 		target := s.rootfsPath(name)
@@ -323,24 +339,11 @@ func (s *Service) podContainers(podID string) []*container.State {
 // was cut short by a crash, or a reboot emptied the run directory), and
 // removes containers a crash left half created.
 func (s *Service) collectOrphanRootfs() {
-	ids := map[string]bool{}
-	if entries, err := os.ReadDir(s.rootfsDir); err == nil {
-		for _, e := range entries {
-			id, _, _ := strings.Cut(e.Name(), imageVolumeSep)
-			ids[id] = true
-		}
+	mounts, err := s.containerMounts()
+	if err != nil {
+		klog.ErrorS(err, "List container root filesystems")
 	}
-	if s.images != nil {
-		layers, err := s.images.Containers()
-		if err != nil {
-			klog.ErrorS(err, "List container layers")
-		}
-		for _, name := range layers {
-			id, _, _ := strings.Cut(name, imageVolumeSep)
-			ids[id] = true
-		}
-	}
-	for id := range ids {
+	for id := range mounts {
 		if _, err := s.containers.State(id); errors.Is(err, errdefs.ErrNotFound) {
 			klog.InfoS("Releasing the root filesystem of a container that no longer exists", "container", id)
 			if err := s.removeContainer(context.Background(), id); err != nil {

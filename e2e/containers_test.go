@@ -547,3 +547,41 @@ func TestContainerStatsMove(t *testing.T) {
 		t.Errorf("crictl stats:\n%s", out)
 	}
 }
+
+// TestImageVolume: an image mounted read-only into a container (whole and
+// by sub path), reported with its image ref, and gone with the container.
+func TestImageVolume(t *testing.T) {
+	pullTestImage(t)
+	podID, podCfg := podWithLogs(t, "imgvol")
+	cfg := containerConfig("vol", "sleep", "600")
+	cfg.Mounts = []*runtimeapi.Mount{
+		{ContainerPath: "/img", Readonly: true, Image: &runtimeapi.ImageSpec{Image: suite.image}},
+		{ContainerPath: "/etc-of-img", Readonly: true, Image: &runtimeapi.ImageSpec{Image: suite.image}, ImageSubPath: "etc"},
+	}
+	id := runContainer(t, podID, podCfg, cfg)
+	resp, err := suite.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Timeout: 10,
+		Cmd: []string{"sh", "-c", "ls /img/bin/busybox && cat /etc-of-img/passwd | head -1 && touch /img/new || echo read-only"}})
+	if err != nil || !strings.Contains(string(resp.Stdout), "/img/bin/busybox") || !strings.Contains(string(resp.Stdout), "root:x:0:0") ||
+		!strings.Contains(string(resp.Stdout), "read-only") {
+		t.Errorf("inside: %q %q %v", resp.GetStdout(), resp.GetStderr(), err)
+	}
+	st := containerStatus(t, id)
+	refs := 0
+	for _, m := range st.Mounts {
+		if m.Image != nil && strings.HasPrefix(m.Image.ImageRef, "sha256:") {
+			refs++
+		}
+	}
+	if refs != 2 {
+		t.Errorf("status mounts %v: want both image volumes with their image ref", st.Mounts)
+	}
+	if _, err := suite.rt.RemoveContainer(ctx(t), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(suite.run, "rootfs", id+"*")); len(left) != 0 {
+		t.Errorf("mount points left after removal: %v", left)
+	}
+	if left, _ := filepath.Glob(filepath.Join(suite.root, "images", "containers", id+"*")); len(left) != 0 {
+		t.Errorf("store records left after removal: %v", left)
+	}
+}
