@@ -40,18 +40,31 @@ func (s *Service) cgroupUsage(path string) (*runtimeapi.CpuUsage, *runtimeapi.Me
 // cpuRates remembers each cgroup's last CPU reading, so that a stats call
 // reports usage in nano-cores over the interval since the previous one (as
 // kubelet's ~10 s stats loop expects); the first call reports none.
+// Readings older than cpuSampleTTL are dropped, so cgroups of removed
+// containers do not stay in memory.
 type cpuRates struct {
-	mu   sync.Mutex
-	last map[string]cpuSample
+	mu     sync.Mutex
+	last   map[string]cpuSample
+	pruned uint64 // when old readings were last dropped
 }
 
 type cpuSample struct{ at, usage uint64 }
+
+const cpuSampleTTL = uint64(10 * time.Minute)
 
 func (r *cpuRates) sample(path string, now int64, usage uint64) (uint64, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.last == nil {
 		r.last = map[string]cpuSample{}
+	}
+	if uint64(now) > r.pruned+cpuSampleTTL {
+		for p, s := range r.last {
+			if s.at+cpuSampleTTL < uint64(now) {
+				delete(r.last, p)
+			}
+		}
+		r.pruned = uint64(now)
 	}
 	prev, ok := r.last[path]
 	r.last[path] = cpuSample{at: uint64(now), usage: usage}

@@ -87,4 +87,10 @@ func TestCPURates(t *testing.T) {
 	if _, ok := r.sample("/b", 4_000_000_000, 10); ok {
 		t.Error("another cgroup shares the first one's sample")
 	}
+	// A cgroup not read for longer than the TTL (a removed container's) is forgotten.
+	later := int64(4_000_000_000 + 2*cpuSampleTTL)
+	r.sample("/b", later, 20)
+	if _, kept := r.last["/a"]; kept || len(r.last) != 1 {
+		t.Errorf("readings after the TTL: %v, want only /b", r.last)
+	}
 }
