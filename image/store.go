@@ -66,7 +66,8 @@ type Image struct {
 	RepoTags    []string
 	RepoDigests []string
 	// Size is the bytes its unpacked layers occupy.
-	Size   uint64
+	Size uint64
+	// Config is shared by every caller that gets the image: read it only.
 	Config *v1.ConfigFile
 	// Layers are the chain IDs of its layers, lowest first.
 	Layers []string
@@ -112,6 +113,10 @@ type record struct {
 	RepoDigests []string        `json:"repoDigests,omitempty"`
 	Layers      []string        `json:"layers"`
 	Config      json.RawMessage `json:"config"`
+
+	// parsed is Config decoded, once per loaded index: kubelet lists and
+	// inspects images every few seconds.
+	parsed *v1.ConfigFile
 }
 
 type layerRecord struct {
@@ -275,11 +280,14 @@ func (s *Store) layerDir(chain string) string {
 
 func (ix *index) image(r *record) (*Image, error) {
 	img := &Image{ID: r.ID, RepoTags: slices.Clone(r.RepoTags), RepoDigests: slices.Clone(r.RepoDigests), Layers: slices.Clone(r.Layers)}
-	cfg := &v1.ConfigFile{}
-	if err := json.Unmarshal(r.Config, cfg); err != nil {
-		return nil, fmt.Errorf("image %s: stored config: %w", r.ID, err)
+	if r.parsed == nil {
+		cfg := &v1.ConfigFile{}
+		if err := json.Unmarshal(r.Config, cfg); err != nil {
+			return nil, fmt.Errorf("image %s: stored config: %w", r.ID, err)
+		}
+		r.parsed = cfg
 	}
-	img.Config = cfg
+	img.Config = r.parsed
 	for _, l := range r.Layers {
 		if lr := ix.Layers[l]; lr != nil {
 			img.Size += uint64(lr.Bytes)
