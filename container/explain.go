@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -35,7 +37,7 @@ func RenderShell(id string, plan []Step) string {
 		}
 	}
 	w("#!/bin/bash")
-	w("# Container %s as cri-mini builds it, step by step (recipe steps R3-R19),", id)
+	w("# Container %s as cri-mini builds it, step by step (recipe steps R3-R19),", shellQuote(id))
 	w("# with stock tools. Run as root on this node; ROOTFS=dir and CGROUP=path")
 	w("# build a copy elsewhere. Unlike cri-mini, which resolves every path inside")
 	w("# the rootfs with openat2(RESOLVE_IN_ROOT) and mounts on file descriptors")
@@ -154,7 +156,7 @@ func renderStep(w func(string, ...any), s Step, plan []Step) {
 		if d.Type == "p" {
 			w("mknod -m %o %s p", d.Mode.Perm(), p)
 		} else {
-			w("mknod -m %o %s %s %d %d", d.Mode.Perm(), p, d.Type, d.Major, d.Minor)
+			w("mknod -m %o %s %s %d %d", d.Mode.Perm(), p, shellQuote(d.Type), d.Major, d.Minor)
 		}
 		w("chown %d:%d %s", d.UID, d.GID, p)
 	case KindSymlink:
@@ -199,12 +201,12 @@ func renderStep(w func(string, ...any), s Step, plan []Step) {
 		if f, ok := ulimitFlags[s.Rlimit.Type]; ok {
 			w("ulimit -H -%s %s; ulimit -S -%s %s", f, ulimitValue(s.Rlimit.Hard), f, ulimitValue(s.Rlimit.Soft))
 		} else {
-			w("# %s %d/%d: no ulimit flag", s.Rlimit.Type, s.Rlimit.Soft, s.Rlimit.Hard)
+			w("# %s %d/%d: no ulimit flag", shellQuote(s.Rlimit.Type), s.Rlimit.Soft, s.Rlimit.Hard)
 		}
 	case KindNoNewPrivs:
 		w("# no_new_privs: setpriv --nnp in R19")
 	case KindSeccomp:
-		w("# seccomp: a filter of %d syscall rules, default action %s; no stock tool", s.Seccomp.Rules, s.Seccomp.DefaultAction)
+		w("# seccomp: a filter of %d syscall rules, default action %s; no stock tool", s.Seccomp.Rules, shellQuote(string(s.Seccomp.DefaultAction)))
 		w("# installs one, so this script runs without it.")
 	case KindUser:
 		u := s.User
@@ -259,7 +261,7 @@ func renderCgroupfs(w func(string, ...any), s Step) {
 	t := inRoot(s.Mount.Destination)
 	w("mkdir -p %s", t)
 	if len(s.Hierarchies) == 1 && s.Hierarchies[0].Dir == "" {
-		w("mount -t %s -o %s cgroup %s", s.Hierarchies[0].FSType, strings.Join(attrOptions(attrs&^unix.MOUNT_ATTR_RDONLY), ","), t)
+		w("mount -t %s -o %s cgroup %s", shellQuote(s.Hierarchies[0].FSType), strings.Join(attrOptions(attrs&^unix.MOUNT_ATTR_RDONLY), ","), t)
 		w("mount -o remount,bind,%s %s", strings.Join(attrOptions(attrs), ","), t)
 		return
 	}
@@ -270,7 +272,7 @@ func renderCgroupfs(w func(string, ...any), s Step) {
 		}
 		d := inRoot(s.Mount.Destination + "/" + h.Dir)
 		w("mkdir -m 555 %s", d)
-		w("mount -t %s -o %s cgroup %s", h.FSType, shellQuote(strings.Join(append(attrOptions(attrs&^unix.MOUNT_ATTR_RDONLY), h.Params...), ",")), d)
+		w("mount -t %s -o %s cgroup %s", shellQuote(h.FSType), shellQuote(strings.Join(append(attrOptions(attrs&^unix.MOUNT_ATTR_RDONLY), h.Params...), ",")), d)
 		w("mount -o remount,bind,%s %s", strings.Join(attrOptions(attrs|unix.MOUNT_ATTR_RDONLY), ","), d)
 	}
 	w("mount -o remount,bind,%s %s", strings.Join(attrOptions(attrs|unix.MOUNT_ATTR_RDONLY), ","), t)
@@ -285,8 +287,8 @@ func renderExec(w func(string, ...any), e *ExecStep, plan []Step) {
 			setpriv = append(setpriv, fmt.Sprintf("--reuid=%d", u.UID), fmt.Sprintf("--regid=%d", u.GID), groupsFlag(u.AdditionalGids))
 		case KindCapabilities:
 			c := s.Capabilities
-			setpriv = append(setpriv, "--bounding-set="+setprivCaps(c.Bounding), "--inh-caps="+setprivCaps(c.Inheritable),
-				"--ambient-caps="+setprivCaps(c.Ambient))
+			setpriv = append(setpriv, shellQuote("--bounding-set="+setprivCaps(c.Bounding)),
+				shellQuote("--inh-caps="+setprivCaps(c.Inheritable)), shellQuote("--ambient-caps="+setprivCaps(c.Ambient)))
 		case KindNoNewPrivs:
 			setpriv = append(setpriv, "--nnp")
 		}
@@ -303,7 +305,8 @@ func renderExec(w func(string, ...any), e *ExecStep, plan []Step) {
 		}
 	}
 	// The command is found in the container's PATH, as execvp would.
-	w("app=$(type -P -- %s) || { echo \"executable %s not found\" >&2; exit 127; }", shellQuote(e.Args[0]), strings.ReplaceAll(shellQuote(e.Args[0]), `"`, `\"`))
+	arg0 := shellQuote(e.Args[0])
+	w("app=$(type -P -- %s) || { printf 'executable %%s not found\\n' %s >&2; exit 127; }", arg0, arg0)
 	args := make([]string, len(e.Args)-1)
 	for i, a := range e.Args[1:] {
 		args[i] = shellQuote(a)
@@ -375,19 +378,43 @@ func groupsFlag(gids []uint32) string {
 	return "--groups=" + strings.Join(s, ",")
 }
 
+// capList names capabilities for a comment, quoted: the names come from
+// the spec.
 func capList(caps []string, empty string) string {
 	if len(caps) == 0 {
 		return empty
 	}
-	return strings.ToLower(strings.ReplaceAll(strings.Join(caps, ","), "CAP_", ""))
+	return shellQuote(strings.ToLower(strings.ReplaceAll(strings.Join(caps, ","), "CAP_", "")))
 }
 
 var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_@%+=:,./-]+$`)
 
-// shellQuote quotes s as one bash word.
+// shellQuote quotes s as one bash word on one line. The values come from
+// pod specs and images, which are untrusted, and the script is run as root:
+// a value must never end a quote, a line or a comment. Printable text goes
+// in single quotes; anything with a control character or invalid UTF-8 in
+// bash's $'...' with every such byte escaped.
 func shellQuote(s string) string {
 	if shellSafe.MatchString(s) {
 		return s
 	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	if utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	}
+	var b strings.Builder
+	b.WriteString("$'")
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\\' || c == '\'':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < 0x20 || c >= 0x7f:
+			fmt.Fprintf(&b, "\\x%02x", c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('\'')
+	return b.String()
 }
