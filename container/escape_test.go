@@ -2,6 +2,7 @@ package container
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // TestRootfsSymlinkEscapes is R18: an image whose mount targets are
@@ -128,4 +130,68 @@ func TestRootfsSymlinkLoop(t *testing.T) {
 		t.Fatalf("create with /proc a symlink loop: %v, want an error naming /proc", err)
 	}
 	assertGone(t, filepath.Join(rt.StateDir, "loop"), config{Spec: b.Spec, CgroupPath: b.CgroupPath})
+}
+
+// TestInheritedDescriptorsStayOut attacks with a descriptor the runtime's
+// caller holds without close-on-exec, on a host directory with a secret
+// (the CVE-2024-21626 class): neither the waiting init, nor the application,
+// nor an exec'd process has it or can read the secret through it.
+func TestInheritedDescriptorsStayOut(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	secretDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(secretDir, "secret"), []byte("host secret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := unix.Open(secretDir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Numbered above what any child lays out for itself, so that it would
+	// be passed on as is. F_DUPFD, unlike F_DUPFD_CLOEXEC, leaves it
+	// inheritable.
+	fd, err := unix.FcntlInt(uintptr(dir), unix.F_DUPFD, 50)
+	unix.Close(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	probe := fmt.Sprintf("ls /proc/self/fd; cat /proc/self/fd/%d/secret 2>/dev/null || echo unreadable", fd)
+	// What ls lists: stdio and the directory it reads.
+	const want = "0\n1\n2\n3\nunreadable\n"
+
+	b := rt.bundle(t, "fds", rootfs, "sh", "-c", probe)
+	rt.create(t, "fds", b)
+	st, err := rt.State("fds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The supervisor, outside every container, got it from us (os/exec)
+	// but passes it on no further.
+	if leaked := descriptorsOn(t, st.Pid, secretDir); len(leaked) > 0 {
+		t.Errorf("the waiting init holds descriptors %v on the host directory", leaked)
+	}
+	if _, out, errOut := rt.start(t, "fds", b); out != want {
+		t.Errorf("the application sees:\n%s%s\nwant:\n%s", out, errOut, want)
+	}
+
+	rt.startRunning(t, "fds-exec", rt.bundle(t, "fds-exec", busyboxRootfs(t), "sleep", "600"))
+	if code, out := rt.execOut(t, "fds-exec", "sh", "-c", probe); code != 0 || out != want {
+		t.Errorf("an exec'd process sees (exit %d):\n%s\nwant:\n%s", code, out, want)
+	}
+}
+
+// descriptorsOn lists the descriptors of process pid open on path.
+func descriptorsOn(t *testing.T, pid int, path string) []string {
+	t.Helper()
+	fds, err := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range fds {
+		if target, err := os.Readlink(f); err == nil && target == path {
+			out = append(out, filepath.Base(f))
+		}
+	}
+	return out
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/container/caps"
 	"github.com/cri-mini/cri-mini/container/seccomp"
+	"github.com/cri-mini/cri-mini/internal/safeexec"
 )
 
 // R19 and what a real runtime adds to it, shared by the container's init and
@@ -102,8 +103,15 @@ func lookPath(name string, env []string) (string, error) {
 }
 
 // execProcess drops privileges and replaces the calling process with the
-// application: no_new_privs, user and groups, capabilities, seccomp, exec.
+// application (R19): no_new_privs, user and groups, capabilities, seccomp,
+// exec. The application gets stdio and no other descriptor.
 func execProcess(p *specs.Process, sc *specs.LinuxSeccomp, path string) error {
+	// Marked before the seccomp filter is in place, which may not allow
+	// close_range. Whatever was opened without O_CLOEXEC on the way here
+	// (by us, a library, or inherited) goes with the exec.
+	if err := safeexec.CloseOnExec(3); err != nil {
+		return err
+	}
 	if p.NoNewPrivileges {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			return fmt.Errorf("set no_new_privs: %w", err)

@@ -21,6 +21,7 @@ import (
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/cri"
 	"github.com/cri-mini/cri-mini/internal/config"
+	"github.com/cri-mini/cri-mini/internal/safeexec"
 	"github.com/cri-mini/cri-mini/netns"
 	"github.com/cri-mini/cri-mini/sandbox"
 )
@@ -31,6 +32,13 @@ const shutdownGrace = 10 * time.Second
 // serve runs the daemon until SIGTERM or SIGINT. Stopping leaves every pod
 // and container running: they do not depend on the daemon's process.
 func serve(cfg config.Config) error {
+	// A descriptor inherited from whatever started the daemon (a shell, a
+	// service manager, a careless parent) would otherwise pass through to
+	// every process the daemon starts: Go's os/exec passes on all that are
+	// not close-on-exec. Containers get none of them.
+	if err := safeexec.CloseOnExec(3); err != nil {
+		return err
+	}
 	for _, dir := range []string{cfg.Root, cfg.RunRoot} {
 		if err := os.MkdirAll(dir, 0o711); err != nil {
 			return fmt.Errorf("state directory: %w", err)

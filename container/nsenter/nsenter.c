@@ -39,6 +39,13 @@ void criMiniNsenter(void) {
 	s = getenv("_CRI_MINI_NSENTER_SYNC");
 	if (s == NULL || read(atoi(s), &go, 1) != 1)
 		fail("wait for the parent");
+	/* Descriptors 0-5 are stdio and the exec role's sync, error and
+	 * control descriptors (container/exec.go). Before Go starts nothing
+	 * else is anyone's: whatever the daemon passed on by mistake is
+	 * closed here, not only marked, so that neither this process nor the
+	 * child that enters the container holds it. */
+	if (close_range(6, ~0U, 0) < 0)
+		fail("close inherited descriptors");
 
 	/* Open them all first: after joining the mount namespace, /proc is the
 	 * container's and the pid no longer names the init. */
