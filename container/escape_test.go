@@ -2,6 +2,7 @@ package container
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io/fs"
 	"os"
@@ -194,4 +195,92 @@ func descriptorsOn(t *testing.T, pid int, path string) []string {
 		}
 	}
 	return out
+}
+
+// TestHelpersRunFromSealedCopy attacks the runtime's binary from a container
+// (CVE-2019-5736): with CAP_SYS_PTRACE, a container sees the init of a
+// created sibling in its pid namespace, root with every capability and
+// running the runtime's code. Its /proc/PID/exe is a sealed memfd shared
+// with the supervisors, not the host file: the container can neither reach
+// the host binary through it nor write it.
+func TestHelpersRunFromSealedCopy(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := fileSum(t, self)
+	wb := rt.bundle(t, "watcher", rootfs, "sleep", "999")
+	c := wb.Spec.Process.Capabilities
+	c.Bounding = append(c.Bounding, "CAP_SYS_PTRACE")
+	c.Effective, c.Permitted = c.Bounding, c.Bounding
+	watcher := rt.startRunning(t, "watcher", wb)
+	sb := rt.bundle(t, "sibling", rootfs, "true")
+	for i, ns := range sb.Spec.Linux.Namespaces {
+		if ns.Type == specs.PIDNamespace {
+			sb.Spec.Linux.Namespaces[i].Path = fmt.Sprintf("/proc/%d/ns/pid", watcher.Pid)
+		}
+	}
+	rt.create(t, "sibling", sb)
+	// As an attacker would: every process in view that does not run the
+	// image's busybox, its executable and whether it can be written.
+	code, out := rt.execOut(t, "watcher", "sh", "-c", `for p in /proc/[0-9]*; do
+		e=$(readlink $p/exe) || continue
+		[ "$e" = /bin/busybox ] && continue
+		echo "$e" $(stat -L -c %d:%i $p/exe) $( (echo evil >> $p/exe) 2>/dev/null && echo written || echo refused)
+	done`)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 1 {
+		t.Fatalf("probe from the container: exit %d, output %q, want the sibling's init alone", code, out)
+	}
+	f := strings.Fields(lines[0])
+	if len(f) < 3 || !strings.HasPrefix(f[0], "/memfd:") {
+		t.Fatalf("the sibling's init: %q, want a memfd", lines[0])
+	}
+	id, written := f[len(f)-2], f[len(f)-1]
+	if host := fileID(t, self); id == host {
+		t.Errorf("the sibling's init runs the host binary itself (%s)", id)
+	}
+	if written != "refused" {
+		t.Errorf("writing the sibling's /proc/PID/exe: %s", written)
+	}
+	// One copy serves every helper: the supervisors run the same memfd.
+	for _, ctr := range []string{"watcher", "sibling"} {
+		if sup := fileID(t, fmt.Sprintf("/proc/%d/exe", supervisorPid(t, rt, ctr))); sup != id {
+			t.Errorf("supervisor of %s runs %s, the sibling's init %s: want one shared copy", ctr, sup, id)
+		}
+	}
+	if after := fileSum(t, self); after != before {
+		t.Errorf("the runtime's binary changed")
+	}
+}
+
+// supervisorPid is the pid of container id's supervisor.
+func supervisorPid(t *testing.T, rt *testRuntime, id string) int {
+	t.Helper()
+	var sup procRecord
+	if err := readJSON(filepath.Join(rt.StateDir, id), supFile, &sup); err != nil {
+		t.Fatal(err)
+	}
+	return sup.Pid
+}
+
+// fileID is the device and inode of the file at path, as busybox's
+// stat -c %d:%i prints them.
+func fileID(t *testing.T, path string) string {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+}
+
+func fileSum(t *testing.T, path string) [sha256.Size]byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(data)
 }

@@ -86,6 +86,10 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 	if err != nil {
 		return -1, err
 	}
+	exe, err := r.executable()
+	if err != nil {
+		return -1, fmt.Errorf("exec in %s: %w", id, err)
+	}
 
 	syncR, syncW, err := os.Pipe()
 	if err != nil {
@@ -99,7 +103,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 	}
 	defer errR.Close()
 	defer errW.Close()
-	cmd := exec.CommandContext(ctx, r.executable())
+	cmd := exec.CommandContext(ctx, exe)
 	cmd.Args = []string{os.Args[0]}
 	cmd.Env = []string{envRole + "=" + roleExec, "_CRI_MINI_NSENTER_PID=" + strconv.Itoa(init.Pid),
 		"_CRI_MINI_NSENTER_SYNC=" + strconv.Itoa(execSyncFD), "_CRI_MINI_NSENTER_ERR=" + strconv.Itoa(execErrFD)}

@@ -38,6 +38,11 @@ type Config struct {
 	// Cgroups, when set, creates a pod's cgroup parent that does not exist
 	// yet (and removes it with the pod) and holds the pause process.
 	Cgroups cgroups.Manager
+	// PauseExecutable is the binary pause processes run, from a sealed
+	// in-memory copy (internal/safeexec): it must link package
+	// sandbox/pause, as cri-mini and cri-mini-shim do. Empty means this
+	// process's own binary.
+	PauseExecutable string
 }
 
 // Containers stops and removes the containers of a pod; the CRI layer,
@@ -55,6 +60,7 @@ type Manager struct {
 	net          *netns.Manager
 	cgroupDriver string
 	cgroups      cgroups.Manager
+	pauseExe     string
 	containers   Containers
 
 	mu   sync.Mutex
@@ -94,6 +100,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		net:          cfg.Network,
 		cgroupDriver: cfg.CgroupDriver,
 		cgroups:      cfg.Cgroups,
+		pauseExe:     cfg.PauseExecutable,
 		pods:         map[string]*entry{},
 	}
 	if err := os.MkdirAll(m.dir, 0o700); err != nil {
@@ -279,7 +286,7 @@ func (m *Manager) create(ctx context.Context, p *Pod) error {
 			return err
 		}
 		pidNS := filepath.Join(nsDir(dir), "pid")
-		pid, err := startPause(p.ID, pidNS)
+		pid, err := startPause(m.pauseExe, p.ID, pidNS)
 		if err != nil {
 			return err
 		}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/cri-mini/cri-mini/internal/safeexec"
 	"github.com/cri-mini/cri-mini/sandbox/pause"
 )
 
@@ -24,9 +25,18 @@ const pauseEnv = pause.Env
 
 // startPause starts the pod's pause process as PID 1 of a new pid namespace,
 // in its own session so that it outlives the daemon, and pins that
-// namespace at target. It returns the pause process's pid.
-func startPause(podID, target string) (int, error) {
-	cmd := exec.Command("/proc/self/exe")
+// namespace at target. It runs from a sealed copy of executable (empty:
+// this process's own), so that /proc/1/exe leads to no host file. It returns
+// the pause process's pid.
+func startPause(executable, podID, target string) (int, error) {
+	if executable == "" {
+		executable = "/proc/self/exe"
+	}
+	exe, err := safeexec.Sealed(executable)
+	if err != nil {
+		return 0, fmt.Errorf("start pod pause process: %w", err)
+	}
+	cmd := exec.Command(exe)
 	cmd.Args = []string{"cri-mini-pause"}
 	cmd.Env = []string{pauseEnv + "=" + podID}
 	cmd.Dir = "/"
@@ -36,7 +46,7 @@ func startPause(podID, target string) (int, error) {
 	}
 	pid := cmd.Process.Pid
 	// Not reaped before the pin is made, the pid cannot name another process.
-	err := pinFile(fmt.Sprintf("/proc/%d/ns/pid", pid), target)
+	err = pinFile(fmt.Sprintf("/proc/%d/ns/pid", pid), target)
 	go func() { _ = cmd.Wait() }()
 	if err != nil {
 		_ = cmd.Process.Kill()

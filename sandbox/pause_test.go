@@ -129,7 +129,7 @@ func TestOrphanPauseCollected(t *testing.T) {
 	if err := m.save(&Pod{ID: id, State: Creating, Spec: spec("orphan")}); err != nil {
 		t.Fatal(err)
 	}
-	pid, err := startPause(id, nsDir(dir)+"/pid")
+	pid, err := startPause("", id, nsDir(dir)+"/pid")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,7 +63,20 @@ func serve(cfg config.Config) error {
 	if err != nil {
 		return fmt.Errorf("cgroups: %w", err)
 	}
-	pods, err := sandbox.New(ctx, sandbox.Config{RunRoot: cfg.RunRoot, Network: network, CgroupDriver: cfg.CgroupDriver, Cgroups: cgroupManager})
+	// Whatever enters a container (supervisors, inits, exec helpers, pause
+	// processes) runs from one sealed copy of the shim, or of this binary
+	// without one. It is made now, so that a daemon that cannot make it
+	// fails at start rather than at its first pod.
+	shim := findShim()
+	exe := shim
+	if exe == "" {
+		exe = "/proc/self/exe"
+	}
+	if _, err := safeexec.Sealed(exe); err != nil {
+		return err
+	}
+	pods, err := sandbox.New(ctx, sandbox.Config{RunRoot: cfg.RunRoot, Network: network, CgroupDriver: cfg.CgroupDriver, Cgroups: cgroupManager,
+		PauseExecutable: shim})
 	if err != nil {
 		return err
 	}
@@ -72,7 +85,7 @@ func serve(cfg config.Config) error {
 		return err
 	}
 	svc := cri.NewService(cri.Options{Config: cfg, Version: version, Network: network, Sandboxes: pods, Cgroups: cgroupManager, Images: images,
-		Containers: &container.Runtime{StateDir: filepath.Join(cfg.RunRoot, "containers"), Cgroups: cgroupManager, Shim: findShim()},
+		Containers: &container.Runtime{StateDir: filepath.Join(cfg.RunRoot, "containers"), Cgroups: cgroupManager, Shim: shim},
 		RootfsDir:  filepath.Join(cfg.RunRoot, "rootfs")})
 	srv := cri.NewServer(svc)
 	streamAddr, stopStreaming, err := svc.StartStreaming(cfg.StreamAddress)
