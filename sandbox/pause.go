@@ -2,8 +2,10 @@ package sandbox
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,9 +13,11 @@ import (
 	"syscall"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/cri-mini/cri-mini/internal/nsexec"
 	"github.com/cri-mini/cri-mini/internal/safeexec"
 	"github.com/cri-mini/cri-mini/sandbox/pause"
 )
@@ -23,12 +27,25 @@ import (
 // pods a crash left half made.
 const pauseEnv = pause.Env
 
-// startPause starts the pod's pause process as PID 1 of a new pid namespace,
-// in its own session so that it outlives the daemon, and pins that
-// namespace at target. It runs from a sealed copy of executable (empty:
-// this process's own), so that /proc/1/exe leads to no host file. It returns
-// the pause process's pid.
-func startPause(executable, podID, target string) (int, error) {
+// pauseSpec is what a pod's pause process is started with.
+type pauseSpec struct {
+	podID string
+	// pidNS is where the new pid namespace is pinned.
+	pidNS string
+	// joins are the pod's namespaces the pause joins (type -> pinned path):
+	// its network, uts and ipc ones, unless the pod uses the host's.
+	joins map[specs.LinuxNamespaceType]string
+	// config confines the pause (package pause).
+	config pause.Config
+}
+
+// startPause starts the pod's pause process as PID 1 of a new pid namespace
+// and in a new mount namespace, in its own session so that it outlives the
+// daemon, and pins the pid namespace. It runs from a sealed copy of
+// executable (empty: this process's own), so that /proc/1/exe leads to no
+// host file, and returns once the pause has confined itself (package pause)
+// or failed to, which is then the error. It returns the pause's pid.
+func startPause(ctx context.Context, executable string, s pauseSpec) (int, error) {
 	if executable == "" {
 		executable = "/proc/self/exe"
 	}
@@ -36,17 +53,50 @@ func startPause(executable, podID, target string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("start pod pause process: %w", err)
 	}
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return 0, fmt.Errorf("start pod pause process: %w", err)
+	}
+	defer cfgW.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		cfgR.Close()
+		return 0, fmt.Errorf("start pod pause process: %w", err)
+	}
+	defer errR.Close()
 	cmd := exec.Command(exe)
 	cmd.Args = []string{"cri-mini-pause"}
-	cmd.Env = []string{pauseEnv + "=" + podID}
+	cmd.Env = []string{pauseEnv + "=" + s.podID}
 	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID, Setsid: true}
-	if err := cmd.Start(); err != nil {
+	cmd.ExtraFiles = []*os.File{pause.ConfigFD - 3: cfgR, pause.ErrFD - 3: errW} // ExtraFiles[i] is descriptor 3+i
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS, Setsid: true}
+	err = nsexec.Start(cmd, s.joins)
+	cfgR.Close()
+	errW.Close()
+	if err != nil {
 		return 0, fmt.Errorf("start pod pause process: %w", err)
+	}
+	// The pause reads all of it before anything else, or exits, which
+	// closes its end: the write cannot block for good.
+	_, werr := cfgW.Write(s.config.Encode())
+	cfgW.Close()
+	stop := context.AfterFunc(ctx, func() { _ = errR.SetReadDeadline(time.Now()) })
+	report, rerr := io.ReadAll(io.LimitReader(errR, 4096))
+	stop()
+	if rerr != nil && ctx.Err() != nil {
+		rerr = fmt.Errorf("waiting for it: %w", ctx.Err())
+	}
+	if err := errors.Join(werr, rerr); len(report) > 0 || err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if len(report) > 0 {
+			err = errors.New(string(report))
+		}
+		return 0, fmt.Errorf("pod pause process did not confine itself: %w", err)
 	}
 	pid := cmd.Process.Pid
 	// Not reaped before the pin is made, the pid cannot name another process.
-	err = pinFile(fmt.Sprintf("/proc/%d/ns/pid", pid), target)
+	err = pinFile(fmt.Sprintf("/proc/%d/ns/pid", pid), s.pidNS)
 	go func() { _ = cmd.Wait() }()
 	if err != nil {
 		_ = cmd.Process.Kill()

@@ -14,6 +14,7 @@ import (
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/nsexec"
 	"github.com/cri-mini/cri-mini/internal/nspin"
+	"github.com/cri-mini/cri-mini/internal/nstest"
 )
 
 // TestStartJoinsAndReturns: the child is born in the joined network and uts
@@ -44,11 +45,11 @@ func TestStartJoinsAndReturns(t *testing.T) {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	child := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/"
 	for proc, pin := range map[string]string{"net": pins[nspin.Net], "uts": pins[nspin.UTS]} {
-		if !sameFile(t, child+proc, pin) {
+		if !nstest.Same(t, child+proc, pin) {
 			t.Errorf("child's %s namespace is not the joined one", proc)
 		}
 	}
-	if sameFile(t, child+"ipc", "/proc/self/ns/ipc") {
+	if nstest.Same(t, child+"ipc", "/proc/self/ns/ipc") {
 		t.Errorf("child did not get the new ipc namespace of its clone flags")
 	}
 	tasks, err := filepath.Glob("/proc/self/task/*/ns")
@@ -57,7 +58,7 @@ func TestStartJoinsAndReturns(t *testing.T) {
 	}
 	for _, task := range tasks {
 		for _, proc := range []string{"net", "uts"} {
-			if !sameFile(t, task+"/"+proc, "/proc/self/ns/"+proc) {
+			if !nstest.Same(t, task+"/"+proc, "/proc/self/ns/"+proc) {
 				t.Errorf("thread %s stayed in a joined %s namespace", task, proc)
 			}
 		}
@@ -74,18 +75,4 @@ func TestStartRefusesWhatAThreadCannotJoin(t *testing.T) {
 	if !errors.Is(err, errdefs.ErrNotFound) || cmd.Process != nil {
 		t.Errorf("joining a missing namespace: %v, want NotFound and nothing started", err)
 	}
-}
-
-// sameFile reports whether paths a and b name one namespace (or file).
-func sameFile(t *testing.T, a, b string) bool {
-	t.Helper()
-	fa, err := os.Stat(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fb, err := os.Stat(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return os.SameFile(fa, fb)
 }
