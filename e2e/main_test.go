@@ -187,10 +187,12 @@ func daemonArgs() []string {
 	}
 }
 
-// startDaemon starts cri-mini and waits until it answers Version.
-func startDaemon() error {
+// startDaemon starts cri-mini and waits until it answers Version. The
+// daemon inherits extra as descriptors 3, 4, ... (nil entries are closed).
+func startDaemon(extra ...*os.File) error {
 	cmd := exec.Command(suite.bin, daemonArgs()...)
 	cmd.Stdout, cmd.Stderr = suite.logFile, suite.logFile
+	cmd.ExtraFiles = extra
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start cri-mini: %w", err)
 	}
