@@ -27,6 +27,54 @@ import (
 // pods a crash left half made.
 const pauseEnv = pause.Env
 
+// startPause starts the pause process of a pod with a shared pid namespace
+// (see startPause and package pause), in the pod's net, uts and ipc
+// namespaces and its cgroup.
+func (m *Manager) startPause(ctx context.Context, p *Pod) error {
+	dir := m.podDir(p.ID)
+	if err := os.MkdirAll(nsDir(dir), 0o700); err != nil {
+		return err
+	}
+	filter, err := m.pauseFilter()
+	if err != nil {
+		return err
+	}
+	s := pauseSpec{
+		podID:  p.ID,
+		pidNS:  filepath.Join(nsDir(dir), "pid"),
+		joins:  map[specs.LinuxNamespaceType]string{},
+		config: pause.Config{UID: defaultPauseID, GID: defaultPauseID, Filter: filter},
+	}
+	for t, path := range map[specs.LinuxNamespaceType]string{
+		specs.NetworkNamespace: p.NetNS, specs.UTSNamespace: p.UTSNS, specs.IPCNamespace: p.IPCNS,
+	} {
+		if path != "" {
+			s.joins[t] = path
+		}
+	}
+	if u := p.Spec.RunAsUser; u != nil {
+		s.config.UID = uint32(*u)
+	}
+	if g := p.Spec.RunAsGroup; g != nil {
+		s.config.GID = uint32(*g)
+	}
+	pid, err := startPause(ctx, m.pauseExe, s)
+	if err != nil {
+		return err
+	}
+	p.PIDNS, p.PausePID = s.pidNS, pid
+	if m.cgroups != nil && p.Spec.CgroupParent != "" {
+		if err := m.cgroups.Apply(p.Spec.CgroupParent, pid); err != nil {
+			return fmt.Errorf("move pause process into the pod cgroup: %w", err)
+		}
+	}
+	return nil
+}
+
+// defaultPauseID is the uid and gid of a pause process whose pod names
+// none: the pause image's 65535, as containerd and CRI-O run it.
+const defaultPauseID = 65535
+
 // pauseSpec is what a pod's pause process is started with.
 type pauseSpec struct {
 	podID string
