@@ -86,6 +86,10 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 	if err != nil {
 		return -1, err
 	}
+	exe, err := r.executable()
+	if err != nil {
+		return -1, fmt.Errorf("exec in %s: %w", id, err)
+	}
 
 	syncR, syncW, err := os.Pipe()
 	if err != nil {
@@ -99,10 +103,14 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 	}
 	defer errR.Close()
 	defer errW.Close()
-	cmd := exec.CommandContext(ctx, r.executable())
+	cmd := exec.CommandContext(ctx, exe)
 	cmd.Args = []string{os.Args[0]}
 	cmd.Env = []string{envRole + "=" + roleExec, "_CRI_MINI_NSENTER_PID=" + strconv.Itoa(init.Pid),
-		"_CRI_MINI_NSENTER_SYNC=" + strconv.Itoa(execSyncFD), "_CRI_MINI_NSENTER_ERR=" + strconv.Itoa(execErrFD)}
+		"_CRI_MINI_NSENTER_SYNC=" + strconv.Itoa(execSyncFD), "_CRI_MINI_NSENTER_ERR=" + strconv.Itoa(execErrFD),
+		// The parent-death signal follows the thread that forks, not the
+		// process: this works because no thread of ours ends while its
+		// children live (internal/nsexec returns threads to Go).
+		"_CRI_MINI_NSENTER_PPID=" + strconv.Itoa(os.Getpid())}
 	ctl, peer, err := socketPair()
 	if err != nil {
 		return -1, err
@@ -268,7 +276,8 @@ func execInContainer() error {
 		return fmt.Errorf("wait for the cgroup: %w", err)
 	}
 	ctl.Close()
-	return execProcess(ec.Process, ec.Seccomp, path)
+	// Not to outlive the nsenter parent, which dies with the daemon.
+	return execProcess(ec.Process, ec.Seccomp, path, true)
 }
 
 // joinCgroup puts the exec child (the only child of the nsenter parent) into

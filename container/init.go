@@ -103,7 +103,7 @@ func initContainer(conn *net.UnixConn, dir string) error {
 	unix.Close(w)
 	unix.Close(fifo)
 	conn.Close()
-	return execProcess(p, seccompOf(spec), path) // R19
+	return execProcess(p, seccompOf(spec), path, false) // R19
 }
 
 // nsWanted reports whether the spec asks for a new namespace of type t.

@@ -1,6 +1,7 @@
 package container
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/container/caps"
 	"github.com/cri-mini/cri-mini/container/seccomp"
+	"github.com/cri-mini/cri-mini/internal/safeexec"
 )
 
 // R19 and what a real runtime adds to it, shared by the container's init and
@@ -102,8 +104,17 @@ func lookPath(name string, env []string) (string, error) {
 }
 
 // execProcess drops privileges and replaces the calling process with the
-// application: no_new_privs, user and groups, capabilities, seccomp, exec.
-func execProcess(p *specs.Process, sc *specs.LinuxSeccomp, path string) error {
+// application (R19): no_new_privs, user and groups, capabilities, seccomp,
+// exec. The application gets stdio and no other descriptor. With
+// dieWithParent (an exec'd process), it is killed when its parent dies.
+func execProcess(p *specs.Process, sc *specs.LinuxSeccomp, path string, dieWithParent bool) error {
+	parent := os.Getppid()
+	// Marked before the seccomp filter is in place, which may not allow
+	// close_range. Whatever was opened without O_CLOEXEC on the way here
+	// (by us, a library, or inherited) goes with the exec.
+	if err := safeexec.CloseOnExec(3); err != nil {
+		return err
+	}
 	if p.NoNewPrivileges {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			return fmt.Errorf("set no_new_privs: %w", err)
@@ -131,6 +142,16 @@ func execProcess(p *specs.Process, sc *specs.LinuxSeccomp, path string) error {
 	}
 	if err := caps.Apply(p.Capabilities, setUser); err != nil {
 		return fmt.Errorf("capabilities: %w", err)
+	}
+	if dieWithParent {
+		// Armed here, on the thread that execs: the signal is per
+		// thread, and a change of user clears it.
+		if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+			return fmt.Errorf("set the parent-death signal: %w", err)
+		}
+		if os.Getppid() != parent {
+			return errors.New("the parent died before the parent-death signal was set")
+		}
 	}
 	if p.NoNewPrivileges {
 		// Loaded last, so the filter need not allow the calls above.

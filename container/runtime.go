@@ -20,6 +20,7 @@ import (
 	"github.com/cri-mini/cri-mini/container/caps"
 	"github.com/cri-mini/cri-mini/container/seccomp"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/safeexec"
 )
 
 // CgroupManager is what the runtime needs from container/cgroups.Manager.
@@ -45,16 +46,20 @@ type Runtime struct {
 	// for each exec (it must call RunInternal first, as cmd/cri-mini-shim
 	// does); empty means this process's own binary. A small shim keeps the
 	// per-container memory low (a supervisor maps the code of the binary it
-	// runs) and starts faster.
+	// runs) and starts faster. It runs from a sealed in-memory copy
+	// (internal/safeexec), made once per process, so that no process that
+	// enters a container leads to the host's binary through /proc/PID/exe.
 	Shim string
 }
 
-// executable is what the runtime starts for its internal roles.
-func (r *Runtime) executable() string {
-	if r.Shim != "" {
-		return r.Shim
+// executable is what the runtime starts for its internal roles: the sealed
+// copy of Shim or of this process's own binary.
+func (r *Runtime) executable() (string, error) {
+	path := r.Shim
+	if path == "" {
+		path = "/proc/self/exe"
 	}
-	return "/proc/self/exe"
+	return safeexec.Sealed(path)
 }
 
 // Bundle is what a container is made from.
@@ -269,6 +274,10 @@ func writeEtcFiles(dir, id string, spec *specs.Spec) error {
 // handshake: it reports the init's pid, the daemon places it in its cgroup
 // and says go, the init builds the container and reports ready.
 func (r *Runtime) startSupervisor(ctx context.Context, dir string, cfg *config) error {
+	exe, err := r.executable()
+	if err != nil {
+		return err
+	}
 	ctl, peer, err := socketPair()
 	if err != nil {
 		return err
@@ -279,7 +288,7 @@ func (r *Runtime) startSupervisor(ctx context.Context, dir string, cfg *config) 
 		peer.Close()
 		return err
 	}
-	cmd := exec.Command(r.executable())
+	cmd := exec.Command(exe)
 	cmd.Args = []string{os.Args[0]}
 	cmd.Env = []string{envRole + "=" + roleSupervisor, envStateDir + "=" + dir}
 	cmd.ExtraFiles = []*os.File{peer}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -271,6 +272,54 @@ func TestExecTimeout(t *testing.T) {
 			if strings.Contains(out.String(), "not killed") {
 				t.Errorf("output %q", out.String())
 			}
+		})
+	}
+}
+
+// TestExecDiesWithItsCaller: a process run by Exec does not outlive the
+// process that called Exec (the daemon, killed with kill -9), whatever user
+// it runs as (a change of user clears a parent-death signal).
+func TestExecDiesWithItsCaller(t *testing.T) {
+	if id := os.Getenv("CRI_MINI_TEST_EXEC_IN"); id != "" {
+		// The caller, in a process of its own that the test kills.
+		rt := &Runtime{StateDir: os.Getenv("CRI_MINI_TEST_STATE")}
+		uid, _ := strconv.Atoi(os.Getenv("CRI_MINI_TEST_UID"))
+		_, err := rt.Exec(context.Background(), id, ExecOptions{Args: []string{"sleep", "3000" + strconv.Itoa(uid)},
+			User: &specs.User{UID: uint32(uid), GID: uint32(uid)}})
+		t.Fatalf("exec returned before its caller was killed: %v", err)
+	}
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	st := rt.startRunning(t, "orphan", rt.bundle(t, "orphan", rootfs, "sleep", "999"))
+	pidns := nsOf(t, st.Pid, "pid")
+	for _, uid := range []int{0, 1000} {
+		t.Run("uid="+strconv.Itoa(uid), func(t *testing.T) {
+			caller := exec.Command(os.Args[0], "-test.run=^TestExecDiesWithItsCaller$")
+			caller.Env = append(os.Environ(), "CRI_MINI_TEST_EXEC_IN=orphan", "CRI_MINI_TEST_STATE="+rt.StateDir,
+				"CRI_MINI_TEST_UID="+strconv.Itoa(uid))
+			log := filepath.Join(t.TempDir(), "caller.log")
+			out, err := os.Create(log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer out.Close()
+			caller.Stdout, caller.Stderr = out, out
+			if err := caller.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				_ = caller.Process.Kill()
+				_ = caller.Wait()
+				if t.Failed() {
+					data, _ := os.ReadFile(log)
+					t.Logf("the caller's output:\n%s", data)
+				}
+			})
+			sleep := "sleep 3000" + strconv.Itoa(uid)
+			waitFor(t, func() bool { return len(pidsInNamespace(pidns, sleep)) == 1 })
+			if err := caller.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, func() bool { return len(pidsInNamespace(pidns, sleep)) == 0 })
 		})
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -16,6 +15,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"github.com/cri-mini/cri-mini/internal/nsexec"
 )
 
 // runSupervisor is the small detached process (own session) that is the
@@ -95,7 +96,7 @@ func supervise(dir string, ctl *net.UnixConn) error {
 		return err
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags}
-	if err := startInNamespaces(cmd, joins); err != nil {
+	if err := nsexec.Start(cmd, joins); err != nil {
 		return fmt.Errorf("start init: %w", err)
 	}
 	peer.Close()
@@ -213,64 +214,22 @@ func namespaceFlags(spec *specs.Spec) (uintptr, map[specs.LinuxNamespaceType]str
 		return flags, joins, nil
 	}
 	for _, ns := range spec.Linux.Namespaces {
-		var f uintptr
-		switch ns.Type {
-		case specs.PIDNamespace:
-			f = unix.CLONE_NEWPID
-		case specs.NetworkNamespace:
-			f = unix.CLONE_NEWNET
-		case specs.UTSNamespace:
-			f = unix.CLONE_NEWUTS
-		case specs.IPCNamespace:
-			f = unix.CLONE_NEWIPC
-		case specs.CgroupNamespace:
-		case specs.MountNamespace:
+		if ns.Type == specs.MountNamespace {
 			if ns.Path != "" {
 				return 0, nil, fmt.Errorf("joining mount namespace %s: a container always gets its own", ns.Path)
 			}
-		default:
+			continue
+		}
+		f, err := nsexec.CloneFlag(ns.Type)
+		if err != nil {
 			return 0, nil, fmt.Errorf("%s namespace: not supported", ns.Type)
 		}
-		if ns.Path != "" {
+		switch {
+		case ns.Path != "":
 			joins[ns.Type] = ns.Path
-		} else {
-			flags |= f
+		case ns.Type != specs.CgroupNamespace:
+			flags |= uintptr(f)
 		}
 	}
 	return flags, joins, nil
-}
-
-var nsTypeFlag = map[specs.LinuxNamespaceType]int{
-	specs.PIDNamespace: unix.CLONE_NEWPID, specs.NetworkNamespace: unix.CLONE_NEWNET,
-	specs.UTSNamespace: unix.CLONE_NEWUTS, specs.IPCNamespace: unix.CLONE_NEWIPC,
-	specs.CgroupNamespace: unix.CLONE_NEWCGROUP,
-}
-
-// startInNamespaces starts cmd from an OS thread that first joined the given
-// namespaces, so the child is born in them (a joined pid namespace applies to
-// children only, which is exactly what the init is). The thread is left
-// locked and so is discarded when the goroutine ends.
-func startInNamespaces(cmd *exec.Cmd, joins map[specs.LinuxNamespaceType]string) error {
-	if len(joins) == 0 {
-		return cmd.Start()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		for t, p := range joins {
-			fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				errc <- fmt.Errorf("open %s namespace %s: %w", t, p, err)
-				return
-			}
-			err = unix.Setns(fd, nsTypeFlag[t])
-			unix.Close(fd)
-			if err != nil {
-				errc <- fmt.Errorf("join %s namespace %s: %w", t, p, err)
-				return
-			}
-		}
-		errc <- cmd.Start()
-	}()
-	return <-errc
 }

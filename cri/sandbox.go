@@ -58,7 +58,14 @@ func sandboxSpec(cfg *runtimeapi.PodSandboxConfig, handler string) (sandbox.Spec
 			Protocol: pm.GetProtocol().String(), HostIP: pm.GetHostIp(),
 		})
 	}
-	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	sc := cfg.GetLinux().GetSecurityContext()
+	if u := sc.GetRunAsUser(); u != nil {
+		spec.RunAsUser = &u.Value
+	}
+	if g := sc.GetRunAsGroup(); g != nil {
+		spec.RunAsGroup = &g.Value
+	}
+	ns := sc.GetNamespaceOptions()
 	for name, mode := range map[string]runtimeapi.NamespaceMode{"network": ns.GetNetwork(), "ipc": ns.GetIpc(), "pid": ns.GetPid()} {
 		if mode == runtimeapi.NamespaceMode_TARGET {
 			return sandbox.Spec{}, fmt.Errorf("pod %s namespace mode TARGET is for containers, not pods: %w", name, errdefs.ErrInvalidArgument)

@@ -276,7 +276,8 @@ func TestContainerBadRequests(t *testing.T) {
 }
 
 // TestSupervisorRunsTheShim: each container's supervisor is the small
-// cri-mini-shim next to the daemon, not a second copy of the daemon.
+// cri-mini-shim next to the daemon, not a second copy of the daemon, run
+// from the daemon's sealed copy of it.
 func TestSupervisorRunsTheShim(t *testing.T) {
 	pullTestImage(t)
 	podID, podCfg := podWithLogs(t, "shim")
@@ -290,8 +291,8 @@ func TestSupervisorRunsTheShim(t *testing.T) {
 		t.Fatalf("supervisor record %s: %v", data, err)
 	}
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", sup.Pid))
-	if want := filepath.Join(suite.dir, "cri-mini-shim"); err != nil || exe != want {
-		t.Errorf("supervisor runs %q (%v), want %q", exe, err, want)
+	if err != nil || !strings.HasPrefix(exe, "/memfd:cri-mini-shim") || !runsSealedShim(sup.Pid) {
+		t.Errorf("supervisor runs %q (%v), want the daemon's sealed copy of cri-mini-shim", exe, err)
 	}
 }
 

@@ -31,6 +31,7 @@ var suite struct {
 	root, run, socket string
 	cniDir, ipamDir   string
 	bridge, subnet    string
+	network           string // the CNI network's name
 	gateway           string
 	metrics           string // host:port of the metrics endpoint
 	registry, image   string // loopback registry and the busybox image on it
@@ -38,6 +39,9 @@ var suite struct {
 	logFile           *os.File
 	rt                runtimeapi.RuntimeServiceClient
 	conn              *grpc.ClientConn
+	// sealed are the sealed copies of the shim (device:inode) that the
+	// run's daemons started their helpers and pause processes from.
+	sealed map[string]bool
 }
 
 func TestMain(m *testing.M) {
@@ -116,11 +120,14 @@ func runSuite(m *testing.M) (int, error) {
 	if suite.metrics, err = freeAddr(); err != nil {
 		return 1, err
 	}
-	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"cri-mini-e2e","plugins":[
+	// Named for this run: the leak check finds its iptables rules by name,
+	// beside those of other runs on the machine.
+	suite.network = fmt.Sprintf("cri-mini-e2e-%d", os.Getpid())
+	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[
 	{"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":true,"hairpinMode":true,
 	 "ipam":{"type":"host-local","ranges":[[{"subnet":%q}]],"routes":[{"dst":"0.0.0.0/0"}],"dataDir":%q}},
 	{"type":"portmap","capabilities":{"portMappings":true}},
-	{"type":"loopback"}]}`, suite.bridge, suite.subnet, suite.ipamDir)
+	{"type":"loopback"}]}`, suite.network, suite.bridge, suite.subnet, suite.ipamDir)
 	if err := os.WriteFile(filepath.Join(suite.cniDir, "10-e2e.conflist"), []byte(conf), 0o644); err != nil {
 		return 1, err
 	}
@@ -180,10 +187,12 @@ func daemonArgs() []string {
 	}
 }
 
-// startDaemon starts cri-mini and waits until it answers Version.
-func startDaemon() error {
+// startDaemon starts cri-mini and waits until it answers Version. The
+// daemon inherits extra as descriptors 3, 4, ... (nil entries are closed).
+func startDaemon(extra ...*os.File) error {
 	cmd := exec.Command(suite.bin, daemonArgs()...)
 	cmd.Stdout, cmd.Stderr = suite.logFile, suite.logFile
+	cmd.ExtraFiles = extra
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start cri-mini: %w", err)
 	}
@@ -200,11 +209,46 @@ func startDaemon() error {
 		if c, err := net.Dial("unix", suite.socket); err == nil {
 			c.Close()
 			go func() { <-exited }()
-			return nil
+			return recordSealedShim(cmd.Process.Pid)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return errors.New("cri-mini did not listen within 20s")
+}
+
+// recordSealedShim adds the daemon's sealed copy of the shim (a memfd it
+// holds open from its start) to suite.sealed.
+func recordSealedShim(daemon int) error {
+	fds, err := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", daemon))
+	if err != nil {
+		return err
+	}
+	for _, fd := range fds {
+		if target, err := os.Readlink(fd); err == nil && strings.HasPrefix(target, "/memfd:cri-mini-shim") {
+			if suite.sealed == nil {
+				suite.sealed = map[string]bool{}
+			}
+			suite.sealed[fileID(fd)] = true
+			return nil
+		}
+	}
+	return fmt.Errorf("cri-mini (pid %d) holds no sealed copy of cri-mini-shim", daemon)
+}
+
+// fileID is the device and inode of the file at path, "" if there is none.
+func fileID(path string) string {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+}
+
+// runsSealedShim reports whether process pid runs one of the run's sealed
+// copies of the shim.
+func runsSealedShim(pid int) bool {
+	id := fileID(fmt.Sprintf("/proc/%d/exe", pid))
+	return id != "" && suite.sealed[id]
 }
 
 // stopDaemon sends sig and waits for the daemon to exit.
@@ -255,7 +299,7 @@ func cleanUpAndCheckLeaks() error {
 
 // leaks lists what the run left: mounts (including namespace pins) below
 // its directory, veths on its bridge, IP allocations, iptables rules of its
-// network, pod cgroups, processes of its binary.
+// network, pod cgroups, processes of its binaries or of their sealed copies.
 func leaks() []error {
 	var errs []error
 	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
@@ -278,7 +322,7 @@ func leaks() []error {
 	}
 	if dump, err := exec.Command("iptables-save").Output(); err == nil {
 		for line := range strings.SplitSeq(string(dump), "\n") {
-			if strings.Contains(line, "cri-mini-e2e") {
+			if strings.Contains(line, `name: \"`+suite.network+`\"`) {
 				errs = append(errs, fmt.Errorf("iptables rule left: %s", line))
 			}
 		}
@@ -289,7 +333,7 @@ func leaks() []error {
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/exe")
 	for _, exe := range procs {
-		if target, err := os.Readlink(exe); err == nil && strings.HasPrefix(target, suite.dir+"/") {
+		if target, err := os.Readlink(exe); err == nil && (strings.HasPrefix(target, suite.dir+"/") || suite.sealed[fileID(exe)]) {
 			errs = append(errs, fmt.Errorf("process left: %s -> %s", exe, target))
 		}
 	}

@@ -95,14 +95,13 @@ func podInfo(t *testing.T, id string) (*runtimeapi.PodSandboxStatus, sandbox.Pod
 }
 
 // pauseRuns reports whether pid is a live pod pause process: PID 1 of the
-// pod's pid namespace, run from the suite's binary.
+// pod's pid namespace, run from the sealed copy of the suite's shim.
 func pauseRuns(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	return err == nil && exe == suite.bin && strings.Contains(string(status), "\nNSpid:\t"+fmt.Sprint(pid)+"\t1\n") &&
+	return err == nil && runsSealedShim(pid) && strings.Contains(string(status), "\nNSpid:\t"+fmt.Sprint(pid)+"\t1\n") &&
 		!strings.Contains(string(status), "State:\tZ")
 }
 

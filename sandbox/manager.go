@@ -17,9 +17,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"github.com/cri-mini/cri-mini/container/cgroups"
+	"github.com/cri-mini/cri-mini/container/seccomp"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/fsutil"
 	"github.com/cri-mini/cri-mini/internal/idprefix"
@@ -38,6 +40,11 @@ type Config struct {
 	// Cgroups, when set, creates a pod's cgroup parent that does not exist
 	// yet (and removes it with the pod) and holds the pause process.
 	Cgroups cgroups.Manager
+	// PauseExecutable is the binary pause processes run, from a sealed
+	// in-memory copy (internal/safeexec): it must link package
+	// sandbox/pause, as cri-mini and cri-mini-shim do. Empty means this
+	// process's own binary.
+	PauseExecutable string
 }
 
 // Containers stops and removes the containers of a pod; the CRI layer,
@@ -55,7 +62,11 @@ type Manager struct {
 	net          *netns.Manager
 	cgroupDriver string
 	cgroups      cgroups.Manager
-	containers   Containers
+	pauseExe     string
+	// pauseFilter is the pause processes' seccomp program: the default
+	// profile for a process without capabilities, compiled once.
+	pauseFilter func() ([]unix.SockFilter, error)
+	containers  Containers
 
 	mu   sync.Mutex
 	pods map[string]*entry
@@ -94,7 +105,19 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		net:          cfg.Network,
 		cgroupDriver: cfg.CgroupDriver,
 		cgroups:      cfg.Cgroups,
-		pods:         map[string]*entry{},
+		pauseExe:     cfg.PauseExecutable,
+		pauseFilter: sync.OnceValues(func() ([]unix.SockFilter, error) {
+			profile, err := seccomp.RuntimeDefaultFor(nil)
+			if err != nil {
+				return nil, err
+			}
+			filter, err := seccomp.Compile(profile)
+			if err != nil {
+				return nil, fmt.Errorf("compile the pause's seccomp profile: %w", err)
+			}
+			return filter, nil
+		}),
+		pods: map[string]*entry{},
 	}
 	if err := os.MkdirAll(m.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
@@ -274,23 +297,6 @@ func (m *Manager) create(ctx context.Context, p *Pod) error {
 		p.UTSNS, p.IPCNS = paths[nspin.UTS], paths[nspin.IPC]
 	}
 
-	if spec.SharedPID {
-		if err := os.MkdirAll(nsDir(dir), 0o700); err != nil {
-			return err
-		}
-		pidNS := filepath.Join(nsDir(dir), "pid")
-		pid, err := startPause(p.ID, pidNS)
-		if err != nil {
-			return err
-		}
-		p.PIDNS, p.PausePID = pidNS, pid
-		if m.cgroups != nil && spec.CgroupParent != "" {
-			if err := m.cgroups.Apply(spec.CgroupParent, pid); err != nil {
-				return fmt.Errorf("move pause process into the pod cgroup: %w", err)
-			}
-		}
-	}
-
 	if spec.HostIPC {
 		p.ShmPath = "/dev/shm"
 	} else {
@@ -306,6 +312,12 @@ func (m *Manager) create(ctx context.Context, p *Pod) error {
 			return err
 		}
 		p.NetNS = nsPath
+	}
+	// The pause joins the pod's namespaces, so they are all made first.
+	if spec.SharedPID {
+		if err := m.startPause(ctx, p); err != nil {
+			return err
+		}
 	}
 	if err := applySysctls(p); err != nil {
 		return err

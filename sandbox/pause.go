@@ -2,8 +2,10 @@ package sandbox
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,9 +13,12 @@ import (
 	"syscall"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/cri-mini/cri-mini/internal/nsexec"
+	"github.com/cri-mini/cri-mini/internal/safeexec"
 	"github.com/cri-mini/cri-mini/sandbox/pause"
 )
 
@@ -22,21 +27,124 @@ import (
 // pods a crash left half made.
 const pauseEnv = pause.Env
 
-// startPause starts the pod's pause process as PID 1 of a new pid namespace,
-// in its own session so that it outlives the daemon, and pins that
-// namespace at target. It returns the pause process's pid.
-func startPause(podID, target string) (int, error) {
-	cmd := exec.Command("/proc/self/exe")
-	cmd.Args = []string{"cri-mini-pause"}
-	cmd.Env = []string{pauseEnv + "=" + podID}
-	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID, Setsid: true}
-	if err := cmd.Start(); err != nil {
+// startPause starts the pause process of a pod with a shared pid namespace
+// (see startPause and package pause), in the pod's net, uts and ipc
+// namespaces and its cgroup.
+func (m *Manager) startPause(ctx context.Context, p *Pod) error {
+	dir := m.podDir(p.ID)
+	if err := os.MkdirAll(nsDir(dir), 0o700); err != nil {
+		return err
+	}
+	filter, err := m.pauseFilter()
+	if err != nil {
+		return err
+	}
+	s := pauseSpec{
+		podID:  p.ID,
+		pidNS:  filepath.Join(nsDir(dir), "pid"),
+		joins:  map[specs.LinuxNamespaceType]string{},
+		config: pause.Config{UID: defaultPauseID, GID: defaultPauseID, Filter: filter},
+	}
+	for t, path := range map[specs.LinuxNamespaceType]string{
+		specs.NetworkNamespace: p.NetNS, specs.UTSNamespace: p.UTSNS, specs.IPCNamespace: p.IPCNS,
+	} {
+		if path != "" {
+			s.joins[t] = path
+		}
+	}
+	if u := p.Spec.RunAsUser; u != nil {
+		s.config.UID = uint32(*u)
+	}
+	if g := p.Spec.RunAsGroup; g != nil {
+		s.config.GID = uint32(*g)
+	}
+	pid, err := startPause(ctx, m.pauseExe, s)
+	if err != nil {
+		return err
+	}
+	p.PIDNS, p.PausePID = s.pidNS, pid
+	if m.cgroups != nil && p.Spec.CgroupParent != "" {
+		if err := m.cgroups.Apply(p.Spec.CgroupParent, pid); err != nil {
+			return fmt.Errorf("move pause process into the pod cgroup: %w", err)
+		}
+	}
+	return nil
+}
+
+// defaultPauseID is the uid and gid of a pause process whose pod names
+// none: the pause image's 65535, as containerd and CRI-O run it.
+const defaultPauseID = 65535
+
+// pauseSpec is what a pod's pause process is started with.
+type pauseSpec struct {
+	podID string
+	// pidNS is where the new pid namespace is pinned.
+	pidNS string
+	// joins are the pod's namespaces the pause joins (type -> pinned path):
+	// its network, uts and ipc ones, unless the pod uses the host's.
+	joins map[specs.LinuxNamespaceType]string
+	// config confines the pause (package pause).
+	config pause.Config
+}
+
+// startPause starts the pod's pause process as PID 1 of a new pid namespace
+// and in a new mount namespace, in its own session so that it outlives the
+// daemon, and pins the pid namespace. It runs from a sealed copy of
+// executable (empty: this process's own), so that /proc/1/exe leads to no
+// host file, and returns once the pause has confined itself (package pause)
+// or failed to, which is then the error. It returns the pause's pid.
+func startPause(ctx context.Context, executable string, s pauseSpec) (int, error) {
+	if executable == "" {
+		executable = "/proc/self/exe"
+	}
+	exe, err := safeexec.Sealed(executable)
+	if err != nil {
 		return 0, fmt.Errorf("start pod pause process: %w", err)
+	}
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return 0, fmt.Errorf("start pod pause process: %w", err)
+	}
+	defer cfgW.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		cfgR.Close()
+		return 0, fmt.Errorf("start pod pause process: %w", err)
+	}
+	defer errR.Close()
+	cmd := exec.Command(exe)
+	cmd.Args = []string{"cri-mini-pause"}
+	cmd.Env = []string{pauseEnv + "=" + s.podID}
+	cmd.Dir = "/"
+	cmd.ExtraFiles = []*os.File{pause.ConfigFD - 3: cfgR, pause.ErrFD - 3: errW} // ExtraFiles[i] is descriptor 3+i
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS, Setsid: true}
+	err = nsexec.Start(cmd, s.joins)
+	cfgR.Close()
+	errW.Close()
+	if err != nil {
+		return 0, fmt.Errorf("start pod pause process: %w", err)
+	}
+	// The pause reads all of it before anything else, or exits, which
+	// closes its end: the write cannot block for good.
+	_, werr := cfgW.Write(s.config.Encode())
+	cfgW.Close()
+	stop := context.AfterFunc(ctx, func() { _ = errR.SetReadDeadline(time.Now()) })
+	report, rerr := io.ReadAll(io.LimitReader(errR, 4096))
+	stop()
+	if rerr != nil && ctx.Err() != nil {
+		rerr = fmt.Errorf("waiting for it: %w", ctx.Err())
+	}
+	if err := errors.Join(werr, rerr); len(report) > 0 || err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if len(report) > 0 {
+			err = errors.New(string(report))
+		}
+		return 0, fmt.Errorf("pod pause process did not confine itself: %w", err)
 	}
 	pid := cmd.Process.Pid
 	// Not reaped before the pin is made, the pid cannot name another process.
-	err := pinFile(fmt.Sprintf("/proc/%d/ns/pid", pid), target)
+	err = pinFile(fmt.Sprintf("/proc/%d/ns/pid", pid), s.pidNS)
 	go func() { _ = cmd.Wait() }()
 	if err != nil {
 		_ = cmd.Process.Kill()

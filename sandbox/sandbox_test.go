@@ -343,6 +343,12 @@ func TestBadRequests(t *testing.T) {
 		"bad dns server":      {func(s *Spec) { s.DNS = &DNSConfig{Servers: []string{"dns.example"}} }, errdefs.ErrInvalidArgument},
 		"relative cgroup":     {func(s *Spec) { s.CgroupParent = "kubepods/x" }, errdefs.ErrInvalidArgument},
 		"host and shared pid": {func(s *Spec) { s.SharedPID, s.HostPID = true, true }, errdefs.ErrInvalidArgument},
+		"group without user":  {func(s *Spec) { s.RunAsGroup = new(int64(5)) }, errdefs.ErrInvalidArgument},
+		"negative user":       {func(s *Spec) { s.RunAsUser = new(int64(-1)) }, errdefs.ErrInvalidArgument},
+		"user -1 as uint32":   {func(s *Spec) { s.RunAsUser = new(int64(1<<32 - 1)) }, errdefs.ErrInvalidArgument},
+		"group past uint32": {func(s *Spec) {
+			s.RunAsUser, s.RunAsGroup = new(int64(0)), new(int64(1<<32))
+		}, errdefs.ErrInvalidArgument},
 	}
 	for name, tc := range cases {
 		s := spec("bad")

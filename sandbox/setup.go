@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -39,6 +40,15 @@ func (m *Manager) validate(spec *Spec) error {
 	}
 	if spec.Hostname != "" && !spec.HostNetwork && (len(spec.Hostname) > 64 || !hostnameRE.MatchString(spec.Hostname)) {
 		return fmt.Errorf("pod hostname %q is not a valid hostname (RFC 1123, at most 64 bytes): %w", spec.Hostname, errdefs.ErrInvalidArgument)
+	}
+	if spec.RunAsGroup != nil && spec.RunAsUser == nil {
+		return fmt.Errorf("pod run_as_group is set without run_as_user: %w", errdefs.ErrInvalidArgument)
+	}
+	for name, id := range map[string]*int64{"run_as_user": spec.RunAsUser, "run_as_group": spec.RunAsGroup} {
+		// 2^32-1 is no id: to setresuid it means "unchanged".
+		if id != nil && (*id < 0 || *id >= math.MaxUint32) {
+			return fmt.Errorf("pod %s %d is not an id (0 to %d): %w", name, *id, uint32(math.MaxUint32-1), errdefs.ErrInvalidArgument)
+		}
 	}
 	if spec.HostPID && spec.SharedPID {
 		return fmt.Errorf("pod asks for both the host's and a shared pid namespace: %w", errdefs.ErrInvalidArgument)

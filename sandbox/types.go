@@ -39,6 +39,11 @@ type Spec struct {
 	HostPID        bool   `json:"hostPID,omitempty"`
 	SharedPID      bool   `json:"sharedPID,omitempty"`
 	RuntimeHandler string `json:"runtimeHandler,omitempty"`
+	// RunAsUser and RunAsGroup are the uid and gid of the pod's pause
+	// process (the CRI's pod-level run_as_user and run_as_group); unset,
+	// both are 65535. A group needs a user.
+	RunAsUser  *int64 `json:"runAsUser,omitempty"`
+	RunAsGroup *int64 `json:"runAsGroup,omitempty"`
 }
 
 // State is where a pod is in its life.

@@ -1,9 +1,11 @@
 // Command cri-mini-shim is the small binary cri-mini starts for each
-// container's supervisor (and, from it, the container's init). It holds
-// only the container package, so a supervisor maps a fraction of the
-// daemon's code: its resident memory is the per-container overhead
-// operators pay. It is not meant to be run by hand; cri-mini finds it next
-// to its own executable and falls back to re-executing itself without it.
+// container's supervisor (and, from it, the container's init), for each
+// exec and for each pod's pause process. It holds only the container
+// package and the pause's C constructor, so a supervisor maps a fraction of
+// the daemon's code: its resident memory is the per-container overhead
+// operators pay. The daemon runs it from one sealed in-memory copy. It is
+// not meant to be run by hand; cri-mini finds it next to its own executable
+// and falls back to re-executing itself without it.
 package main
 
 import (
@@ -11,6 +13,9 @@ import (
 	"os"
 
 	"github.com/cri-mini/cri-mini/container"
+	// The pod pause process (a C constructor) runs from the same sealed
+	// copy as the supervisors.
+	_ "github.com/cri-mini/cri-mini/sandbox/pause"
 )
 
 func main() {

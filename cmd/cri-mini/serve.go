@@ -21,6 +21,7 @@ import (
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/cri"
 	"github.com/cri-mini/cri-mini/internal/config"
+	"github.com/cri-mini/cri-mini/internal/safeexec"
 	"github.com/cri-mini/cri-mini/netns"
 	"github.com/cri-mini/cri-mini/sandbox"
 )
@@ -31,6 +32,13 @@ const shutdownGrace = 10 * time.Second
 // serve runs the daemon until SIGTERM or SIGINT. Stopping leaves every pod
 // and container running: they do not depend on the daemon's process.
 func serve(cfg config.Config) error {
+	// A descriptor inherited from whatever started the daemon (a shell, a
+	// service manager, a careless parent) would otherwise pass through to
+	// every process the daemon starts: Go's os/exec passes on all that are
+	// not close-on-exec. Containers get none of them.
+	if err := safeexec.CloseOnExec(3); err != nil {
+		return err
+	}
 	for _, dir := range []string{cfg.Root, cfg.RunRoot} {
 		if err := os.MkdirAll(dir, 0o711); err != nil {
 			return fmt.Errorf("state directory: %w", err)
@@ -55,7 +63,20 @@ func serve(cfg config.Config) error {
 	if err != nil {
 		return fmt.Errorf("cgroups: %w", err)
 	}
-	pods, err := sandbox.New(ctx, sandbox.Config{RunRoot: cfg.RunRoot, Network: network, CgroupDriver: cfg.CgroupDriver, Cgroups: cgroupManager})
+	// Whatever enters a container (supervisors, inits, exec helpers, pause
+	// processes) runs from one sealed copy of the shim, or of this binary
+	// without one. It is made now, so that a daemon that cannot make it
+	// fails at start rather than at its first pod.
+	shim := findShim()
+	exe := shim
+	if exe == "" {
+		exe = "/proc/self/exe"
+	}
+	if _, err := safeexec.Sealed(exe); err != nil {
+		return err
+	}
+	pods, err := sandbox.New(ctx, sandbox.Config{RunRoot: cfg.RunRoot, Network: network, CgroupDriver: cfg.CgroupDriver, Cgroups: cgroupManager,
+		PauseExecutable: shim})
 	if err != nil {
 		return err
 	}
@@ -64,7 +85,7 @@ func serve(cfg config.Config) error {
 		return err
 	}
 	svc := cri.NewService(cri.Options{Config: cfg, Version: version, Network: network, Sandboxes: pods, Cgroups: cgroupManager, Images: images,
-		Containers: &container.Runtime{StateDir: filepath.Join(cfg.RunRoot, "containers"), Cgroups: cgroupManager, Shim: findShim()},
+		Containers: &container.Runtime{StateDir: filepath.Join(cfg.RunRoot, "containers"), Cgroups: cgroupManager, Shim: shim},
 		RootfsDir:  filepath.Join(cfg.RunRoot, "rootfs")})
 	srv := cri.NewServer(svc)
 	streamAddr, stopStreaming, err := svc.StartStreaming(cfg.StreamAddress)

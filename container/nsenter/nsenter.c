@@ -36,9 +36,27 @@ void criMiniNsenter(void) {
 	s = getenv("_CRI_MINI_NSENTER_ERR");
 	if (s != NULL)
 		errfd = atoi(s);
+	/* The daemon waits on this process and enforces the exec's timeout:
+	 * this process dies with it, and its child with this one, so nothing
+	 * an exec started runs on unwatched. A daemon that died before the
+	 * signal was armed has left this process to another parent. */
+	s = getenv("_CRI_MINI_NSENTER_PPID");
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+		fail("set the parent-death signal");
+	if (s == NULL || getppid() != atoi(s)) {
+		errno = ESRCH;
+		fail("the daemon is gone");
+	}
 	s = getenv("_CRI_MINI_NSENTER_SYNC");
 	if (s == NULL || read(atoi(s), &go, 1) != 1)
 		fail("wait for the parent");
+	/* Descriptors 0-5 are stdio and the exec role's sync, error and
+	 * control descriptors (container/exec.go). Before Go starts nothing
+	 * else is anyone's: whatever the daemon passed on by mistake is
+	 * closed here, not only marked, so that neither this process nor the
+	 * child that enters the container holds it. */
+	if (close_range(6, ~0U, 0) < 0)
+		fail("close inherited descriptors");
 
 	/* Open them all first: after joining the mount namespace, /proc is the
 	 * container's and the pid no longer names the init. */
@@ -57,8 +75,15 @@ void criMiniNsenter(void) {
 	if (child < 0)
 		fail("fork");
 	if (child == 0) {
-		/* Not to outlive the parent the daemon waits on. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		/* Not to outlive the parent the daemon waits on. That parent is
+		 * outside this pid namespace and reads as pid 0; had it died
+		 * already, the reaper inside the namespace would be the parent. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+			fail("set the parent-death signal");
+		if (getppid() != 0) {
+			errno = ESRCH;
+			fail("the exec's parent is gone");
+		}
 		return;
 	}
 	while (waitpid(child, &status, 0) < 0) {

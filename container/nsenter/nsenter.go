@@ -11,6 +11,9 @@
 // child goes on to start Go; the parent waits for it and exits with its
 // status (128+n when a signal n killed it), so its own parent sees the exact
 // exit code. Failures are written to the descriptor in _CRI_MINI_NSENTER_ERR.
+// The parent dies with the daemon (whose pid is _CRI_MINI_NSENTER_PPID) and
+// the child with the parent (PR_SET_PDEATHSIG), so that an exec does not
+// outlive the daemon that waits on it and enforces its timeout.
 package nsenter
 
 /*

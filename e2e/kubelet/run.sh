@@ -48,7 +48,8 @@ kubelet=$(e2e/kubelet/build.sh)
 work=$(mktemp -d /tmp/cri-mini-kubelet.XXXXXX)
 # The daemon runs from a copy (with cri-mini-shim, when built, next to it):
 # other runs may rebuild bin/, and every process of this run is then known by
-# its executable's path below $work.
+# its executable's path below $work, or (supervisors, pause processes) by the
+# daemon's sealed in-memory copy of the shim it runs (see start_daemon).
 mkdir "$work/bin"
 src=${CRI_MINI_BIN:-bin/cri-mini}
 cp "$src" "$work/bin/cri-mini"
@@ -65,6 +66,7 @@ sysctls=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
 declare -A sysctl_saved=()
 made_logs_dir='' made_state_dir=''
 registry_pid='' daemon_pid='' kubelet_pid='' leaks=0
+sealed=' ' # device:inode of each daemon's sealed copy of the shim, space-separated
 
 crictl() { "$crictl_bin" --config "$work/crictl.yaml" "$@"; }
 leak() { echo "run.sh: left behind: $*" >&2; leaks=1; }
@@ -125,7 +127,8 @@ cleanup() {
 	done < <(awk -v d="$work/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r)
 	for d in /proc/[0-9]*; do
 		m=$(readlink "$d/exe" 2>/dev/null) || continue
-		[[ $m == "$work/"* || ($m == "$kubelet" && $(tr '\0' ' ' <"$d/cmdline") == *"$work/"*) ]] || continue
+		[[ $m == "$work/"* || $sealed == *" $(stat -L -c %d:%i "$d/exe" 2>/dev/null) "* ||
+			($m == "$kubelet" && $(tr '\0' ' ' <"$d/cmdline") == *"$work/"*) ]] || continue
 		leak "process ${d#/proc/} ($(tr '\0' ' ' <"$d/cmdline" | cut -c1-80))"
 		kill -KILL "${d#/proc/}" 2>/dev/null || true
 	done
@@ -209,6 +212,10 @@ start_daemon() {
 		--insecure-registry "$registry" >>"$work/daemon.log" 2>&1 &
 	daemon_pid=$!
 	watch_while "$daemon_pid" cri-mini 20 daemon_up >/dev/null || { echo "run.sh: cri-mini not serving" >&2; return 1; }
+	local fd
+	for fd in /proc/"$daemon_pid"/fd/*; do
+		[[ $(readlink "$fd") != /memfd:cri-mini* ]] || sealed+="$(stat -L -c %d:%i "$fd") "
+	done
 }
 echo "run.sh: starting cri-mini (images from $registry)"
 start_daemon

@@ -8,11 +8,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/nsexec"
 )
 
 // Kind names a namespace type as in /proc/<pid>/ns/<kind>.
@@ -26,16 +27,25 @@ const (
 	IPC Kind = "ipc"
 )
 
-func (k Kind) cloneFlag() (int, error) {
+// nsType is the OCI name of kind k, which internal/nsexec joins by.
+func (k Kind) nsType() (specs.LinuxNamespaceType, error) {
 	switch k {
 	case Net:
-		return unix.CLONE_NEWNET, nil
+		return specs.NetworkNamespace, nil
 	case UTS:
-		return unix.CLONE_NEWUTS, nil
+		return specs.UTSNamespace, nil
 	case IPC:
-		return unix.CLONE_NEWIPC, nil
+		return specs.IPCNamespace, nil
 	}
-	return 0, fmt.Errorf("namespace kind %q (want net, uts or ipc): %w", k, errdefs.ErrInvalidArgument)
+	return "", fmt.Errorf("namespace kind %q (want net, uts or ipc): %w", k, errdefs.ErrInvalidArgument)
+}
+
+func (k Kind) cloneFlag() (int, error) {
+	t, err := k.nsType()
+	if err != nil {
+		return 0, err
+	}
+	return nsexec.CloneFlag(t)
 }
 
 // Path is where Pin puts the namespace of kind k under dir.
@@ -74,57 +84,18 @@ func Pin(dir string, kinds []Kind, setup func() error) (map[Kind]string, error) 
 	return paths, nil
 }
 
-// onThread runs fn on a locked OS thread and afterwards returns that
-// thread to the namespaces of kinds it had before, so that Go can reuse
-// it. Restoring matters even for a thread Go would end: a goroutine can run
-// on the main thread, which Go never ends but parks, and a parked thread
-// would keep a namespace alive after it is unpinned. If restoring fails the
-// thread stays locked and is not reused.
+// onThread runs fn on a locked OS thread that afterwards returns to its
+// own namespaces of kinds (see nsexec.OnThread).
 func onThread(kinds []Kind, fn func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		type saved struct {
-			f    *os.File
-			flag int
+	types := make([]specs.LinuxNamespaceType, 0, len(kinds))
+	for _, k := range kinds {
+		t, err := k.nsType()
+		if err != nil {
+			return err
 		}
-		var own []saved
-		closeAll := func() {
-			for _, s := range own {
-				s.f.Close()
-			}
-		}
-		for _, k := range kinds {
-			flag, err := k.cloneFlag()
-			if err != nil {
-				closeAll()
-				runtime.UnlockOSThread()
-				done <- err
-				return
-			}
-			f, err := os.Open("/proc/thread-self/ns/" + string(k))
-			if err != nil {
-				closeAll()
-				runtime.UnlockOSThread()
-				done <- fmt.Errorf("open own %s namespace: %w", k, err)
-				return
-			}
-			own = append(own, saved{f, flag})
-		}
-		err := fn()
-		var restoreErr error
-		for _, s := range own {
-			if e := unix.Setns(int(s.f.Fd()), s.flag); e != nil {
-				restoreErr = errors.Join(restoreErr, fmt.Errorf("return to own namespace: %w", e))
-			}
-		}
-		closeAll()
-		if restoreErr == nil {
-			runtime.UnlockOSThread()
-		}
-		done <- errors.Join(err, restoreErr)
-	}()
-	return <-done
+		types = append(types, t)
+	}
+	return nsexec.OnThread(types, fn)
 }
 
 func pinOnThread(dir string, kinds []Kind, flags int, setup func() error) (map[Kind]string, error) {
@@ -226,24 +197,15 @@ func IsPinned(path string) (bool, error) {
 // Run calls fn on a locked OS thread that has joined the namespace of kind k
 // pinned at nsPath. Sockets fn creates belong to that namespace and keep it
 // after Run returns; goroutines fn starts run elsewhere, outside it. The
-// thread rejoins its own namespace afterwards (see onThread).
+// thread rejoins its own namespace afterwards (see nsexec.OnThread).
 func Run(nsPath string, k Kind, fn func() error) error {
-	flag, err := k.cloneFlag()
+	t, err := k.nsType()
 	if err != nil {
 		return err
 	}
-	target, err := os.Open(nsPath)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("join %s namespace %s: %w", k, nsPath, errdefs.ErrNotFound)
-		}
-		return fmt.Errorf("join %s namespace: %w", k, err)
-	}
-	defer target.Close()
-
 	return onThread([]Kind{k}, func() error {
-		if err := unix.Setns(int(target.Fd()), flag); err != nil {
-			return fmt.Errorf("join %s namespace %s: %w", k, nsPath, err)
+		if err := nsexec.Join(t, nsPath); err != nil {
+			return err
 		}
 		return fn()
 	})
