@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -106,19 +104,6 @@ func criImage(img *image.Image) *runtimeapi.Image {
 		Spec: &runtimeapi.ImageSpec{Image: img.ID}}
 	out.Uid, out.Username = imageUser(img.Config.Config.User)
 	return out
-}
-
-// imageUser splits an image's USER ("name", "uid", "uid:gid", "name:group")
-// into the uid or the user name kubelet checks runAsNonRoot with.
-func imageUser(user string) (*runtimeapi.Int64Value, string) {
-	if user == "" {
-		return nil, ""
-	}
-	u, _, _ := strings.Cut(user, ":")
-	if uid, err := strconv.ParseInt(u, 10, 64); err == nil {
-		return &runtimeapi.Int64Value{Value: uid}, ""
-	}
-	return nil, u
 }
 
 // resolveImage finds the image a container names and the parts of its
