@@ -50,25 +50,24 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		return nil, fmt.Errorf("pod sandbox %s is not ready: %w", pod.ID, errdefs.ErrFailedPrecondition)
 	}
 
-	s.ctrMu.Lock()
-	defer s.ctrMu.Unlock()
-	states, err := s.containers.List()
-	if err != nil {
-		return nil, err
+	// The name is reserved, not locked: what follows reads the image and
+	// builds the container, and must not hold up creates in other pods.
+	id := newContainerID()
+	if holder, ok := s.names.reserve(ctrName{pod: pod.ID, name: md.GetName(), attempt: md.GetAttempt()}, id); !ok {
+		return nil, fmt.Errorf("container %s (attempt %d) already exists in pod %s as %s: %w",
+			md.GetName(), md.GetAttempt(), pod.ID, holder, errdefs.ErrAlreadyExists)
 	}
-	for _, st := range states {
-		a := st.Spec.Annotations
-		if a[annoSandboxID] == pod.ID && a[annoName] == md.GetName() && a[annoAttempt] == strconv.FormatUint(uint64(md.GetAttempt()), 10) {
-			return nil, fmt.Errorf("container %s (attempt %d) already exists in pod %s as %s: %w",
-				md.GetName(), md.GetAttempt(), pod.ID, st.ID, errdefs.ErrAlreadyExists)
+	created := false
+	defer func() {
+		if !created {
+			s.names.release(id)
 		}
-	}
+	}()
 
 	imageID, imgCfg, err := s.resolveImage(cfg.GetImage().GetImage())
 	if err != nil {
 		return nil, err
 	}
-	id := newContainerID()
 	rootfs := s.rootfsPath(id)
 	if err := os.MkdirAll(rootfs, 0o700); err != nil {
 		return nil, fmt.Errorf("container %s: rootfs dir: %w", md.GetName(), err)
@@ -106,6 +105,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		release()
 		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
 	}
+	created = true
 	s.containerEvent(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, id, pod.ID)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
@@ -215,6 +215,7 @@ func (s *Service) removeContainer(ctx context.Context, id string) error {
 	if err := s.containers.Delete(ctx, id); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return err
 	}
+	s.names.release(id)
 	s.containerEvent(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, id, podID)
 	return s.releaseRootfs(id)
 }
@@ -393,8 +394,8 @@ func decodeMap(s string) map[string]string {
 }
 
 func containerMetadata(st *container.State) *runtimeapi.ContainerMetadata {
-	attempt, _ := strconv.ParseUint(st.Spec.Annotations[annoAttempt], 10, 32)
-	return &runtimeapi.ContainerMetadata{Name: st.Spec.Annotations[annoName], Attempt: uint32(attempt)}
+	n := nameOf(st)
+	return &runtimeapi.ContainerMetadata{Name: n.name, Attempt: n.attempt}
 }
 
 func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
