@@ -19,6 +19,7 @@ import (
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/container/seccomp"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/fsutil"
 	"github.com/cri-mini/cri-mini/sandbox"
 )
 
@@ -276,6 +277,10 @@ func capNames(names []string) (out []string, all bool, err error) {
 	return out, all, nil
 }
 
+// maxSeccompProfile bounds a localhost seccomp profile: the largest real
+// ones (a rule per system call, with arguments) are tens of KiB.
+const maxSeccompProfile = 1 << 20
+
 // seccompProfile picks the container's seccomp filter: RuntimeDefault (for
 // its bounding set), Unconfined, or a Localhost JSON profile. Privileged
 // containers run unconfined, as in other runtimes.
@@ -297,9 +302,14 @@ func seccompProfile(sc *runtimeapi.LinuxContainerSecurityContext, bounding []str
 		if !filepath.IsAbs(ref) {
 			return nil, fmt.Errorf("seccomp localhost profile %q is not an absolute path: %w", ref, errdefs.ErrInvalidArgument)
 		}
-		data, err := os.ReadFile(ref)
+		// The path is the client's: a FIFO there must not hang the call,
+		// nor a huge file fill the daemon's memory. Errors name only ref.
+		data, err := fsutil.ReadRegularFile(ref, maxSeccompProfile)
 		if err != nil {
-			return nil, fmt.Errorf("seccomp localhost profile: %v: %w", err, errdefs.ErrInvalidArgument)
+			if !errors.Is(err, errdefs.ErrInvalidArgument) {
+				err = fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+			}
+			return nil, fmt.Errorf("seccomp localhost profile: %w", err)
 		}
 		var s specs.LinuxSeccomp
 		if err := json.Unmarshal(data, &s); err != nil {
