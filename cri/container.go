@@ -1,7 +1,6 @@
 package cri
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -523,8 +522,10 @@ func (s *Service) ReopenContainerLog(ctx context.Context, req *runtimeapi.Reopen
 	return &runtimeapi.ReopenContainerLogResponse{}, nil
 }
 
-// maxExecSyncOutput bounds what ExecSync keeps of each stream.
-const maxExecSyncOutput = 16 << 20
+// maxExecSyncOutput bounds what ExecSync keeps of each stream: both
+// together, with the response's few bytes of framing, fit in the one
+// message of at most maxMsgSize that kubelet accepts.
+const maxExecSyncOutput = maxMsgSize/2 - 4<<10
 
 func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
 	st, err := s.runningContainer(req.GetContainerId())
@@ -536,24 +537,32 @@ func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest)
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(t)*time.Second)
 		defer cancel()
 	}
-	stdout, stderr := &limitedBuffer{max: maxExecSyncOutput}, &limitedBuffer{max: maxExecSyncOutput}
+	stdout, stderr := &cappedBuffer{max: maxExecSyncOutput}, &cappedBuffer{max: maxExecSyncOutput}
 	code, err := s.containers.Exec(ctx, st.ID, container.ExecOptions{Args: req.GetCmd(), Stdout: stdout, Stderr: stderr})
 	if err != nil {
 		return nil, err
 	}
-	return &runtimeapi.ExecSyncResponse{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: int32(code)}, nil
-}
-
-// limitedBuffer keeps the first max bytes written and drops the rest.
-type limitedBuffer struct {
-	bytes.Buffer
-	max int
-}
-
-func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.Len(); room > 0 {
-		b.Buffer.Write(p[:min(len(p), room)])
+	// The CRI's response has no field to say so: the log does.
+	if stdout.dropped > 0 || stderr.dropped > 0 {
+		klog.InfoS("ExecSync output over the cap was dropped", "container", st.ID, "cmd", req.GetCmd(), "cap", maxExecSyncOutput,
+			"stdoutDropped", stdout.dropped, "stderrDropped", stderr.dropped)
 	}
+	return &runtimeapi.ExecSyncResponse{Stdout: stdout.buf, Stderr: stderr.buf, ExitCode: int32(code)}, nil
+}
+
+// cappedBuffer keeps the first max bytes written to it and counts the rest,
+// which it drops. It has no ReadFrom (as an embedded bytes.Buffer would):
+// io.Copy into it goes through Write, where the cap is.
+type cappedBuffer struct {
+	buf     []byte
+	max     int
+	dropped int64
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	kept := min(len(p), max(b.max-len(b.buf), 0))
+	b.buf = append(b.buf, p[:kept]...)
+	b.dropped += int64(len(p) - kept)
 	return len(p), nil
 }
 
