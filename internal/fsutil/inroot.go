@@ -84,12 +84,14 @@ func regularSize(f *os.File, name string) (int64, error) {
 		return 0, &os.PathError{Op: "stat", Path: name, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return 0, fmt.Errorf("%s is %s, not a regular file: %w", name, fileKind(st.Mode), errdefs.ErrInvalidArgument)
+		return 0, fmt.Errorf("%s is %s, not a regular file: %w", name, FileKind(st.Mode), errdefs.ErrInvalidArgument)
 	}
 	return st.Size, nil
 }
 
-func fileKind(mode uint32) string {
+// FileKind names the type of a file by its mode (unix S_IF* bits), for
+// errors: "a FIFO", "a directory".
+func FileKind(mode uint32) string {
 	switch mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		return "a directory"
@@ -103,6 +105,8 @@ func fileKind(mode uint32) string {
 		return "a socket"
 	case unix.S_IFLNK:
 		return "a symlink"
+	case unix.S_IFREG:
+		return "a regular file"
 	}
 	return "of an unknown type"
 }
