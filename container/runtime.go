@@ -20,6 +20,7 @@ import (
 	"github.com/cri-mini/cri-mini/container/caps"
 	"github.com/cri-mini/cri-mini/container/seccomp"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/fsutil"
 )
 
 // CgroupManager is what the runtime needs from container/cgroups.Manager.
@@ -62,8 +63,9 @@ type Bundle struct {
 	// Spec describes the container; Spec.Root.Path is the prepared rootfs.
 	Spec *specs.Spec
 	// LogPath, when set, receives the container's output in the CRI log
-	// format.
-	LogPath string
+	// format. With LogDir (the pod's log directory) set, it must lie below
+	// LogDir and is opened from there without following symlinks.
+	LogPath, LogDir string
 	// Tty gives the container a pty from its own devpts instead of pipes.
 	Tty bool
 	// Stdin keeps the container's stdin open for Attach; with StdinOnce
@@ -148,7 +150,7 @@ func (r *Runtime) Create(ctx context.Context, id string, b Bundle) (err error) {
 		}
 		return fmt.Errorf("container %s: %w", id, err)
 	}
-	cfg := config{ID: id, Spec: b.Spec, LogPath: b.LogPath, Tty: b.Tty, Stdin: b.Stdin, StdinOnce: b.StdinOnce,
+	cfg := config{ID: id, Spec: b.Spec, LogPath: b.LogPath, LogDir: b.LogDir, Tty: b.Tty, Stdin: b.Stdin, StdinOnce: b.StdinOnce,
 		CgroupPath: b.CgroupPath, Created: time.Now().UTC()}
 	cfg.Spec.Process.Terminal = b.Tty
 	// Recorded before any side effect, so Delete can undo a cut-short create.
@@ -204,6 +206,11 @@ func validateBundle(b Bundle) error {
 		return fmt.Errorf("spec root path must be absolute: %w", errdefs.ErrInvalidArgument)
 	case s.Process == nil || len(s.Process.Args) == 0:
 		return fmt.Errorf("spec has no process args: %w", errdefs.ErrInvalidArgument)
+	}
+	if b.LogPath != "" {
+		if _, _, err := logLocation(b.LogDir, b.LogPath); err != nil {
+			return err
+		}
 	}
 	if fi, err := os.Stat(s.Root.Path); err != nil || !fi.IsDir() {
 		return fmt.Errorf("rootfs %s is not a directory: %w", s.Root.Path, errdefs.ErrInvalidArgument)
@@ -535,10 +542,21 @@ func (r *Runtime) ReopenLog(id string) error {
 	if cfg.LogPath == "" {
 		return nil
 	}
+	dir, rel, err := logLocation(cfg.LogDir, cfg.LogPath)
+	if err != nil {
+		return fmt.Errorf("container %s: %w", id, err)
+	}
 	deadline := time.Now().Add(reopenTimeout)
 	for {
-		if _, err := os.Stat(cfg.LogPath); err == nil {
+		// Checked as the supervisor opens it: a symlink planted there is
+		// not followed by either, and no wait makes it a log.
+		f, err := fsutil.OpenBeneath(dir, rel, os.O_RDONLY, 0)
+		if err == nil {
+			f.Close()
 			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("container %s: the log cannot be reopened: %v: %w", id, err, errdefs.ErrFailedPrecondition)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("container %s: the supervisor did not reopen %s within %s: %w", id, cfg.LogPath, reopenTimeout, errdefs.ErrDeadlineExceeded)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/container"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/fsutil"
 	"github.com/cri-mini/cri-mini/internal/idprefix"
 	"github.com/cri-mini/cri-mini/sandbox"
 )
@@ -91,15 +92,12 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		release()
 		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
 	}
-	logPath := ""
-	if cfg.GetLogPath() != "" && pod.Spec.LogDirectory != "" {
-		logPath = filepath.Join(pod.Spec.LogDirectory, cfg.GetLogPath())
-		if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
-			release()
-			return nil, fmt.Errorf("container %s: log directory: %w", md.GetName(), err)
-		}
+	logPath, err := prepareLog(pod.Spec.LogDirectory, cfg.GetLogPath())
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
 	}
-	if err := s.containers.Create(ctx, id, container.Bundle{Spec: spec, LogPath: logPath, Tty: cfg.GetTty(),
+	if err := s.containers.Create(ctx, id, container.Bundle{Spec: spec, LogPath: logPath, LogDir: pod.Spec.LogDirectory, Tty: cfg.GetTty(),
 		Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(), CgroupPath: cgroup}); err != nil {
 		release()
 		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
@@ -107,6 +105,34 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 	created = true
 	s.containerEvent(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, id, pod.ID)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
+}
+
+// prepareLog makes the container's log file, logPath below the pod's
+// logDir, and returns its full path ("" when either is unset: no log). A
+// path that is absolute or climbs out of logDir is refused; the
+// directories below logDir and the file are made without following any
+// symlink, as the supervisor then opens the file.
+func prepareLog(logDir, logPath string) (string, error) {
+	if logPath == "" || logDir == "" {
+		return "", nil
+	}
+	if !filepath.IsLocal(logPath) {
+		return "", fmt.Errorf("log_path %q must be a relative path inside the pod's log directory: %w", logPath, errdefs.ErrInvalidArgument)
+	}
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return "", fmt.Errorf("pod log directory: %w", err)
+	}
+	if sub := filepath.Dir(logPath); sub != "." {
+		if err := fsutil.MkdirAllBeneath(logDir, sub, 0o755); err != nil {
+			return "", fmt.Errorf("log directory: %w", err)
+		}
+	}
+	f, err := fsutil.OpenBeneath(logDir, logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return "", fmt.Errorf("log: %w", err)
+	}
+	f.Close()
+	return filepath.Join(logDir, logPath), nil
 }
 
 func newContainerID() string {
