@@ -96,9 +96,15 @@ func (s *Store) add(ctx context.Context, img v1.Image, names []string, watch *st
 	if err != nil {
 		return "", fmt.Errorf("config: %w", classify(err))
 	}
+	if err := checkSizes(img); err != nil {
+		return "", err
+	}
 	rawCfg, err := img.RawConfigFile()
 	if err != nil {
 		return "", fmt.Errorf("config: %w", classify(err))
+	}
+	if err := checkConfig(rawCfg); err != nil {
+		return "", err
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
@@ -209,7 +215,11 @@ func (g httpGuard) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("registry %s answers only over plain HTTP, which is refused: list it with --insecure-registry %s: %w",
 			g.host, g.host, errdefs.ErrFailedPrecondition)
 	}
-	return g.next.RoundTrip(req)
+	resp, err := g.next.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	return limitManifest(req, resp)
 }
 
 // classify wraps registry errors with the errdefs kind they mean.
