@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -34,9 +35,10 @@ type CgroupManager interface {
 }
 
 // Runtime creates and manages containers whose state lives under StateDir
-// (one directory per container). It keeps nothing in memory: a daemon that
-// restarts makes a new Runtime on the same StateDir and finds every
-// container, running or not.
+// (one directory per container). The state directory is the truth: a
+// daemon that restarts makes a new Runtime on the same StateDir and finds
+// every container, running or not. It only remembers, by container ID,
+// each container's parsed config, which never changes after Create.
 type Runtime struct {
 	StateDir string
 	// Cgroups places containers in their cgroup (Bundle.CgroupPath) and
@@ -48,6 +50,11 @@ type Runtime struct {
 	// per-container memory low (a supervisor maps the code of the binary it
 	// runs) and starts faster.
 	Shim string
+
+	// configs holds each container's config.json decoded (*config), so that
+	// listing containers does not decode every spec, with the image's
+	// environment, on every call.
+	configs sync.Map
 }
 
 // executable is what the runtime starts for its internal roles.
@@ -112,11 +119,20 @@ func (r *Runtime) dir(id string) (string, error) {
 	return filepath.Join(r.StateDir, id), nil
 }
 
-// existing returns the state directory of a container that exists.
+// existing returns the state directory and the config of a container that
+// exists. The config is decoded once and shared: callers read it only.
 func (r *Runtime) existing(id string) (string, *config, error) {
 	dir, err := r.dir(id)
 	if err != nil {
 		return "", nil, err
+	}
+	if cached, ok := r.configs.Load(id); ok {
+		// Another Runtime on the same StateDir (a test, a second daemon
+		// refused later by the lock) may have deleted it.
+		if _, err := os.Lstat(filepath.Join(dir, configFile)); err == nil {
+			return dir, cached.(*config), nil
+		}
+		r.configs.Delete(id)
 	}
 	var cfg config
 	if err := readJSON(dir, configFile, &cfg); err != nil {
@@ -125,6 +141,7 @@ func (r *Runtime) existing(id string) (string, *config, error) {
 		}
 		return "", nil, fmt.Errorf("container %s: %w", id, err)
 	}
+	r.configs.Store(id, &cfg)
 	return dir, &cfg, nil
 }
 
@@ -610,5 +627,6 @@ func (r *Runtime) remove(ctx context.Context, id, dir string, cfg *config) error
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("container %s: remove state: %w", id, err)
 	}
+	r.configs.Delete(id)
 	return nil
 }

@@ -470,21 +470,50 @@ func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.Container
 	}
 	resp := &runtimeapi.ContainerStatusResponse{Status: status}
 	if req.GetVerbose() {
-		v := map[string]any{"pid": st.Pid, "sandboxID": a[annoSandboxID], "cgroupPath": st.CgroupPath, "runtimeSpec": st.Spec}
-		// The plan: how cri-mini built the container, step by step (as
-		// `cri-mini explain --json` prints it).
-		if plan, err := s.containers.Plan(st.ID); err == nil {
-			v["plan"] = plan
-		} else {
-			v["planError"] = err.Error()
-		}
-		info, err := json.Marshal(v)
+		info, err := s.verboseInfo(st)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("container %s: verbose info: %w", st.ID, err)
 		}
-		resp.Info = map[string]string{"info": string(info)}
+		resp.Info = map[string]string{"info": info}
 	}
 	return resp, nil
+}
+
+// maxVerboseInfo bounds the verbose info of ContainerStatus. The plan
+// repeats the spec's command and environment, which an image may fill up
+// to its config's cap (4 MiB, at most twice that encoded): past this size
+// the plan is left out, so the answer stays well under a CRI message.
+const maxVerboseInfo = 8 << 20
+
+// verboseInfo is the runtime spec and, as `cri-mini explain --json`
+// prints it, the plan: how cri-mini built the container, step by step.
+func (s *Service) verboseInfo(st *container.State) (string, error) {
+	v := map[string]any{"pid": st.Pid, "sandboxID": st.Spec.Annotations[annoSandboxID], "cgroupPath": st.CgroupPath, "runtimeSpec": st.Spec}
+	plan, err := s.containers.Plan(st.ID)
+	if err != nil {
+		v["planError"] = err.Error()
+		return encodeJSON(v)
+	}
+	v["plan"] = plan
+	info, err := encodeJSON(v)
+	if err != nil || len(info) <= maxVerboseInfo {
+		return info, err
+	}
+	delete(v, "plan")
+	v["planError"] = fmt.Sprintf("the plan is left out: with it the info would be %d bytes; `cri-mini explain %s` prints it", len(info), st.ID)
+	return encodeJSON(v)
+}
+
+// encodeJSON is json.Marshal without HTML escaping: a "<" of an image's
+// environment stays one byte in a verbose status, not six.
+func encodeJSON(v any) (string, error) {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(b.String(), "\n"), nil
 }
 
 func (s *Service) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {

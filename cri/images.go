@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -62,11 +61,11 @@ func (s *Service) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRe
 	}
 	resp := &runtimeapi.ImageStatusResponse{Image: criImage(img)}
 	if req.GetVerbose() {
-		info, err := json.Marshal(map[string]any{"id": img.ID, "chainIDs": img.Layers, "config": img.Config})
+		info, err := encodeJSON(map[string]any{"id": img.ID, "chainIDs": img.Layers, "config": img.Config})
 		if err != nil {
 			return nil, fmt.Errorf("image %s: verbose info: %w", img.ID, err)
 		}
-		resp.Info = map[string]string{"info": string(info)}
+		resp.Info = map[string]string{"info": info}
 	}
 	return resp, nil
 }

@@ -120,3 +120,14 @@ func mustTag(t *testing.T, ref string) name.Tag {
 	}
 	return tag
 }
+
+// TestConfigMustBeUTF8: bytes that are not UTF-8 would each decode to a
+// three-byte U+FFFD in every copy of the config.
+func TestConfigMustBeUTF8(t *testing.T) {
+	if err := checkConfig([]byte("{\"config\":{\"Env\":[\"A=\xff\xfe\"]}}")); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "UTF-8") {
+		t.Errorf("config with bytes that are not UTF-8: %v", err)
+	}
+	if err := checkConfig([]byte(`{"config":{"Env":["A=é\u2028<"]}}`)); err != nil {
+		t.Errorf("a UTF-8 config: %v", err)
+	}
+}
