@@ -143,7 +143,7 @@ func waitExited(t *testing.T, id string) *runtimeapi.ContainerStatus {
 	}
 }
 
-func podWithLogs(t *testing.T, name string) (string, *runtimeapi.PodSandboxConfig) {
+func podWithLogs(t testing.TB, name string) (string, *runtimeapi.PodSandboxConfig) {
 	cfg := podConfig(name)
 	cfg.LogDirectory = t.TempDir()
 	cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
