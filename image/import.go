@@ -150,11 +150,11 @@ func (s *Store) importOCIArchive(ctx context.Context, path string, entries entry
 	if err := entries.check("index", "index.json", maxManifestBytes); err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp(filepath.Join(s.root, "tmp"), fmt.Sprintf("%d-import-", os.Getpid()))
+	dir, done, err := s.scratchDir("import")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	defer done()
 	if err := extractLayout(path, dir); err != nil {
 		return nil, err
 	}

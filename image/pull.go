@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -419,11 +418,11 @@ func (s *Store) fetchLayer(ctx context.Context, chain string, diffID v1.Hash, di
 // unpackInto decompresses and unpacks a layer stream, checks its diff ID and
 // records it in the index under its chain ID.
 func (s *Store) unpackInto(ctx context.Context, chain string, diffID v1.Hash, compressed io.Reader) (UnpackStats, error) {
-	tmp, err := os.MkdirTemp(filepath.Join(s.root, "tmp"), fmt.Sprintf("%d-", os.Getpid()))
+	tmp, done, err := s.scratchDir("layer")
 	if err != nil {
 		return UnpackStats{}, fmt.Errorf("unpack directory: %w", err)
 	}
-	defer os.RemoveAll(tmp) // a no-op once renamed
+	defer done()
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return UnpackStats{}, err
 	}
