@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,10 +41,16 @@ func regular(name string, body []byte) tarEntry {
 	return tarEntry{hdr: tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))}, body: body}
 }
 
-// imageWith is the suite's busybox image with a layer of entries on top and
-// config changed by edit (nil: kept), pushed to the suite's registry as
-// repo and pulled through the CRI; the test removes it at the end.
+// imageWith is layered's image pushed to the suite's registry as repo and
+// pulled through the CRI; the test removes it at the end.
 func imageWith(t testing.TB, repo string, edit func(*v1.Config), entries ...tarEntry) string {
+	t.Helper()
+	return pushAndPull(t, repo, layered(t, edit, entries...))
+}
+
+// layered is the suite's busybox image with a layer of entries on top and
+// config changed by edit (nil: kept).
+func layered(t testing.TB, edit func(*v1.Config), entries ...tarEntry) v1.Image {
 	t.Helper()
 	img := baseImage(t)
 	if len(entries) > 0 {
@@ -79,7 +87,7 @@ func imageWith(t testing.TB, repo string, edit func(*v1.Config), entries ...tarE
 			t.Fatal(err)
 		}
 	}
-	return pushAndPull(t, repo, img)
+	return img
 }
 
 // baseImage is the suite's busybox image, from its registry.
@@ -677,4 +685,63 @@ func TestLargestConfig(t *testing.T) {
 	if _, err := suite.rt.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{}); err != nil {
 		t.Errorf("ListContainers: %v", err)
 	}
+}
+
+// TestKilledPullCollectedAtRestart: the daemon, killed (kill -9) while it
+// unpacks a large layer, leaves tens of MiB of it; its next start removes
+// them and keeps the complete images.
+func TestKilledPullCollectedAtRestart(t *testing.T) {
+	pullTestImage(t)
+	big := layered(t, nil, regular("zeros", make([]byte, 96<<20)))
+	ref := push(t, "hostile/killed-pull", big)
+	layers, err := big.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := layers[len(layers)-1]
+	d, _ := top.Digest()
+	size, _ := top.Size()
+	cutBlobs.Store(d.String(), size/2) // the registry stops half way
+	defer cutBlobs.Delete(d.String())
+
+	ic := runtimeapi.NewImageServiceClient(suite.conn)
+	pulled := make(chan error, 1)
+	go func() {
+		_, err := ic.PullImage(context.Background(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+		pulled <- err
+	}()
+	tmp := filepath.Join(suite.root, "images", "tmp")
+	waitFor(t, "32 MiB of the layer unpacked", func() bool { return dirBytes(tmp) >= 32<<20 })
+	if err := stopDaemon(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-pulled
+	if err := startDaemon(); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(tmp); len(entries) > 0 {
+		t.Errorf("%d bytes of the killed pull survived the restart in %d entries", dirBytes(tmp), len(entries))
+	}
+	resp, err := ic.ImageStatus(ctx(t), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: suite.image}})
+	if err != nil || resp.Image == nil {
+		t.Fatalf("the complete image after the restart: %v %v", resp, err)
+	}
+	podID, podCfg := podWithLogs(t, "after-killed-pull")
+	if st := waitExited(t, runContainer(t, podID, podCfg, containerConfig("still-whole", "cat", "/etc/passwd"))); st.ExitCode != 0 {
+		t.Errorf("a container of the complete image after the restart: exit %d", st.ExitCode)
+	}
+}
+
+// dirBytes is what the files below dir occupy.
+func dirBytes(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				n += info.Sys().(*syscall.Stat_t).Blocks * 512
+			}
+		}
+		return nil
+	})
+	return n
 }
