@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -577,10 +578,11 @@ func (s *Service) ReopenContainerLog(ctx context.Context, req *runtimeapi.Reopen
 	return &runtimeapi.ReopenContainerLogResponse{}, nil
 }
 
-// maxExecSyncOutput bounds what ExecSync keeps of each stream: both
-// together, with the response's few bytes of framing, fit in the one
-// message of at most maxMsgSize that kubelet accepts.
-const maxExecSyncOutput = maxMsgSize/2 - 4<<10
+// maxExecSyncOutput bounds what ExecSync keeps of its output, stdout and
+// stderr together, first come first kept: all of it fits, with the
+// response's few bytes of framing, in the one message of at most
+// maxMsgSize that kubelet accepts.
+const maxExecSyncOutput = maxMsgSize - 4<<10
 
 func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
 	st, err := s.runningContainer(req.GetContainerId())
@@ -592,34 +594,59 @@ func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest)
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(t)*time.Second)
 		defer cancel()
 	}
-	stdout, stderr := &cappedBuffer{max: maxExecSyncOutput}, &cappedBuffer{max: maxExecSyncOutput}
+	budget := &outputBudget{left: maxExecSyncOutput}
+	stdout, stderr := &cappedBuffer{budget: budget}, &cappedBuffer{budget: budget}
 	code, err := s.containers.Exec(ctx, st.ID, container.ExecOptions{Args: req.GetCmd(), Stdout: stdout, Stderr: stderr})
 	if err != nil {
 		return nil, err
 	}
 	// The CRI's response has no field to say so: the log does.
-	if stdout.dropped > 0 || stderr.dropped > 0 {
-		klog.InfoS("ExecSync output over the cap was dropped", "container", st.ID, "cmd", req.GetCmd(), "cap", maxExecSyncOutput,
-			"stdoutDropped", stdout.dropped, "stderrDropped", stderr.dropped)
+	if budget.dropped > 0 {
+		klog.InfoS("ExecSync output over the cap was dropped", "container", st.ID, "cmd", req.GetCmd(), "cap", maxExecSyncOutput, "dropped", budget.dropped)
 	}
 	return &runtimeapi.ExecSyncResponse{Stdout: stdout.buf, Stderr: stderr.buf, ExitCode: int32(code)}, nil
 }
 
-// cappedBuffer keeps the first max bytes written to it and counts the rest,
-// which it drops. It has no ReadFrom (as an embedded bytes.Buffer would):
-// io.Copy into it goes through Write, where the cap is.
-type cappedBuffer struct {
-	buf     []byte
-	max     int
+// outputBudget is the room left for an exec's output, shared by the
+// buffers of its streams (written from two goroutines).
+type outputBudget struct {
+	mu      sync.Mutex
+	left    int
 	dropped int64
 }
 
+// take claims up to n bytes of the room and returns how many it got and
+// how much room is left.
+func (b *outputBudget) take(n int) (kept, left int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	kept = min(n, b.left)
+	b.left -= kept
+	b.dropped += int64(n - kept)
+	return kept, b.left
+}
+
+// cappedBuffer keeps what its budget allows of what is written to it and
+// drops the rest. It has no ReadFrom (as an embedded bytes.Buffer would):
+// io.Copy into it goes through Write, where the cap is.
+type cappedBuffer struct {
+	buf    []byte
+	budget *outputBudget
+}
+
 func (b *cappedBuffer) Write(p []byte) (int, error) {
-	kept := min(len(p), max(b.max-len(b.buf), 0))
+	kept, left := b.budget.take(len(p))
+	if n := len(b.buf) + kept; n > cap(b.buf) && n > growAll {
+		// Big output: room for all it may still get, at once, rather
+		// than ever larger copies left to the garbage collector.
+		b.buf = append(make([]byte, 0, n+left), b.buf...)
+	}
 	b.buf = append(b.buf, p[:kept]...)
-	b.dropped += int64(len(p) - kept)
 	return len(p), nil
 }
+
+// growAll is the output size past which a cappedBuffer grows to its cap.
+const growAll = 1 << 20
 
 func (s *Service) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
 	id, err := s.sessionTarget(req.GetContainerId())

@@ -458,20 +458,22 @@ func TestExecSyncOutputCapped(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp, err := suite.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Timeout: 55,
-		Cmd: []string{"sh", "-c", "head -c 1073741824 /dev/zero; echo done >&2"}})
+		Cmd: []string{"head", "-c", "1073741824", "/dev/zero"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	peak := vmKiB(t, pid, "VmHWM")
-	const capBytes = 8<<20 - 4<<10 // the daemon's per-stream cap
-	if len(resp.Stdout) != capBytes || resp.ExitCode != 0 || string(resp.Stderr) != "done\n" {
-		t.Errorf("ExecSync of 1 GiB: %d bytes of stdout, stderr %q, exit %d; want the first %d bytes", len(resp.Stdout), resp.Stderr, resp.ExitCode, capBytes)
+	const capBytes = 16<<20 - 4<<10 // the daemon's cap: it fits one 16 MiB message
+	if len(resp.Stdout) != capBytes || resp.ExitCode != 0 {
+		t.Errorf("ExecSync of 1 GiB: %d bytes of stdout, exit %d; want the first %d bytes", len(resp.Stdout), resp.ExitCode, capBytes)
 	}
 	if bytes.ContainsFunc(resp.Stdout, func(r rune) bool { return r != 0 }) {
 		t.Error("stdout is not the command's zeros")
 	}
 	t.Logf("daemon RSS before %d MiB, peak during the 1 GiB ExecSync %d MiB", before>>10, peak>>10)
-	if grew := (peak - before) >> 10; grew > 96 {
+	// What it keeps (16 MiB) and its encoding for the answer (16 MiB) are
+	// expected, with some slack.
+	if grew := (peak - before) >> 10; grew > 64 {
 		t.Errorf("the daemon's peak RSS grew by %d MiB during the ExecSync, want within tens of MiB", grew)
 	}
 }
