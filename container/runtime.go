@@ -127,8 +127,8 @@ func (r *Runtime) existing(id string) (string, *config, error) {
 		return "", nil, err
 	}
 	if cached, ok := r.configs.Load(id); ok {
-		// Another Runtime on the same StateDir (a test, a second daemon
-		// refused later by the lock) may have deleted it.
+		// The directory stays the truth: a container another Runtime on
+		// the same StateDir removed is not served from memory.
 		if _, err := os.Lstat(filepath.Join(dir, configFile)); err == nil {
 			return dir, cached.(*config), nil
 		}
@@ -175,6 +175,7 @@ func (r *Runtime) Create(ctx context.Context, id string, b Bundle) (err error) {
 		os.RemoveAll(dir)
 		return fmt.Errorf("container %s: %w", id, err)
 	}
+	r.configs.Store(id, &cfg)
 	defer func() {
 		if err != nil {
 			if derr := r.remove(ctx, id, dir, &cfg); derr != nil {
