@@ -115,8 +115,8 @@ func BenchmarkListContainers(b *testing.B) {
 		}
 		b.Cleanup(func() { removeContainer(resp.ContainerId) })
 	}
-	// The first call after a create or a daemon start decodes each config;
-	// the benchmark is of the calls kubelet repeats after it.
+	// The first call after a daemon start decodes each config once; the
+	// benchmark is of the calls kubelet repeats after it.
 	if _, err := suite.rt.ListContainers(c, &runtimeapi.ListContainersRequest{}); err != nil {
 		b.Fatal(err)
 	}
