@@ -3,11 +3,15 @@ package container
 import (
 	"bufio"
 	"errors"
-	"golang.org/x/sys/unix"
+	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/fsutil"
 )
 
 // maxLogLine is the longest record the CRI log gets; longer lines are split
@@ -17,22 +21,46 @@ const maxLogLine = 16 * 1024
 // criLog writes a container's output in the CRI log format that kubelet and
 // crictl read: "<RFC3339Nano time> <stream> <P|F> <content>\n".
 type criLog struct {
-	mu   sync.Mutex
-	path string
-	f    *os.File
+	mu       sync.Mutex
+	dir, rel string // the file is rel below dir
+	f        *os.File
 }
 
-func openCRILog(path string) (*criLog, error) {
-	l := &criLog{path: path}
+// openCRILog opens the log at logPath, which must stay below logDir (the
+// pod's log directory), or below its own directory when logDir is "".
+func openCRILog(logDir, logPath string) (*criLog, error) {
+	dir, rel, err := logLocation(logDir, logPath)
+	if err != nil {
+		return nil, err
+	}
+	l := &criLog{dir: dir, rel: rel}
 	if err := l.reopen(); err != nil {
 		return nil, err
 	}
 	return l, nil
 }
 
-// reopen starts a new file at path, as kubelet asks after rotating the log.
+// logLocation splits a log path into the directory it is opened from and
+// the path below it.
+func logLocation(logDir, logPath string) (dir, rel string, err error) {
+	if logDir == "" {
+		return filepath.Dir(logPath), filepath.Base(logPath), nil
+	}
+	rel, err = filepath.Rel(logDir, logPath)
+	if err != nil || !filepath.IsLocal(rel) {
+		return "", "", fmt.Errorf("log %s is not inside the log directory %s: %w", logPath, logDir, errdefs.ErrInvalidArgument)
+	}
+	return logDir, rel, nil
+}
+
+// reopen starts a new file at the log path, as kubelet asks after rotating
+// the log. The directory it lies in is shared with whatever else may write
+// there (log agents with a host mount): the path is resolved below the
+// log directory without following any symlink, so this root process
+// never writes through a link planted there, and only a regular file is
+// written to.
 func (l *criLog) reopen() error {
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|unix.O_CLOEXEC, 0o640)
+	f, err := fsutil.OpenBeneath(l.dir, l.rel, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/cri-mini/cri-mini/container/caps"
 	"github.com/cri-mini/cri-mini/container/seccomp"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/fsutil"
 	"github.com/cri-mini/cri-mini/internal/safeexec"
 )
 
@@ -34,9 +36,10 @@ type CgroupManager interface {
 }
 
 // Runtime creates and manages containers whose state lives under StateDir
-// (one directory per container). It keeps nothing in memory: a daemon that
-// restarts makes a new Runtime on the same StateDir and finds every
-// container, running or not.
+// (one directory per container). The state directory is the truth: a
+// daemon that restarts makes a new Runtime on the same StateDir and finds
+// every container, running or not. It only remembers, by container ID,
+// each container's parsed config, which never changes after Create.
 type Runtime struct {
 	StateDir string
 	// Cgroups places containers in their cgroup (Bundle.CgroupPath) and
@@ -50,6 +53,11 @@ type Runtime struct {
 	// (internal/safeexec), made once per process, so that no process that
 	// enters a container leads to the host's binary through /proc/PID/exe.
 	Shim string
+
+	// configs holds each container's config.json decoded (*config), so that
+	// listing containers does not decode every spec, with the image's
+	// environment, on every call.
+	configs sync.Map
 }
 
 // executable is what the runtime starts for its internal roles: the sealed
@@ -67,8 +75,9 @@ type Bundle struct {
 	// Spec describes the container; Spec.Root.Path is the prepared rootfs.
 	Spec *specs.Spec
 	// LogPath, when set, receives the container's output in the CRI log
-	// format.
-	LogPath string
+	// format. With LogDir (the pod's log directory) set, it must lie below
+	// LogDir and is opened from there without following symlinks.
+	LogPath, LogDir string
 	// Tty gives the container a pty from its own devpts instead of pipes.
 	Tty bool
 	// Stdin keeps the container's stdin open for Attach; with StdinOnce
@@ -115,11 +124,20 @@ func (r *Runtime) dir(id string) (string, error) {
 	return filepath.Join(r.StateDir, id), nil
 }
 
-// existing returns the state directory of a container that exists.
+// existing returns the state directory and the config of a container that
+// exists. The config is decoded once and shared: callers read it only.
 func (r *Runtime) existing(id string) (string, *config, error) {
 	dir, err := r.dir(id)
 	if err != nil {
 		return "", nil, err
+	}
+	if cached, ok := r.configs.Load(id); ok {
+		// The directory stays the truth: a container another Runtime on
+		// the same StateDir removed is not served from memory.
+		if _, err := os.Lstat(filepath.Join(dir, configFile)); err == nil {
+			return dir, cached.(*config), nil
+		}
+		r.configs.Delete(id)
 	}
 	var cfg config
 	if err := readJSON(dir, configFile, &cfg); err != nil {
@@ -128,6 +146,7 @@ func (r *Runtime) existing(id string) (string, *config, error) {
 		}
 		return "", nil, fmt.Errorf("container %s: %w", id, err)
 	}
+	r.configs.Store(id, &cfg)
 	return dir, &cfg, nil
 }
 
@@ -153,7 +172,7 @@ func (r *Runtime) Create(ctx context.Context, id string, b Bundle) (err error) {
 		}
 		return fmt.Errorf("container %s: %w", id, err)
 	}
-	cfg := config{ID: id, Spec: b.Spec, LogPath: b.LogPath, Tty: b.Tty, Stdin: b.Stdin, StdinOnce: b.StdinOnce,
+	cfg := config{ID: id, Spec: b.Spec, LogPath: b.LogPath, LogDir: b.LogDir, Tty: b.Tty, Stdin: b.Stdin, StdinOnce: b.StdinOnce,
 		CgroupPath: b.CgroupPath, Created: time.Now().UTC()}
 	cfg.Spec.Process.Terminal = b.Tty
 	// Recorded before any side effect, so Delete can undo a cut-short create.
@@ -161,6 +180,7 @@ func (r *Runtime) Create(ctx context.Context, id string, b Bundle) (err error) {
 		os.RemoveAll(dir)
 		return fmt.Errorf("container %s: %w", id, err)
 	}
+	r.configs.Store(id, &cfg)
 	defer func() {
 		if err != nil {
 			if derr := r.remove(ctx, id, dir, &cfg); derr != nil {
@@ -209,6 +229,11 @@ func validateBundle(b Bundle) error {
 		return fmt.Errorf("spec root path must be absolute: %w", errdefs.ErrInvalidArgument)
 	case s.Process == nil || len(s.Process.Args) == 0:
 		return fmt.Errorf("spec has no process args: %w", errdefs.ErrInvalidArgument)
+	}
+	if b.LogPath != "" {
+		if _, _, err := logLocation(b.LogDir, b.LogPath); err != nil {
+			return err
+		}
 	}
 	if fi, err := os.Stat(s.Root.Path); err != nil || !fi.IsDir() {
 		return fmt.Errorf("rootfs %s is not a directory: %w", s.Root.Path, errdefs.ErrInvalidArgument)
@@ -544,10 +569,21 @@ func (r *Runtime) ReopenLog(id string) error {
 	if cfg.LogPath == "" {
 		return nil
 	}
+	dir, rel, err := logLocation(cfg.LogDir, cfg.LogPath)
+	if err != nil {
+		return fmt.Errorf("container %s: %w", id, err)
+	}
 	deadline := time.Now().Add(reopenTimeout)
 	for {
-		if _, err := os.Stat(cfg.LogPath); err == nil {
+		// Checked as the supervisor opens it: a symlink planted there is
+		// not followed by either, and no wait makes it a log.
+		f, err := fsutil.OpenBeneath(dir, rel, os.O_RDONLY, 0)
+		if err == nil {
+			f.Close()
 			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("container %s: the log cannot be reopened: %v: %w", id, err, errdefs.ErrFailedPrecondition)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("container %s: the supervisor did not reopen %s within %s: %w", id, cfg.LogPath, reopenTimeout, errdefs.ErrDeadlineExceeded)
@@ -601,5 +637,6 @@ func (r *Runtime) remove(ctx context.Context, id, dir string, cfg *config) error
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("container %s: remove state: %w", id, err)
 	}
+	r.configs.Delete(id)
 	return nil
 }

@@ -40,6 +40,7 @@ type config struct {
 	ID         string      `json:"id"`
 	Spec       *specs.Spec `json:"spec"`
 	LogPath    string      `json:"logPath,omitempty"`
+	LogDir     string      `json:"logDir,omitempty"` // LogPath is opened below it
 	Tty        bool        `json:"tty,omitempty"`
 	Stdin      bool        `json:"stdin,omitempty"`
 	StdinOnce  bool        `json:"stdinOnce,omitempty"`

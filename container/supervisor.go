@@ -56,7 +56,7 @@ func supervise(dir string, ctl *net.UnixConn) error {
 	var logw *criLog
 	if cfg.LogPath != "" {
 		var err error
-		if logw, err = openCRILog(cfg.LogPath); err != nil {
+		if logw, err = openCRILog(cfg.LogDir, cfg.LogPath); err != nil {
 			return fmt.Errorf("open log %s: %w", cfg.LogPath, err)
 		}
 		defer logw.close()

@@ -1,7 +1,6 @@
 package cri
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -14,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,6 +24,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/container"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/fsutil"
 	"github.com/cri-mini/cri-mini/internal/idprefix"
 	"github.com/cri-mini/cri-mini/sandbox"
 )
@@ -50,25 +51,24 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		return nil, fmt.Errorf("pod sandbox %s is not ready: %w", pod.ID, errdefs.ErrFailedPrecondition)
 	}
 
-	s.ctrMu.Lock()
-	defer s.ctrMu.Unlock()
-	states, err := s.containers.List()
-	if err != nil {
-		return nil, err
+	// The name is reserved, not locked: what follows reads the image and
+	// builds the container, and must not hold up creates in other pods.
+	id := newContainerID()
+	if holder, ok := s.names.reserve(ctrName{pod: pod.ID, name: md.GetName(), attempt: md.GetAttempt()}, id); !ok {
+		return nil, fmt.Errorf("container %s (attempt %d) already exists in pod %s as %s: %w",
+			md.GetName(), md.GetAttempt(), pod.ID, holder, errdefs.ErrAlreadyExists)
 	}
-	for _, st := range states {
-		a := st.Spec.Annotations
-		if a[annoSandboxID] == pod.ID && a[annoName] == md.GetName() && a[annoAttempt] == strconv.FormatUint(uint64(md.GetAttempt()), 10) {
-			return nil, fmt.Errorf("container %s (attempt %d) already exists in pod %s as %s: %w",
-				md.GetName(), md.GetAttempt(), pod.ID, st.ID, errdefs.ErrAlreadyExists)
+	created := false
+	defer func() {
+		if !created {
+			s.names.release(id)
 		}
-	}
+	}()
 
 	imageID, imgCfg, err := s.resolveImage(cfg.GetImage().GetImage())
 	if err != nil {
 		return nil, err
 	}
-	id := newContainerID()
 	rootfs := s.rootfsPath(id)
 	if err := os.MkdirAll(rootfs, 0o700); err != nil {
 		return nil, fmt.Errorf("container %s: rootfs dir: %w", md.GetName(), err)
@@ -93,21 +93,47 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		release()
 		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
 	}
-	logPath := ""
-	if cfg.GetLogPath() != "" && pod.Spec.LogDirectory != "" {
-		logPath = filepath.Join(pod.Spec.LogDirectory, cfg.GetLogPath())
-		if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
-			release()
-			return nil, fmt.Errorf("container %s: log directory: %w", md.GetName(), err)
-		}
+	logPath, err := prepareLog(pod.Spec.LogDirectory, cfg.GetLogPath())
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
 	}
-	if err := s.containers.Create(ctx, id, container.Bundle{Spec: spec, LogPath: logPath, Tty: cfg.GetTty(),
+	if err := s.containers.Create(ctx, id, container.Bundle{Spec: spec, LogPath: logPath, LogDir: pod.Spec.LogDirectory, Tty: cfg.GetTty(),
 		Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(), CgroupPath: cgroup}); err != nil {
 		release()
 		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
 	}
+	created = true
 	s.containerEvent(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, id, pod.ID)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
+}
+
+// prepareLog makes the container's log file, logPath below the pod's
+// logDir, and returns its full path ("" when either is unset: no log). A
+// path that is absolute or climbs out of logDir is refused; the
+// directories below logDir and the file are made without following any
+// symlink, as the supervisor then opens the file.
+func prepareLog(logDir, logPath string) (string, error) {
+	if logPath == "" || logDir == "" {
+		return "", nil
+	}
+	if !filepath.IsLocal(logPath) {
+		return "", fmt.Errorf("log_path %q must be a relative path inside the pod's log directory: %w", logPath, errdefs.ErrInvalidArgument)
+	}
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return "", fmt.Errorf("pod log directory: %w", err)
+	}
+	if sub := filepath.Dir(logPath); sub != "." {
+		if err := fsutil.MkdirAllBeneath(logDir, sub, 0o755); err != nil {
+			return "", fmt.Errorf("log directory: %w", err)
+		}
+	}
+	f, err := fsutil.OpenBeneath(logDir, logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return "", fmt.Errorf("log: %w", err)
+	}
+	f.Close()
+	return filepath.Join(logDir, logPath), nil
 }
 
 func newContainerID() string {
@@ -215,6 +241,7 @@ func (s *Service) removeContainer(ctx context.Context, id string) error {
 	if err := s.containers.Delete(ctx, id); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return err
 	}
+	s.names.release(id)
 	s.containerEvent(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, id, podID)
 	return s.releaseRootfs(id)
 }
@@ -393,8 +420,8 @@ func decodeMap(s string) map[string]string {
 }
 
 func containerMetadata(st *container.State) *runtimeapi.ContainerMetadata {
-	attempt, _ := strconv.ParseUint(st.Spec.Annotations[annoAttempt], 10, 32)
-	return &runtimeapi.ContainerMetadata{Name: st.Spec.Annotations[annoName], Attempt: uint32(attempt)}
+	n := nameOf(st)
+	return &runtimeapi.ContainerMetadata{Name: n.name, Attempt: n.attempt}
 }
 
 func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
@@ -444,21 +471,50 @@ func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.Container
 	}
 	resp := &runtimeapi.ContainerStatusResponse{Status: status}
 	if req.GetVerbose() {
-		v := map[string]any{"pid": st.Pid, "sandboxID": a[annoSandboxID], "cgroupPath": st.CgroupPath, "runtimeSpec": st.Spec}
-		// The plan: how cri-mini built the container, step by step (as
-		// `cri-mini explain --json` prints it).
-		if plan, err := s.containers.Plan(st.ID); err == nil {
-			v["plan"] = plan
-		} else {
-			v["planError"] = err.Error()
-		}
-		info, err := json.Marshal(v)
+		info, err := s.verboseInfo(st)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("container %s: verbose info: %w", st.ID, err)
 		}
-		resp.Info = map[string]string{"info": string(info)}
+		resp.Info = map[string]string{"info": info}
 	}
 	return resp, nil
+}
+
+// maxVerboseInfo bounds the verbose info of ContainerStatus. The plan
+// repeats the spec's command and environment, which an image may fill up
+// to its config's cap (4 MiB, at most twice that encoded): past this size
+// the plan is left out, so the answer stays well under a CRI message.
+const maxVerboseInfo = 8 << 20
+
+// verboseInfo is the runtime spec and, as `cri-mini explain --json`
+// prints it, the plan: how cri-mini built the container, step by step.
+func (s *Service) verboseInfo(st *container.State) (string, error) {
+	v := map[string]any{"pid": st.Pid, "sandboxID": st.Spec.Annotations[annoSandboxID], "cgroupPath": st.CgroupPath, "runtimeSpec": st.Spec}
+	plan, err := s.containers.Plan(st.ID)
+	if err != nil {
+		v["planError"] = err.Error()
+		return encodeJSON(v)
+	}
+	v["plan"] = plan
+	info, err := encodeJSON(v)
+	if err != nil || len(info) <= maxVerboseInfo {
+		return info, err
+	}
+	delete(v, "plan")
+	v["planError"] = fmt.Sprintf("the plan is left out: with it the info would be %d bytes; `cri-mini explain %s` prints it", len(info), st.ID)
+	return encodeJSON(v)
+}
+
+// encodeJSON is json.Marshal without HTML escaping: a "<" of an image's
+// environment stays one byte in a verbose status, not six.
+func encodeJSON(v any) (string, error) {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(b.String(), "\n"), nil
 }
 
 func (s *Service) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
@@ -522,8 +578,11 @@ func (s *Service) ReopenContainerLog(ctx context.Context, req *runtimeapi.Reopen
 	return &runtimeapi.ReopenContainerLogResponse{}, nil
 }
 
-// maxExecSyncOutput bounds what ExecSync keeps of each stream.
-const maxExecSyncOutput = 16 << 20
+// maxExecSyncOutput bounds what ExecSync keeps of its output, stdout and
+// stderr together, first come first kept: all of it fits, with the
+// response's few bytes of framing, in the one message of at most
+// maxMsgSize that kubelet accepts.
+const maxExecSyncOutput = maxMsgSize - 4<<10
 
 func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
 	st, err := s.runningContainer(req.GetContainerId())
@@ -535,26 +594,59 @@ func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest)
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(t)*time.Second)
 		defer cancel()
 	}
-	stdout, stderr := &limitedBuffer{max: maxExecSyncOutput}, &limitedBuffer{max: maxExecSyncOutput}
+	budget := &outputBudget{left: maxExecSyncOutput}
+	stdout, stderr := &cappedBuffer{budget: budget}, &cappedBuffer{budget: budget}
 	code, err := s.containers.Exec(ctx, st.ID, container.ExecOptions{Args: req.GetCmd(), Stdout: stdout, Stderr: stderr})
 	if err != nil {
 		return nil, err
 	}
-	return &runtimeapi.ExecSyncResponse{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: int32(code)}, nil
-}
-
-// limitedBuffer keeps the first max bytes written and drops the rest.
-type limitedBuffer struct {
-	bytes.Buffer
-	max int
-}
-
-func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.Len(); room > 0 {
-		b.Buffer.Write(p[:min(len(p), room)])
+	// The CRI's response has no field to say so: the log does.
+	if budget.dropped > 0 {
+		klog.InfoS("ExecSync output over the cap was dropped", "container", st.ID, "cmd", req.GetCmd(), "cap", maxExecSyncOutput, "dropped", budget.dropped)
 	}
+	return &runtimeapi.ExecSyncResponse{Stdout: stdout.buf, Stderr: stderr.buf, ExitCode: int32(code)}, nil
+}
+
+// outputBudget is the room left for an exec's output, shared by the
+// buffers of its streams (written from two goroutines).
+type outputBudget struct {
+	mu      sync.Mutex
+	left    int
+	dropped int64
+}
+
+// take claims up to n bytes of the room and returns how many it got and
+// how much room is left.
+func (b *outputBudget) take(n int) (kept, left int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	kept = min(n, b.left)
+	b.left -= kept
+	b.dropped += int64(n - kept)
+	return kept, b.left
+}
+
+// cappedBuffer keeps what its budget allows of what is written to it and
+// drops the rest. It has no ReadFrom (as an embedded bytes.Buffer would):
+// io.Copy into it goes through Write, where the cap is.
+type cappedBuffer struct {
+	buf    []byte
+	budget *outputBudget
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	kept, left := b.budget.take(len(p))
+	if n := len(b.buf) + kept; n > cap(b.buf) && n > growAll {
+		// Big output: room for all it may still get, at once, rather
+		// than ever larger copies left to the garbage collector.
+		b.buf = append(make([]byte, 0, n+left), b.buf...)
+	}
+	b.buf = append(b.buf, p[:kept]...)
 	return len(p), nil
 }
+
+// growAll is the output size past which a cappedBuffer grows to its cap.
+const growAll = 1 << 20
 
 func (s *Service) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
 	id, err := s.sessionTarget(req.GetContainerId())

@@ -1,8 +1,6 @@
 package cri
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -204,130 +202,6 @@ func processEnv(imageEnv []string, envs []*runtimeapi.KeyValue, hostname string)
 	return env
 }
 
-// processUser resolves the user the process runs as: run_as_user or
-// run_as_username from the security context, else the image's User
-// ("uid", "name", "uid:gid", "name:group"); names and the user's groups come
-// from the container's own /etc/passwd and /etc/group, read inside the
-// rootfs (R18).
-func processUser(sc *runtimeapi.LinuxContainerSecurityContext, imageUser, rootfs string) (specs.User, error) {
-	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
-		return specs.User{}, fmt.Errorf("run_as_group without run_as_user or run_as_username: %w", errdefs.ErrInvalidArgument)
-	}
-	userPart, groupPart, _ := strings.Cut(imageUser, ":")
-	switch {
-	case sc.GetRunAsUser() != nil:
-		userPart, groupPart = strconv.FormatInt(sc.GetRunAsUser().GetValue(), 10), ""
-	case sc.GetRunAsUsername() != "":
-		userPart, groupPart = sc.GetRunAsUsername(), ""
-	}
-	var u specs.User
-	uid, gid, name, err := lookupUser(rootfs, userPart)
-	if err != nil {
-		return u, err
-	}
-	u.UID, u.GID = uid, gid
-	if groupPart != "" {
-		if u.GID, err = lookupGroup(rootfs, groupPart); err != nil {
-			return u, err
-		}
-	}
-	if sc.GetRunAsGroup() != nil {
-		u.GID = uint32(sc.GetRunAsGroup().GetValue())
-	}
-	// The primary group is listed too, as id -G and containerd show it;
-	// the image's /etc/group adds the user's groups unless the policy is Strict.
-	extra := []uint32{u.GID}
-	if sc.GetSupplementalGroupsPolicy() != runtimeapi.SupplementalGroupsPolicy_Strict {
-		extra = append(extra, memberGroups(rootfs, name, u.GID)...)
-	}
-	for _, g := range sc.GetSupplementalGroups() {
-		extra = append(extra, uint32(g))
-	}
-	slices.Sort(extra)
-	u.AdditionalGids = slices.Compact(extra)
-	return u, nil
-}
-
-// passwdEntries reads name:x:id:gid... lines of file in the rootfs; a file
-// the image lacks yields none.
-func passwdEntries(rootfs, file string) [][]string {
-	if rootfs == "" {
-		return nil
-	}
-	data, err := fsutil.ReadFileInRoot(rootfs, file)
-	if err != nil {
-		return nil
-	}
-	var entries [][]string
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if f := strings.Split(line, ":"); len(f) >= 4 {
-			entries = append(entries, f)
-		}
-	}
-	return entries
-}
-
-// lookupUser turns a user name or number into uid and primary gid (a
-// number not in /etc/passwd has gid 0, as in Docker).
-func lookupUser(rootfs, user string) (uid, gid uint32, name string, err error) {
-	if user == "" {
-		user = "0"
-	}
-	n, numErr := strconv.ParseUint(user, 10, 32)
-	for _, e := range passwdEntries(rootfs, "/etc/passwd") {
-		id, err1 := strconv.ParseUint(e[2], 10, 32)
-		g, err2 := strconv.ParseUint(e[3], 10, 32)
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		if e[0] == user || (numErr == nil && id == n) {
-			return uint32(id), uint32(g), e[0], nil
-		}
-	}
-	if numErr == nil {
-		return uint32(n), 0, "", nil
-	}
-	return 0, 0, "", fmt.Errorf("user %q is not in the image's /etc/passwd: %w", user, errdefs.ErrInvalidArgument)
-}
-
-func lookupGroup(rootfs, group string) (uint32, error) {
-	if n, err := strconv.ParseUint(group, 10, 32); err == nil {
-		return uint32(n), nil
-	}
-	for _, e := range passwdEntries(rootfs, "/etc/group") {
-		if e[0] == group {
-			if id, err := strconv.ParseUint(e[2], 10, 32); err == nil {
-				return uint32(id), nil
-			}
-		}
-	}
-	return 0, fmt.Errorf("group %q is not in the image's /etc/group: %w", group, errdefs.ErrInvalidArgument)
-}
-
-// memberGroups lists the gids of the groups of /etc/group naming user as a
-// member, besides the primary gid.
-func memberGroups(rootfs, user string, primary uint32) []uint32 {
-	if user == "" {
-		return nil
-	}
-	var gids []uint32
-	for _, e := range passwdEntries(rootfs, "/etc/group") {
-		id, err := strconv.ParseUint(e[2], 10, 32)
-		if err != nil || uint32(id) == primary {
-			continue
-		}
-		if slices.Contains(strings.Split(e[3], ","), user) {
-			gids = append(gids, uint32(id))
-		}
-	}
-	return gids
-}
-
 // capabilities is the default set with the config's adds and drops ("ALL"
 // in either means every capability); a privileged container gets every
 // capability this runtime holds.
@@ -403,6 +277,10 @@ func capNames(names []string) (out []string, all bool, err error) {
 	return out, all, nil
 }
 
+// maxSeccompProfile bounds a localhost seccomp profile: the largest real
+// ones (a rule per system call, with arguments) are tens of KiB.
+const maxSeccompProfile = 1 << 20
+
 // seccompProfile picks the container's seccomp filter: RuntimeDefault (for
 // its bounding set), Unconfined, or a Localhost JSON profile. Privileged
 // containers run unconfined, as in other runtimes.
@@ -424,9 +302,14 @@ func seccompProfile(sc *runtimeapi.LinuxContainerSecurityContext, bounding []str
 		if !filepath.IsAbs(ref) {
 			return nil, fmt.Errorf("seccomp localhost profile %q is not an absolute path: %w", ref, errdefs.ErrInvalidArgument)
 		}
-		data, err := os.ReadFile(ref)
+		// The path is the client's: a FIFO there must not hang the call,
+		// nor a huge file fill the daemon's memory. Errors name only ref.
+		data, err := fsutil.ReadRegularFile(ref, maxSeccompProfile)
 		if err != nil {
-			return nil, fmt.Errorf("seccomp localhost profile: %v: %w", err, errdefs.ErrInvalidArgument)
+			if !errors.Is(err, errdefs.ErrInvalidArgument) {
+				err = fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+			}
+			return nil, fmt.Errorf("seccomp localhost profile: %w", err)
 		}
 		var s specs.LinuxSeccomp
 		if err := json.Unmarshal(data, &s); err != nil {

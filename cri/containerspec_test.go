@@ -6,9 +6,11 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -348,5 +350,44 @@ func TestContainerMountsRecursiveReadOnlyAndImageVolumes(t *testing.T) {
 	}
 	if p := rootfsPropagation([]*runtimeapi.Mount{{Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER}, {Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL}}); p != "rshared" {
 		t.Errorf("root propagation with a bidirectional mount: %q", p)
+	}
+}
+
+// TestLocalhostSeccompProfileReadSafely: a localhost profile that is a
+// FIFO (reading would wait for a writer), a directory, a file over the cap
+// or a symlink to any of them is InvalidArgument at once, and the error
+// names only the path the client gave.
+func TestLocalhostSeccompProfileReadSafely(t *testing.T) {
+	dir, hidden := t.TempDir(), t.TempDir()
+	fifo := filepath.Join(hidden, "fifo")
+	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	huge := filepath.Join(dir, "huge.json")
+	if err := os.WriteFile(huge, append([]byte(`{"defaultAction":"SCMP_ACT_ALLOW","x":"`), make([]byte, maxSeccompProfile)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.json")
+	if err := os.Symlink(fifo, link); err != nil {
+		t.Fatal(err)
+	}
+	good := filepath.Join(dir, "good.json")
+	if err := os.WriteFile(good, []byte(`{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sc := func(ref string) *runtimeapi.LinuxContainerSecurityContext {
+		return &runtimeapi.LinuxContainerSecurityContext{Seccomp: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: ref}}
+	}
+	for ref, want := range map[string]string{fifo: "a FIFO", link: "a FIFO", dir: "a directory", huge: "larger than"} {
+		_, err := seccompProfile(sc(ref), nil)
+		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), ref) {
+			t.Errorf("%s: %v, want InvalidArgument naming it and saying %q", ref, err, want)
+		}
+		if err != nil && ref == link && strings.Contains(err.Error(), hidden) {
+			t.Errorf("the error names the symlink's target, a host path the client did not give: %v", err)
+		}
+	}
+	if p, err := seccompProfile(sc(good), nil); err != nil || p.DefaultAction != specs.ActErrno {
+		t.Errorf("a good profile: %+v %v", p, err)
 	}
 }

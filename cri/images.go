@@ -2,11 +2,8 @@ package cri
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -64,11 +61,11 @@ func (s *Service) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRe
 	}
 	resp := &runtimeapi.ImageStatusResponse{Image: criImage(img)}
 	if req.GetVerbose() {
-		info, err := json.Marshal(map[string]any{"id": img.ID, "chainIDs": img.Layers, "config": img.Config})
+		info, err := encodeJSON(map[string]any{"id": img.ID, "chainIDs": img.Layers, "config": img.Config})
 		if err != nil {
 			return nil, fmt.Errorf("image %s: verbose info: %w", img.ID, err)
 		}
-		resp.Info = map[string]string{"info": string(info)}
+		resp.Info = map[string]string{"info": info}
 	}
 	return resp, nil
 }
@@ -106,19 +103,6 @@ func criImage(img *image.Image) *runtimeapi.Image {
 		Spec: &runtimeapi.ImageSpec{Image: img.ID}}
 	out.Uid, out.Username = imageUser(img.Config.Config.User)
 	return out
-}
-
-// imageUser splits an image's USER ("name", "uid", "uid:gid", "name:group")
-// into the uid or the user name kubelet checks runAsNonRoot with.
-func imageUser(user string) (*runtimeapi.Int64Value, string) {
-	if user == "" {
-		return nil, ""
-	}
-	u, _, _ := strings.Cut(user, ":")
-	if uid, err := strconv.ParseInt(u, 10, 64); err == nil {
-		return &runtimeapi.Int64Value{Value: uid}, ""
-	}
-	return nil, u
 }
 
 // resolveImage finds the image a container names and the parts of its

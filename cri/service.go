@@ -5,7 +5,6 @@ import (
 	"errors"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -44,7 +43,7 @@ type Service struct {
 
 	containers *container.Runtime
 	rootfsDir  string     // mount points of container root file systems
-	ctrMu      sync.Mutex // serialises CreateContainer's name check and create
+	names      *nameIndex // names of the containers that exist or are being created
 }
 
 // Options are what a Service is built from.
@@ -64,10 +63,15 @@ type Options struct {
 func NewService(o Options) *Service {
 	s := &Service{config: o.Config, version: o.Version, network: o.Network, sandboxes: o.Sandboxes,
 		metrics: newMetrics(o.Sandboxes, o.Containers), cgroups: o.Cgroups, images: o.Images, containers: o.Containers, rootfsDir: o.RootfsDir,
-		events: newEventBroker()}
+		events: newEventBroker(), names: newNameIndex()}
 	s.metrics.registry.MustRegister(s.events.streamsGauge())
 	if s.containers != nil {
 		s.collectOrphanRootfs()
+		states, err := s.containers.List()
+		if err != nil {
+			klog.ErrorS(err, "List containers: their names are not reserved")
+		}
+		s.names.load(states)
 		if err := s.watchExits(); err != nil {
 			klog.ErrorS(err, "Container exits will not be sent as CONTAINER_STOPPED events")
 		}

@@ -11,11 +11,13 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,7 +42,7 @@ func serveTestImage() (string, string, error) {
 	if err != nil {
 		return "", "", err
 	}
-	go func() { _ = http.Serve(ln, registry.New(registry.Logger(log.New(io.Discard, "", 0)))) }()
+	go func() { _ = http.Serve(ln, cutOff{registry.New(registry.Logger(log.New(io.Discard, "", 0)))}) }()
 	host := ln.Addr().String()
 
 	bb, err := os.ReadFile("/bin/busybox")
@@ -85,6 +87,29 @@ func serveTestImage() (string, string, error) {
 		return "", "", fmt.Errorf("push test image: %w", err)
 	}
 	return host, ref, nil
+}
+
+// cutBlobs are the blobs (by digest) the suite's registry stops sending
+// after so many bytes, as a stalled registry does; the request then hangs
+// until the client goes.
+var cutBlobs sync.Map
+
+type cutOff struct{ next http.Handler }
+
+func (c cutOff) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	_, digest, isBlob := strings.Cut(req.URL.Path, "/blobs/")
+	cut, ok := cutBlobs.Load(digest)
+	if !isBlob || !ok || req.Method != http.MethodGet {
+		c.next.ServeHTTP(w, req)
+		return
+	}
+	rec := httptest.NewRecorder()
+	c.next.ServeHTTP(rec, req)
+	w.Header().Set("Content-Length", rec.Header().Get("Content-Length"))
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(rec.Body.Bytes()[:cut.(int64)])
+	w.(http.Flusher).Flush()
+	<-req.Context().Done()
 }
 
 func pullTestImage(t *testing.T) {
@@ -143,7 +168,7 @@ func waitExited(t *testing.T, id string) *runtimeapi.ContainerStatus {
 	}
 }
 
-func podWithLogs(t *testing.T, name string) (string, *runtimeapi.PodSandboxConfig) {
+func podWithLogs(t testing.TB, name string) (string, *runtimeapi.PodSandboxConfig) {
 	cfg := podConfig(name)
 	cfg.LogDirectory = t.TempDir()
 	cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD

@@ -47,7 +47,7 @@ func crictlErr(args ...string) (string, error) {
 	return strings.TrimSpace(out), nil
 }
 
-func ctx(t *testing.T) context.Context {
+func ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	return c
@@ -65,7 +65,7 @@ func podConfig(name string) *runtimeapi.PodSandboxConfig {
 }
 
 // runPod runs a pod through the Go client; the test removes it at the end.
-func runPod(t *testing.T, cfg *runtimeapi.PodSandboxConfig) string {
+func runPod(t testing.TB, cfg *runtimeapi.PodSandboxConfig) string {
 	t.Helper()
 	resp, err := suite.rt.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
 	if err != nil {

@@ -29,17 +29,17 @@ const (
 // archive (a tar of an OCI layout, as `ctr export` or `skopeo copy
 // oci-archive:` write) into the store, for nodes without a registry.
 func (s *Store) Import(ctx context.Context, path string, progress func(Progress)) ([]*Image, error) {
-	entries, err := tarNames(path)
+	entries, err := tarEntries(path)
 	if err != nil {
 		return nil, err
 	}
 	var ids []string
 	watch := &stallWatch{}
 	switch {
-	case entries["manifest.json"]:
-		ids, err = s.importDockerSave(ctx, path, watch, progress)
-	case entries["index.json"] && entries["oci-layout"]:
-		ids, err = s.importOCIArchive(ctx, path, watch, progress)
+	case entries.has("manifest.json"):
+		ids, err = s.importDockerSave(ctx, path, entries, watch, progress)
+	case entries.has("index.json") && entries.has("oci-layout"):
+		ids, err = s.importOCIArchive(ctx, path, entries, watch, progress)
 	default:
 		return nil, fmt.Errorf("import %s: neither a docker save tarball (manifest.json) nor an OCI archive (oci-layout, index.json): %w",
 			path, errdefs.ErrInvalidArgument)
@@ -58,28 +58,48 @@ func (s *Store) Import(ctx context.Context, path string, progress func(Progress)
 	return imgs, nil
 }
 
-// tarNames lists the top-level file names of a tar archive.
-func tarNames(path string) (map[string]bool, error) {
+// entrySizes are the sizes of an archive's files, by name.
+type entrySizes map[string]int64
+
+func (e entrySizes) has(name string) bool { _, ok := e[name]; return ok }
+
+// check refuses the document of the archive at name when it is over limit,
+// before anything reads it into memory.
+func (e entrySizes) check(what, name string, limit int64) error {
+	if size := e[name]; size > limit {
+		return tooLarge(what, size, limit)
+	}
+	return nil
+}
+
+// blobName is where an OCI layout keeps the blob of a digest.
+func blobName(d v1.Hash) string { return "blobs/" + d.Algorithm + "/" + d.Hex }
+
+// tarEntries lists the files of a tar archive with their sizes.
+func tarEntries(path string) (entrySizes, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("import: %w", err)
 	}
 	defer f.Close()
-	names := map[string]bool{}
+	entries := entrySizes{}
 	tr := tar.NewReader(f)
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			return names, nil
+			return entries, nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("import %s: not a tar archive: %v: %w", path, err, errdefs.ErrInvalidArgument)
 		}
-		names[strings.TrimPrefix(hdr.Name, "./")] = true
+		entries[filepath.Clean(strings.TrimPrefix(hdr.Name, "./"))] = hdr.Size
 	}
 }
 
-func (s *Store) importDockerSave(ctx context.Context, path string, watch *stallWatch, progress func(Progress)) ([]string, error) {
+func (s *Store) importDockerSave(ctx context.Context, path string, entries entrySizes, watch *stallWatch, progress func(Progress)) ([]string, error) {
+	if err := entries.check("manifest.json", "manifest.json", maxManifestBytes); err != nil {
+		return nil, err
+	}
 	opener := func() (io.ReadCloser, error) { return os.Open(path) }
 	manifest, err := tarball.LoadManifest(opener)
 	if err != nil {
@@ -87,6 +107,9 @@ func (s *Store) importDockerSave(ctx context.Context, path string, watch *stallW
 	}
 	var ids []string
 	for i, d := range manifest {
+		if err := entries.check("config", filepath.Clean(d.Config), maxConfigBytes); err != nil {
+			return nil, err
+		}
 		var img v1.Image
 		var names []string
 		for _, t := range d.RepoTags {
@@ -123,12 +146,15 @@ func (s *Store) importDockerSave(ctx context.Context, path string, watch *stallW
 
 // importOCIArchive unpacks the archive's layout into a scratch directory of
 // the store (blobs are read from there) and adds every image it names.
-func (s *Store) importOCIArchive(ctx context.Context, path string, watch *stallWatch, progress func(Progress)) ([]string, error) {
-	dir, err := os.MkdirTemp(filepath.Join(s.root, "tmp"), fmt.Sprintf("%d-import-", os.Getpid()))
+func (s *Store) importOCIArchive(ctx context.Context, path string, entries entrySizes, watch *stallWatch, progress func(Progress)) ([]string, error) {
+	if err := entries.check("index", "index.json", maxManifestBytes); err != nil {
+		return nil, err
+	}
+	dir, done, err := s.scratchDir("import")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	defer done()
 	if err := extractLayout(path, dir); err != nil {
 		return nil, err
 	}
@@ -142,8 +168,15 @@ func (s *Store) importOCIArchive(ctx context.Context, path string, watch *stallW
 	}
 	var ids []string
 	for _, d := range im.Manifests {
-		img, err := s.platformImage(idx, d)
+		img, err := s.platformImage(idx, d, entries)
 		if err != nil {
+			return nil, err
+		}
+		m, err := img.Manifest()
+		if err != nil {
+			return nil, fmt.Errorf("manifest %s: %v: %w", d.Digest, err, errdefs.ErrInvalidArgument)
+		}
+		if err := entries.check("config", blobName(m.Config.Digest), maxConfigBytes); err != nil {
 			return nil, err
 		}
 		var names []string
@@ -171,8 +204,12 @@ func (s *Store) importOCIArchive(ctx context.Context, path string, watch *stallW
 }
 
 // platformImage returns the image a layout index entry points at, picking
-// this machine's platform from a nested index.
-func (s *Store) platformImage(idx v1.ImageIndex, d v1.Descriptor) (v1.Image, error) {
+// this machine's platform from a nested index. Each manifest and index is
+// checked against the cap before it is read.
+func (s *Store) platformImage(idx v1.ImageIndex, d v1.Descriptor, entries entrySizes) (v1.Image, error) {
+	if err := entries.check("manifest", blobName(d.Digest), maxManifestBytes); err != nil {
+		return nil, err
+	}
 	if !d.MediaType.IsIndex() {
 		return idx.Image(d.Digest)
 	}
@@ -186,6 +223,9 @@ func (s *Store) platformImage(idx v1.ImageIndex, d v1.Descriptor) (v1.Image, err
 	}
 	for _, m := range cm.Manifests {
 		if m.Platform != nil && m.Platform.Satisfies(*s.opts.Platform) {
+			if err := entries.check("manifest", blobName(m.Digest), maxManifestBytes); err != nil {
+				return nil, err
+			}
 			return child.Image(m.Digest)
 		}
 	}

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -96,9 +95,15 @@ func (s *Store) add(ctx context.Context, img v1.Image, names []string, watch *st
 	if err != nil {
 		return "", fmt.Errorf("config: %w", classify(err))
 	}
+	if err := checkSizes(img); err != nil {
+		return "", err
+	}
 	rawCfg, err := img.RawConfigFile()
 	if err != nil {
 		return "", fmt.Errorf("config: %w", classify(err))
+	}
+	if err := checkConfig(rawCfg); err != nil {
+		return "", err
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
@@ -209,7 +214,11 @@ func (g httpGuard) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("registry %s answers only over plain HTTP, which is refused: list it with --insecure-registry %s: %w",
 			g.host, g.host, errdefs.ErrFailedPrecondition)
 	}
-	return g.next.RoundTrip(req)
+	resp, err := g.next.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	return limitManifest(req, resp)
 }
 
 // classify wraps registry errors with the errdefs kind they mean.
@@ -409,11 +418,11 @@ func (s *Store) fetchLayer(ctx context.Context, chain string, diffID v1.Hash, di
 // unpackInto decompresses and unpacks a layer stream, checks its diff ID and
 // records it in the index under its chain ID.
 func (s *Store) unpackInto(ctx context.Context, chain string, diffID v1.Hash, compressed io.Reader) (UnpackStats, error) {
-	tmp, err := os.MkdirTemp(filepath.Join(s.root, "tmp"), fmt.Sprintf("%d-", os.Getpid()))
+	tmp, done, err := s.scratchDir("layer")
 	if err != nil {
 		return UnpackStats{}, fmt.Errorf("unpack directory: %w", err)
 	}
-	defer os.RemoveAll(tmp) // a no-op once renamed
+	defer done()
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return UnpackStats{}, err
 	}

@@ -354,16 +354,39 @@ func TestStalledPullIsCancelled(t *testing.T) {
 	assertEmptyDir(t, filepath.Join(s.root, "tmp"))
 }
 
+// pullInChild, in the child process a test starts with startPull, opens
+// the store and pulls, which the test means to hang; it reports whether
+// this is that child.
+func pullInChild(t *testing.T) bool {
+	if os.Getenv("IMAGE_TEST_PULL_ROOT") == "" {
+		return false
+	}
+	s, err := Open(os.Getenv("IMAGE_TEST_PULL_ROOT"), Options{InsecureRegistries: []string{os.Getenv("IMAGE_TEST_REGISTRY")}, Keychain: noKeychain{}})
+	if err == nil {
+		_, err = s.Pull(context.Background(), os.Getenv("IMAGE_TEST_REF"), PullOptions{})
+	}
+	t.Fatalf("the pull was meant to hang: %v", err)
+	return true
+}
+
+// startPull starts a process (this test binary running test, which calls
+// pullInChild) pulling ref from reg into the store at root.
+func startPull(t *testing.T, test string, reg *testRegistry, root, ref string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$")
+	cmd.Env = append(os.Environ(), "IMAGE_TEST_PULL_ROOT="+root, "IMAGE_TEST_REGISTRY="+reg.host, "IMAGE_TEST_REF="+reg.host+"/"+ref)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd
+}
+
 // TestKilledPullLeavesNoImage kills a process in the middle of a pull (its
 // second layer hangs) and checks the store on reopening: no image, the
 // half-unpacked layer is collected, and the next pull completes.
 func TestKilledPullLeavesNoImage(t *testing.T) {
-	if os.Getenv("IMAGE_TEST_PULL_ROOT") != "" {
-		s, err := Open(os.Getenv("IMAGE_TEST_PULL_ROOT"), Options{InsecureRegistries: []string{os.Getenv("IMAGE_TEST_REGISTRY")}, Keychain: noKeychain{}})
-		if err == nil {
-			_, err = s.Pull(context.Background(), os.Getenv("IMAGE_TEST_REF"), PullOptions{})
-		}
-		t.Fatalf("the pull was meant to hang: %v", err)
+	if pullInChild(t) {
+		return
 	}
 	reg := newTestRegistry(t)
 	first := layer(t, file("first", "1"))
@@ -372,11 +395,7 @@ func TestKilledPullLeavesNoImage(t *testing.T) {
 	d, _ := second.Digest()
 	reg.stall[d.String()] = make(chan struct{})
 	root := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestKilledPullLeavesNoImage$")
-	cmd.Env = append(os.Environ(), "IMAGE_TEST_PULL_ROOT="+root, "IMAGE_TEST_REGISTRY="+reg.host, "IMAGE_TEST_REF="+reg.host+"/killed:1")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd := startPull(t, "TestKilledPullLeavesNoImage", reg, root, "killed:1")
 	deadline := time.Now().Add(30 * time.Second)
 	for reg.blobGets(d.String()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
@@ -400,6 +419,126 @@ func TestKilledPullLeavesNoImage(t *testing.T) {
 	}
 	if img := pull(t, s, reg.host+"/killed:1"); len(img.Layers) != 2 {
 		t.Errorf("pull after the crash: %+v", img)
+	}
+}
+
+// TestKilledPullDebrisCollectedAtFirstStart: a process is killed (SIGKILL)
+// while it pulls a large layer from a registry that stops sending half way,
+// with tens of MiB of the layer unpacked; the store is opened again (as
+// the daemon's next start does) while the killed process is still
+// unreaped, as when its parent has not waited for it yet, or its pid
+// belongs to another process by then. The debris is gone after that first
+// start, and the complete image pulled before is untouched.
+func TestKilledPullDebrisCollectedAtFirstStart(t *testing.T) {
+	if pullInChild(t) {
+		return
+	}
+	reg := newTestRegistry(t)
+	reg.push(t, "kept:1", imageOf(t, layer(t, file("kept", "whole"))))
+	// 96 MiB of zeros: large unpacked, tiny compressed, so half the
+	// blob unpacks to about half of it.
+	big := layer(t, file("zeros", string(make([]byte, 96<<20))))
+	reg.push(t, "big:1", imageOf(t, big))
+	d, _ := big.Digest()
+	size, _ := big.Size()
+	reg.mu.Lock()
+	reg.stallAt[d.String()] = size / 2
+	reg.mu.Unlock()
+	root := t.TempDir()
+	opts := Options{InsecureRegistries: []string{reg.host}, Keychain: noKeychain{}}
+	first, err := Open(root, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := pull(t, first, reg.host+"/kept:1")
+
+	cmd := startPull(t, "TestKilledPullDebrisCollectedAtFirstStart", reg, root, "big:1")
+	tmp := filepath.Join(root, "tmp")
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if debris, _ := diskUsage(tmp); debris >= 32<<20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatal("the pull never unpacked 32 MiB")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	waitDead(t, cmd.Process.Pid)
+
+	opts.CollectGarbage = true
+	s, err := Open(root, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(tmp); len(entries) > 0 {
+		debris, _ := diskUsage(tmp)
+		t.Errorf("%d bytes of the killed pull survived the first start in %d entries", debris, len(entries))
+	}
+	got, err := s.Get(reg.host + "/kept:1")
+	if err != nil || got.ID != kept.ID {
+		t.Fatalf("the complete image after the collection: %+v %v", got, err)
+	}
+	if dirs := layerDirs(t, s); len(dirs) != 1 {
+		t.Errorf("layers after the collection: %v, want the kept image's one", dirs)
+	}
+	if data, err := os.ReadFile(filepath.Join(mountRootfs(t, s, "kept", kept.ID), "kept")); err != nil || string(data) != "whole" {
+		t.Errorf("the kept image's rootfs: %q %v", data, err)
+	}
+}
+
+// TestScratchInUseNotCollected: a daemon starting while a live process (a
+// `cri-mini image pull`) unpacks leaves its scratch directory alone.
+func TestScratchInUseNotCollected(t *testing.T) {
+	root := t.TempDir()
+	cli, err := Open(root, Options{Keychain: noKeychain{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, done, err := cli.scratchDir("layer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "half"), []byte("unpacking"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(root, Options{Keychain: noKeychain{}, CollectGarbage: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "half")); err != nil {
+		t.Errorf("the collection removed a scratch directory in use: %v", err)
+	}
+	done()
+	assertEmptyDir(t, filepath.Join(root, "tmp"))
+}
+
+// waitDead waits until the killed process pid is dead and its files are
+// closed (as a restarted daemon finds the old one once the run root's lock
+// is free), but not reaped: a zombie whose pid is still taken.
+func waitDead(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The leader is a zombie as soon as it exits; the files, shared by
+		// all threads, are closed once the last other thread has gone.
+		threads, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) > 0 && f[0] == "Z" && len(threads) == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d has not died after SIGKILL", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -37,13 +37,14 @@ type testRegistry struct {
 	gets    map[string]int           // blob GETs by digest
 	corrupt map[string]bool          // blobs served with one byte flipped
 	stall   map[string]chan struct{} // blobs that hang until the channel closes
+	stallAt map[string]int64         // blobs cut off after so many bytes, hanging until the client goes
 	user    string                   // basic auth demanded when set
 	pass    string
 }
 
 func newTestRegistry(t *testing.T) *testRegistry {
 	t.Helper()
-	r := &testRegistry{gets: map[string]int{}, corrupt: map[string]bool{}, stall: map[string]chan struct{}{}}
+	r := &testRegistry{gets: map[string]int{}, corrupt: map[string]bool{}, stall: map[string]chan struct{}{}, stallAt: map[string]int64{}}
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
@@ -60,7 +61,7 @@ func newTestRegistry(t *testing.T) *testRegistry {
 			digest := req.URL.Path[i+len("/blobs/"):]
 			r.mu.Lock()
 			r.gets[digest]++
-			corrupt, stall := r.corrupt[digest], r.stall[digest]
+			corrupt, stall, cut := r.corrupt[digest], r.stall[digest], r.stallAt[digest]
 			r.mu.Unlock()
 			if stall != nil {
 				w.WriteHeader(http.StatusOK)
@@ -71,14 +72,22 @@ func newTestRegistry(t *testing.T) *testRegistry {
 				}
 				return
 			}
-			if corrupt {
+			if corrupt || cut > 0 {
 				rec := httptest.NewRecorder()
 				inner.ServeHTTP(rec, req)
 				body := rec.Body.Bytes()
-				body[len(body)/2] ^= 0xff
+				if corrupt {
+					body[len(body)/2] ^= 0xff
+				}
 				w.Header().Set("Content-Length", rec.Header().Get("Content-Length"))
 				w.WriteHeader(rec.Code)
-				w.Write(body)
+				if cut == 0 {
+					w.Write(body)
+					return
+				}
+				w.Write(body[:cut])
+				w.(http.Flusher).Flush()
+				<-req.Context().Done()
 				return
 			}
 		}

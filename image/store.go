@@ -85,7 +85,9 @@ type FsUsage struct {
 //	index.json            images (names, config, layer chain IDs) and layers
 //	layers/<chain-id>/    one unpacked layer (overlay form), shared by images
 //	containers/<id>/      a container's writable layer (upper, work, record)
-//	tmp/<pid>-*/          layers being unpacked; renamed into layers/ when whole
+//	tmp/<kind>-*/         layers being unpacked (renamed into layers/ when
+//	                      whole) and imports being read, each beside a
+//	                      .lock file its process holds an flock on
 //
 // The index is the truth: a layer directory or image is visible only once
 // the index names it, so a pull killed half way leaves nothing visible. Every
@@ -437,22 +439,12 @@ func (s *Store) deleteLayers(chains []string) {
 	}
 }
 
-// collect removes what nothing references: unpack debris of dead
-// processes, layer directories the index does not name, and indexed layers
-// no image or container uses. The caller holds s.mu and the lock.
+// collect removes what nothing references: scratch directories no live
+// process holds, layer directories the index does not name, and indexed
+// layers no image or container uses. The caller holds s.mu and the lock.
 func (s *Store) collect() error {
-	tmps, err := os.ReadDir(filepath.Join(s.root, "tmp"))
-	if err != nil {
-		return fmt.Errorf("image store: %w", err)
-	}
-	for _, e := range tmps {
-		if pidAlive(e.Name()) {
-			continue
-		}
-		klog.InfoS("Removing an unpack interrupted by a crash", "dir", e.Name())
-		if err := os.RemoveAll(filepath.Join(s.root, "tmp", e.Name())); err != nil {
-			return fmt.Errorf("image store: %w", err)
-		}
+	if err := s.collectScratch(); err != nil {
+		return err
 	}
 	unused, err := s.unusedLayers(s.ix)
 	if err != nil {
@@ -478,14 +470,90 @@ func (s *Store) collect() error {
 	return nil
 }
 
-// pidAlive tells whether the process that named a tmp entry "<pid>-..." runs.
-func pidAlive(entry string) bool {
-	pidStr, _, _ := strings.Cut(entry, "-")
-	var pid int
-	if _, err := fmt.Sscanf(pidStr, "%d", &pid); err != nil || pid <= 0 || pid == os.Getpid() {
-		return false
+// scratchDir makes a directory under tmp/ for an unpack or an import, and
+// returns it with the function that removes it. Before the directory is
+// made, its lock file (the same name with ".lock") is created and locked
+// with flock, and it stays locked until the directory is gone: the kernel
+// drops the lock when the process dies, however it dies, so the start-up
+// collection knows debris by its free lock, not by a pid that may belong
+// to a zombie its parent has not reaped yet, or to another process since.
+func (s *Store) scratchDir(kind string) (string, func(), error) {
+	lock, err := os.CreateTemp(filepath.Join(s.root, "tmp"), kind+"-*.lock")
+	if err != nil {
+		return "", nil, fmt.Errorf("scratch directory: %w", err)
 	}
-	return unix.Kill(pid, 0) == nil
+	release := func() {
+		_ = os.Remove(lock.Name())
+		lock.Close()
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		release()
+		return "", nil, fmt.Errorf("scratch directory: lock %s: %w", lock.Name(), err)
+	}
+	dir := strings.TrimSuffix(lock.Name(), ".lock")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		release()
+		return "", nil, fmt.Errorf("scratch directory: %w", err)
+	}
+	return dir, func() {
+		// A no-op for a layer renamed into place.
+		if err := os.RemoveAll(dir); err != nil {
+			klog.ErrorS(err, "Remove scratch directory; the next start collects it", "dir", dir)
+		}
+		release()
+	}, nil
+}
+
+// collectScratch removes the scratch directories under tmp/ whose lock no
+// process holds (their process died half way), with their lock files.
+func (s *Store) collectScratch() error {
+	tmp := filepath.Join(s.root, "tmp")
+	entries, err := os.ReadDir(tmp)
+	if err != nil {
+		return fmt.Errorf("image store: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, e := range entries {
+		name := strings.TrimSuffix(e.Name(), ".lock")
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		if held, err := lockHeld(filepath.Join(tmp, name+".lock")); err != nil {
+			return err
+		} else if held {
+			continue
+		}
+		klog.InfoS("Removing an unpack or import a crash interrupted", "dir", name)
+		if err := os.RemoveAll(filepath.Join(tmp, name)); err != nil {
+			return fmt.Errorf("image store: %w", err)
+		}
+		if err := os.Remove(filepath.Join(tmp, name+".lock")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("image store: %w", err)
+		}
+	}
+	return nil
+}
+
+// lockHeld tells whether a live process holds the flock of a scratch
+// directory's lock file. A directory without one is debris: its lock file
+// goes only after it.
+func lockHeld(path string) (bool, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("image store: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return true, nil
+		}
+		return false, fmt.Errorf("image store: lock %s: %w", path, err)
+	}
+	return false, nil
 }
 
 // FsInfo reports what the image layers and the containers' writable layers

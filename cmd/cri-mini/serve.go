@@ -21,6 +21,7 @@ import (
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/cri"
 	"github.com/cri-mini/cri-mini/internal/config"
+	"github.com/cri-mini/cri-mini/internal/fsutil"
 	"github.com/cri-mini/cri-mini/internal/safeexec"
 	"github.com/cri-mini/cri-mini/netns"
 	"github.com/cri-mini/cri-mini/sandbox"
@@ -175,14 +176,16 @@ func lockRunRoot(runRoot string) (*os.File, error) {
 }
 
 // listenUnix listens on socket, created with mode 0660 from the start (the
-// umask is set around bind, so no wider-open moment exists). A stale socket
-// of an earlier daemon is replaced; the run root lock says it is stale.
+// umask is set around bind, so no wider-open moment exists). Only a stale
+// socket, one nobody answers on (an earlier daemon's), is replaced: a live
+// one means another daemon serves there, and anything else at the path
+// (a file, a directory, a symlink) is the operator's, never deleted.
 func listenUnix(socket string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(socket), 0o711); err != nil {
 		return nil, fmt.Errorf("socket directory: %w", err)
 	}
-	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("remove stale socket: %w", err)
+	if err := removeStaleSocket(socket); err != nil {
+		return nil, err
 	}
 	old := unix.Umask(0o117)
 	ln, err := net.Listen("unix", socket)
@@ -195,6 +198,35 @@ func listenUnix(socket string) (net.Listener, error) {
 		return nil, fmt.Errorf("socket mode: %w", err)
 	}
 	return ln, nil
+}
+
+// removeStaleSocket clears the way for listening on socket: nothing there
+// is fine, a socket nobody accepts on is removed, anything else is an
+// error naming the path.
+func removeStaleSocket(socket string) error {
+	var st unix.Stat_t
+	err := unix.Lstat(socket, &st)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", socket, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fmt.Errorf("--listen %s: the path exists and is %s, not a socket; it is left alone: remove it or listen elsewhere", socket, fsutil.FileKind(st.Mode))
+	}
+	conn, err := net.DialTimeout("unix", socket, time.Second)
+	if err == nil {
+		conn.Close()
+		return fmt.Errorf("--listen %s: another process (a cri-mini with another --runroot?) serves on this socket; stop it or listen elsewhere", socket)
+	}
+	if !errors.Is(err, unix.ECONNREFUSED) {
+		return fmt.Errorf("--listen %s: cannot tell whether the socket is stale: %w", socket, err)
+	}
+	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale socket: %w", err)
+	}
+	return nil
 }
 
 // findShim is cri-mini-shim next to this executable, the small binary that
