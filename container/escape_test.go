@@ -4,12 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/cri-mini/cri-mini/internal/treetest"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -58,8 +58,8 @@ func TestRootfsSymlinkEscapes(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, "in-bind"), []byte("bound\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	before := snapshotTree(t, sentinel)
-	beforeOutside := snapshotTree(t, outside)
+	before := treetest.Describe(t, sentinel)
+	beforeOutside := treetest.Describe(t, outside)
 	b := rt.bundle(t, "escape", rootfs, "sh", "-c",
 		"cat /proc/1/cmdline; echo; cat /etc/hosts; cat /mnt/b/in-bind; echo x > /mnt/b/written; ls /dev/null; grep -c cgroup /proc/self/mountinfo >/dev/null && echo cgroups")
 	b.Spec.Mounts = []specs.Mount{{Destination: "/mnt/b", Type: "bind", Source: src, Options: []string{"rbind", "rw"}}}
@@ -75,10 +75,10 @@ func TestRootfsSymlinkEscapes(t *testing.T) {
 		}
 	}
 	rt.deleteAndCheck(t, "escape")
-	if after := snapshotTree(t, sentinel); after != before {
+	if after := treetest.Describe(t, sentinel); after != before {
 		t.Errorf("host directory changed:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-	if after := snapshotTree(t, outside); after != beforeOutside {
+	if after := treetest.Describe(t, outside); after != beforeOutside {
 		t.Errorf("%s changed:\nbefore:\n%s\nafter:\n%s", outside, beforeOutside, after)
 	}
 	for _, m := range hostMountPoints(t) {
@@ -86,36 +86,6 @@ func TestRootfsSymlinkEscapes(t *testing.T) {
 			t.Errorf("host mount %s", m)
 		}
 	}
-}
-
-// snapshotTree describes every entry below dir: path, type, mode and
-// content.
-func snapshotTree(t *testing.T, dir string) string {
-	t.Helper()
-	var sb strings.Builder
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		sb.WriteString(p + " " + fi.Mode().String())
-		if fi.Mode().IsRegular() {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			sb.WriteString(" " + string(data))
-		}
-		sb.WriteByte('\n')
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sb.String()
 }
 
 // TestRootfsSymlinkLoop: a mount target that cannot be resolved fails

@@ -54,27 +54,7 @@ func layered(t testing.TB, edit func(*v1.Config), entries ...tarEntry) v1.Image 
 	t.Helper()
 	img := baseImage(t)
 	if len(entries) > 0 {
-		var buf bytes.Buffer
-		tw := tar.NewWriter(&buf)
-		for _, e := range entries {
-			if err := tw.WriteHeader(&e.hdr); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := tw.Write(e.body); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := tw.Close(); err != nil {
-			t.Fatal(err)
-		}
-		data := buf.Bytes()
-		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-		if err != nil {
-			t.Fatal(err)
-		}
-		if img, err = mutate.AppendLayers(img, l); err != nil {
-			t.Fatal(err)
-		}
+		img = appendLayer(t, img, entries...)
 	}
 	if edit != nil {
 		cf, err := img.ConfigFile()
@@ -86,6 +66,34 @@ func layered(t testing.TB, edit func(*v1.Config), entries ...tarEntry) v1.Image 
 		if img, err = mutate.Config(img, cfg); err != nil {
 			t.Fatal(err)
 		}
+	}
+	return img
+}
+
+// appendLayer puts a layer of entries, written as they are (nothing
+// sanitised), on top of img.
+func appendLayer(t testing.TB, img v1.Image, entries ...tarEntry) v1.Image {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		if err := tw.WriteHeader(&e.hdr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(e.body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data := buf.Bytes()
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img, err = mutate.AppendLayers(img, l); err != nil {
+		t.Fatal(err)
 	}
 	return img
 }
