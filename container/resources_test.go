@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/cri-mini/cri-mini/container/caps"
+	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/container/seccomp"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 )
@@ -177,5 +179,75 @@ func TestExecUnderPidsLimit(t *testing.T) {
 		if code != 1 || out != "2\n0\n" {
 			t.Fatalf("exec under pids.max 2: exit %d, output %q; want 2 tasks and every cgroup the container's", code, out)
 		}
+	}
+}
+
+// TestUpdateResources: an in-place resize reaches the cgroup and the
+// record, so State, the plan and a restarted runtime report it; an update
+// the kernel refuses half way leaves both as they were; a stopped
+// container cannot be resized.
+func TestUpdateResources(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	b := rt.bundle(t, "resize", rootfs, "sleep", "999")
+	limit, shares := int64(64<<20), uint64(512)
+	b.Spec.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}, CPU: &specs.LinuxCPU{Shares: &shares}}
+	rt.startRunning(t, "resize", b)
+	ctx := context.Background()
+
+	inForce := func(r *Runtime) (uint64, uint64, *specs.LinuxResources) {
+		t.Helper()
+		stats, err := r.Cgroups.(cgroups.Manager).Stats(b.CgroupPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := r.State("resize")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return stats.Memory.Limit, stats.CPU.Shares, st.Spec.Linux.Resources
+	}
+	newLimit, newShares := int64(96<<20), uint64(1024)
+	if err := rt.Update(ctx, "resize", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &newLimit}, CPU: &specs.LinuxCPU{Shares: &newShares}}); err != nil {
+		t.Fatal(err)
+	}
+	again := &Runtime{StateDir: rt.StateDir, Cgroups: rt.Cgroups}
+	for name, r := range map[string]*Runtime{"this runtime": rt.Runtime, "a restarted runtime": again} {
+		mem, cpu, rec := inForce(r)
+		if mem != 96<<20 || cpu != 1024 || *rec.Memory.Limit != newLimit || *rec.CPU.Shares != newShares {
+			t.Errorf("%s after the update: cgroup memory %d shares %d, recorded memory %d shares %d; want 96 MiB and 1024",
+				name, mem, cpu, *rec.Memory.Limit, *rec.CPU.Shares)
+		}
+	}
+	plan, err := again.Plan("resize")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(plan, func(s Step) bool {
+		return s.Kind == KindCgroup && slices.ContainsFunc(s.Cgroup.Writes, func(w CgroupFileWrite) bool { return w.Value == strconv.Itoa(96<<20) })
+	}) {
+		t.Errorf("the plan does not write the new memory limit: %+v", plan)
+	}
+
+	// cpu.shares is written before the cpuset the kernel refuses: it goes
+	// back to 1024.
+	bad := uint64(2048)
+	err = rt.Update(ctx, "resize", &specs.LinuxResources{CPU: &specs.LinuxCPU{Shares: &bad, Cpus: "4095"}})
+	if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("update with a cpuset the machine lacks: %v, want InvalidArgument", err)
+	}
+	if mem, cpu, rec := inForce(rt.Runtime); mem != 96<<20 || cpu != 1024 || *rec.CPU.Shares != 1024 || rec.CPU.Cpus != "" {
+		t.Errorf("after the refused update: cgroup memory %d shares %d, recorded %+v; want it as before", mem, cpu, rec.CPU)
+	}
+
+	if err := rt.Kill(ctx, "resize", 9); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if _, err := rt.Wait(wctx, "resize"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Update(ctx, "resize", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("update of a stopped container: %v, want FailedPrecondition", err)
 	}
 }

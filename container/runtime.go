@@ -39,7 +39,8 @@ type CgroupManager interface {
 // (one directory per container). The state directory is the truth: a
 // daemon that restarts makes a new Runtime on the same StateDir and finds
 // every container, running or not. It only remembers, by container ID,
-// each container's parsed config, which never changes after Create.
+// each container's parsed config, which only Update changes (writing the
+// state directory first).
 type Runtime struct {
 	StateDir string
 	// Cgroups places containers in their cgroup (Bundle.CgroupPath) and
@@ -56,8 +57,10 @@ type Runtime struct {
 
 	// configs holds each container's config.json decoded (*config), so that
 	// listing containers does not decode every spec, with the image's
-	// environment, on every call.
+	// environment, on every call. An update stores a new value.
 	configs sync.Map
+	// updateMu serialises resource updates (see Update).
+	updateMu sync.Mutex
 }
 
 // executable is what the runtime starts for its internal roles: the sealed

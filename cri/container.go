@@ -558,11 +558,14 @@ func (s *Service) UpdateContainerResources(ctx context.Context, req *runtimeapi.
 	if err != nil {
 		return nil, err
 	}
+	if req.GetLinux() == nil {
+		return nil, fmt.Errorf("container %s: no linux resources in the request: %w", st.ID, errdefs.ErrInvalidArgument)
+	}
 	if st.CgroupPath == "" || s.cgroups == nil {
 		return nil, fmt.Errorf("container %s has no cgroup: %w", st.ID, errdefs.ErrFailedPrecondition)
 	}
-	if err := s.cgroups.Update(st.CgroupPath, linuxResources(req.GetLinux())); err != nil {
-		return nil, fmt.Errorf("container %s: update resources: %w", st.ID, err)
+	if err := s.containers.Update(ctx, st.ID, linuxResources(req.GetLinux())); err != nil {
+		return nil, err
 	}
 	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
 }

@@ -306,7 +306,8 @@ func WeightToShares(weight uint64) uint64 {
 }
 
 // writeFile writes one value to a cgroup control file. Bad values come
-// back as ErrInvalidArgument naming the file.
+// back as ErrInvalidArgument naming the file, values the cgroup's present
+// use refuses as ErrFailedPrecondition.
 func writeFile(dir, file, value string) error {
 	path := filepath.Join(dir, file)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
@@ -319,6 +320,11 @@ func writeFile(dir, file, value string) error {
 	}
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ERANGE) {
 		return fmt.Errorf("write %q to %s: %w: %w", value, path, err, errdefs.ErrInvalidArgument)
+	}
+	if errors.Is(err, unix.EBUSY) {
+		// A limit below what the cgroup uses now (memory that cannot be
+		// reclaimed, a cpuset its tasks need): right value, wrong moment.
+		return fmt.Errorf("write %q to %s: %w (the cgroup uses more than that now): %w", value, path, err, errdefs.ErrFailedPrecondition)
 	}
 	if err != nil {
 		return fmt.Errorf("write %q to %s: %w", value, path, err)
