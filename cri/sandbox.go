@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
@@ -48,6 +49,7 @@ func sandboxSpec(cfg *runtimeapi.PodSandboxConfig, handler string) (sandbox.Spec
 		Annotations:  cfg.GetAnnotations(),
 		CgroupParent: cfg.GetLinux().GetCgroupParent(),
 		Sysctls:      cfg.GetLinux().GetSysctls(),
+		Resources:    podCgroupResources(cfg.GetLinux().GetResources(), cfg.GetLinux().GetOverhead()),
 	}
 	if dns := cfg.GetDnsConfig(); dns != nil {
 		spec.DNS = &sandbox.DNSConfig{Servers: dns.GetServers(), Searches: dns.GetSearches(), Options: dns.GetOptions()}
@@ -80,6 +82,46 @@ func sandboxSpec(cfg *runtimeapi.PodSandboxConfig, handler string) (sandbox.Spec
 	spec.HostPID = ns.GetPid() == runtimeapi.NamespaceMode_NODE
 	spec.SharedPID = ns.GetPid() == runtimeapi.NamespaceMode_POD
 	return spec, nil
+}
+
+// podCgroupResources is what the pod's cgroup parent is set to: its
+// containers' resources (res) plus the pod's overhead, summed as kubelet
+// sizes a pod cgroup: CPU shares always add up, a CPU quota or memory
+// limit only when res has one (one container without a limit leaves the
+// pod without one). nil when the request has neither.
+func podCgroupResources(res, overhead *runtimeapi.LinuxContainerResources) *specs.LinuxResources {
+	if res == nil && overhead == nil {
+		return nil
+	}
+	sum := &runtimeapi.LinuxContainerResources{
+		CpuShares: res.GetCpuShares() + overhead.GetCpuShares(),
+		CpuPeriod: res.GetCpuPeriod(),
+	}
+	if q := res.GetCpuQuota(); q > 0 {
+		sum.CpuQuota = q
+		if oq := overhead.GetCpuQuota(); oq > 0 {
+			// The overhead's quota counts in its own period.
+			if p, op := res.GetCpuPeriod(), overhead.GetCpuPeriod(); p > 0 && op > 0 && p != op {
+				oq = oq * p / op
+			}
+			sum.CpuQuota += oq
+		}
+	}
+	if m := res.GetMemoryLimitInBytes(); m > 0 {
+		sum.MemoryLimitInBytes = m + max(overhead.GetMemoryLimitInBytes(), 0)
+	}
+	return linuxResources(sum)
+}
+
+func (s *Service) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi.UpdatePodSandboxResourcesRequest) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
+	res := podCgroupResources(req.GetResources(), req.GetOverhead())
+	if res == nil {
+		return nil, fmt.Errorf("pod sandbox %s: neither resources nor overhead given: %w", req.GetPodSandboxId(), errdefs.ErrInvalidArgument)
+	}
+	if err := s.sandboxes.UpdateResources(req.GetPodSandboxId(), res); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.UpdatePodSandboxResourcesResponse{}, nil
 }
 
 func (s *Service) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {

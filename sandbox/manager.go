@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
@@ -264,6 +265,11 @@ func (m *Manager) create(ctx context.Context, p *Pod) error {
 	spec := &p.Spec
 	if err := m.createCgroup(p); err != nil {
 		return err
+	}
+	if spec.Resources != nil && spec.CgroupParent != "" && m.cgroups != nil {
+		if err := m.cgroups.Update(spec.CgroupParent, spec.Resources); err != nil {
+			return fmt.Errorf("pod cgroup %s: resources: %w", spec.CgroupParent, err)
+		}
 	}
 
 	// Without a hostname of its own (or with the host's network) the pod
@@ -564,5 +570,50 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	delete(m.pods, p.ID)
 	m.mu.Unlock()
 	klog.V(1).InfoS("Pod sandbox removed", "pod", p.ID)
+	return nil
+}
+
+// UpdateResources applies res to the pod's cgroup parent (a pod-level
+// resize) and records what is then in force in the pod's spec. Fields
+// unset in res keep their value; a write the kernel refuses half way
+// restores what was in force before.
+func (m *Manager) UpdateResources(id string, res *specs.LinuxResources) error {
+	e, err := m.lookup(id)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p := e.pod
+	switch {
+	case p.State != Ready:
+		return fmt.Errorf("pod sandbox %s is %s: only a ready pod can be resized: %w", p.ID, p.State, errdefs.ErrFailedPrecondition)
+	case p.Spec.CgroupParent == "" || m.cgroups == nil:
+		return fmt.Errorf("pod sandbox %s has no cgroup parent to resize: %w", p.ID, errdefs.ErrFailedPrecondition)
+	}
+	old := p.Spec.Resources
+	merged := cgroups.Merge(old, res)
+	write := *res
+	write.Memory = merged.Memory // v2's swap.max depends on the limit
+	restore := func() {
+		if old == nil {
+			return
+		}
+		if err := m.cgroups.Update(p.Spec.CgroupParent, old); err != nil {
+			klog.ErrorS(err, "Restore pod resources after a failed update", "pod", p.ID)
+		}
+	}
+	if err := m.cgroups.Update(p.Spec.CgroupParent, &write); err != nil {
+		restore()
+		return fmt.Errorf("pod sandbox %s: update resources: %w", p.ID, err)
+	}
+	p.Spec.Resources = merged
+	if err := m.save(p); err != nil {
+		p.Spec.Resources = old
+		restore()
+		return err
+	}
+	e.publish()
+	klog.V(2).InfoS("Pod resources updated", "pod", p.ID)
 	return nil
 }

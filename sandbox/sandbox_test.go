@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/nspin"
@@ -537,5 +539,70 @@ func TestPodWithoutHostnameKeepsTheNodes(t *testing.T) {
 	node, _ := os.Hostname()
 	if got := readInNS(t, p.UTSNS, nspin.UTS, "/proc/sys/kernel/hostname"); p.Hostname != node || got != node {
 		t.Errorf("pod hostname %q (in its namespace %q), want the node's %q", p.Hostname, got, node)
+	}
+}
+
+// TestPodResources: a pod's resources reach its cgroup parent at start;
+// UpdateResources changes them there and in the record a restarted
+// manager reads; an update the kernel refuses half way is undone; a pod
+// without a cgroup parent has nothing to resize.
+func TestPodResources(t *testing.T) {
+	e := newEnv(t, 10)
+	m := e.manager(t)
+	ctx := context.Background()
+	i64 := func(v int64) *int64 { return &v }
+	u64 := func(v uint64) *uint64 { return &v }
+	s := spec("res")
+	s.HostNetwork = true
+	s.CgroupParent = fmt.Sprintf("/cri-mini-sbtest-res-%d/pod-res", os.Getpid())
+	s.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(64 << 20)}, CPU: &specs.LinuxCPU{Shares: u64(512)}}
+	p, err := m.Run(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Remove(ctx, p.ID) })
+	inForce := func() (uint64, uint64) {
+		t.Helper()
+		st, err := m.cgroups.Stats(s.CgroupParent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Memory.Limit, st.CPU.Shares
+	}
+	if mem, shares := inForce(); mem != 64<<20 || shares != 512 {
+		t.Errorf("pod cgroup at start: memory %d shares %d, want 64 MiB and 512", mem, shares)
+	}
+
+	if err := m.UpdateResources(p.ID, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(128 << 20)}}); err != nil {
+		t.Fatal(err)
+	}
+	if mem, shares := inForce(); mem != 128<<20 || shares != 512 {
+		t.Errorf("pod cgroup after the update: memory %d shares %d, want 128 MiB and 512", mem, shares)
+	}
+	restarted := e.manager(t)
+	if got, err := restarted.Get(p.ID); err != nil || *got.Spec.Resources.Memory.Limit != 128<<20 || *got.Spec.Resources.CPU.Shares != 512 {
+		t.Errorf("resources a restarted manager reads: %+v, %v", got.Spec.Resources, err)
+	}
+
+	err = m.UpdateResources(p.ID, &specs.LinuxResources{CPU: &specs.LinuxCPU{Shares: u64(2048), Cpus: "4095"}})
+	if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("update with a cpuset the machine lacks: %v, want InvalidArgument", err)
+	}
+	if mem, shares := inForce(); mem != 128<<20 || shares != 512 {
+		t.Errorf("pod cgroup after the refused update: memory %d shares %d, want it as before", mem, shares)
+	}
+	if got, _ := m.Get(p.ID); *got.Spec.Resources.CPU.Shares != 512 || got.Spec.Resources.CPU.Cpus != "" {
+		t.Errorf("recorded after the refused update: %+v", got.Spec.Resources.CPU)
+	}
+
+	bare := spec("bare")
+	bare.HostNetwork = true
+	q, err := m.Run(ctx, bare)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Remove(ctx, q.ID) })
+	if err := m.UpdateResources(q.ID, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(128 << 20)}}); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("resize of a pod without a cgroup parent: %v, want FailedPrecondition", err)
 	}
 }

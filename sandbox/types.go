@@ -1,6 +1,8 @@
 package sandbox
 
 import (
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/cri-mini/cri-mini/netns"
 )
 
@@ -44,6 +46,11 @@ type Spec struct {
 	// both are 65535. A group needs a user.
 	RunAsUser  *int64 `json:"runAsUser,omitempty"`
 	RunAsGroup *int64 `json:"runAsGroup,omitempty"`
+	// Resources are applied to the pod's cgroup parent at start and by
+	// UpdateResources, which records here what is in force; nil leaves
+	// the cgroup as its maker set it. A pod without a cgroup parent has
+	// nothing to apply them to.
+	Resources *specs.LinuxResources `json:"resources,omitempty"`
 }
 
 // State is where a pod is in its life.
