@@ -103,11 +103,14 @@ const (
 
 // State is a container as the state directory and the kernel describe it.
 type State struct {
-	ID         string
-	Status     Status
-	Pid        int // the init, in the daemon's pid namespace
-	ExitCode   int // 128+n for death by signal n
-	Signal     int
+	ID       string
+	Status   Status
+	Pid      int // the init, in the daemon's pid namespace
+	ExitCode int // 128+n for death by signal n
+	Signal   int
+	// ExitLost: the init and its supervisor are gone and no exit was
+	// recorded (ExitCode 255 stands in for the unknown one).
+	ExitLost   bool
 	OOMKilled  bool
 	Created    time.Time
 	Started    time.Time
@@ -520,7 +523,7 @@ func (r *Runtime) State(id string) (*State, error) {
 		}
 	case haveInit:
 		// Both gone without a record: the exit code is lost.
-		s.Status, s.ExitCode = StatusStopped, 255
+		s.Status, s.ExitCode, s.ExitLost = StatusStopped, 255, true
 	}
 	if s.Status == StatusStopped && cfg.CgroupPath != "" && r.Cgroups != nil {
 		s.OOMKilled, _ = r.Cgroups.OOMKilled(cfg.CgroupPath)

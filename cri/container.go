@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	remotecommand "k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	"k8s.io/klog/v2"
@@ -193,19 +194,16 @@ func (s *Service) stopContainer(ctx context.Context, st *container.State, grace 
 		return nil
 	}
 	if grace > 0 {
-		sig := syscall.SIGTERM
-		if name := st.Spec.Annotations[annoStopSignal]; name != "" {
-			if parsed, err := parseSignal(name); err == nil {
-				sig = parsed
-			} else {
-				klog.InfoS("Unknown stop signal, using SIGTERM", "container", st.ID, "signal", name)
-			}
+		sig, err := stopSignal(st.Spec.Annotations[annoStopSignal])
+		if err != nil {
+			klog.InfoS("Unknown stop signal, using SIGTERM", "container", st.ID, "err", err)
+			sig = syscall.SIGTERM
 		}
 		if err := s.containers.Kill(ctx, st.ID, sig); err != nil {
 			return err
 		}
 		wctx, cancel := context.WithTimeout(ctx, grace)
-		_, err := s.containers.Wait(wctx, st.ID)
+		_, err = s.containers.Wait(wctx, st.ID)
 		cancel()
 		if err == nil {
 			return nil
@@ -456,15 +454,11 @@ func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.Container
 		}
 		status.User = &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{Uid: int64(u.UID), Gid: int64(u.GID), SupplementalGroups: groups}}
 	}
+	if sig, err := stopSignal(a[annoStopSignal]); err == nil {
+		status.StopSignal = criSignal(sig)
+	}
 	if st.Status == container.StatusStopped {
-		switch {
-		case st.OOMKilled:
-			status.Reason = "OOMKilled"
-		case st.ExitCode == 0:
-			status.Reason = "Completed"
-		default:
-			status.Reason = "Error"
-		}
+		status.Reason, status.Message = exitReason(st)
 	}
 	if r := st.Spec.Linux.Resources; r != nil {
 		status.Resources = &runtimeapi.ContainerResources{Linux: criResources(r)}
@@ -478,6 +472,28 @@ func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.Container
 		resp.Info = map[string]string{"info": info}
 	}
 	return resp, nil
+}
+
+// exitReason says why a stopped container stopped: the CRI's reason and a
+// message for what the exit code does not tell. kubelet puts the message
+// before the container's termination message in the pod's status, so an
+// ordinary exit has none.
+func exitReason(st *container.State) (reason, message string) {
+	switch {
+	case st.OOMKilled:
+		reason = "OOMKilled"
+	case st.ExitCode == 0:
+		reason = "Completed"
+	default:
+		reason = "Error"
+	}
+	switch {
+	case st.Signal > 0:
+		message = fmt.Sprintf("killed by signal %s (%d)", unix.SignalName(syscall.Signal(st.Signal)), st.Signal)
+	case st.ExitLost:
+		message = "the exit status is lost: the container's init and its supervisor ended without recording it (exit code 255 stands for unknown)"
+	}
+	return reason, message
 }
 
 // maxVerboseInfo bounds the verbose info of ContainerStatus. The plan

@@ -542,24 +542,6 @@ func containerAnnotations(in specInput) (map[string]string, error) {
 	return out, nil
 }
 
-var errNoSuchSignal = errors.New("unknown signal")
-
-// parseSignal reads a stop signal as the image config or the CRI writes it:
-// "SIGTERM", "TERM", "15".
-func parseSignal(s string) (unix.Signal, error) {
-	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
-		return unix.Signal(n), nil
-	}
-	name := strings.ToUpper(s)
-	if !strings.HasPrefix(name, "SIG") {
-		name = "SIG" + name
-	}
-	if sig := unix.SignalNum(name); sig != 0 {
-		return sig, nil
-	}
-	return 0, fmt.Errorf("stop signal %q: %w", s, errNoSuchSignal)
-}
-
 // criResources is linuxResources read back, for ContainerStatus.
 func criResources(r *specs.LinuxResources) *runtimeapi.LinuxContainerResources {
 	out := &runtimeapi.LinuxContainerResources{}

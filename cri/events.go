@@ -193,22 +193,33 @@ func (s *Service) sendEvent(typ runtimeapi.ContainerEventType, id, podID string)
 	// pod's status only if its time is newer than what it has, so the time
 	// must never be newer than the status it comes with.
 	ev := &runtimeapi.ContainerEventResponse{ContainerId: id, ContainerEventType: typ, CreatedAt: time.Now().UnixNano()}
-	ctx := context.Background()
-	if resp, err := s.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID}); err == nil {
-		ev.PodSandboxStatus = resp.Status
+	if pod, err := s.sandboxes.Get(podID); err == nil {
+		ev.PodSandboxStatus = podStatus(pod)
 	} else {
 		// kubelet skips such an event and relists; it happens when the pod
 		// went away meanwhile.
 		klog.V(2).InfoS("Container event without the pod's status", "container", id, "pod", podID, "err", err)
 	}
+	ev.ContainersStatuses = s.podContainerStatuses(podID)
+	s.events.send(ev)
+}
+
+// podContainerStatuses is the status of every container of the pod, as
+// ContainerStatus gives it (kubelet's evented PLEG takes them from pod
+// statuses and events instead of asking for each).
+func (s *Service) podContainerStatuses(podID string) []*runtimeapi.ContainerStatus {
+	var out []*runtimeapi.ContainerStatus
+	if s.containers == nil {
+		return nil // a daemon without a container runtime serves pods only
+	}
 	for _, st := range s.podContainers(podID) {
-		resp, err := s.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: st.ID})
+		resp, err := s.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: st.ID})
 		if err != nil {
 			continue // removed meanwhile
 		}
-		ev.ContainersStatuses = append(ev.ContainersStatuses, resp.Status)
+		out = append(out, resp.Status)
 	}
-	s.events.send(ev)
+	return out
 }
 
 // containerStopped publishes the STOPPED event of a container whose exit

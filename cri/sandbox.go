@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -147,11 +148,15 @@ func (s *Service) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePo
 }
 
 func (s *Service) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
+	// The time comes before anything is read: kubelet's evented PLEG keeps
+	// a status only if its time is newer than the one it has, so the time
+	// must never be newer than what it stamps.
+	now := time.Now().UnixNano()
 	pod, err := s.sandboxes.Get(req.GetPodSandboxId())
 	if err != nil {
 		return nil, err
 	}
-	resp := &runtimeapi.PodSandboxStatusResponse{Status: podStatus(pod)}
+	resp := &runtimeapi.PodSandboxStatusResponse{Status: podStatus(pod), ContainersStatuses: s.podContainerStatuses(pod.ID), Timestamp: now}
 	if req.GetVerbose() {
 		info, err := json.Marshal(pod)
 		if err != nil {
