@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ func (s *Service) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandb
 	if err != nil {
 		return nil, err
 	}
+	spec.Sysctls = s.podSysctls(spec)
 	pod, err := s.sandboxes.Run(ctx, spec)
 	if err != nil {
 		return nil, err
@@ -29,6 +31,35 @@ func (s *Service) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandb
 	s.containerEvent(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, pod.ID, pod.ID)
 	s.containerEvent(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, pod.ID, pod.ID)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: pod.ID}, nil
+}
+
+// podSysctls is the pod's sysctls with the defaults containerd gives
+// every pod with a network namespace of its own, unless the pod sets them
+// or the configuration turns them off: any user may bind ports below 1024
+// (a non-root web server on :80) and open ICMP echo sockets (ping without
+// CAP_NET_RAW). Both only reach the pod's own network namespace.
+func (s *Service) podSysctls(spec sandbox.Spec) map[string]string {
+	if spec.HostNetwork {
+		return spec.Sysctls
+	}
+	out := maps.Clone(spec.Sysctls)
+	if out == nil {
+		out = map[string]string{}
+	}
+	set := func(key, value string) {
+		if _, ok := out[key]; !ok {
+			if _, ok := out[strings.ReplaceAll(key, ".", "/")]; !ok {
+				out[key] = value
+			}
+		}
+	}
+	if s.config.EnableUnprivilegedPorts {
+		set("net.ipv4.ip_unprivileged_port_start", "0")
+	}
+	if s.config.EnableUnprivilegedICMP {
+		set("net.ipv4.ping_group_range", "0 2147483647")
+	}
+	return out
 }
 
 // sandboxSpec translates the CRI's pod config into a sandbox.Spec.

@@ -1,9 +1,13 @@
 package cri
 
 import (
+	"maps"
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mini/cri-mini/internal/config"
+	"github.com/cri-mini/cri-mini/sandbox"
 )
 
 // TestPodCgroupResources: the pod's cgroup gets its containers' resources
@@ -24,5 +28,35 @@ func TestPodCgroupResources(t *testing.T) {
 	got = podCgroupResources(&runtimeapi.LinuxContainerResources{CpuShares: 2}, ovh)
 	if *got.CPU.Shares != 104 || got.CPU.Quota != nil || got.Memory != nil {
 		t.Errorf("unlimited pod: cpu %+v memory %+v", got.CPU, got.Memory)
+	}
+}
+
+// TestPodSysctlDefaults: a pod with a network of its own gets
+// containerd's two sysctls unless it sets them itself (in either
+// spelling) or the configuration turns them off; a pod on the host's
+// network gets none.
+func TestPodSysctlDefaults(t *testing.T) {
+	on := &Service{config: config.Default()}
+	off := &Service{config: config.Default()}
+	off.config.EnableUnprivilegedPorts, off.config.EnableUnprivilegedICMP = false, false
+	own := map[string]string{"net/ipv4/ip_unprivileged_port_start": "1024", "kernel.shmmax": "1"}
+	for _, tc := range []struct {
+		name string
+		s    *Service
+		spec sandbox.Spec
+		want map[string]string
+	}{
+		{"defaults", on, sandbox.Spec{}, map[string]string{"net.ipv4.ip_unprivileged_port_start": "0", "net.ipv4.ping_group_range": "0 2147483647"}},
+		{"the pod's own", on, sandbox.Spec{Sysctls: own},
+			map[string]string{"net/ipv4/ip_unprivileged_port_start": "1024", "kernel.shmmax": "1", "net.ipv4.ping_group_range": "0 2147483647"}},
+		{"host network", on, sandbox.Spec{HostNetwork: true}, nil},
+		{"turned off", off, sandbox.Spec{Sysctls: own}, own},
+	} {
+		if got := tc.s.podSysctls(tc.spec); !maps.Equal(got, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if len(own) != 2 {
+		t.Errorf("the request's sysctls were changed: %v", own)
 	}
 }

@@ -24,17 +24,23 @@ import (
 // TOML file and a command-line flag (flag name = key with '-' for '_',
 // repeatable flags for the list and table keys).
 type Config struct {
-	Listen             string            `toml:"listen"`
-	Root               string            `toml:"root"`
-	RunRoot            string            `toml:"runroot"`
-	CNIConfigDir       string            `toml:"cni_config_dir"`
-	CNIPluginDir       string            `toml:"cni_plugin_dir"`
-	CgroupDriver       string            `toml:"cgroup_driver"`
-	StreamAddress      string            `toml:"stream_address"`
-	MetricsAddress     string            `toml:"metrics_address"`
-	Verbosity          int               `toml:"verbosity"`
-	InsecureRegistries []string          `toml:"insecure_registries"`
-	RegistryMirrors    map[string]string `toml:"registry_mirrors"`
+	Listen             string   `toml:"listen"`
+	Root               string   `toml:"root"`
+	RunRoot            string   `toml:"runroot"`
+	CNIConfigDir       string   `toml:"cni_config_dir"`
+	CNIPluginDir       string   `toml:"cni_plugin_dir"`
+	CgroupDriver       string   `toml:"cgroup_driver"`
+	StreamAddress      string   `toml:"stream_address"`
+	MetricsAddress     string   `toml:"metrics_address"`
+	Verbosity          int      `toml:"verbosity"`
+	InsecureRegistries []string `toml:"insecure_registries"`
+	// EnableUnprivilegedPorts and EnableUnprivilegedICMP give every pod
+	// with a network of its own net.ipv4.ip_unprivileged_port_start=0 and
+	// net.ipv4.ping_group_range="0 2147483647" (unless it sets them), as
+	// containerd does: a non-root server may bind :80, anyone may ping.
+	EnableUnprivilegedPorts bool              `toml:"enable_unprivileged_ports"`
+	EnableUnprivilegedICMP  bool              `toml:"enable_unprivileged_icmp"`
+	RegistryMirrors         map[string]string `toml:"registry_mirrors"`
 }
 
 // Cgroup drivers.
@@ -46,14 +52,16 @@ const (
 // Default returns the built-in configuration: a node needs no file.
 func Default() Config {
 	return Config{
-		Listen:          "unix:///run/cri-mini/cri-mini.sock",
-		Root:            "/var/lib/cri-mini",
-		RunRoot:         "/run/cri-mini",
-		CNIConfigDir:    "/etc/cni/net.d",
-		CNIPluginDir:    "/opt/cni/bin:/usr/lib/cni",
-		CgroupDriver:    CgroupfsDriver,
-		StreamAddress:   "127.0.0.1:0",
-		RegistryMirrors: map[string]string{},
+		Listen:                  "unix:///run/cri-mini/cri-mini.sock",
+		Root:                    "/var/lib/cri-mini",
+		RunRoot:                 "/run/cri-mini",
+		CNIConfigDir:            "/etc/cni/net.d",
+		CNIPluginDir:            "/opt/cni/bin:/usr/lib/cni",
+		CgroupDriver:            CgroupfsDriver,
+		StreamAddress:           "127.0.0.1:0",
+		EnableUnprivilegedPorts: true,
+		EnableUnprivilegedICMP:  true,
+		RegistryMirrors:         map[string]string{},
 	}
 }
 
@@ -99,6 +107,8 @@ type Flags struct {
 	verbosity          int
 	insecureRegistries listFlag
 	registryMirrors    listFlag
+	unprivilegedPorts  bool
+	unprivilegedICMP   bool
 }
 
 type listFlag []string
@@ -122,6 +132,8 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.IntVar(&f.verbosity, "v", d.Verbosity, "log verbosity (klog -v)")
 	fs.Var(&f.insecureRegistries, "insecure-registry", "registry HOST[:PORT] reached over plain HTTP or unverified TLS (repeatable)")
 	fs.Var(&f.registryMirrors, "registry-mirror", "HOST=URL: pull images of registry HOST from URL (repeatable)")
+	fs.BoolVar(&f.unprivilegedPorts, "enable-unprivileged-ports", d.EnableUnprivilegedPorts, "pods with a network of their own get net.ipv4.ip_unprivileged_port_start=0")
+	fs.BoolVar(&f.unprivilegedICMP, "enable-unprivileged-icmp", d.EnableUnprivilegedICMP, "pods with a network of their own get net.ipv4.ping_group_range=\"0 2147483647\"")
 	return f
 }
 
@@ -150,6 +162,10 @@ func (f *Flags) Apply(c *Config) error {
 			c.MetricsAddress = f.metricsAddress
 		case "v":
 			c.Verbosity = f.verbosity
+		case "enable-unprivileged-ports":
+			c.EnableUnprivilegedPorts = f.unprivilegedPorts
+		case "enable-unprivileged-icmp":
+			c.EnableUnprivilegedICMP = f.unprivilegedICMP
 		case "insecure-registry":
 			for _, r := range f.insecureRegistries {
 				if !slices.Contains(c.InsecureRegistries, r) {
@@ -263,6 +279,8 @@ var keyDocs = []struct{ key, doc string }{
 	{"metrics_address", "host:port of the Prometheus metrics endpoint; empty turns it off."},
 	{"verbosity", "Log verbosity (klog -v): 2 logs every CRI call with its duration and code."},
 	{"insecure_registries", "Registries (HOST[:PORT]) reached over plain HTTP or with unverified TLS."},
+	{"enable_unprivileged_ports", "Pods with a network namespace of their own get net.ipv4.ip_unprivileged_port_start=0\n# (a non-root server may bind :80), unless they set it; as containerd does."},
+	{"enable_unprivileged_icmp", "Pods with a network namespace of their own get net.ipv4.ping_group_range=\"0 2147483647\"\n# (ping without CAP_NET_RAW), unless they set it; as containerd does."},
 	{"registry_mirrors", "Mirrors by registry host: HOST = \"URL\". Pulls from HOST go to URL first."},
 }
 
@@ -274,7 +292,9 @@ func (c Config) Render() ([]byte, error) {
 		"cni_config_dir": c.CNIConfigDir, "cni_plugin_dir": c.CNIPluginDir,
 		"cgroup_driver": c.CgroupDriver, "stream_address": c.StreamAddress,
 		"metrics_address": c.MetricsAddress, "verbosity": c.Verbosity,
-		"insecure_registries": nonNil(c.InsecureRegistries),
+		"insecure_registries":       nonNil(c.InsecureRegistries),
+		"enable_unprivileged_ports": c.EnableUnprivilegedPorts,
+		"enable_unprivileged_icmp":  c.EnableUnprivilegedICMP,
 	}
 	var b bytes.Buffer
 	b.WriteString("# cri-mini configuration (cri-mini --config FILE). Flags override these keys.\n")

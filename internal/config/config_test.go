@@ -50,20 +50,23 @@ root = "/srv/file-root"
 runroot = "/run/file"
 cgroup_driver = "systemd"
 insecure_registries = ["file.local:5000"]
+enable_unprivileged_ports = false
 [registry_mirrors]
 "docker.io" = "http://file-mirror:5000"
 "quay.io" = "https://quay-mirror"
 `)
 	c, err := parse(t, "--config", file, "--runroot", "/run/flag", "-v", "3",
-		"--insecure-registry", "flag.local", "--registry-mirror", "docker.io=http://flag-mirror")
+		"--insecure-registry", "flag.local", "--registry-mirror", "docker.io=http://flag-mirror", "--enable-unprivileged-icmp=false")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Default()
-	want.Root = "/srv/file-root"  // file over default
-	want.RunRoot = "/run/flag"    // flag over file
-	want.CgroupDriver = "systemd" // file
-	want.Verbosity = 3            // flag
+	want.Root = "/srv/file-root"         // file over default
+	want.RunRoot = "/run/flag"           // flag over file
+	want.CgroupDriver = "systemd"        // file
+	want.Verbosity = 3                   // flag
+	want.EnableUnprivilegedPorts = false // file
+	want.EnableUnprivilegedICMP = false  // flag
 	want.InsecureRegistries = []string{"file.local:5000", "flag.local"}
 	want.RegistryMirrors = map[string]string{"docker.io": "http://flag-mirror", "quay.io": "https://quay-mirror"}
 	if !reflect.DeepEqual(c, want) {
