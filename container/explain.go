@@ -160,7 +160,11 @@ func renderStep(w func(string, ...any), s Step, plan []Step) {
 		}
 		w("chown %d:%d %s", d.UID, d.GID, p)
 	case KindSymlink:
-		w("ln -s %s %s", shellQuote(s.Symlink.Target), inRoot("/dev/"+s.Symlink.Path))
+		flags := "-s"
+		if s.Symlink.Replace {
+			flags = "-sf"
+		}
+		w("ln %s %s %s", flags, shellQuote(s.Symlink.Target), inRoot("/dev/"+s.Symlink.Path))
 	case KindMkdir:
 		w("mkdir -p %s", inRoot(s.Path))
 	case KindPivotRoot:
@@ -273,9 +277,9 @@ func renderCgroupfs(w func(string, ...any), s Step) {
 		d := inRoot(s.Mount.Destination + "/" + h.Dir)
 		w("mkdir -m 555 %s", d)
 		w("mount -t %s -o %s cgroup %s", shellQuote(h.FSType), shellQuote(strings.Join(append(attrOptions(attrs&^unix.MOUNT_ATTR_RDONLY), h.Params...), ",")), d)
-		w("mount -o remount,bind,%s %s", strings.Join(attrOptions(attrs|unix.MOUNT_ATTR_RDONLY), ","), d)
+		w("mount -o remount,bind,%s %s", strings.Join(attrOptions(attrs), ","), d)
 	}
-	w("mount -o remount,bind,%s %s", strings.Join(attrOptions(attrs|unix.MOUNT_ATTR_RDONLY), ","), t)
+	w("mount -o remount,bind,%s %s", strings.Join(attrOptions(attrs), ","), t)
 }
 
 func renderExec(w func(string, ...any), e *ExecStep, plan []Step) {

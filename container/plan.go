@@ -89,10 +89,14 @@ type DeviceNode struct {
 	GID   uint32      `json:"gid,omitempty"`
 }
 
-// Symlink is a link made in the container's /dev.
+// Symlink is a link made in the container's /dev. With Replace it takes
+// the place of a node already there: /dev/ptmx must lead to the
+// container's own devpts even when the host's ptmx was given as a
+// device (a privileged container's), as runc does.
 type Symlink struct {
-	Path   string `json:"path"` // below /dev
-	Target string `json:"target"`
+	Path    string `json:"path"` // below /dev
+	Target  string `json:"target"`
+	Replace bool   `json:"replace,omitempty"`
 }
 
 // NamespaceStep is a namespace the container gets: new, or the one at
@@ -318,7 +322,7 @@ func devSteps(spec *specs.Spec) []Step {
 		if l[0] == "ptmx" {
 			r = "R8"
 		}
-		out = append(out, Step{Recipe: r, Kind: KindSymlink, Symlink: &Symlink{Path: l[0], Target: l[1]}})
+		out = append(out, Step{Recipe: r, Kind: KindSymlink, Symlink: &Symlink{Path: l[0], Target: l[1], Replace: r == "R8"}})
 	}
 	for _, d := range []string{"pts", "shm", "mqueue"} {
 		out = append(out, Step{Recipe: "R7", Kind: KindMkdir, Path: "/dev/" + d})

@@ -193,3 +193,41 @@ func TestRenderShellEnv(t *testing.T) {
 		t.Errorf("bash -n: %v\n%s", err, script)
 	}
 }
+
+// TestEmptyPathListsSurviveTheRecord: a spec with empty lists of masked
+// and read-only paths (a privileged container's) reads back from its
+// config.json with empty lists, not with none, which would get the
+// recipe's defaults; a spec without lists reads back without.
+func TestEmptyPathListsSurviveTheRecord(t *testing.T) {
+	dir := t.TempDir()
+	for _, empty := range []bool{true, false} {
+		linux := &specs.Linux{}
+		if empty {
+			linux.MaskedPaths, linux.ReadonlyPaths = []string{}, []string{}
+		}
+		if err := writeJSON(dir, configFile, config{ID: "x", Spec: &specs.Spec{Linux: linux}}); err != nil {
+			t.Fatal(err)
+		}
+		var back config
+		if err := readJSON(dir, configFile, &back); err != nil {
+			t.Fatal(err)
+		}
+		l := back.Spec.Linux
+		if (l.MaskedPaths != nil) != empty || (l.ReadonlyPaths != nil) != empty || len(l.MaskedPaths)+len(l.ReadonlyPaths) != 0 {
+			t.Errorf("lists given empty %v: read back masked %#v read-only %#v", empty, l.MaskedPaths, l.ReadonlyPaths)
+		}
+		plan, err := BuildPlan(&specs.Spec{Root: &specs.Root{Path: "/r"}, Process: &specs.Process{Args: []string{"x"}}, Linux: l}, PlanInput{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		masks := 0
+		for _, s := range plan {
+			if s.Kind == KindMaskPath || s.Kind == KindReadonlyPath {
+				masks++
+			}
+		}
+		if (masks == 0) != empty {
+			t.Errorf("lists given empty %v: the plan masks or protects %d paths", empty, masks)
+		}
+	}
+}

@@ -89,6 +89,11 @@ func mountStep(root *os.File, s Step) error {
 		return makeDevice(root, *s.Device) // R7
 	case KindSymlink:
 		return inDev(root, func(dfd int) error { // R7, R8
+			if s.Symlink.Replace {
+				if err := unix.Unlinkat(dfd, s.Symlink.Path, 0); err != nil && err != unix.ENOENT {
+					return fmt.Errorf("replace /dev/%s: %w", s.Symlink.Path, err)
+				}
+			}
 			if err := unix.Symlinkat(s.Symlink.Target, dfd, s.Symlink.Path); err != nil {
 				return fmt.Errorf("symlink /dev/%s: %w", s.Symlink.Path, err)
 			}
@@ -178,8 +183,9 @@ func hostCgroups() ([]CgroupHierarchy, error) {
 }
 
 // mountCgroups is R11's /sys/fs/cgroup: the host's cgroup2 mount, or on a v1
-// host a read-only tmpfs holding each hierarchy (hier, the host's), all
-// read-only and rooted at the container's cgroup namespace.
+// host a tmpfs holding each hierarchy (hier, the host's), all rooted at the
+// container's cgroup namespace and read-only unless the mount's options
+// lack "ro" (a privileged container's).
 func mountCgroups(root *os.File, m specs.Mount, hier []CgroupHierarchy) error {
 	o := parseMountOptions(m.Options)
 	attrs := o.attrSet | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC
@@ -216,7 +222,7 @@ func mountCgroups(root *os.File, m specs.Mount, hier []CgroupHierarchy) error {
 			return fmt.Errorf("mount /sys/fs/cgroup/%s: %w", h.Dir, err)
 		}
 		d := os.NewFile(uintptr(dfd), "/sys/fs/cgroup/"+h.Dir)
-		mfd, err := newFSMount(h.FSType, "cgroup", h.Params, attrs|unix.MOUNT_ATTR_RDONLY)
+		mfd, err := newFSMount(h.FSType, "cgroup", h.Params, attrs)
 		if err == nil {
 			err = attach(mfd, d)
 			unix.Close(mfd)
@@ -226,7 +232,7 @@ func mountCgroups(root *os.File, m specs.Mount, hier []CgroupHierarchy) error {
 			return fmt.Errorf("mount /sys/fs/cgroup/%s: %w", h.Dir, err)
 		}
 	}
-	return setAttr(tfd, unix.MOUNT_ATTR_RDONLY, 0, 0, false)
+	return setAttr(tfd, attrs&unix.MOUNT_ATTR_RDONLY, 0, 0, false)
 }
 
 // maskPath is R17 for one path: an empty read-only tmpfs over a directory,

@@ -46,6 +46,41 @@ type config struct {
 	StdinOnce  bool        `json:"stdinOnce,omitempty"`
 	CgroupPath string      `json:"cgroupPath,omitempty"`
 	Created    time.Time   `json:"created"`
+	// The spec's JSON drops an empty list of masked or read-only paths
+	// (a privileged container's), which would read back as no list and
+	// get the recipe's defaults: these say the lists were there, empty.
+	NoMaskedPaths   bool `json:"noMaskedPaths,omitempty"`
+	NoReadonlyPaths bool `json:"noReadonlyPaths,omitempty"`
+}
+
+// MarshalJSON records whether the spec's lists of masked and read-only
+// paths are empty rather than absent.
+func (c config) MarshalJSON() ([]byte, error) {
+	type plain config
+	p := plain(c)
+	if c.Spec != nil && c.Spec.Linux != nil {
+		l := c.Spec.Linux
+		p.NoMaskedPaths = l.MaskedPaths != nil && len(l.MaskedPaths) == 0
+		p.NoReadonlyPaths = l.ReadonlyPaths != nil && len(l.ReadonlyPaths) == 0
+	}
+	return json.Marshal(p)
+}
+
+// UnmarshalJSON gives back the empty lists MarshalJSON recorded.
+func (c *config) UnmarshalJSON(data []byte) error {
+	type plain config
+	if err := json.Unmarshal(data, (*plain)(c)); err != nil {
+		return err
+	}
+	if c.Spec != nil && c.Spec.Linux != nil {
+		if c.NoMaskedPaths && c.Spec.Linux.MaskedPaths == nil {
+			c.Spec.Linux.MaskedPaths = []string{}
+		}
+		if c.NoReadonlyPaths && c.Spec.Linux.ReadonlyPaths == nil {
+			c.Spec.Linux.ReadonlyPaths = []string{}
+		}
+	}
+	return nil
 }
 
 // procRecord identifies a process across daemon restarts: a pid plus the

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -106,6 +107,12 @@ func containerSpec(in specInput) (*specs.Spec, string, error) {
 	}
 	resources := linuxResources(res)
 	if privileged {
+		// Every device of the host, as runc gives a privileged container.
+		host, err := hostDevices()
+		if err != nil {
+			return nil, "", err
+		}
+		devices = append(host, devices...)
 		resources.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
 	} else {
 		resources.Devices = append(cgroups.DefaultDevices(), deviceRules...)
@@ -368,8 +375,9 @@ func rootfsPropagation(mounts []*runtimeapi.Mount) string {
 	return prop
 }
 
-// containerMounts: the pod's /dev/shm and R2 files, then the config's bind
-// mounts (which win over the pod's for the same destination). A host path
+// containerMounts: for a privileged container /sys and /sys/fs/cgroup
+// read-write, the pod's /dev/shm and R2 files, then the config's bind
+// mounts (which win over those for the same destination). A host path
 // that does not exist is an error, not a silent mkdir. Image volumes are
 // bound from where the image is mounted, or from a sub path of it.
 func containerMounts(cfg *runtimeapi.ContainerConfig, pod *sandbox.Pod, imageVolumes map[int]string) ([]specs.Mount, error) {
@@ -391,6 +399,11 @@ func containerMounts(cfg *runtimeapi.ContainerConfig, pod *sandbox.Pod, imageVol
 			opts = append(opts, "rw")
 		}
 		return specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts}
+	}
+	if cfg.GetLinux().GetSecurityContext().GetPrivileged() {
+		// The recipe's /sys and /sys/fs/cgroup, read-write.
+		add(specs.Mount{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "rw"}})
+		add(specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "rw"}})
 	}
 	add(bind(pod.ShmPath, "/dev/shm", false, "rprivate"))
 	add(bind(pod.HostsPath, "/etc/hosts", false, "rprivate"))
@@ -441,13 +454,8 @@ func containerDevices(devs []*runtimeapi.Device) ([]specs.LinuxDevice, []specs.L
 		if err := unix.Stat(d.GetHostPath(), &st); err != nil {
 			return nil, nil, fmt.Errorf("device %s: %v: %w", d.GetHostPath(), err, errdefs.ErrInvalidArgument)
 		}
-		typ := ""
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFCHR:
-			typ = "c"
-		case unix.S_IFBLK:
-			typ = "b"
-		default:
+		dev, ok := specDevice(firstNonEmpty(d.GetContainerPath(), d.GetHostPath()), &st)
+		if !ok {
 			return nil, nil, fmt.Errorf("device %s is not a device node: %w", d.GetHostPath(), errdefs.ErrInvalidArgument)
 		}
 		perms := d.GetPermissions()
@@ -457,14 +465,63 @@ func containerDevices(devs []*runtimeapi.Device) ([]specs.LinuxDevice, []specs.L
 		if strings.Trim(perms, "rwm") != "" {
 			return nil, nil, fmt.Errorf("device %s permissions %q (want letters of rwm): %w", d.GetHostPath(), perms, errdefs.ErrInvalidArgument)
 		}
-		major, minor := int64(unix.Major(st.Rdev)), int64(unix.Minor(st.Rdev))
-		mode := os.FileMode(st.Mode & 0o777)
-		uid, gid := st.Uid, st.Gid
-		path := firstNonEmpty(d.GetContainerPath(), d.GetHostPath())
-		out = append(out, specs.LinuxDevice{Path: path, Type: typ, Major: major, Minor: minor, FileMode: &mode, UID: &uid, GID: &gid})
-		rules = append(rules, specs.LinuxDeviceCgroup{Allow: true, Type: typ, Major: &major, Minor: &minor, Access: perms})
+		out = append(out, dev)
+		rules = append(rules, specs.LinuxDeviceCgroup{Allow: true, Type: dev.Type, Major: &dev.Major, Minor: &dev.Minor, Access: perms})
 	}
 	return out, rules, nil
+}
+
+// specDevice describes the device node st (as stat gives it) to be made
+// at path in the container, with the host node's mode and owner; false
+// when st is not a character or block device.
+func specDevice(path string, st *unix.Stat_t) (specs.LinuxDevice, bool) {
+	typ := ""
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFCHR:
+		typ = "c"
+	case unix.S_IFBLK:
+		typ = "b"
+	default:
+		return specs.LinuxDevice{}, false
+	}
+	mode := os.FileMode(st.Mode & 0o777)
+	uid, gid := st.Uid, st.Gid
+	return specs.LinuxDevice{Path: path, Type: typ, Major: int64(unix.Major(st.Rdev)), Minor: int64(unix.Minor(st.Rdev)),
+		FileMode: &mode, UID: &uid, GID: &gid}, true
+}
+
+// hostDevices lists the host's device nodes below /dev, as runc's
+// HostDevices does for a privileged container: not the per-instance
+// devpts, shm and mqueue, nor the console (the container's is its own);
+// symlinks are not followed.
+func hostDevices() ([]specs.LinuxDevice, error) {
+	var out []specs.LinuxDevice
+	err := filepath.WalkDir("/dev", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+				return nil // gone meanwhile, or a directory root cannot read
+			}
+			return err
+		}
+		switch {
+		case d.IsDir() && slices.Contains([]string{"/dev/pts", "/dev/shm", "/dev/mqueue", "/dev/fd", "/dev/.lxc", "/dev/.lxd-mounts", "/dev/.udev"}, p):
+			return filepath.SkipDir
+		case d.Type()&(fs.ModeDevice|fs.ModeCharDevice) == 0 || p == "/dev/console":
+			return nil
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return nil // gone meanwhile
+		}
+		if dev, ok := specDevice(p, &st); ok {
+			out = append(out, dev)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list the host's devices: %w", err)
+	}
+	return out, nil
 }
 
 // linuxResources maps the CRI's resources to the OCI ones (zero = unset).

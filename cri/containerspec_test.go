@@ -247,6 +247,19 @@ func TestContainerSpec(t *testing.T) {
 	if spec.Linux.MaskedPaths == nil || len(spec.Linux.MaskedPaths) != 0 || spec.Linux.Seccomp != nil || !spec.Linux.Resources.Devices[0].Allow {
 		t.Errorf("privileged: masked %v seccomp %v devices %v", spec.Linux.MaskedPaths, spec.Linux.Seccomp, spec.Linux.Resources.Devices)
 	}
+	// The host's devices (not its devpts or console), /sys and its cgroups read-write.
+	var devs []string
+	for _, d := range spec.Linux.Devices {
+		devs = append(devs, d.Path)
+	}
+	if !slices.Contains(devs, "/dev/null") || !slices.Contains(devs, "/dev/ptmx") || slices.Contains(devs, "/dev/console") || slices.ContainsFunc(devs, func(p string) bool { return strings.HasPrefix(p, "/dev/pts/") }) {
+		t.Errorf("privileged devices: %v", devs)
+	}
+	for _, dst := range []string{"/sys", "/sys/fs/cgroup"} {
+		if i := slices.IndexFunc(spec.Mounts, func(m specs.Mount) bool { return m.Destination == dst }); i < 0 || !slices.Contains(spec.Mounts[i].Options, "rw") {
+			t.Errorf("privileged %s: mounts %+v, want it read-write", dst, spec.Mounts)
+		}
+	}
 	for _, ns := range spec.Linux.Namespaces {
 		if ns.Type == specs.PIDNamespace && ns.Path != "" {
 			t.Errorf("pod without a shared pid namespace: container joins %s", ns.Path)

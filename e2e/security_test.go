@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -61,4 +62,99 @@ func TestUnprivilegedPortsAndPing(t *testing.T) {
 	if exited.ExitCode == 0 || !strings.Contains(string(log), "stdout F 1024") || !strings.Contains(string(log), "Permission denied") {
 		t.Errorf("pod with its own ip_unprivileged_port_start: exit %d, log %q; want 1024 and a refused bind", exited.ExitCode, log)
 	}
+}
+
+// statusField is a field of /proc/self/status as the test process sees it.
+func statusField(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no %s in /proc/self/status", name)
+	return ""
+}
+
+// TestPrivilegedContainer: a privileged container is privileged as with
+// containerd and runc: /sys and its cgroups read-write (it can make a
+// child cgroup of its own), the host's devices with /dev/ptmx still its
+// own devpts', nothing masked or read-only in /proc, every capability
+// this (root) test holds, no seccomp filter. An unprivileged sibling has
+// none of it.
+func TestPrivilegedContainer(t *testing.T) {
+	pullTestImage(t)
+	podID, podCfg := podWithLogs(t, "privileged")
+	script := `grep -E ' /sys(/fs/cgroup(/pids)?)? ' /proc/mounts | cut -d' ' -f2,4 | cut -d, -f1
+mkdir /sys/fs/cgroup/pids/sub 2>/dev/null && rmdir /sys/fs/cgroup/pids/sub && echo child-cgroup
+ls /dev | tr '\n' ' '; echo
+ls -l /dev/ptmx | grep -o -- '-> .*'
+grep -E ' /proc/(sys|kcore) ' /proc/mounts | cut -d' ' -f2,4 | cut -d, -f1
+grep -E '^(CapEff|Seccomp):' /proc/self/status | tr -d '\t'`
+	run := func(name string, privileged bool) string {
+		cfg := containerConfig(name, "sh", "-c", script)
+		cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{Privileged: privileged}}
+		waitExited(t, runContainer(t, podID, podCfg, cfg))
+		out, _ := crictlErr("logs", containerOf(t, podID, name))
+		return out + "\n"
+	}
+	priv, plain := run("priv", true), run("plain", false)
+
+	for _, want := range []string{"/sys rw", "/sys/fs/cgroup rw", "/sys/fs/cgroup/pids rw", "child-cgroup", "-> pts/ptmx",
+		"CapEff:" + statusField(t, "CapEff"), "Seccomp:0"} {
+		if !strings.Contains(priv, want+"\n") {
+			t.Errorf("privileged container: no %q in\n%s", want, priv)
+		}
+	}
+	if strings.Contains(priv, "/proc/sys ro") || strings.Contains(priv, "/proc/kcore") {
+		t.Errorf("privileged container: /proc still masked or read-only:\n%s", priv)
+	}
+	// Devices of the host that no container gets by default.
+	entries, err := os.ReadDir("/dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	privWords, plainWords := strings.Fields(priv), strings.Fields(plain)
+	var hostOnly []string
+	for _, e := range entries {
+		if e.Type()&os.ModeDevice != 0 && e.Name() != "console" && !slices.Contains(plainWords, e.Name()) {
+			hostOnly = append(hostOnly, e.Name())
+		}
+	}
+	if len(hostOnly) == 0 {
+		t.Fatal("the host has no device beyond the default ones")
+	}
+	for _, d := range hostOnly {
+		if !slices.Contains(privWords, d) {
+			t.Errorf("the host's /dev/%s is missing from the privileged container", d)
+		}
+	}
+	for _, want := range []string{"/sys ro", "/sys/fs/cgroup ro", "/proc/sys ro", "-> pts/ptmx"} {
+		if !strings.Contains(plain, want+"\n") {
+			t.Errorf("unprivileged container: no %q in\n%s", want, plain)
+		}
+	}
+	if strings.Contains(plain, "child-cgroup") || strings.Contains(plain, "Seccomp:0") && strings.Contains(plain, "CapEff:"+statusField(t, "CapEff")) {
+		t.Errorf("unprivileged container got privileges:\n%s", plain)
+	}
+}
+
+// containerOf is the ID of the container named name in pod podID.
+func containerOf(t *testing.T, podID, name string) string {
+	t.Helper()
+	resp, err := suite.rt.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: podID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range resp.Containers {
+		if c.Metadata.Name == name {
+			return c.Id
+		}
+	}
+	t.Fatalf("no container %s in pod %s", name, podID)
+	return ""
 }
