@@ -66,6 +66,10 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		}
 	}()
 
+	target, err := s.pidTarget(pod.ID, cfg.GetLinux().GetSecurityContext().GetNamespaceOptions())
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
+	}
 	imageID, imgCfg, err := s.resolveImage(cfg.GetImage().GetImage())
 	if err != nil {
 		return nil, err
@@ -89,7 +93,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
 	}
 	spec, cgroup, err := containerSpec(specInput{ID: id, Config: cfg, Pod: pod, Image: imgCfg, ImageRef: imageID,
-		Rootfs: rootfs, Driver: s.config.CgroupDriver, ImageVolumes: volumes})
+		Rootfs: rootfs, Driver: s.config.CgroupDriver, ImageVolumes: volumes, Target: target})
 	if err != nil {
 		release()
 		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
@@ -104,9 +108,53 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		release()
 		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
 	}
+	if target != nil {
+		// The target's namespace was joined by its init's pid: had the
+		// init died meanwhile, the pid could have named another process.
+		if err := s.targetRunning(target); err != nil {
+			if derr := s.containers.Delete(ctx, id); derr != nil {
+				klog.ErrorS(derr, "Roll back container", "container", id)
+			}
+			release()
+			return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
+		}
+	}
 	created = true
 	s.containerEvent(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, id, pod.ID)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
+}
+
+// pidTarget resolves the container whose pid namespace a config with
+// NamespaceMode TARGET joins (kubectl debug --target): a running
+// container of the same pod. Other modes have no target (nil).
+func (s *Service) pidTarget(podID string, ns *runtimeapi.NamespaceOption) (*container.State, error) {
+	if ns.GetPid() != runtimeapi.NamespaceMode_TARGET {
+		return nil, nil
+	}
+	if ns.GetTargetId() == "" {
+		return nil, fmt.Errorf("pid namespace mode TARGET without a target_id: %w", errdefs.ErrInvalidArgument)
+	}
+	target, err := s.containerState(ns.GetTargetId())
+	if err != nil {
+		return nil, fmt.Errorf("target of the pid namespace: %w", err)
+	}
+	if target.Spec.Annotations[annoSandboxID] != podID {
+		return nil, fmt.Errorf("target container %s is not in pod %s: only a container of the same pod can be a target: %w", target.ID, podID, errdefs.ErrInvalidArgument)
+	}
+	return target, s.targetRunning(target)
+}
+
+// targetRunning checks that the target container still runs the init it
+// ran when it was resolved.
+func (s *Service) targetRunning(target *container.State) error {
+	now, err := s.containers.State(target.ID)
+	if err != nil {
+		return fmt.Errorf("target container %s: %w", target.ID, err)
+	}
+	if now.Status != container.StatusRunning || now.Pid != target.Pid {
+		return fmt.Errorf("target container %s is not running: its pid namespace cannot be joined: %w", target.ID, errdefs.ErrFailedPrecondition)
+	}
+	return nil
 }
 
 // prepareLog makes the container's log file, logPath below the pod's

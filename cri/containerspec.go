@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/cri-mini/cri-mini/container"
 	"github.com/cri-mini/cri-mini/container/caps"
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/container/seccomp"
@@ -57,6 +58,9 @@ type specInput struct {
 	// ImageVolumes are where the images of image-volume mounts are mounted
 	// (read-only) on the host, by index in Config.Mounts.
 	ImageVolumes map[int]string
+	// Target is the running container whose pid namespace the config's
+	// NamespaceMode TARGET joins (kubectl debug --target).
+	Target *container.State
 }
 
 // containerSpec translates a CRI container config, the image's config and
@@ -120,7 +124,7 @@ func containerSpec(in specInput) (*specs.Spec, string, error) {
 
 	linux := &specs.Linux{
 		Resources:         resources,
-		Namespaces:        containerNamespaces(in.Pod, sc.GetNamespaceOptions()),
+		Namespaces:        containerNamespaces(in.Pod, sc.GetNamespaceOptions(), in.Target),
 		Devices:           devices,
 		RootfsPropagation: rootfsPropagation(cfg.GetMounts()),
 	}
@@ -332,8 +336,8 @@ func seccompProfile(sc *runtimeapi.LinuxContainerSecurityContext, bounding []str
 
 // containerNamespaces: new mount and cgroup namespaces; the pod's network,
 // uts and ipc namespaces (or the host's: no entry); the pod's shared pid
-// namespace, the host's, or a new one.
-func containerNamespaces(pod *sandbox.Pod, opts *runtimeapi.NamespaceOption) []specs.LinuxNamespace {
+// namespace, the host's, the target container's, or a new one.
+func containerNamespaces(pod *sandbox.Pod, opts *runtimeapi.NamespaceOption, target *container.State) []specs.LinuxNamespace {
 	ns := []specs.LinuxNamespace{{Type: specs.MountNamespace}, {Type: specs.CgroupNamespace}}
 	join := func(t specs.LinuxNamespaceType, path string) {
 		if path != "" {
@@ -344,6 +348,17 @@ func containerNamespaces(pod *sandbox.Pod, opts *runtimeapi.NamespaceOption) []s
 	join(specs.UTSNamespace, pod.UTSNS)
 	join(specs.IPCNamespace, pod.IPCNS)
 	switch {
+	case opts.GetPid() == runtimeapi.NamespaceMode_TARGET && target != nil:
+		// The target's own: a pod's it joined, none (the host's), or the
+		// one its init made, by the init's pid.
+		i := slices.IndexFunc(target.Spec.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.PIDNamespace })
+		switch {
+		case i < 0:
+		case target.Spec.Linux.Namespaces[i].Path != "":
+			join(specs.PIDNamespace, target.Spec.Linux.Namespaces[i].Path)
+		default:
+			join(specs.PIDNamespace, fmt.Sprintf("/proc/%d/ns/pid", target.Pid))
+		}
 	case pod.Spec.HostPID || opts.GetPid() == runtimeapi.NamespaceMode_NODE:
 	case pod.PIDNS != "" && opts.GetPid() != runtimeapi.NamespaceMode_CONTAINER:
 		join(specs.PIDNamespace, pod.PIDNS)

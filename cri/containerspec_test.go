@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/cri-mini/cri-mini/container"
 	"github.com/cri-mini/cri-mini/container/caps"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/sandbox"
@@ -402,5 +403,34 @@ func TestLocalhostSeccompProfileReadSafely(t *testing.T) {
 	}
 	if p, err := seccompProfile(sc(good), nil); err != nil || p.DefaultAction != specs.ActErrno {
 		t.Errorf("a good profile: %+v %v", p, err)
+	}
+}
+
+// TestTargetPIDNamespace: NamespaceMode TARGET joins the pid namespace
+// the target container is in: the one its init made (by the init's pid),
+// the pod's it joined, or the host's (no entry).
+func TestTargetPIDNamespace(t *testing.T) {
+	target := func(pidns ...specs.LinuxNamespace) *container.State {
+		return &container.State{Pid: 4242, Spec: &specs.Spec{Linux: &specs.Linux{Namespaces: pidns}}}
+	}
+	opts := &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: "t"}
+	for _, tc := range []struct {
+		name   string
+		target *container.State
+		want   string // the pid namespace joined; "" none (the host's)
+	}{
+		{"own namespace", target(specs.LinuxNamespace{Type: specs.PIDNamespace}), "/proc/4242/ns/pid"},
+		{"the pod's", target(specs.LinuxNamespace{Type: specs.PIDNamespace, Path: "/run/x/pods/pod1/ns/pid"}), "/run/x/pods/pod1/ns/pid"},
+		{"the host's", target(), ""},
+	} {
+		got := "none"
+		for _, ns := range containerNamespaces(testPod(false), opts, tc.target) {
+			if ns.Type == specs.PIDNamespace {
+				got = ns.Path
+			}
+		}
+		if (tc.want == "" && got != "none") || (tc.want != "" && got != tc.want) {
+			t.Errorf("%s: joins %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cri-mini/cri-mini/internal/nettest"
@@ -157,4 +159,56 @@ func containerOf(t *testing.T, podID, name string) string {
 	}
 	t.Fatalf("no container %s in pod %s", name, podID)
 	return ""
+}
+
+// TestDebugTarget: the CRI calls of `kubectl debug --target=app` (a static
+// pod cannot get an ephemeral container): a container created with
+// NamespaceMode TARGET in a pod whose containers have pid namespaces of
+// their own sees the target's processes (its init as PID 1) and reads
+// its environment; a target that is missing, in another pod or not
+// running is refused.
+func TestDebugTarget(t *testing.T) {
+	pullTestImage(t)
+	podCfg := podConfig("debug-target") // pid namespaces per container, as kubelet's default
+	podCfg.LogDirectory = t.TempDir()
+	podID := runPod(t, podCfg)
+	other, otherCfg := podWithLogs(t, "debug-other")
+	app := runContainer(t, podID, podCfg, containerConfig("app", "sleep", "600"))
+	debug := func(name, target string) *runtimeapi.ContainerConfig {
+		cfg := containerConfig(name, "sh", "-c", "sleep 600")
+		cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+			NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: target,
+				Network: runtimeapi.NamespaceMode_POD, Ipc: runtimeapi.NamespaceMode_POD}}}
+		return cfg
+	}
+	dbg := runContainer(t, podID, podCfg, debug("debugger", app))
+	resp, err := suite.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: dbg, Timeout: 10,
+		Cmd: []string{"sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo; pidof sleep | wc -w"}})
+	if err != nil || !strings.HasPrefix(string(resp.Stdout), "sleep 600 \n2") {
+		t.Errorf("the debug container's view: %q %q %v; want the target's sleep as PID 1 beside its own", resp.GetStdout(), resp.GetStderr(), err)
+	}
+	// What a debugger reads of its target: its environment (the image's PATH).
+	resp, err = suite.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: dbg, Timeout: 10, Cmd: []string{"sh", "-c", "tr '\\0' '\\n' < /proc/1/environ | grep ^PATH="}})
+	if err != nil || string(resp.Stdout) != "PATH=/bin\n" {
+		t.Errorf("the target's environment from the debug container: %q %q %v", resp.GetStdout(), resp.GetStderr(), err)
+	}
+	if _, err := suite.rt.StopContainer(ctx(t), &runtimeapi.StopContainerRequest{ContainerId: app}); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name, pod, target string
+		podCfg            *runtimeapi.PodSandboxConfig
+		code              codes.Code
+	}{
+		{"no target", podID, "", podCfg, codes.InvalidArgument},
+		{"unknown target", podID, "feedface", podCfg, codes.NotFound},
+		{"target in another pod", other, dbg, otherCfg, codes.InvalidArgument},
+		{"stopped target", podID, app, podCfg, codes.FailedPrecondition},
+	} {
+		_, err := suite.rt.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: tc.pod, Config: debug("bad", tc.target), SandboxConfig: tc.podCfg})
+		if status.Code(err) != tc.code {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.code)
+		}
+	}
 }
