@@ -12,29 +12,61 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/internal/nspin"
 	"github.com/cri-mini/cri-mini/sandbox"
 )
 
 func u64(v uint64) *runtimeapi.UInt64Value { return &runtimeapi.UInt64Value{Value: v} }
 
-// cgroupUsage reads CPU and memory use of a cgroup as the CRI reports them.
-func (s *Service) cgroupUsage(path string) (*runtimeapi.CpuUsage, *runtimeapi.MemoryUsage, error) {
+// cgroupUsage is a cgroup's use of CPU, memory, swap and I/O as the CRI
+// reports it; pressure (PSI) where the kernel shows it for the cgroup.
+type cgroupUsage struct {
+	cpu  *runtimeapi.CpuUsage
+	mem  *runtimeapi.MemoryUsage
+	swap *runtimeapi.SwapUsage
+	io   *runtimeapi.IoUsage // nil without I/O pressure, its only figure
+}
+
+// readCgroupUsage reads the usage of the cgroup at path.
+func (s *Service) readCgroupUsage(path string) (cgroupUsage, error) {
 	st, err := s.cgroups.Stats(path)
 	if err != nil {
-		return nil, nil, err
+		return cgroupUsage{}, err
 	}
 	now := time.Now().UnixNano()
-	mem := &runtimeapi.MemoryUsage{Timestamp: now, WorkingSetBytes: u64(st.Memory.WorkingSet), UsageBytes: u64(st.Memory.Usage),
-		RssBytes: u64(st.Memory.RSS), PageFaults: u64(st.Memory.PageFaults), MajorPageFaults: u64(st.Memory.MajorPageFaults)}
-	if st.Memory.Limit > st.Memory.WorkingSet {
-		mem.AvailableBytes = u64(st.Memory.Limit - st.Memory.WorkingSet)
+	m := st.Memory
+	mem := &runtimeapi.MemoryUsage{Timestamp: now, WorkingSetBytes: u64(m.WorkingSet), UsageBytes: u64(m.Usage),
+		RssBytes: u64(m.RSS), PageFaults: u64(m.PageFaults), MajorPageFaults: u64(m.MajorPageFaults), Psi: psiStats(st.Pressure.Memory)}
+	if m.Limit > m.WorkingSet {
+		mem.AvailableBytes = u64(m.Limit - m.WorkingSet)
 	}
-	cpu := &runtimeapi.CpuUsage{Timestamp: now, UsageCoreNanoSeconds: u64(st.CPU.UsageNanos)}
+	cpu := &runtimeapi.CpuUsage{Timestamp: now, UsageCoreNanoSeconds: u64(st.CPU.UsageNanos), Psi: psiStats(st.Pressure.CPU)}
 	if rate, ok := s.cpuRates.sample(path, now, st.CPU.UsageNanos); ok {
 		cpu.UsageNanoCores = u64(rate)
 	}
-	return cpu, mem, nil
+	// The swap limit counts memory and swap together (v1's memsw).
+	swap := &runtimeapi.SwapUsage{Timestamp: now, SwapUsageBytes: u64(m.Swap)}
+	if m.SwapLimit > m.Limit && m.Limit > 0 && m.SwapLimit-m.Limit > m.Swap {
+		swap.SwapAvailableBytes = u64(m.SwapLimit - m.Limit - m.Swap)
+	}
+	u := cgroupUsage{cpu: cpu, mem: mem, swap: swap}
+	if p := psiStats(st.Pressure.IO); p != nil {
+		u.io = &runtimeapi.IoUsage{Timestamp: now, Psi: p}
+	}
+	return u, nil
+}
+
+// psiStats is the CRI's form of pressure stall information (totals in
+// nanoseconds); nil where the kernel shows none.
+func psiStats(p *cgroups.PSI) *runtimeapi.PsiStats {
+	if p == nil {
+		return nil
+	}
+	data := func(totalMicros uint64, a cgroups.PSIAverages) *runtimeapi.PsiData {
+		return &runtimeapi.PsiData{Total: totalMicros * 1000, Avg10: a.Avg10, Avg60: a.Avg60, Avg300: a.Avg300}
+	}
+	return &runtimeapi.PsiStats{Some: data(p.SomeMicros, p.SomeAvg), Full: data(p.FullMicros, p.FullAvg)}
 }
 
 // cpuRates remembers each cgroup's last CPU reading, so that a stats call
@@ -81,10 +113,11 @@ func (s *Service) podStats(p *sandbox.Pod) (*runtimeapi.PodSandboxStats, error) 
 	md := p.Spec.Metadata
 	linux := &runtimeapi.LinuxPodSandboxStats{}
 	if p.Spec.CgroupParent != "" && s.cgroups != nil {
-		var err error
-		if linux.Cpu, linux.Memory, err = s.cgroupUsage(p.Spec.CgroupParent); err != nil {
+		u, err := s.readCgroupUsage(p.Spec.CgroupParent)
+		if err != nil {
 			return nil, fmt.Errorf("pod %s: %w", p.ID, err)
 		}
+		linux.Cpu, linux.Memory, linux.Io = u.cpu, u.mem, u.io
 	}
 	if p.NetNS != "" && p.State == sandbox.Ready {
 		var err error

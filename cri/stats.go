@@ -17,10 +17,11 @@ func (s *Service) containerStats(st *container.State) (*runtimeapi.ContainerStat
 	if st.CgroupPath == "" || s.cgroups == nil || st.Status != container.StatusRunning {
 		return out, nil
 	}
-	var err error
-	if out.Cpu, out.Memory, err = s.cgroupUsage(st.CgroupPath); err != nil {
+	u, err := s.readCgroupUsage(st.CgroupPath)
+	if err != nil {
 		return out, err
 	}
+	out.Cpu, out.Memory, out.Swap, out.Io = u.cpu, u.mem, u.swap, u.io
 	if s.images != nil {
 		if u, err := s.images.ContainerUsage(st.ID); err == nil {
 			out.WritableLayer = &runtimeapi.FilesystemUsage{Timestamp: out.Cpu.Timestamp,

@@ -154,9 +154,17 @@ type PressureStats struct {
 }
 
 // PSI is cumulative stall time: Some while at least one task waited on
-// the resource, Full while all non-idle tasks did.
+// the resource, Full while all non-idle tasks did; with the kernel's
+// running averages of the share of time stalled.
 type PSI struct {
 	SomeMicros, FullMicros uint64
+	SomeAvg, FullAvg       PSIAverages
+}
+
+// PSIAverages are the percentages of time stalled over the last 10, 60
+// and 300 seconds.
+type PSIAverages struct {
+	Avg10, Avg60, Avg300 float64
 }
 
 // Options select the driver, the cgroup version and where cgroup file
@@ -540,16 +548,28 @@ func readPSI(dir, file string) *PSI {
 		if len(f) == 0 {
 			continue
 		}
-		total, ok := strings.CutPrefix(f[len(f)-1], "total=")
-		if !ok {
-			continue
-		}
-		n, _ := strconv.ParseUint(total, 10, 64)
+		var total *uint64
+		var avg *PSIAverages
 		switch f[0] {
 		case "some":
-			psi.SomeMicros = n
+			total, avg = &psi.SomeMicros, &psi.SomeAvg
 		case "full":
-			psi.FullMicros = n
+			total, avg = &psi.FullMicros, &psi.FullAvg
+		default:
+			continue
+		}
+		for _, kv := range f[1:] {
+			k, v, _ := strings.Cut(kv, "=")
+			switch k {
+			case "total":
+				*total, _ = strconv.ParseUint(v, 10, 64)
+			case "avg10":
+				avg.Avg10, _ = strconv.ParseFloat(v, 64)
+			case "avg60":
+				avg.Avg60, _ = strconv.ParseFloat(v, 64)
+			case "avg300":
+				avg.Avg300, _ = strconv.ParseFloat(v, 64)
+			}
 		}
 	}
 	return psi

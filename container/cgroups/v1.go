@@ -20,10 +20,15 @@ import (
 type v1 struct {
 	conv func(string) (string, error)
 	// hierarchies are the distinct mount points (co-mounted controllers
-	// such as cpu,cpuacct share one).
+	// such as cpu,cpuacct share one), the hybrid layout's unified one too.
 	hierarchies []string
 	// mounts maps a controller name to its hierarchy.
 	mounts map[string]string
+	// unified is the cgroup2 mount of a hybrid host (systemd mounts it at
+	// /sys/fs/cgroup/unified), "" on a pure v1 host. It holds no
+	// controller, but its cgroups have pressure stall information: a
+	// cgroup is made and joined there too, as runc's fs manager does.
+	unified string
 }
 
 func openV1(root string, conv func(string) (string, error)) (*v1, error) {
@@ -38,8 +43,15 @@ func openV1(root string, conv func(string) (string, error)) (*v1, error) {
 			continue
 		}
 		var st unix.Statfs_t
-		if unix.Statfs(dir, &st) != nil || st.Type != unix.CGROUP_SUPER_MAGIC {
-			continue // the unified mount of a hybrid host, or not a cgroup
+		if unix.Statfs(dir, &st) != nil {
+			continue
+		}
+		if st.Type == unix.CGROUP2_SUPER_MAGIC && m.unified == "" {
+			m.unified = dir
+			continue
+		}
+		if st.Type != unix.CGROUP_SUPER_MAGIC {
+			continue
 		}
 		for _, c := range strings.Split(e.Name(), ",") {
 			m.mounts[c] = dir
@@ -50,6 +62,9 @@ func openV1(root string, conv func(string) (string, error)) (*v1, error) {
 	}
 	if len(m.hierarchies) == 0 {
 		return nil, fmt.Errorf("no cgroup v1 hierarchy mounted below %s: %w", root, errdefs.ErrFailedPrecondition)
+	}
+	if m.unified != "" {
+		m.hierarchies = append(m.hierarchies, m.unified)
 	}
 	return m, nil
 }
@@ -369,6 +384,19 @@ func (m *v1) Stats(path string) (*Stats, error) {
 	if d, ok := m.dir("blkio", p); ok {
 		s.IO = v1IO(d)
 		s.Pressure.IO = readPSI(d, "io.pressure")
+	}
+	if m.unified != "" {
+		// The kernel keeps pressure per cgroup of the unified hierarchy
+		// (v1's own files need the psi=1 cgroup1 boot option).
+		d := filepath.Join(m.unified, p)
+		for _, r := range []struct {
+			psi  **PSI
+			file string
+		}{{&s.Pressure.CPU, "cpu.pressure"}, {&s.Pressure.Memory, "memory.pressure"}, {&s.Pressure.IO, "io.pressure"}} {
+			if psi := readPSI(d, r.file); psi != nil {
+				*r.psi = psi
+			}
+		}
 	}
 	if d, ok := m.dir("hugetlb", p); ok {
 		for _, size := range hugepageSizes(d, "usage_in_bytes") {
