@@ -574,12 +574,16 @@ func linuxResources(r *runtimeapi.LinuxContainerResources) *specs.LinuxResources
 }
 
 // cgroupPath is the container's cgroup below the pod's parent, in the
-// driver's syntax; pods without a parent get one under /cri-mini.
+// driver's syntax; pods without a parent get one under /cri-mini. Its
+// base name gives the container ID back as kubelet's CRI stats provider
+// reads it off cAdvisor's cgroups (extractIDFromCgroupPath): the ID itself
+// under cgroupfs, as with containerd, and the ID after the last dash of a
+// systemd scope (cri-mini-ID.scope).
 func cgroupPath(driver, parent, id string) string {
 	if driver == "systemd" {
 		return firstNonEmpty(parent, "system.slice") + ":cri-mini:" + id
 	}
-	return filepath.Join(firstNonEmpty(parent, "/cri-mini"), "cri-mini-"+id)
+	return filepath.Join(firstNonEmpty(parent, "/cri-mini"), id)
 }
 
 func containerAnnotations(in specInput) (map[string]string, error) {

@@ -190,7 +190,7 @@ func TestContainerSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cgroup != "/kubepods/besteffort/pod1/cri-mini-c1" {
+	if cgroup != "/kubepods/besteffort/pod1/c1" {
 		t.Errorf("cgroup %q", cgroup)
 	}
 	p := spec.Process
@@ -306,8 +306,8 @@ func linuxWithCaps(add []string) *runtimeapi.LinuxContainerConfig {
 
 func TestCgroupPath(t *testing.T) {
 	for _, tc := range []struct{ driver, parent, want string }{
-		{"cgroupfs", "/kubepods/pod1", "/kubepods/pod1/cri-mini-c"},
-		{"cgroupfs", "", "/cri-mini/cri-mini-c"},
+		{"cgroupfs", "/kubepods/pod1", "/kubepods/pod1/c"},
+		{"cgroupfs", "", "/cri-mini/c"},
 		{"systemd", "kubepods-pod1.slice", "kubepods-pod1.slice:cri-mini:c"},
 		{"systemd", "", "system.slice:cri-mini:c"},
 	} {

@@ -134,13 +134,14 @@ cleanup() {
 	done
 	# kubelet's own cgroups (kubepods and its QoS classes, also made in the
 	# v2 hierarchy) go with the root; a pod cgroup still there is a leak of
-	# kubelet's, a container cgroup (cri-mini-<id>) one of cri-mini's.
+	# kubelet's, a cgroup below one (a container's, named by its ID) one of
+	# cri-mini's.
 	for h in /sys/fs/cgroup/*"$cgroot"; do
 		[[ -d $h ]] || continue
 		while IFS= read -r d; do
 			case ${d#"$h"} in
 			"" | /kubepods | /kubepods/burstable | /kubepods/besteffort) ;;
-			*/cri-mini-*) [[ $h != */memory$cgroot ]] || leak "cgroup ${d#/sys/fs/cgroup/}" ;;
+			*/pod*/*) [[ $h != */memory$cgroot ]] || leak "cgroup ${d#/sys/fs/cgroup/}" ;;
 			*) [[ $h != */memory$cgroot || -n $cut_short ]] || leak "cgroup ${d#/sys/fs/cgroup/}" ;;
 			esac
 			while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$d/cgroup.procs"
