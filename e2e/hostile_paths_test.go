@@ -226,9 +226,10 @@ func TestHostileRequests(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cfg := containerConfig("refused", "true")
+			cfg := containerConfig(strings.ReplaceAll(what, " ", "-"), "true")
 			mutate(cfg)
-			_, err := suite.rt.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: podCfg})
+			resp, err := suite.rt.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: podCfg})
+			removeContainer(resp.GetContainerId())
 			if status.Code(err) != codes.InvalidArgument {
 				t.Errorf("%s: %v, want InvalidArgument", what, err)
 			}
@@ -255,13 +256,16 @@ func TestHostileRequests(t *testing.T) {
 		"sysctl key climbing out": func(p *runtimeapi.PodSandboxConfig) {
 			p.Linux.Sysctls = map[string]string{"../../../proc/sysrq-trigger": "b"}
 		},
-		"sysctl key with a slash": func(p *runtimeapi.PodSandboxConfig) { p.Linux.Sysctls = map[string]string{"net/ipv4/ip_forward": "1"} },
 		"hostname of 300 chars":   func(p *runtimeapi.PodSandboxConfig) { p.Hostname = strings.Repeat("h", 300) },
 		"hostname with a newline": func(p *runtimeapi.PodSandboxConfig) { p.Hostname = "a\nb" },
 	} {
 		p := podConfig("hostile-pod")
 		mutate(p)
-		if _, err := suite.rt.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: p}); status.Code(err) != codes.InvalidArgument {
+		resp, err := suite.rt.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: p})
+		if resp.GetPodSandboxId() != "" {
+			_, _ = suite.rt.RemovePodSandbox(context.Background(), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: resp.PodSandboxId})
+		}
+		if status.Code(err) != codes.InvalidArgument {
 			t.Errorf("%s: %v, want InvalidArgument", what, err)
 		}
 	}
