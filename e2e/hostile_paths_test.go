@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -270,4 +271,26 @@ func TestHostileRequests(t *testing.T) {
 		}
 	}
 	unchanged(t, dir, before)
+}
+
+// TestDecompressionBomb: a layer that unpacks to more than max_layer_size
+// (a few hundred KiB of gzip holding 160 MiB of zeros here; the same at
+// 64 GiB, the default, fills a node's disk) fails its pull with
+// ResourceExhausted naming the limit, leaves nothing in the store, and
+// stalls no other pod.
+func TestDecompressionBomb(t *testing.T) {
+	pullTestImage(t)
+	ref := push(t, "hostile/bomb", layered(t, nil, regular("zeros", make([]byte, maxLayerSize+32<<20))))
+	tmp := filepath.Join(suite.root, "images", "tmp")
+	before := dirBytes(filepath.Join(suite.root, "images"))
+	done := make(chan error, 1)
+	go func() { done <- pullImage(t, ref) }()
+	stillServes(t, "bomb-bystander")
+	wantCode(t, "pull of a decompression bomb", <-done, codes.ResourceExhausted, strconv.Itoa(maxLayerSize))
+	if entries, _ := os.ReadDir(tmp); len(entries) > 0 {
+		t.Errorf("the refused layer left %d entries in %s", len(entries), tmp)
+	}
+	if after := dirBytes(filepath.Join(suite.root, "images")); after > before+1<<20 {
+		t.Errorf("the store grew by %d bytes for a refused layer", after-before)
+	}
 }

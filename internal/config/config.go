@@ -17,6 +17,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/cri-mini/cri-mini/image"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 )
 
@@ -35,6 +36,7 @@ type Config struct {
 	Verbosity          int               `toml:"verbosity"`
 	InsecureRegistries []string          `toml:"insecure_registries"`
 	RegistryMirrors    map[string]string `toml:"registry_mirrors"`
+	MaxLayerSize       int64             `toml:"max_layer_size"`
 }
 
 // Cgroup drivers.
@@ -54,6 +56,7 @@ func Default() Config {
 		CgroupDriver:    CgroupfsDriver,
 		StreamAddress:   "127.0.0.1:0",
 		RegistryMirrors: map[string]string{},
+		MaxLayerSize:    image.DefaultMaxLayerBytes,
 	}
 }
 
@@ -99,6 +102,7 @@ type Flags struct {
 	verbosity          int
 	insecureRegistries listFlag
 	registryMirrors    listFlag
+	maxLayerSize       int64
 }
 
 type listFlag []string
@@ -122,6 +126,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.IntVar(&f.verbosity, "v", d.Verbosity, "log verbosity (klog -v)")
 	fs.Var(&f.insecureRegistries, "insecure-registry", "registry HOST[:PORT] reached over plain HTTP or unverified TLS (repeatable)")
 	fs.Var(&f.registryMirrors, "registry-mirror", "HOST=URL: pull images of registry HOST from URL (repeatable)")
+	fs.Int64Var(&f.maxLayerSize, "max-layer-size", d.MaxLayerSize, "bytes of file content one image layer may unpack to")
 	return f
 }
 
@@ -150,6 +155,8 @@ func (f *Flags) Apply(c *Config) error {
 			c.MetricsAddress = f.metricsAddress
 		case "v":
 			c.Verbosity = f.verbosity
+		case "max-layer-size":
+			c.MaxLayerSize = f.maxLayerSize
 		case "insecure-registry":
 			for _, r := range f.insecureRegistries {
 				if !slices.Contains(c.InsecureRegistries, r) {
@@ -237,6 +244,9 @@ func (c Config) Validate() error {
 	if c.Verbosity < 0 {
 		bad("verbosity", "%d is negative", c.Verbosity)
 	}
+	if c.MaxLayerSize <= 0 {
+		bad("max_layer_size", "%d is not a positive number of bytes", c.MaxLayerSize)
+	}
 	for _, r := range c.InsecureRegistries {
 		if r == "" || strings.Contains(r, "/") {
 			bad("insecure_registries", "%q is not HOST[:PORT]", r)
@@ -263,6 +273,7 @@ var keyDocs = []struct{ key, doc string }{
 	{"metrics_address", "host:port of the Prometheus metrics endpoint; empty turns it off."},
 	{"verbosity", "Log verbosity (klog -v): 2 logs every CRI call with its duration and code."},
 	{"insecure_registries", "Registries (HOST[:PORT]) reached over plain HTTP or with unverified TLS."},
+	{"max_layer_size", "Bytes of file content one image layer may unpack to; a layer past it (a\n# decompression bomb) fails its pull and leaves nothing behind."},
 	{"registry_mirrors", "Mirrors by registry host: HOST = \"URL\". Pulls from HOST go to URL first."},
 }
 
@@ -274,7 +285,7 @@ func (c Config) Render() ([]byte, error) {
 		"cni_config_dir": c.CNIConfigDir, "cni_plugin_dir": c.CNIPluginDir,
 		"cgroup_driver": c.CgroupDriver, "stream_address": c.StreamAddress,
 		"metrics_address": c.MetricsAddress, "verbosity": c.Verbosity,
-		"insecure_registries": nonNil(c.InsecureRegistries),
+		"insecure_registries": nonNil(c.InsecureRegistries), "max_layer_size": c.MaxLayerSize,
 	}
 	var b bytes.Buffer
 	b.WriteString("# cri-mini configuration (cri-mini --config FILE). Flags override these keys.\n")
