@@ -51,7 +51,7 @@ func TestProcessEnv(t *testing.T) {
 
 // fakeRootfs is an image root with its own users and groups, and an
 // /etc/shadow-like trap: a symlink that would lead to the host's files.
-func fakeRootfs(t *testing.T) string {
+func fakeRootfs(t testing.TB) string {
 	t.Helper()
 	root := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {

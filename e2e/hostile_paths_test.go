@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -226,9 +227,10 @@ func TestHostileRequests(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cfg := containerConfig("refused", "true")
+			cfg := containerConfig(strings.ReplaceAll(what, " ", "-"), "true")
 			mutate(cfg)
-			_, err := suite.rt.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: podCfg})
+			resp, err := suite.rt.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: podCfg})
+			removeContainer(resp.GetContainerId())
 			if status.Code(err) != codes.InvalidArgument {
 				t.Errorf("%s: %v, want InvalidArgument", what, err)
 			}
@@ -255,15 +257,40 @@ func TestHostileRequests(t *testing.T) {
 		"sysctl key climbing out": func(p *runtimeapi.PodSandboxConfig) {
 			p.Linux.Sysctls = map[string]string{"../../../proc/sysrq-trigger": "b"}
 		},
-		"sysctl key with a slash": func(p *runtimeapi.PodSandboxConfig) { p.Linux.Sysctls = map[string]string{"net/ipv4/ip_forward": "1"} },
 		"hostname of 300 chars":   func(p *runtimeapi.PodSandboxConfig) { p.Hostname = strings.Repeat("h", 300) },
 		"hostname with a newline": func(p *runtimeapi.PodSandboxConfig) { p.Hostname = "a\nb" },
 	} {
 		p := podConfig("hostile-pod")
 		mutate(p)
-		if _, err := suite.rt.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: p}); status.Code(err) != codes.InvalidArgument {
+		resp, err := suite.rt.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: p})
+		if resp.GetPodSandboxId() != "" {
+			_, _ = suite.rt.RemovePodSandbox(context.Background(), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: resp.PodSandboxId})
+		}
+		if status.Code(err) != codes.InvalidArgument {
 			t.Errorf("%s: %v, want InvalidArgument", what, err)
 		}
 	}
 	unchanged(t, dir, before)
+}
+
+// TestDecompressionBomb: a layer that unpacks to more than max_layer_size
+// (a few hundred KiB of gzip holding 160 MiB of zeros here; the same at
+// 64 GiB, the default, fills a node's disk) fails its pull with
+// ResourceExhausted naming the limit, leaves nothing in the store, and
+// stalls no other pod.
+func TestDecompressionBomb(t *testing.T) {
+	pullTestImage(t)
+	ref := push(t, "hostile/bomb", layered(t, nil, regular("zeros", make([]byte, maxLayerSize+32<<20))))
+	tmp := filepath.Join(suite.root, "images", "tmp")
+	before := dirBytes(filepath.Join(suite.root, "images"))
+	done := make(chan error, 1)
+	go func() { done <- pullImage(t, ref) }()
+	stillServes(t, "bomb-bystander")
+	wantCode(t, "pull of a decompression bomb", <-done, codes.ResourceExhausted, strconv.Itoa(maxLayerSize))
+	if entries, _ := os.ReadDir(tmp); len(entries) > 0 {
+		t.Errorf("the refused layer left %d entries in %s", len(entries), tmp)
+	}
+	if after := dirBytes(filepath.Join(suite.root, "images")); after > before+1<<20 {
+		t.Errorf("the store grew by %d bytes for a refused layer", after-before)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -178,12 +179,17 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
+// maxLayerSize is what one layer may unpack to in the suite's daemon:
+// more than any test image but a decompression bomb's.
+const maxLayerSize = 128 << 20
+
 // daemonArgs are the flags of the suite's daemon.
 func daemonArgs() []string {
 	return []string{
 		"--root", suite.root, "--runroot", suite.run, "--listen", "unix://" + suite.socket,
 		"--cni-config-dir", suite.cniDir, "--cni-plugin-dir", cniPlugins, "-v", "2",
 		"--metrics-address", suite.metrics, "--insecure-registry", suite.registry,
+		"--max-layer-size", strconv.Itoa(maxLayerSize),
 	}
 }
 

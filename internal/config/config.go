@@ -17,6 +17,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/cri-mini/cri-mini/image"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 )
 
@@ -41,6 +42,7 @@ type Config struct {
 	EnableUnprivilegedPorts bool              `toml:"enable_unprivileged_ports"`
 	EnableUnprivilegedICMP  bool              `toml:"enable_unprivileged_icmp"`
 	RegistryMirrors         map[string]string `toml:"registry_mirrors"`
+	MaxLayerSize            int64             `toml:"max_layer_size"`
 }
 
 // Cgroup drivers.
@@ -62,6 +64,7 @@ func Default() Config {
 		EnableUnprivilegedPorts: true,
 		EnableUnprivilegedICMP:  true,
 		RegistryMirrors:         map[string]string{},
+		MaxLayerSize:            image.DefaultMaxLayerBytes,
 	}
 }
 
@@ -109,6 +112,7 @@ type Flags struct {
 	registryMirrors    listFlag
 	unprivilegedPorts  bool
 	unprivilegedICMP   bool
+	maxLayerSize       int64
 }
 
 type listFlag []string
@@ -134,6 +138,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.Var(&f.registryMirrors, "registry-mirror", "HOST=URL: pull images of registry HOST from URL (repeatable)")
 	fs.BoolVar(&f.unprivilegedPorts, "enable-unprivileged-ports", d.EnableUnprivilegedPorts, "pods with a network of their own get net.ipv4.ip_unprivileged_port_start=0")
 	fs.BoolVar(&f.unprivilegedICMP, "enable-unprivileged-icmp", d.EnableUnprivilegedICMP, "pods with a network of their own get net.ipv4.ping_group_range=\"0 2147483647\"")
+	fs.Int64Var(&f.maxLayerSize, "max-layer-size", d.MaxLayerSize, "bytes of file content one image layer may unpack to")
 	return f
 }
 
@@ -166,6 +171,8 @@ func (f *Flags) Apply(c *Config) error {
 			c.EnableUnprivilegedPorts = f.unprivilegedPorts
 		case "enable-unprivileged-icmp":
 			c.EnableUnprivilegedICMP = f.unprivilegedICMP
+		case "max-layer-size":
+			c.MaxLayerSize = f.maxLayerSize
 		case "insecure-registry":
 			for _, r := range f.insecureRegistries {
 				if !slices.Contains(c.InsecureRegistries, r) {
@@ -253,6 +260,9 @@ func (c Config) Validate() error {
 	if c.Verbosity < 0 {
 		bad("verbosity", "%d is negative", c.Verbosity)
 	}
+	if c.MaxLayerSize <= 0 {
+		bad("max_layer_size", "%d is not a positive number of bytes", c.MaxLayerSize)
+	}
 	for _, r := range c.InsecureRegistries {
 		if r == "" || strings.Contains(r, "/") {
 			bad("insecure_registries", "%q is not HOST[:PORT]", r)
@@ -281,6 +291,7 @@ var keyDocs = []struct{ key, doc string }{
 	{"insecure_registries", "Registries (HOST[:PORT]) reached over plain HTTP or with unverified TLS."},
 	{"enable_unprivileged_ports", "Pods with a network namespace of their own get net.ipv4.ip_unprivileged_port_start=0\n# (a non-root server may bind :80), unless they set it; as containerd does."},
 	{"enable_unprivileged_icmp", "Pods with a network namespace of their own get net.ipv4.ping_group_range=\"0 2147483647\"\n# (ping without CAP_NET_RAW), unless they set it; as containerd does."},
+	{"max_layer_size", "Bytes of file content one image layer may unpack to; a layer past it (a\n# decompression bomb) fails its pull and leaves nothing behind."},
 	{"registry_mirrors", "Mirrors by registry host: HOST = \"URL\". Pulls from HOST go to URL first."},
 }
 
@@ -295,6 +306,7 @@ func (c Config) Render() ([]byte, error) {
 		"insecure_registries":       nonNil(c.InsecureRegistries),
 		"enable_unprivileged_ports": c.EnableUnprivilegedPorts,
 		"enable_unprivileged_icmp":  c.EnableUnprivilegedICMP,
+		"max_layer_size":            c.MaxLayerSize,
 	}
 	var b bytes.Buffer
 	b.WriteString("# cri-mini configuration (cri-mini --config FILE). Flags override these keys.\n")
