@@ -93,7 +93,8 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
 	}
 	spec, cgroup, err := containerSpec(specInput{ID: id, Config: cfg, Pod: pod, Image: imgCfg, ImageRef: imageID,
-		Rootfs: rootfs, Driver: s.config.CgroupDriver, ImageVolumes: volumes, Target: target})
+		Rootfs: rootfs, Driver: s.config.CgroupDriver, ImageVolumes: volumes, Target: target,
+		DeviceOwnership: s.config.DeviceOwnershipFromSecurityContext})
 	if err != nil {
 		release()
 		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)

@@ -61,6 +61,10 @@ type specInput struct {
 	// Target is the running container whose pid namespace the config's
 	// NamespaceMode TARGET joins (kubectl debug --target).
 	Target *container.State
+	// DeviceOwnership gives the config's devices the owner of its
+	// run_as_user and run_as_group (configuration key
+	// device_ownership_from_security_context).
+	DeviceOwnership bool
 }
 
 // containerSpec translates a CRI container config, the image's config and
@@ -108,6 +112,14 @@ func containerSpec(in specInput) (*specs.Spec, string, error) {
 	devices, deviceRules, err := containerDevices(cfg.GetDevices())
 	if err != nil {
 		return nil, "", err
+	}
+	if in.DeviceOwnership {
+		// As containerd: the ids the security context names, 0 for one
+		// it leaves unset (not a user name resolved in the image).
+		uid, gid := uint32(sc.GetRunAsUser().GetValue()), uint32(sc.GetRunAsGroup().GetValue())
+		for i := range devices {
+			devices[i].UID, devices[i].GID = &uid, &gid
+		}
 	}
 	resources := linuxResources(res)
 	if privileged {

@@ -2,6 +2,7 @@ package cri
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -431,6 +432,46 @@ func TestTargetPIDNamespace(t *testing.T) {
 		}
 		if (tc.want == "" && got != "none") || (tc.want != "" && got != tc.want) {
 			t.Errorf("%s: joins %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestDeviceOwnership: with device_ownership_from_security_context a
+// container's devices are owned by its run_as_user and run_as_group (0
+// for one left unset); without it, by the host node's owner.
+func TestDeviceOwnership(t *testing.T) {
+	root := fakeRootfs(t)
+	var st unix.Stat_t
+	if err := unix.Stat("/dev/tty", &st); err != nil {
+		t.Skip(err)
+	}
+	owner := func(sc *runtimeapi.LinuxContainerSecurityContext, on bool) string {
+		t.Helper()
+		cfg := &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "dev"}, Command: []string{"/bin/true"},
+			Devices: []*runtimeapi.Device{{HostPath: "/dev/tty", ContainerPath: "/dev/mine"}},
+			Linux:   &runtimeapi.LinuxContainerConfig{SecurityContext: sc}}
+		spec, _, err := containerSpec(specInput{ID: "c", Config: cfg, Pod: testPod(false), Rootfs: root, DeviceOwnership: on})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := spec.Linux.Devices[0]
+		return fmt.Sprintf("%d:%d", *d.UID, *d.GID)
+	}
+	ids := &runtimeapi.LinuxContainerSecurityContext{RunAsUser: &runtimeapi.Int64Value{Value: 1000}, RunAsGroup: &runtimeapi.Int64Value{Value: 2000}}
+	host := fmt.Sprintf("%d:%d", st.Uid, st.Gid)
+	for _, tc := range []struct {
+		name string
+		sc   *runtimeapi.LinuxContainerSecurityContext
+		on   bool
+		want string
+	}{
+		{"on, with ids", ids, true, "1000:2000"},
+		{"on, without ids", nil, true, "0:0"},
+		{"on, user only", &runtimeapi.LinuxContainerSecurityContext{RunAsUser: &runtimeapi.Int64Value{Value: 1000}}, true, "1000:0"},
+		{"off", ids, false, host},
+	} {
+		if got := owner(tc.sc, tc.on); got != tc.want {
+			t.Errorf("%s: device owned by %s, want %s", tc.name, got, tc.want)
 		}
 	}
 }

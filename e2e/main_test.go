@@ -190,6 +190,7 @@ func daemonArgs() []string {
 		"--cni-config-dir", suite.cniDir, "--cni-plugin-dir", cniPlugins, "-v", "2",
 		"--metrics-address", suite.metrics, "--insecure-registry", suite.registry,
 		"--max-layer-size", strconv.Itoa(maxLayerSize),
+		"--device-ownership-from-security-context", // TestDeviceOwnership
 	}
 }
 

@@ -212,3 +212,33 @@ func TestDebugTarget(t *testing.T) {
 		}
 	}
 }
+
+// TestDeviceOwnership: the suite's daemon runs with
+// device_ownership_from_security_context: a device given to a container
+// is owned by its run_as_user and run_as_group (so a non-root container
+// may open a device of mode 0600); without ids it is root's. The host's /dev/tty is root:tty.
+func TestDeviceOwnership(t *testing.T) {
+	pullTestImage(t)
+	podID, podCfg := podWithLogs(t, "devowner")
+	cmd := []string{"sh", "-c", "ls -ln /dev/mine | tr -s ' ' | cut -d' ' -f3,4"}
+	withDevice := func(cfg *runtimeapi.ContainerConfig) *runtimeapi.ContainerConfig {
+		cfg.Devices = []*runtimeapi.Device{{HostPath: "/dev/tty", ContainerPath: "/dev/mine", Permissions: "rw"}}
+		return cfg
+	}
+	nonRootCfg := withDevice(nonRoot(containerConfig("nonroot", cmd...)))
+	nonRootCfg.Linux.SecurityContext.RunAsGroup = &runtimeapi.Int64Value{Value: 2000}
+	for _, tc := range []struct {
+		cfg  *runtimeapi.ContainerConfig
+		want string
+	}{
+		{nonRootCfg, "1000 2000"},
+		{withDevice(containerConfig("root", cmd...)), "0 0"},
+	} {
+		id := runContainer(t, podID, podCfg, tc.cfg)
+		waitExited(t, id)
+		out, _ := crictlErr("logs", id)
+		if out != tc.want {
+			t.Errorf("%s: /dev/mine: %q, want owned by %s", tc.cfg.Metadata.Name, out, tc.want)
+		}
+	}
+}

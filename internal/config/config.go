@@ -39,10 +39,15 @@ type Config struct {
 	// with a network of its own net.ipv4.ip_unprivileged_port_start=0 and
 	// net.ipv4.ping_group_range="0 2147483647" (unless it sets them), as
 	// containerd does: a non-root server may bind :80, anyone may ping.
-	EnableUnprivilegedPorts bool              `toml:"enable_unprivileged_ports"`
-	EnableUnprivilegedICMP  bool              `toml:"enable_unprivileged_icmp"`
-	RegistryMirrors         map[string]string `toml:"registry_mirrors"`
-	MaxLayerSize            int64             `toml:"max_layer_size"`
+	EnableUnprivilegedPorts bool `toml:"enable_unprivileged_ports"`
+	EnableUnprivilegedICMP  bool `toml:"enable_unprivileged_icmp"`
+	// DeviceOwnershipFromSecurityContext makes a container's devices
+	// (ContainerConfig.devices) owned by its run_as_user and run_as_group
+	// (0 when unset) instead of the host node's owner, as containerd's key
+	// of the same name: a non-root container can use its GPU.
+	DeviceOwnershipFromSecurityContext bool              `toml:"device_ownership_from_security_context"`
+	RegistryMirrors                    map[string]string `toml:"registry_mirrors"`
+	MaxLayerSize                       int64             `toml:"max_layer_size"`
 }
 
 // Cgroup drivers.
@@ -112,6 +117,7 @@ type Flags struct {
 	registryMirrors    listFlag
 	unprivilegedPorts  bool
 	unprivilegedICMP   bool
+	deviceOwnership    bool
 	maxLayerSize       int64
 }
 
@@ -138,6 +144,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.Var(&f.registryMirrors, "registry-mirror", "HOST=URL: pull images of registry HOST from URL (repeatable)")
 	fs.BoolVar(&f.unprivilegedPorts, "enable-unprivileged-ports", d.EnableUnprivilegedPorts, "pods with a network of their own get net.ipv4.ip_unprivileged_port_start=0")
 	fs.BoolVar(&f.unprivilegedICMP, "enable-unprivileged-icmp", d.EnableUnprivilegedICMP, "pods with a network of their own get net.ipv4.ping_group_range=\"0 2147483647\"")
+	fs.BoolVar(&f.deviceOwnership, "device-ownership-from-security-context", d.DeviceOwnershipFromSecurityContext, "container devices owned by the container's run_as_user and run_as_group")
 	fs.Int64Var(&f.maxLayerSize, "max-layer-size", d.MaxLayerSize, "bytes of file content one image layer may unpack to")
 	return f
 }
@@ -171,6 +178,8 @@ func (f *Flags) Apply(c *Config) error {
 			c.EnableUnprivilegedPorts = f.unprivilegedPorts
 		case "enable-unprivileged-icmp":
 			c.EnableUnprivilegedICMP = f.unprivilegedICMP
+		case "device-ownership-from-security-context":
+			c.DeviceOwnershipFromSecurityContext = f.deviceOwnership
 		case "max-layer-size":
 			c.MaxLayerSize = f.maxLayerSize
 		case "insecure-registry":
@@ -291,6 +300,7 @@ var keyDocs = []struct{ key, doc string }{
 	{"insecure_registries", "Registries (HOST[:PORT]) reached over plain HTTP or with unverified TLS."},
 	{"enable_unprivileged_ports", "Pods with a network namespace of their own get net.ipv4.ip_unprivileged_port_start=0\n# (a non-root server may bind :80), unless they set it; as containerd does."},
 	{"enable_unprivileged_icmp", "Pods with a network namespace of their own get net.ipv4.ping_group_range=\"0 2147483647\"\n# (ping without CAP_NET_RAW), unless they set it; as containerd does."},
+	{"device_ownership_from_security_context", "Devices given to a container are owned by its run_as_user and run_as_group (0 when\n# unset) instead of the host node's owner, as containerd's key of this name."},
 	{"max_layer_size", "Bytes of file content one image layer may unpack to; a layer past it (a\n# decompression bomb) fails its pull and leaves nothing behind."},
 	{"registry_mirrors", "Mirrors by registry host: HOST = \"URL\". Pulls from HOST go to URL first."},
 }
@@ -303,10 +313,11 @@ func (c Config) Render() ([]byte, error) {
 		"cni_config_dir": c.CNIConfigDir, "cni_plugin_dir": c.CNIPluginDir,
 		"cgroup_driver": c.CgroupDriver, "stream_address": c.StreamAddress,
 		"metrics_address": c.MetricsAddress, "verbosity": c.Verbosity,
-		"insecure_registries":       nonNil(c.InsecureRegistries),
-		"enable_unprivileged_ports": c.EnableUnprivilegedPorts,
-		"enable_unprivileged_icmp":  c.EnableUnprivilegedICMP,
-		"max_layer_size":            c.MaxLayerSize,
+		"insecure_registries":                    nonNil(c.InsecureRegistries),
+		"enable_unprivileged_ports":              c.EnableUnprivilegedPorts,
+		"enable_unprivileged_icmp":               c.EnableUnprivilegedICMP,
+		"max_layer_size":                         c.MaxLayerSize,
+		"device_ownership_from_security_context": c.DeviceOwnershipFromSecurityContext,
 	}
 	var b bytes.Buffer
 	b.WriteString("# cri-mini configuration (cri-mini --config FILE). Flags override these keys.\n")

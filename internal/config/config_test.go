@@ -51,6 +51,7 @@ runroot = "/run/file"
 cgroup_driver = "systemd"
 insecure_registries = ["file.local:5000"]
 enable_unprivileged_ports = false
+device_ownership_from_security_context = true
 [registry_mirrors]
 "docker.io" = "http://file-mirror:5000"
 "quay.io" = "https://quay-mirror"
@@ -61,12 +62,13 @@ enable_unprivileged_ports = false
 		t.Fatal(err)
 	}
 	want := Default()
-	want.Root = "/srv/file-root"         // file over default
-	want.RunRoot = "/run/flag"           // flag over file
-	want.CgroupDriver = "systemd"        // file
-	want.Verbosity = 3                   // flag
-	want.EnableUnprivilegedPorts = false // file
-	want.EnableUnprivilegedICMP = false  // flag
+	want.Root = "/srv/file-root"                   // file over default
+	want.RunRoot = "/run/flag"                     // flag over file
+	want.CgroupDriver = "systemd"                  // file
+	want.Verbosity = 3                             // flag
+	want.EnableUnprivilegedPorts = false           // file
+	want.DeviceOwnershipFromSecurityContext = true // file
+	want.EnableUnprivilegedICMP = false            // flag
 	want.InsecureRegistries = []string{"file.local:5000", "flag.local"}
 	want.RegistryMirrors = map[string]string{"docker.io": "http://flag-mirror", "quay.io": "https://quay-mirror"}
 	if !reflect.DeepEqual(c, want) {
