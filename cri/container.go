@@ -95,6 +95,9 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 	spec, cgroup, err := containerSpec(specInput{ID: id, Config: cfg, Pod: pod, Image: imgCfg, ImageRef: imageID,
 		Rootfs: rootfs, Driver: s.config.CgroupDriver, ImageVolumes: volumes, Target: target,
 		DeviceOwnership: s.config.DeviceOwnershipFromSecurityContext})
+	if err == nil {
+		err = s.injectCDI(spec, cfg)
+	}
 	if err != nil {
 		release()
 		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)

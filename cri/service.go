@@ -13,6 +13,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/cri-streaming/pkg/streaming"
 	"k8s.io/klog/v2"
+	"tags.cncf.io/container-device-interface/pkg/cdi"
 
 	"github.com/cri-mini/cri-mini/container"
 	"github.com/cri-mini/cri-mini/container/cgroups"
@@ -44,6 +45,7 @@ type Service struct {
 	containers *container.Runtime
 	rootfsDir  string     // mount points of container root file systems
 	names      *nameIndex // names of the containers that exist or are being created
+	cdi        *cdi.Cache // the CDI specs of config.CDISpecDirs
 }
 
 // Options are what a Service is built from.
@@ -63,7 +65,7 @@ type Options struct {
 func NewService(o Options) *Service {
 	s := &Service{config: o.Config, version: o.Version, network: o.Network, sandboxes: o.Sandboxes,
 		metrics: newMetrics(o.Sandboxes, o.Containers), cgroups: o.Cgroups, images: o.Images, containers: o.Containers, rootfsDir: o.RootfsDir,
-		events: newEventBroker(), names: newNameIndex()}
+		events: newEventBroker(), names: newNameIndex(), cdi: newCDICache(o.Config.CDISpecDirs)}
 	s.metrics.registry.MustRegister(s.events.streamsGauge())
 	if s.containers != nil {
 		s.collectOrphanRootfs()

@@ -191,6 +191,7 @@ func daemonArgs() []string {
 		"--metrics-address", suite.metrics, "--insecure-registry", suite.registry,
 		"--max-layer-size", strconv.Itoa(maxLayerSize),
 		"--device-ownership-from-security-context", // TestDeviceOwnership
+		"--cdi-spec-dir", filepath.Join(suite.dir, "cdi"), // TestCDIDevices
 	}
 }
 

@@ -45,9 +45,14 @@ type Config struct {
 	// (ContainerConfig.devices) owned by its run_as_user and run_as_group
 	// (0 when unset) instead of the host node's owner, as containerd's key
 	// of the same name: a non-root container can use its GPU.
-	DeviceOwnershipFromSecurityContext bool              `toml:"device_ownership_from_security_context"`
-	RegistryMirrors                    map[string]string `toml:"registry_mirrors"`
-	MaxLayerSize                       int64             `toml:"max_layer_size"`
+	DeviceOwnershipFromSecurityContext bool `toml:"device_ownership_from_security_context"`
+	// EnableCDI resolves the CDI devices a container asks for (its
+	// CDI_devices and cdi.k8s.io/ annotations) in the CDI specs of
+	// CDISpecDirs (later directories win over earlier ones).
+	EnableCDI       bool              `toml:"enable_cdi"`
+	CDISpecDirs     []string          `toml:"cdi_spec_dirs"`
+	RegistryMirrors map[string]string `toml:"registry_mirrors"`
+	MaxLayerSize    int64             `toml:"max_layer_size"`
 }
 
 // Cgroup drivers.
@@ -70,6 +75,8 @@ func Default() Config {
 		EnableUnprivilegedICMP:  true,
 		RegistryMirrors:         map[string]string{},
 		MaxLayerSize:            image.DefaultMaxLayerBytes,
+		EnableCDI:               true,
+		CDISpecDirs:             []string{"/etc/cdi", "/var/run/cdi"},
 	}
 }
 
@@ -118,6 +125,8 @@ type Flags struct {
 	unprivilegedPorts  bool
 	unprivilegedICMP   bool
 	deviceOwnership    bool
+	enableCDI          bool
+	cdiSpecDirs        listFlag
 	maxLayerSize       int64
 }
 
@@ -145,6 +154,8 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.BoolVar(&f.unprivilegedPorts, "enable-unprivileged-ports", d.EnableUnprivilegedPorts, "pods with a network of their own get net.ipv4.ip_unprivileged_port_start=0")
 	fs.BoolVar(&f.unprivilegedICMP, "enable-unprivileged-icmp", d.EnableUnprivilegedICMP, "pods with a network of their own get net.ipv4.ping_group_range=\"0 2147483647\"")
 	fs.BoolVar(&f.deviceOwnership, "device-ownership-from-security-context", d.DeviceOwnershipFromSecurityContext, "container devices owned by the container's run_as_user and run_as_group")
+	fs.BoolVar(&f.enableCDI, "enable-cdi", d.EnableCDI, "resolve containers' CDI devices in the CDI spec directories")
+	fs.Var(&f.cdiSpecDirs, "cdi-spec-dir", "directory of CDI specs (repeatable; replaces the configured list, later ones win)")
 	fs.Int64Var(&f.maxLayerSize, "max-layer-size", d.MaxLayerSize, "bytes of file content one image layer may unpack to")
 	return f
 }
@@ -180,6 +191,10 @@ func (f *Flags) Apply(c *Config) error {
 			c.EnableUnprivilegedICMP = f.unprivilegedICMP
 		case "device-ownership-from-security-context":
 			c.DeviceOwnershipFromSecurityContext = f.deviceOwnership
+		case "enable-cdi":
+			c.EnableCDI = f.enableCDI
+		case "cdi-spec-dir":
+			c.CDISpecDirs = slices.Clone(f.cdiSpecDirs)
 		case "max-layer-size":
 			c.MaxLayerSize = f.maxLayerSize
 		case "insecure-registry":
@@ -252,6 +267,11 @@ func (c Config) Validate() error {
 	if c.Root != "" && filepath.Clean(c.Root) == filepath.Clean(c.RunRoot) {
 		bad("runroot", "must differ from root (%s)", c.Root)
 	}
+	for _, dir := range c.CDISpecDirs {
+		if !filepath.IsAbs(dir) {
+			bad("cdi_spec_dirs", "%q is not an absolute path", dir)
+		}
+	}
 	if c.CNIPluginDir == "" {
 		bad("cni_plugin_dir", "empty")
 	}
@@ -301,6 +321,8 @@ var keyDocs = []struct{ key, doc string }{
 	{"enable_unprivileged_ports", "Pods with a network namespace of their own get net.ipv4.ip_unprivileged_port_start=0\n# (a non-root server may bind :80), unless they set it; as containerd does."},
 	{"enable_unprivileged_icmp", "Pods with a network namespace of their own get net.ipv4.ping_group_range=\"0 2147483647\"\n# (ping without CAP_NET_RAW), unless they set it; as containerd does."},
 	{"device_ownership_from_security_context", "Devices given to a container are owned by its run_as_user and run_as_group (0 when\n# unset) instead of the host node's owner, as containerd's key of this name."},
+	{"enable_cdi", "Resolve the CDI devices containers ask for (CDI_devices, cdi.k8s.io/ annotations)\n# in the CDI specs of cdi_spec_dirs; off, such requests are ignored (as containerd)."},
+	{"cdi_spec_dirs", "Directories of CDI specs (JSON or YAML), later ones winning over earlier ones."},
 	{"max_layer_size", "Bytes of file content one image layer may unpack to; a layer past it (a\n# decompression bomb) fails its pull and leaves nothing behind."},
 	{"registry_mirrors", "Mirrors by registry host: HOST = \"URL\". Pulls from HOST go to URL first."},
 }
@@ -318,6 +340,8 @@ func (c Config) Render() ([]byte, error) {
 		"enable_unprivileged_icmp":               c.EnableUnprivilegedICMP,
 		"max_layer_size":                         c.MaxLayerSize,
 		"device_ownership_from_security_context": c.DeviceOwnershipFromSecurityContext,
+		"enable_cdi":                             c.EnableCDI,
+		"cdi_spec_dirs":                          nonNil(c.CDISpecDirs),
 	}
 	var b bytes.Buffer
 	b.WriteString("# cri-mini configuration (cri-mini --config FILE). Flags override these keys.\n")

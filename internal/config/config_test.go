@@ -52,23 +52,26 @@ cgroup_driver = "systemd"
 insecure_registries = ["file.local:5000"]
 enable_unprivileged_ports = false
 device_ownership_from_security_context = true
+cdi_spec_dirs = ["/etc/cdi-file"]
 [registry_mirrors]
 "docker.io" = "http://file-mirror:5000"
 "quay.io" = "https://quay-mirror"
 `)
 	c, err := parse(t, "--config", file, "--runroot", "/run/flag", "-v", "3",
-		"--insecure-registry", "flag.local", "--registry-mirror", "docker.io=http://flag-mirror", "--enable-unprivileged-icmp=false")
+		"--insecure-registry", "flag.local", "--registry-mirror", "docker.io=http://flag-mirror", "--enable-unprivileged-icmp=false",
+		"--cdi-spec-dir", "/run/cdi-a", "--cdi-spec-dir", "/run/cdi-b")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Default()
-	want.Root = "/srv/file-root"                   // file over default
-	want.RunRoot = "/run/flag"                     // flag over file
-	want.CgroupDriver = "systemd"                  // file
-	want.Verbosity = 3                             // flag
-	want.EnableUnprivilegedPorts = false           // file
-	want.DeviceOwnershipFromSecurityContext = true // file
-	want.EnableUnprivilegedICMP = false            // flag
+	want.Root = "/srv/file-root"                            // file over default
+	want.RunRoot = "/run/flag"                              // flag over file
+	want.CgroupDriver = "systemd"                           // file
+	want.Verbosity = 3                                      // flag
+	want.EnableUnprivilegedPorts = false                    // file
+	want.DeviceOwnershipFromSecurityContext = true          // file
+	want.CDISpecDirs = []string{"/run/cdi-a", "/run/cdi-b"} // flags replace the file's
+	want.EnableUnprivilegedICMP = false                     // flag
 	want.InsecureRegistries = []string{"file.local:5000", "flag.local"}
 	want.RegistryMirrors = map[string]string{"docker.io": "http://flag-mirror", "quay.io": "https://quay-mirror"}
 	if !reflect.DeepEqual(c, want) {
@@ -101,6 +104,7 @@ func TestInvalidValues(t *testing.T) {
 		{[]string{"--registry-mirror", "docker.io"}, "registry-mirror"},
 		{[]string{"--registry-mirror", "docker.io=ftp://x"}, "registry_mirrors"},
 		{[]string{"-v", "-1"}, "verbosity"},
+		{[]string{"--cdi-spec-dir", "cdi"}, "cdi_spec_dirs"},
 	} {
 		_, err := parse(t, tc.args...)
 		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.key) {
