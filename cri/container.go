@@ -469,6 +469,16 @@ func decodeMap(s string) map[string]string {
 	return m
 }
 
+// imageSpec is the image spec of a container with the annotations a, as
+// its config gave it: the image and the spec's annotations.
+func imageSpec(a map[string]string) *runtimeapi.ImageSpec {
+	spec := &runtimeapi.ImageSpec{Image: a[annoImage]}
+	if a[annoImageAnnos] != "" {
+		spec.Annotations = decodeMap(a[annoImageAnnos])
+	}
+	return spec
+}
+
 func containerMetadata(st *container.State) *runtimeapi.ContainerMetadata {
 	n := nameOf(st)
 	return &runtimeapi.ContainerMetadata{Name: n.name, Attempt: n.attempt}
@@ -488,7 +498,7 @@ func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.Container
 		StartedAt:   unixNano(st.Started),
 		FinishedAt:  unixNano(st.Finished),
 		ExitCode:    int32(st.ExitCode),
-		Image:       &runtimeapi.ImageSpec{Image: a[annoImage]},
+		Image:       imageSpec(a),
 		ImageRef:    a[annoImageRef],
 		ImageId:     a[annoImageRef],
 		Labels:      decodeMap(a[annoLabels]),
@@ -609,7 +619,7 @@ func (s *Service) ListContainers(ctx context.Context, req *runtimeapi.ListContai
 			Id:           st.ID,
 			PodSandboxId: a[annoSandboxID],
 			Metadata:     containerMetadata(st),
-			Image:        &runtimeapi.ImageSpec{Image: a[annoImage]},
+			Image:        imageSpec(a),
 			ImageRef:     a[annoImageRef],
 			ImageId:      a[annoImageRef],
 			State:        criState(st),

@@ -39,6 +39,7 @@ const (
 	annoName       = "io.cri-mini.container.name"
 	annoAttempt    = "io.cri-mini.container.attempt"
 	annoImage      = "io.cri-mini.container.image"
+	annoImageAnnos = "io.cri-mini.container.image-annotations"
 	annoImageRef   = "io.cri-mini.container.image-ref"
 	annoLabels     = "io.cri-mini.container.labels"
 	annoAnnotation = "io.cri-mini.container.annotations"
@@ -621,6 +622,15 @@ func containerAnnotations(in specInput) (map[string]string, error) {
 		annoLabels:     string(labels),
 		annoAnnotation: string(annos),
 		annoMounts:     string(mounts),
+	}
+	if a := cfg.GetImage().GetAnnotations(); len(a) > 0 {
+		// The image spec's annotations (runtime hints such as a snapshotter
+		// or a pull platform) go back in the container's image spec.
+		b, err := json.Marshal(a)
+		if err != nil {
+			return nil, err
+		}
+		out[annoImageAnnos] = string(b)
 	}
 	if sig := cfg.GetStopSignal(); sig != runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT {
 		out[annoStopSignal] = strings.TrimPrefix(sig.String(), "SIGNAL_")

@@ -9,7 +9,8 @@ import (
 )
 
 // TestStatusFields: ContainerStatus reports the stop signal in force (the
-// config's, here a real-time one, or the image's) and a message where the
+// config's, here a real-time one, or the image's), the image spec with
+// its annotations (ListContainers too) and a message where the
 // exit code does not say it all (a death by signal; none for an ordinary
 // exit); PodSandboxStatus carries a timestamp taken before it read
 // anything and the status of every container of the pod, as kubelet's
@@ -20,7 +21,9 @@ func TestStatusFields(t *testing.T) {
 	rt := containerConfig("rt", "sleep", "600")
 	rt.StopSignal = runtimeapi.Signal_SIGNAL_SIGRTMINPLUS3
 	rtID := runContainer(t, podID, podCfg, rt)
-	imgID := runContainer(t, podID, podCfg, containerConfig("img", "sleep", "600"))
+	img := containerConfig("img", "sleep", "600")
+	img.Image.Annotations = map[string]string{"example.com/pull-hint": "yes"}
+	imgID := runContainer(t, podID, podCfg, img)
 	exitID := runContainer(t, podID, podCfg, containerConfig("exit3", "sh", "-c", "exit 3"))
 
 	if got := containerStatus(t, rtID).StopSignal; got != runtimeapi.Signal_SIGNAL_SIGRTMINPLUS3 {
@@ -28,6 +31,15 @@ func TestStatusFields(t *testing.T) {
 	}
 	if got := containerStatus(t, imgID).StopSignal; got != runtimeapi.Signal_SIGNAL_SIGUSR1 {
 		t.Errorf("stop signal from the image: %v, want SIGUSR1", got)
+	}
+	list, err := suite.rt.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{Id: imgID}})
+	if err != nil || len(list.Containers) != 1 {
+		t.Fatalf("ListContainers: %v %v", list, err)
+	}
+	for where, spec := range map[string]*runtimeapi.ImageSpec{"status": containerStatus(t, imgID).Image, "list": list.Containers[0].Image} {
+		if spec.Annotations["example.com/pull-hint"] != "yes" || spec.Image != suite.image {
+			t.Errorf("image spec in the %s: %+v, want the config's with its annotations", where, spec)
+		}
 	}
 	if st := waitExited(t, exitID); st.ExitCode != 3 || st.Reason != "Error" || st.Message != "" {
 		t.Errorf("exit 3: code %d reason %q message %q, want 3, Error and no message", st.ExitCode, st.Reason, st.Message)
