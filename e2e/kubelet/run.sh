@@ -15,7 +15,14 @@
 #        6 kubelet restarted: it takes the running pods back unchanged,
 #        7 cri-mini killed (SIGKILL) and restarted under kubelet: pods and
 #          containers unchanged, exec and logs work,
-#        8 kubelet rotates the logger's log (ReopenContainerLog);
+#        8 kubelet rotates the logger's log (ReopenContainerLog),
+#        9 /stats/summary carries cri-mini's stats (with PSI),
+#       10 an in-place resize through UpdateContainerResources shows in
+#          kubelet's pod status (a static pod's spec cannot be resized),
+#       11 a debug container in a pod's container's pid namespace
+#          (NamespaceMode TARGET, the CRI calls of kubectl debug --target),
+#       12 a privileged pod sees /sys read-write and the host's devices,
+#       13 a non-root pod without capabilities serves on port 80;
 #   4. prints a table of the results, removes the pods, stops everything and
 #      reports what was left behind (mounts, pods, containers, cgroups, links,
 #      processes), restoring the sysctls kubelet changes. kubelet needs
@@ -327,7 +334,7 @@ result() {
 }
 
 echo "run.sh: adding the static pods"
-for m in e2e-logger e2e-emptydir e2e-crashloop e2e-liveness; do add_manifest "$m"; done
+for m in e2e-logger e2e-emptydir e2e-crashloop e2e-liveness e2e-resize e2e-privileged e2e-port80; do add_manifest "$m"; done
 added=$(now)
 
 # ticks: the number of the logger's last line, read through crictl logs
@@ -463,16 +470,105 @@ else
 	result 8 "log rotation: ReopenContainerLog after rename" FAIL "no rotated file in $logdir/logger 60 s more (reopens: $(grep -c 'ReopenContainerLog' "$work/daemon.log"))"
 fi
 
+# 10. In-place resize: the CRI call kubelet makes to resize a running
+# container (UpdateContainerResources; crictl update here, as a static
+# pod's spec cannot be resized). It shrinks the limits, which kubelet does
+# to the container before the pod's cgroup (growing, it raises the pod's
+# first: cgroup v1 refuses a CPU quota above the parent's). kubelet copies
+# the limits ContainerStatus reports into the pod's status, which its /pods
+# endpoint serves for static pods, once it reads the pod's container
+# statuses again: after a resize of its own it asks for that; here the
+# stop of the pod's other container makes it. The cgroup has the limits.
+kubelet_pods() { curl -sk --max-time 10 "https://127.0.0.1:$kubelet_port/pods"; }
+resized_status() { kubelet_pods | grep -q '"limits":{"cpu":"250m","memory":"48Mi"}'; }
+if wait_for 60 running e2e-resize resized >/dev/null; then
+	id=$(newest e2e-resize resized 3)
+	cg=$(crictl inspect -o go-template --template '{{.info.cgroupPath}}' "$id")
+	if ! crictl update --cpu-period 100000 --cpu-quota 25000 --memory $((48 << 20)) "$id" >/dev/null ||
+		! crictl stop "$(newest e2e-resize nudge 3)" >/dev/null; then
+		result 10 "in-place resize: pod status shows new limits" FAIL "crictl update or stop refused"
+	elif t=$(wait_for 150 resized_status); then
+		mem=$(cat "/sys/fs/cgroup/memory$cg/memory.limit_in_bytes")
+		quota=$(cat "/sys/fs/cgroup/cpu$cg/cpu.cfs_quota_us")
+		if [[ $mem == $((48 << 20)) && $quota == 25000 ]]; then
+			result 10 "in-place resize: pod status shows new limits" PASS "kubelet's status has cpu 250m, memory 48Mi (was 500m, 64Mi) after ${t}s; cgroup too"
+		else
+			result 10 "in-place resize: pod status shows new limits" FAIL "status shows them, cgroup: memory $mem quota $quota"
+		fi
+	else
+		result 10 "in-place resize: pod status shows new limits" FAIL "kubelet's status still has $(kubelet_pods | grep -o '"name":"resized"[^]]*"limits":{[^}]*}' | grep -o '"limits":{[^}]*}' | tail -1) after 150 s"
+	fi
+else
+	result 10 "in-place resize: pod status shows new limits" FAIL "not running after 60 s"
+fi
+
+# 11. kubectl debug --target=web: kubelet creates the ephemeral container
+# in the target's pid namespace (NamespaceMode TARGET with target_id); a
+# static pod cannot get one, so run.sh makes the same CRI calls.
+if wait_for 60 running e2e-port80 web >/dev/null; then
+	target=$(newest e2e-port80 web 3)
+	printf '{"metadata":{"name":"debugger"},"image":{"image":"registry.k8s.io/e2e-test-images/busybox:1.29-2"},"command":["sleep","3600"],
+	 "linux":{"security_context":{"namespace_options":{"pid":3,"target_id":"%s"}}}}\n' "$target" >"$work/debugger.json"
+	printf '{"metadata":{"name":"e2e-port80-%s","namespace":"default","uid":"debug"}}\n' "$NODE" >"$work/debug-pod.json"
+	if dbg=$(crictl create "$(pod_id e2e-port80)" "$work/debugger.json" "$work/debug-pod.json" 2>&1) && crictl start "$dbg" >/dev/null; then
+		seen=$(crictl exec "$dbg" sh -c 'tr "\0" " " </proc/1/cmdline' 2>&1 || true)
+		crictl rm -f "$dbg" >/dev/null 2>&1 || true
+		if [[ $seen == "nc -ll -p 80 "* ]]; then
+			result 11 "debug --target: the target's pid namespace" PASS "the debug container's PID 1 is the web container's: '$seen'"
+		else
+			result 11 "debug --target: the target's pid namespace" FAIL "PID 1 seen from the debug container: '$seen'"
+		fi
+	else
+		result 11 "debug --target: the target's pid namespace" FAIL "create/start: $dbg"
+	fi
+else
+	result 11 "debug --target: the target's pid namespace" FAIL "web not running after 60 s"
+fi
+
+# 12. A privileged pod: /sys read-write and a device of the host that no
+# unprivileged container gets.
+hostdev=$(find /dev -maxdepth 1 -type c ! -name null ! -name zero ! -name full ! -name random ! -name urandom \
+	! -name tty ! -name ptmx ! -name console -printf '%f\n' | sort | head -n 1)
+if wait_for 60 running e2e-privileged privileged >/dev/null; then
+	id=$(newest e2e-privileged privileged 3)
+	sys=$(crictl exec "$id" grep ' /sys sysfs ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1 || true)
+	if [[ $sys == rw ]] && crictl exec "$id" test -c "/dev/$hostdev"; then
+		result 12 "privileged: rw /sys and the host's devices" PASS "/sys $sys; the host's /dev/$hostdev present ($(crictl exec "$id" ls /dev | wc -l) entries in /dev)"
+	else
+		result 12 "privileged: rw /sys and the host's devices" FAIL "/sys '$sys'; /dev/$hostdev: $(crictl exec "$id" ls -l "/dev/$hostdev" 2>&1 || true)"
+	fi
+else
+	result 12 "privileged: rw /sys and the host's devices" FAIL "not running after 60 s"
+fi
+
+# 13. A non-root container without capabilities serves on port 80.
+if wait_for 60 running e2e-port80 web >/dev/null; then
+	ip=$(crictl inspectp -o go-template --template '{{.status.network.ip}}' "$(pod_id e2e-port80)")
+	got=$(timeout 10 bash -c "exec 3<>/dev/tcp/$ip/80 && cat <&3" 2>&1 || true)
+	if [[ $got == bound-by-uid-1000 ]]; then
+		result 13 "non-root pod serves on :80" PASS "$ip:80 answered '$got'"
+	else
+		result 13 "non-root pod serves on :80" FAIL "$ip:80 answered '$got'"
+	fi
+else
+	result 13 "non-root pod serves on :80" FAIL "not running after 60 s"
+fi
+
 # 9. kubelet's /stats/summary carries cri-mini's figures (kubelet's CRI
-# stats provider: ListPodSandboxStats, ListContainerStats, ImageFsInfo).
+# stats provider: ListPodSandboxStats, ListContainerStats, ImageFsInfo),
+# with the containers' pressure (PSI) where the host has it.
 summary=$(curl -sk --max-time 10 "https://127.0.0.1:$kubelet_port/stats/summary" || true)
 pod_json=$(awk '/"podRef"/ {p = 0} /"name": "e2e-logger-'"$NODE"'"/ {p = 1} p' <<<"$summary")
 cpu=$(grep -m1 -o '"usageCoreNanoSeconds": [0-9]*' <<<"$pod_json" | grep -o '[0-9]*$' || echo 0)
 mem=$(grep -m1 -o '"workingSetBytes": [0-9]*' <<<"$pod_json" | grep -o '[0-9]*$' || echo 0)
-if grep -q '"name": "logger"' <<<"$pod_json" && ((cpu > 0 && mem > 0)) && grep -q '"imageFs"' <<<"$summary"; then
-	result 9 "kubelet /stats/summary from cri-mini's stats" PASS "logger pod: ${cpu} ns CPU, ${mem} B working set; imageFs reported"
+psi=none
+if [[ -f /sys/fs/cgroup/cpu.pressure || -f /sys/fs/cgroup/unified/cpu.pressure ]]; then
+	psi=$(grep -c '"psi"' <<<"$pod_json" || true)
+fi
+if grep -q '"name": "logger"' <<<"$pod_json" && ((cpu > 0 && mem > 0)) && grep -q '"imageFs"' <<<"$summary" && [[ $psi != 0 ]]; then
+	result 9 "kubelet /stats/summary from cri-mini's stats" PASS "logger pod: ${cpu} ns CPU, ${mem} B working set; imageFs reported; $psi PSI figures"
 else
-	result 9 "kubelet /stats/summary from cri-mini's stats" FAIL "cpu '$cpu' mem '$mem' in: $(head -c 300 <<<"$summary" | tr '\n' ' ')"
+	result 9 "kubelet /stats/summary from cri-mini's stats" FAIL "cpu '$cpu' mem '$mem' psi '$psi' in: $(head -c 300 <<<"$summary" | tr '\n' ' ')"
 fi
 
 # 5. Removing a manifest tears the pod down.
