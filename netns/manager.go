@@ -406,6 +406,26 @@ func (m *Manager) Create(podID string) (string, error) {
 	return paths[nspin.Net], nil
 }
 
+// Adopt pins as the pod's network namespace the one at src (a
+// /proc/PID/ns/net link), where Create would pin a new one: a pod with a
+// user namespace of its own has its network namespace made inside that
+// user namespace, by the process that makes both (package sandbox), so
+// that the pod's root owns it. Remove undoes it as it undoes Create.
+func (m *Manager) Adopt(podID, src string) (string, error) {
+	if err := checkPodID(podID); err != nil {
+		return "", err
+	}
+	dir := m.podNetnsDir(podID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("pod %s: network namespace: %w", podID, err)
+	}
+	target := nspin.Path(dir, nspin.Net)
+	if err := nspin.PinFile(src, target); err != nil {
+		return "", fmt.Errorf("pod %s: network namespace: %w", podID, err)
+	}
+	return target, nil
+}
+
 // Path is where Create pins the pod's network namespace.
 func (m *Manager) Path(podID string) string {
 	return nspin.Path(m.podNetnsDir(podID), nspin.Net)

@@ -46,6 +46,9 @@ type Config struct {
 	// sandbox/pause, as cri-mini and cri-mini-shim do. Empty means this
 	// process's own binary.
 	PauseExecutable string
+	// UserNamespaces is what pods with a user namespace of their own may
+	// map.
+	UserNamespaces UserNamespacePolicy
 }
 
 // Containers stops and removes the containers of a pod; the CRI layer,
@@ -68,6 +71,7 @@ type Manager struct {
 	// profile for a process without capabilities, compiled once.
 	pauseFilter func() ([]unix.SockFilter, error)
 	containers  Containers
+	userNS      UserNamespacePolicy
 
 	mu   sync.Mutex
 	pods map[string]*entry
@@ -118,7 +122,8 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 			}
 			return filter, nil
 		}),
-		pods: map[string]*entry{},
+		pods:   map[string]*entry{},
+		userNS: cfg.UserNamespaces,
 	}
 	if err := os.MkdirAll(m.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
@@ -224,11 +229,21 @@ func (m *Manager) Run(ctx context.Context, spec Spec) (*Pod, error) {
 
 	m.mu.Lock()
 	for _, other := range m.pods {
-		if other.pod.Spec.Metadata == spec.Metadata {
+		md := spec.Metadata
+		if other.pod.Spec.Metadata == md {
 			m.mu.Unlock()
-			md := spec.Metadata
 			return nil, fmt.Errorf("pod sandbox %s/%s (uid %s, attempt %d) already exists as %s: %w",
 				md.Namespace, md.Name, md.UID, md.Attempt, other.pod.ID, errdefs.ErrAlreadyExists)
+		}
+		// Two running pods sharing host ids could reach each other's
+		// files and processes as their own. A new sandbox of the same
+		// pod (kubelet's restart of it) takes over the pod's range, and
+		// a stopped pod runs nothing.
+		if other.pod.Spec.Metadata.UID != md.UID && other.pod.State != NotReady && spec.UserNS.overlaps(other.pod.Spec.UserNS) {
+			m.mu.Unlock()
+			omd := other.pod.Spec.Metadata
+			return nil, fmt.Errorf("pod user namespace overlaps the host ids of pod sandbox %s (%s/%s), which runs: %w",
+				other.pod.ID, omd.Namespace, omd.Name, errdefs.ErrInvalidArgument)
 		}
 	}
 	m.pods[p.ID] = e
@@ -290,7 +305,12 @@ func (m *Manager) create(ctx context.Context, p *Pod) error {
 	if !spec.HostIPC {
 		kinds = append(kinds, nspin.IPC)
 	}
-	if len(kinds) > 0 {
+	if spec.UserNS != nil {
+		// The user namespace first, the others from inside it.
+		if err := m.createUserNS(ctx, p); err != nil {
+			return err
+		}
+	} else if len(kinds) > 0 {
 		paths, err := nspin.Pin(nsDir(dir), kinds, func() error {
 			if spec.HostNetwork {
 				return nil
@@ -307,20 +327,21 @@ func (m *Manager) create(ctx context.Context, p *Pod) error {
 		p.ShmPath = "/dev/shm"
 	} else {
 		p.ShmPath = filepath.Join(dir, "shm")
-		if err := mountShm(p.ShmPath); err != nil {
+		if err := mountShm(p.ShmPath, spec.UserNS); err != nil {
 			return err
 		}
 	}
 
-	if !spec.HostNetwork {
+	if !spec.HostNetwork && p.NetNS == "" {
 		nsPath, err := m.net.Create(p.ID)
 		if err != nil {
 			return err
 		}
 		p.NetNS = nsPath
 	}
-	// The pause joins the pod's namespaces, so they are all made first.
-	if spec.SharedPID {
+	// The pause joins the pod's namespaces, so they are all made first
+	// (with a user namespace, it made them).
+	if spec.SharedPID && p.PausePID == 0 {
 		if err := m.startPause(ctx, p); err != nil {
 			return err
 		}
@@ -415,10 +436,13 @@ func (m *Manager) release(ctx context.Context, p *Pod) error {
 	if err := nspin.Unpin(nsDir(dir), nspin.UTS, nspin.IPC); err != nil {
 		errs = append(errs, err)
 	}
-	for _, target := range []string{filepath.Join(nsDir(dir), "pid"), filepath.Join(dir, "shm")} {
-		if err := unmount(target); err != nil {
+	for _, pin := range []string{filepath.Join(nsDir(dir), "pid"), userNSPin(dir)} {
+		if err := nspin.UnpinFile(pin); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := unmount(filepath.Join(dir, "shm")); err != nil {
+		errs = append(errs, err)
 	}
 	if p.CgroupCreated != "" && m.cgroups != nil {
 		if err := m.cgroups.Destroy(p.CgroupCreated); err != nil {

@@ -18,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/cri-mini/cri-mini/internal/nsexec"
+	"github.com/cri-mini/cri-mini/internal/nspin"
 	"github.com/cri-mini/cri-mini/internal/safeexec"
 	"github.com/cri-mini/cri-mini/sandbox/pause"
 )
@@ -29,7 +30,9 @@ const pauseEnv = pause.Env
 
 // startPause starts the pause process of a pod with a shared pid namespace
 // (see startPause and package pause), in the pod's net, uts and ipc
-// namespaces and its cgroup.
+// namespaces and its cgroup. A pod with a user namespace of its own has
+// none of them yet: the pause is born in a new user namespace and new
+// namespaces owned by it, which are then pinned as the pod's.
 func (m *Manager) startPause(ctx context.Context, p *Pod) error {
 	dir := m.podDir(p.ID)
 	if err := os.MkdirAll(nsDir(dir), 0o700); err != nil {
@@ -58,6 +61,10 @@ func (m *Manager) startPause(ctx context.Context, p *Pod) error {
 	if g := p.Spec.RunAsGroup; g != nil {
 		s.config.GID = uint32(*g)
 	}
+	if u := p.Spec.UserNS; u != nil {
+		s.userNS = u
+		s.pin = func(pid int) error { return m.pinUserNS(p, pid) }
+	}
 	pid, err := startPause(ctx, m.pauseExe, s)
 	if err != nil {
 		return err
@@ -83,6 +90,12 @@ type pauseSpec struct {
 	// joins are the pod's namespaces the pause joins (type -> pinned path):
 	// its network, uts and ipc ones, unless the pod uses the host's.
 	joins map[specs.LinuxNamespaceType]string
+	// userNS, when set, starts the pause in a new user namespace with
+	// these mappings, which owns new network, uts and ipc namespaces
+	// (there is nothing to join), and pin pins them, before the pause can
+	// be reaped.
+	userNS *UserNamespace
+	pin    func(pid int) error
 	// config confines the pause (package pause).
 	config pause.Config
 }
@@ -118,6 +131,15 @@ func startPause(ctx context.Context, executable string, s pauseSpec) (int, error
 	cmd.Dir = "/"
 	cmd.ExtraFiles = []*os.File{pause.ConfigFD - 3: cfgR, pause.ErrFD - 3: errW} // ExtraFiles[i] is descriptor 3+i
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS, Setsid: true}
+	if s.userNS != nil {
+		f, uerr := inUserNS(cmd, exe, s.userNS)
+		if uerr != nil {
+			cfgR.Close()
+			errW.Close()
+			return 0, fmt.Errorf("start pod pause process: %w", uerr)
+		}
+		defer f.Close()
+	}
 	err = nsexec.Start(cmd, s.joins)
 	cfgR.Close()
 	errW.Close()
@@ -144,34 +166,16 @@ func startPause(ctx context.Context, executable string, s pauseSpec) (int, error
 	}
 	pid := cmd.Process.Pid
 	// Not reaped before the pin is made, the pid cannot name another process.
-	err = pinFile(fmt.Sprintf("/proc/%d/ns/pid", pid), s.pidNS)
+	err = nspin.PinFile(fmt.Sprintf("/proc/%d/ns/pid", pid), s.pidNS)
+	if err == nil && s.pin != nil {
+		err = s.pin(pid)
+	}
 	go func() { _ = cmd.Wait() }()
 	if err != nil {
 		_ = cmd.Process.Kill()
 		return 0, fmt.Errorf("pin pod pid namespace: %w", err)
 	}
 	return pid, nil
-}
-
-// pinFile bind-mounts the namespace file src onto target (created empty),
-// through a detached mount moved into place by file descriptor.
-func pinFile(src, target string) error {
-	f, err := os.OpenFile(target, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o400)
-	if err != nil {
-		return err
-	}
-	f.Close()
-	tree, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
-	if err != nil {
-		os.Remove(target)
-		return fmt.Errorf("open_tree %s: %w", src, err)
-	}
-	defer unix.Close(tree)
-	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		os.Remove(target)
-		return fmt.Errorf("move_mount to %s: %w", target, err)
-	}
-	return nil
 }
 
 // pauseAlive reports whether pid is still the running pause process of podID.

@@ -301,7 +301,7 @@ func TestOrphansCollectedAtStart(t *testing.T) {
 	if _, err := nspin.Pin(nsDir(dir), []nspin.Kind{nspin.UTS, nspin.IPC}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := mountShm(filepath.Join(dir, "shm")); err != nil {
+	if err := mountShm(filepath.Join(dir, "shm"), nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.net.Create(id); err != nil {

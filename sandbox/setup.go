@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -52,6 +53,9 @@ func (m *Manager) validate(spec *Spec) error {
 	}
 	if spec.HostPID && spec.SharedPID {
 		return fmt.Errorf("pod asks for both the host's and a shared pid namespace: %w", errdefs.ErrInvalidArgument)
+	}
+	if err := m.validUserNS(spec); err != nil {
+		return err
 	}
 	if spec.HostNetwork && len(spec.PortMappings) > 0 {
 		for _, pm := range spec.PortMappings {
@@ -178,8 +182,9 @@ func setHostname(name string) error {
 }
 
 // mountShm mounts a fresh tmpfs for the pod's /dev/shm at target, made with
-// the new mount API so nothing resolves a path but the final move.
-func mountShm(target string) error {
+// the new mount API so nothing resolves a path but the final move. With a
+// user namespace of its own (u) the pod's root owns it.
+func mountShm(target string, u *UserNamespace) error {
 	if err := os.Mkdir(target, 0o1777); err != nil {
 		return fmt.Errorf("pod shm: %w", err)
 	}
@@ -188,7 +193,12 @@ func mountShm(target string) error {
 		return fmt.Errorf("pod shm: fsopen tmpfs: %w", err)
 	}
 	defer unix.Close(fsfd)
-	for _, kv := range [][2]string{{"size", shmSize}, {"mode", "1777"}} {
+	params := [][2]string{{"size", shmSize}, {"mode", "1777"}}
+	if u != nil {
+		uid, gid := u.HostIDs()
+		params = append(params, [2]string{"uid", strconv.Itoa(uid)}, [2]string{"gid", strconv.Itoa(gid)})
+	}
+	for _, kv := range params {
 		if err := unix.FsconfigSetString(fsfd, kv[0], kv[1]); err != nil {
 			return fmt.Errorf("pod shm: tmpfs %s=%s: %w", kv[0], kv[1], err)
 		}
@@ -270,6 +280,14 @@ func writeFiles(p *Pod) error {
 	} {
 		if err := fsutil.WriteFileAtomic(path, data, 0o644); err != nil {
 			return fmt.Errorf("pod files: %w", err)
+		}
+		// The pod's own files are its root's, as they are for a pod
+		// without a user namespace (where root is the host's).
+		if u := p.Spec.UserNS; u != nil {
+			uid, gid := u.HostIDs()
+			if err := os.Chown(path, uid, gid); err != nil {
+				return fmt.Errorf("pod files: %w", err)
+			}
 		}
 	}
 	return nil

@@ -46,11 +46,27 @@ type Spec struct {
 	// both are 65535. A group needs a user.
 	RunAsUser  *int64 `json:"runAsUser,omitempty"`
 	RunAsGroup *int64 `json:"runAsGroup,omitempty"`
+	// UserNS gives the pod a user namespace of its own (Kubernetes'
+	// hostUsers: false) with these mappings; nil keeps the host's.
+	UserNS *UserNamespace `json:"userNS,omitempty"`
 	// Resources are applied to the pod's cgroup parent at start and by
 	// UpdateResources, which records here what is in force; nil leaves
 	// the cgroup as its maker set it. A pod without a cgroup parent has
 	// nothing to apply them to.
 	Resources *specs.LinuxResources `json:"resources,omitempty"`
+}
+
+// UserNamespace is the uid and gid mappings of a pod's user namespace: the
+// range kubelet allocated to the pod, one mapping each.
+type UserNamespace struct {
+	UIDs []specs.LinuxIDMapping `json:"uids"`
+	GIDs []specs.LinuxIDMapping `json:"gids"`
+}
+
+// HostIDs returns the host's uid and gid of the pod's uid and gid 0 (its
+// root), which owns what the pod writes that is its own.
+func (u *UserNamespace) HostIDs() (uid, gid int) {
+	return int(u.UIDs[0].HostID), int(u.GIDs[0].HostID)
 }
 
 // State is where a pod is in its life.
@@ -77,9 +93,12 @@ type Pod struct {
 	// Hostname actually used (the spec's, or the node's for host network).
 	Hostname string `json:"hostname"`
 	// Namespace files containers join; empty means the host's namespace.
-	NetNS string `json:"netns,omitempty"`
-	UTSNS string `json:"utsns,omitempty"`
-	IPCNS string `json:"ipcns,omitempty"`
+	// A pod with a user namespace of its own (UserNS) has it pinned here
+	// and every other namespace of the pod is owned by it.
+	UserNS string `json:"userns,omitempty"`
+	NetNS  string `json:"netns,omitempty"`
+	UTSNS  string `json:"utsns,omitempty"`
+	IPCNS  string `json:"ipcns,omitempty"`
 	// PIDNS is the pod's shared pid namespace (SharedPID), whose PID 1 is
 	// the pause process PausePID.
 	PIDNS    string `json:"pidns,omitempty"`

@@ -115,7 +115,7 @@ func pinOnThread(dir string, kinds []Kind, flags int, setup func() error) (map[K
 		target := Path(dir, k)
 		if err := bindThreadNS(k, target); err != nil {
 			for _, p := range paths {
-				_ = unpinFile(p)
+				_ = UnpinFile(p)
 			}
 			return nil, err
 		}
@@ -124,27 +124,38 @@ func pinOnThread(dir string, kinds []Kind, flags int, setup func() error) (map[K
 	return paths, nil
 }
 
-// bindThreadNS mounts the calling thread's namespace of kind k onto target,
-// through a detached mount (open_tree) moved into place by file descriptor.
+// bindThreadNS mounts the calling thread's namespace of kind k onto target.
 func bindThreadNS(k Kind, target string) error {
+	if err := PinFile(fmt.Sprintf("/proc/thread-self/ns/%s", k), target); err != nil {
+		return fmt.Errorf("pin %s namespace: %w", k, err)
+	}
+	return nil
+}
+
+// PinFile pins the namespace file src (a /proc/PID/ns/* link, or a pin)
+// at target, which it creates empty: a detached bind of src (open_tree)
+// moved into place by file descriptor, so that the namespace lives as long
+// as the mount. A file already at target is ErrAlreadyExists. For a
+// process's namespace, src must name that process while the pin is made:
+// its parent pins it before reaping it.
+func PinFile(src, target string) error {
 	f, err := os.OpenFile(target, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o400)
 	if err != nil {
 		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("pin %s namespace at %s: %w", k, target, errdefs.ErrAlreadyExists)
+			return fmt.Errorf("pin %s at %s: %w", src, target, errdefs.ErrAlreadyExists)
 		}
-		return fmt.Errorf("pin %s namespace: %w", k, err)
+		return fmt.Errorf("pin %s: %w", src, err)
 	}
 	f.Close()
-	src := fmt.Sprintf("/proc/thread-self/ns/%s", k)
 	treeFD, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err != nil {
 		os.Remove(target)
-		return fmt.Errorf("pin %s namespace: open_tree %s: %w", k, src, err)
+		return fmt.Errorf("pin %s: open_tree: %w", src, err)
 	}
 	defer unix.Close(treeFD)
 	if err := unix.MoveMount(treeFD, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		os.Remove(target)
-		return fmt.Errorf("pin %s namespace: move_mount to %s: %w", k, target, err)
+		return fmt.Errorf("pin %s: move_mount to %s: %w", src, target, err)
 	}
 	return nil
 }
@@ -158,13 +169,14 @@ func Unpin(dir string, kinds ...Kind) error {
 			errs = append(errs, err)
 			continue
 		}
-		errs = append(errs, unpinFile(Path(dir, k)))
+		errs = append(errs, UnpinFile(Path(dir, k)))
 	}
 	return errors.Join(errs...)
 }
 
-// unpinFile detaches every mount stacked on path and removes the file.
-func unpinFile(path string) error {
+// UnpinFile detaches every mount stacked on path and removes the file: the
+// undoing of PinFile. A missing file is not an error.
+func UnpinFile(path string) error {
 	for {
 		err := unix.Unmount(path, unix.MNT_DETACH)
 		if err == nil {

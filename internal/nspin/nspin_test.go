@@ -11,6 +11,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/mountinfo"
+	"github.com/cri-mini/cri-mini/internal/nstest"
 )
 
 func requireRoot(t *testing.T) {
@@ -28,15 +29,6 @@ func threadNS(t *testing.T, k Kind) string {
 		t.Fatal(err)
 	}
 	return link
-}
-
-func inode(t *testing.T, path string) uint64 {
-	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		t.Fatal(err)
-	}
-	return st.Ino
 }
 
 // assertGone checks that nothing is mounted at path and that no file is left.
@@ -87,7 +79,7 @@ func TestPinJoinUnpin(t *testing.T) {
 		if joined == own {
 			t.Errorf("%s: joined namespace %s is our own", k, joined)
 		}
-		if want := inode(t, p); joined != fmt.Sprintf("%s:[%d]", k, want) {
+		if want := nstest.Inode(t, p); joined != fmt.Sprintf("%s:[%d]", k, want) {
 			t.Errorf("%s: joined %s, pin inode is %d", k, joined, want)
 		}
 	}
@@ -126,11 +118,11 @@ func TestPinTwiceIsAlreadyExists(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = Unpin(dir, Net) })
-	before := inode(t, first[Net])
+	before := nstest.Inode(t, first[Net])
 	if _, err := Pin(dir, []Kind{Net}, nil); !errors.Is(err, errdefs.ErrAlreadyExists) {
 		t.Fatalf("second Pin: %v, want ErrAlreadyExists", err)
 	}
-	if after := inode(t, first[Net]); after != before {
+	if after := nstest.Inode(t, first[Net]); after != before {
 		t.Errorf("first pin replaced: inode %d -> %d", before, after)
 	}
 }

@@ -103,10 +103,25 @@ static void confine(void) {
 		fail("close descriptors");
 }
 
+/* hold is a process that only lives while package sandbox pins the
+ * namespaces it was born in (a pod's user namespace and the net, uts and ipc
+ * namespaces it owns): it waits for the end of its stdin and exits. */
+static void hold(void) {
+	char c;
+	ssize_t n;
+
+	do
+		n = read(0, &c, 1);
+	while (n > 0 || (n < 0 && errno == EINTR));
+	_exit(0);
+}
+
 void criMiniPause(void) {
 	sigset_t set;
 	int sig;
 
+	if (getenv("_CRI_MINI_POD_HOLD") != NULL)
+		hold();
 	if (getenv("_CRI_MINI_POD_PAUSE") == NULL)
 		return;
 	sigemptyset(&set);

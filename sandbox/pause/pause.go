@@ -16,7 +16,8 @@
 // closes every descriptor. A failure on the way is written to descriptor
 // ErrFD, and the process exits; the end of ErrFD without a word means it is
 // confined. Then it reaps every child that exits and ends on SIGTERM or
-// SIGINT.
+// SIGINT. The same constructor is the short-lived holder of a new pod's
+// namespaces when HoldEnv is set instead.
 package pause
 
 /*
@@ -34,6 +35,11 @@ import (
 
 // Env marks a process as a pod's pause process; its value is the pod id.
 const Env = "_CRI_MINI_POD_PAUSE"
+
+// HoldEnv marks a process that only holds the namespaces it was born in
+// until they are pinned: it exits at the end of its stdin. Its value is
+// the pod id.
+const HoldEnv = "_CRI_MINI_POD_HOLD"
 
 // The descriptors the pause process reads its Config from and writes its
 // setup failures to (CONFIG_FD and ERR_FD in pause.c).
