@@ -208,6 +208,12 @@ func mountsOf(t *testing.T, pid int) []string {
 		}
 		out = append(out, strings.Join([]string{pf[4], qf[0], pf[5], qf[2]}, " "))
 	}
+	// mountinfo lists mounts in the order they were made (Linux 6.8 keeps
+	// them by unique id), and cri-mini makes the bind mounts' sources
+	// before the init's own mounts: by mount point, stacked ones in order.
+	slices.SortStableFunc(out, func(a, b string) int {
+		return strings.Compare(strings.Fields(a)[0], strings.Fields(b)[0])
+	})
 	return out
 }
 

@@ -1,19 +1,17 @@
 package container
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-
-	"github.com/cri-mini/cri-mini/internal/mountinfo"
 )
 
 // runInit is the container's init: started by the supervisor in new
@@ -23,24 +21,33 @@ import (
 // credentials it sets are per thread, and the exec keeps that thread's.
 func runInit() {
 	runtime.LockOSThread()
-	conn, err := fileConn(os.NewFile(3, "sync"))
+	conn, err := fileConn(os.NewFile(initSyncFD, "sync"))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cri-mini init: %v\n", err)
 		os.Exit(1)
 	}
-	err = initContainer(conn, os.Getenv(envStateDir))
+	err = initContainer(conn)
 	// Only failures come back here; a successful exec never returns.
-	_ = sendMsg(conn, syncMsg{Type: msgError, Error: err.Error()})
+	_ = sendMsg(conn, errorMsg(err))
 	fmt.Fprintf(os.Stderr, "cri-mini init: %v\n", err)
 	os.Exit(1)
 }
 
-func initContainer(conn *net.UnixConn, dir string) error {
-	var cfg config
-	if err := readJSON(dir, configFile, &cfg); err != nil {
-		return err
+func initContainer(conn *net.UnixConn) error {
+	var in initInput
+	if err := json.NewDecoder(os.NewFile(initInputFD, "input")).Decode(&in); err != nil {
+		return fmt.Errorf("read the supervisor's input: %w", err)
 	}
-	spec := cfg.Spec
+	sources := map[int]*os.File{}
+	for step, fd := range in.Sources {
+		sources[step] = os.NewFile(uintptr(fd), "source")
+	}
+	defer func() {
+		for _, f := range sources {
+			f.Close()
+		}
+	}()
+	spec := in.Config.Spec
 	// The supervisor says go once the cgroup is applied, so that the
 	// cgroup namespace made next is rooted at the container's cgroup.
 	if _, _, err := expectMsg(conn, msgGo); err != nil {
@@ -52,23 +59,19 @@ func initContainer(conn *net.UnixConn, dir string) error {
 			return fmt.Errorf("new cgroup namespace: %w", err)
 		}
 	}
-	fifo, err := unix.Open(filepath.Join(dir, fifoFile), unix.O_PATH|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open start fifo: %w", err)
-	}
-	hier, err := hostCgroups()
-	if err != nil {
-		return fmt.Errorf("read host cgroups: %w", err)
-	}
+	fifo := initFifoFD
 	// The plan is the single description of what follows; explain renders
 	// the same one. The daemon did its cgroup and the supervisor the
 	// namespaces; the process steps are executed from the spec below.
-	plan, err := BuildPlan(spec, PlanInput{EtcFiles: etcFiles(dir), HostCgroups: hier})
+	plan, err := BuildPlan(spec, in.Plan)
 	if err != nil {
 		return err
 	}
-	if err := setupRootfs(plan); err != nil {
+	if err := setupRootfs(plan, sources); err != nil {
 		return err
+	}
+	for _, f := range sources {
+		f.Close()
 	}
 	if err := hardenRootfs(plan); err != nil {
 		return err
@@ -119,40 +122,29 @@ func nsWanted(spec *specs.Spec, t specs.LinuxNamespaceType) bool {
 	return false
 }
 
-// etcFiles lists the R2 files Create wrote into the state directory.
-func etcFiles(dir string) map[string]string {
-	files := map[string]string{}
-	for _, name := range []string{"hosts", "hostname", "resolv.conf"} {
-		p := filepath.Join(dir, name)
-		if _, err := os.Stat(p); err == nil {
-			files["/etc/"+name] = p
-		}
-	}
-	return files
-}
-
 // setupRootfs executes the plan's steps R4-R14: the mount namespace's
 // propagation, the rootfs as a private mount, the recipe's and the spec's
-// mounts inside it, and the switch of root.
-func setupRootfs(plan []Step) error {
+// mounts inside it (with the sources the supervisor prepared, by step),
+// and the switch of root.
+func setupRootfs(plan []Step, sources map[int]*os.File) error {
 	var root *os.File
 	defer func() {
 		if root != nil {
 			root.Close()
 		}
 	}()
-	for _, s := range plan {
+	for i, s := range plan {
 		var err error
 		switch s.Kind {
 		case KindPropagation: // R4
-			err = stopPropagation(plan, s)
+			err = stopPropagation(s)
 		case KindRootfsBind: // R5
 			root, err = bindRootfs(s.Path)
 		case KindMount, KindCgroupfs, KindDevice, KindSymlink, KindMkdir: // R6-R12
 			if root == nil {
 				return fmt.Errorf("plan step %s %s before the rootfs", s.Recipe, s.Kind)
 			}
-			err = mountStep(root, s)
+			err = mountStep(root, s, sources[i])
 		case KindPivotRoot: // R13
 			if root == nil {
 				return fmt.Errorf("plan step %s %s before the rootfs", s.Recipe, s.Kind)
@@ -170,7 +162,7 @@ func setupRootfs(plan []Step) error {
 
 // stopPropagation is R4: nothing we mount from here on propagates back to
 // the host, unless a bidirectional mount asked for a shared root (rshared).
-func stopPropagation(plan []Step, s Step) error {
+func stopPropagation(s Step) error {
 	prop := propagationFlags[s.Propagation]
 	if err := unix.Mount("", "/", "", unix.MS_REC|prop, ""); err != nil {
 		return fmt.Errorf("set / propagation: %w", err)
@@ -179,34 +171,34 @@ func stopPropagation(plan []Step, s Step) error {
 		return nil
 	}
 	// pivot_root refuses a new root whose parent mount is shared: the
-	// mount holding the rootfs goes private (its submounts stay shared).
-	for _, r := range plan {
-		if r.Kind != KindRootfsBind {
-			continue
-		}
-		mp, err := mountinfo.MountpointOf(r.Path)
-		if err != nil {
-			return err
-		}
-		if err := unix.Mount("", mp, "", unix.MS_PRIVATE, ""); err != nil {
-			return fmt.Errorf("make %s private: %w", mp, err)
-		}
+	// mount holding the rootfs (the working directory) goes private, its
+	// submounts stay shared.
+	attr := unix.MountAttr{Propagation: unix.MS_PRIVATE}
+	if err := unix.MountSetattr(unix.AT_FDCWD, ".", 0, &attr); err != nil {
+		return fmt.Errorf("make the mount holding the rootfs private: %w", err)
 	}
 	return nil
 }
 
 // bindRootfs is R5: the rootfs becomes a mount point of its own, private.
-// It returns the rootfs, in which the next steps resolve their paths.
+// The rootfs is the working directory the init was started in (named
+// rootPath): a container in a user namespace may not search the
+// directories above it, and the working directory follows the process into
+// its new mount namespace. It returns the rootfs, in which the next steps
+// resolve their paths.
 func bindRootfs(rootPath string) (*os.File, error) {
-	if err := unix.Mount(rootPath, rootPath, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return nil, fmt.Errorf("bind rootfs %s onto itself: %w", rootPath, err)
+	tree, err := unix.OpenTree(unix.AT_FDCWD, ".", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return nil, fmt.Errorf("bind rootfs %s: %w", rootPath, err)
 	}
-	if err := unix.Mount("", rootPath, "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+	root := os.NewFile(uintptr(tree), rootPath)
+	if err := setAttr(tree, 0, 0, unix.MS_PRIVATE, true); err != nil {
+		root.Close()
 		return nil, fmt.Errorf("make rootfs private: %w", err)
 	}
-	root, err := os.OpenFile(rootPath, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open rootfs: %w", err)
+	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, ".", unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		root.Close()
+		return nil, fmt.Errorf("bind rootfs %s onto itself: %w", rootPath, err)
 	}
 	return root, nil
 }

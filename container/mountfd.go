@@ -1,12 +1,15 @@
 package container
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
 )
 
 // mountOpts is a spec mount's option list split into what the new mount API
@@ -173,41 +176,85 @@ func attach(mfd int, target *os.File) error {
 	return nil
 }
 
-// mountSpec performs one spec mount inside root: its target is resolved (and
-// created, a directory or a file like its source) in the rootfs, the mount is
-// prepared detached and then attached on the target's descriptor.
-func mountSpec(root *os.File, m specs.Mount) error {
+// isBind reports whether m is a bind mount (of a host path).
+func isBind(m specs.Mount) bool { return m.Type == "bind" || parseMountOptions(m.Options).bind }
+
+// bindSource makes the source of bind mount m: a detached copy of the tree
+// at m.Source (recursive for rbind) with the mount's attributes, idmapped
+// with userNS (the container's user namespace) when the mount carries id
+// mappings. The supervisor makes it, outside the container's namespaces:
+// from inside a user namespace the source may be out of reach, and only the
+// host's root may idmap a mount of the host's file systems.
+func bindSource(m specs.Mount, userNS *os.File) (*os.File, error) {
 	o := parseMountOptions(m.Options)
-	if m.Type == "bind" {
-		o.bind = true
-	}
-	var mfd int
-	var err error
-	srcIsDir := true
-	if o.bind {
-		fi, serr := os.Stat(m.Source)
-		if serr != nil {
-			return fmt.Errorf("mount %s: bind source: %w", m.Destination, serr)
-		}
-		srcIsDir = fi.IsDir()
-		mfd, err = cloneTree(m.Source, o.rbind)
-	} else {
-		mfd, err = newFSMount(m.Type, m.Source, o.fsParams, o.attrSet|o.recAttrSet)
-	}
+	mfd, err := cloneTree(m.Source, o.rbind)
 	if err != nil {
-		return fmt.Errorf("mount %s: %w", m.Destination, err)
+		return nil, fmt.Errorf("mount %s: %w", m.Destination, err)
 	}
-	defer unix.Close(mfd)
-	if o.bind {
-		// The tree's attributes first, then the top mount's own.
-		if err := setAttr(mfd, o.recAttrSet, o.recAttrClr, 0, true); err != nil {
+	src := os.NewFile(uintptr(mfd), m.Source)
+	if len(m.UIDMappings) > 0 || len(m.GIDMappings) > 0 {
+		if userNS == nil {
+			src.Close()
+			return nil, fmt.Errorf("mount %s has id mappings but the container has no user namespace: %w", m.Destination, errdefs.ErrInvalidArgument)
+		}
+		if err := idmap(mfd, userNS, o.rbind); err != nil {
+			src.Close()
+			return nil, fmt.Errorf("mount %s: %w", m.Destination, err)
+		}
+	}
+	// The tree's attributes first, then the top mount's own.
+	if err := setAttr(mfd, o.recAttrSet, o.recAttrClr, 0, true); err != nil {
+		src.Close()
+		return nil, fmt.Errorf("mount %s: %w", m.Destination, err)
+	}
+	if err := setAttr(mfd, o.attrSet, o.attrClr, 0, false); err != nil {
+		src.Close()
+		return nil, fmt.Errorf("mount %s: %w", m.Destination, err)
+	}
+	return src, nil
+}
+
+// idmap makes the detached mount mfd (and the mounts below it when
+// recursive) show the files of ids 0..n-1 on disk as the user namespace's
+// (MOUNT_ATTR_IDMAP): a file of uid 0 is its root's. A file system that
+// cannot be idmapped (overlayfs, proc; EINVAL) is FailedPrecondition.
+func idmap(mfd int, userNS *os.File, recursive bool) error {
+	flags := uint(unix.AT_EMPTY_PATH)
+	if recursive {
+		flags |= unix.AT_RECURSIVE
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userNS.Fd())}
+	if err := unix.MountSetattr(mfd, "", flags, &attr); err != nil {
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+			return fmt.Errorf("idmapped mount: its file system cannot be idmapped on this kernel (%v): %w", err, errdefs.ErrFailedPrecondition)
+		}
+		return fmt.Errorf("idmapped mount: %w", err)
+	}
+	return nil
+}
+
+// mountSpec performs one spec mount inside root: its target is resolved (and
+// created, a directory or a file like its source) in the rootfs, and the
+// mount attached on the target's descriptor. A bind's source comes prepared
+// (bindSource); any other file system is made here.
+func mountSpec(root *os.File, m specs.Mount, src *os.File) error {
+	o := parseMountOptions(m.Options)
+	var mfd int
+	srcIsDir := true
+	if isBind(m) {
+		if src == nil {
+			return fmt.Errorf("mount %s: no prepared source for %s", m.Destination, m.Source)
+		}
+		mfd, srcIsDir = int(src.Fd()), isDirFD(src)
+	} else {
+		var err error
+		if mfd, err = newFSMount(m.Type, m.Source, o.fsParams, o.attrSet|o.recAttrSet); err != nil {
 			return fmt.Errorf("mount %s: %w", m.Destination, err)
 		}
-		if err := setAttr(mfd, o.attrSet, o.attrClr, 0, false); err != nil {
-			return fmt.Errorf("mount %s: %w", m.Destination, err)
-		}
+		defer unix.Close(mfd)
 	}
 	var target *os.File
+	var err error
 	if srcIsDir {
 		target, err = mkdirInRoot(root, m.Destination)
 	} else {

@@ -78,7 +78,9 @@ type CgroupHierarchy struct {
 	Params []string `json:"params,omitempty"`
 }
 
-// DeviceNode is a node made in the container's /dev.
+// DeviceNode is a node made in the container's /dev, or with Bind the
+// host's node Bind bound there: in a user namespace no node can be made
+// (mknod needs CAP_MKNOD in the host's user namespace), as runc binds them.
 type DeviceNode struct {
 	Path  string      `json:"path"` // below /dev
 	Type  string      `json:"type"` // c, b or p
@@ -87,6 +89,7 @@ type DeviceNode struct {
 	Mode  os.FileMode `json:"mode"`
 	UID   uint32      `json:"uid,omitempty"`
 	GID   uint32      `json:"gid,omitempty"`
+	Bind  string      `json:"bind,omitempty"`
 }
 
 // Symlink is a link made in the container's /dev. With Replace it takes
@@ -145,11 +148,11 @@ type ExecStep struct {
 type PlanInput struct {
 	// EtcFiles maps /etc/hosts, /etc/hostname and /etc/resolv.conf to the
 	// R2 files written for the container.
-	EtcFiles map[string]string
+	EtcFiles map[string]string `json:"etcFiles,omitempty"`
 	// Cgroup is the container's cgroup, nil when it has none of its own.
-	Cgroup *CgroupStep
+	Cgroup *CgroupStep `json:"cgroup,omitempty"`
 	// HostCgroups are the cgroup file systems the host mounts (R11).
-	HostCgroups []CgroupHierarchy
+	HostCgroups []CgroupHierarchy `json:"hostCgroups,omitempty"`
 }
 
 // BuildPlan lays out the steps that build the container spec describes.
@@ -247,6 +250,12 @@ func BuildPlan(spec *specs.Spec, in PlanInput) ([]Step, error) {
 	return plan, nil
 }
 
+// hasUserNS reports whether the container is in a user namespace of its
+// pod's (not the host's).
+func hasUserNS(spec *specs.Spec) bool {
+	return spec.Linux != nil && slices.ContainsFunc(spec.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace })
+}
+
 // planNamespaces lists the container's namespaces as namespaceFlags treats
 // them: the mount namespace always new, joined ones first.
 func planNamespaces(spec *specs.Spec) []NamespaceStep {
@@ -292,12 +301,18 @@ func mountRecipe(m specs.Mount) string {
 	return "spec"
 }
 
-// devSteps fill the fresh /dev (R7, R8's /dev/ptmx): device nodes, the
-// spec's extra devices, symlinks and the directories later mounts use.
+// devSteps fill the fresh /dev (R7, R8's /dev/ptmx): device nodes (the
+// host's bound in a user namespace), the spec's extra devices, symlinks and
+// the directories later mounts use.
 func devSteps(spec *specs.Spec) []Step {
 	var out []Step
+	userNS := hasUserNS(spec)
 	for _, d := range defaultDevices {
-		out = append(out, Step{Recipe: "R7", Kind: KindDevice, Device: &DeviceNode{Path: d.name, Type: "c", Major: d.major, Minor: d.minor, Mode: 0o666}})
+		n := DeviceNode{Path: d.name, Type: "c", Major: d.major, Minor: d.minor, Mode: 0o666}
+		if userNS {
+			n.Bind = "/dev/" + d.name
+		}
+		out = append(out, Step{Recipe: "R7", Kind: KindDevice, Device: &n})
 	}
 	if spec.Linux != nil {
 		for _, d := range spec.Linux.Devices {

@@ -78,14 +78,18 @@ func containerMounts(spec *specs.Spec, etcFiles map[string]string) []specs.Mount
 
 // mountStep performs one of the plan's steps inside the rootfs before
 // pivot_root (R6-R12 and the spec's mounts, R7's /dev contents), each on a
-// descriptor resolved in root (R18).
-func mountStep(root *os.File, s Step) error {
+// descriptor resolved in root (R18). src is the step's source as the
+// supervisor prepared it (prepareSources), nil when it has none.
+func mountStep(root *os.File, s Step, src *os.File) error {
 	switch s.Kind {
 	case KindMount:
-		return mountSpec(root, *s.Mount)
+		return mountSpec(root, *s.Mount, src)
 	case KindCgroupfs:
 		return mountCgroups(root, *s.Mount, s.Hierarchies) // R11
 	case KindDevice:
+		if s.Device.Bind != "" {
+			return bindDevice(root, *s.Device, src) // R7 in a user namespace
+		}
 		return makeDevice(root, *s.Device) // R7
 	case KindSymlink:
 		return inDev(root, func(dfd int) error { // R7, R8
@@ -150,6 +154,23 @@ func makeDevice(root *os.File, d DeviceNode) error {
 	}
 	if err := unix.Fchownat(dfd, base, int(d.UID), int(d.GID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("chown /dev/%s: %w", name, err)
+	}
+	return nil
+}
+
+// bindDevice binds the host's node (src, prepared) onto an empty file at
+// d.Path in the fresh /dev: the node keeps the host's owner and mode.
+func bindDevice(root *os.File, d DeviceNode, src *os.File) error {
+	if src == nil {
+		return fmt.Errorf("device /dev/%s: no prepared source for %s", d.Path, d.Bind)
+	}
+	target, err := mkfileInRoot(root, "/dev/"+d.Path)
+	if err != nil {
+		return fmt.Errorf("device /dev/%s: %w", d.Path, err)
+	}
+	defer target.Close()
+	if err := attach(int(src.Fd()), target); err != nil {
+		return fmt.Errorf("device /dev/%s: %w", d.Path, err)
 	}
 	return nil
 }

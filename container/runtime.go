@@ -200,6 +200,9 @@ func (r *Runtime) Create(ctx context.Context, id string, b Bundle) (err error) {
 	if err := unix.Mkfifo(filepath.Join(dir, fifoFile), 0o600); err != nil {
 		return fmt.Errorf("container %s: start fifo: %w", id, err)
 	}
+	if err := ownByRoot(dir, b.Spec); err != nil {
+		return fmt.Errorf("container %s: %w", id, err)
+	}
 	var pids *specs.LinuxPids
 	if b.CgroupPath != "" {
 		var res *specs.LinuxResources
@@ -246,6 +249,9 @@ func validateBundle(b Bundle) error {
 	}
 	if _, _, err := namespaceFlags(s); err != nil {
 		return fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if err := validUserNS(s); err != nil {
+		return err
 	}
 	// What the init would only find out inside the container is checked
 	// here, so that bad input is reported as such.

@@ -34,7 +34,7 @@ func runSupervisor() {
 	if err != nil {
 		klog.Errorf("supervisor %s: %v", dir, err)
 		if conn != nil {
-			_ = sendMsg(conn, syncMsg{Type: msgError, Error: err.Error()})
+			_ = sendMsg(conn, errorMsg(err))
 		}
 		klog.Flush()
 		os.Exit(1)
@@ -69,7 +69,7 @@ func supervise(dir string, ctl *net.UnixConn) error {
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Args = []string{os.Args[0]}
 	cmd.Env = []string{envRole + "=" + roleInit, envStateDir + "=" + dir}
-	cmd.ExtraFiles = []*os.File{peer}
+	cmd.ExtraFiles = []*os.File{initSyncFD - 3: peer}
 	var outR, errR, stdinW *os.File
 	if cfg.Stdin && !cfg.Tty {
 		var stdinR *os.File
@@ -91,14 +91,7 @@ func supervise(dir string, ctl *net.UnixConn) error {
 		defer outW.Close()
 		defer errW.Close()
 	}
-	flags, joins, err := namespaceFlags(cfg.Spec)
-	if err != nil {
-		return err
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags}
-	if err := nsexec.Start(cmd, joins); err != nil {
-		return fmt.Errorf("start init: %w", err)
-	}
+	proc, err := startInit(cmd, dir, &cfg)
 	peer.Close()
 	if cmd.Stdout != nil {
 		cmd.Stdout.(*os.File).Close()
@@ -107,15 +100,18 @@ func supervise(dir string, ctl *net.UnixConn) error {
 	if cmd.Stdin != nil {
 		cmd.Stdin.(*os.File).Close()
 	}
+	if err != nil {
+		return fmt.Errorf("start init: %w", err)
+	}
 	failed := true
 	defer func() {
 		if failed {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
+			_ = proc.Kill()
+			_, _ = proc.Wait()
 		}
 	}()
 	// The daemon puts the init into its cgroup between "pid" and "go".
-	if err := sendMsg(ctl, syncMsg{Type: msgPid, Pid: cmd.Process.Pid}); err != nil {
+	if err := sendMsg(ctl, syncMsg{Type: msgPid, Pid: proc.Pid}); err != nil {
 		return err
 	}
 	if _, _, err := expectMsg(ctl, msgGo); err != nil {
@@ -148,11 +144,11 @@ func supervise(dir string, ctl *net.UnixConn) error {
 		return err
 	}
 	defer attach.close()
-	if err := writeJSON(dir, initFile, newProcRecord(cmd.Process.Pid)); err != nil {
+	if err := writeJSON(dir, initFile, newProcRecord(proc.Pid)); err != nil {
 		return err
 	}
 	failed = false
-	if err := sendMsg(ctl, syncMsg{Type: msgReady, Pid: cmd.Process.Pid}); err != nil {
+	if err := sendMsg(ctl, syncMsg{Type: msgReady, Pid: proc.Pid}); err != nil {
 		klog.Warningf("supervisor %s: daemon gone after create: %v", dir, err)
 	}
 	ctl.Close()
@@ -185,7 +181,10 @@ func supervise(dir string, ctl *net.UnixConn) error {
 			}
 		}
 	}()
-	_ = cmd.Wait()
+	state, err := proc.Wait()
+	if err != nil {
+		return fmt.Errorf("wait for init %d: %w", proc.Pid, err)
+	}
 	// Output still buffered in the pipes belongs in the log before the exit
 	// is recorded; processes that outlive the init in a shared pid
 	// namespace may hold the pipes open, so the wait is bounded.
@@ -195,7 +194,7 @@ func supervise(dir string, ctl *net.UnixConn) error {
 	case <-drained:
 	case <-time.After(2 * time.Second):
 	}
-	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	ws := state.Sys().(syscall.WaitStatus)
 	ex := exitRecord{ExitCode: ws.ExitStatus(), Finished: time.Now().UTC()}
 	if ws.Signaled() {
 		ex.Signal = int(ws.Signal())
@@ -205,19 +204,28 @@ func supervise(dir string, ctl *net.UnixConn) error {
 }
 
 // namespaceFlags splits the spec's namespaces into clone flags for new ones
-// and paths to join. The mount namespace is always new; the cgroup namespace
-// is made by the init itself once it is in its cgroup.
-func namespaceFlags(spec *specs.Spec) (uintptr, map[specs.LinuxNamespaceType]string, error) {
+// and the namespaces to join. The mount namespace is always new; the
+// cgroup namespace is made by the init itself once it is in its cgroup; a
+// user namespace can only be joined (a pod's): a container has no mappings
+// of its own.
+func namespaceFlags(spec *specs.Spec) (uintptr, []specs.LinuxNamespace, error) {
 	flags := uintptr(unix.CLONE_NEWNS)
-	joins := map[specs.LinuxNamespaceType]string{}
+	var joins []specs.LinuxNamespace
 	if spec.Linux == nil {
 		return flags, joins, nil
 	}
 	for _, ns := range spec.Linux.Namespaces {
-		if ns.Type == specs.MountNamespace {
+		switch {
+		case ns.Type == specs.MountNamespace:
 			if ns.Path != "" {
 				return 0, nil, fmt.Errorf("joining mount namespace %s: a container always gets its own", ns.Path)
 			}
+			continue
+		case ns.Type == specs.UserNamespace:
+			if ns.Path == "" {
+				return 0, nil, errors.New("a new user namespace: a container joins its pod's, with the pod's mappings")
+			}
+			joins = append(joins, ns)
 			continue
 		}
 		f, err := nsexec.CloneFlag(ns.Type)
@@ -226,7 +234,7 @@ func namespaceFlags(spec *specs.Spec) (uintptr, map[specs.LinuxNamespaceType]str
 		}
 		switch {
 		case ns.Path != "":
-			joins[ns.Type] = ns.Path
+			joins = append(joins, ns)
 		case ns.Type != specs.CgroupNamespace:
 			flags |= uintptr(f)
 		}

@@ -2,12 +2,15 @@ package container
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cri-mini/cri-mini/internal/errdefs"
 )
 
 // The daemon, the supervisor and the init talk over SOCK_SEQPACKET socket
@@ -20,7 +23,35 @@ type syncMsg struct {
 	Type  string `json:"type"` // pid, go, ready, error
 	Pid   int    `json:"pid,omitempty"`
 	Error string `json:"error,omitempty"`
+	// Kind is the errdefs kind of Error, if it has one of errKinds: a
+	// container the supervisor or the init finds at fault is refused
+	// with the right code.
+	Kind string `json:"kind,omitempty"`
 }
+
+// errKinds are the errdefs kinds a failure keeps across the socket.
+var errKinds = []error{errdefs.ErrInvalidArgument, errdefs.ErrFailedPrecondition, errdefs.ErrNotFound}
+
+// errorMsg is the message that reports err.
+func errorMsg(err error) syncMsg {
+	m := syncMsg{Type: msgError, Error: err.Error()}
+	for _, k := range errKinds {
+		if errors.Is(err, k) {
+			m.Kind = k.Error()
+		}
+	}
+	return m
+}
+
+// kindError is an error received over the socket, of the kind it was sent
+// with.
+type kindError struct {
+	msg  string
+	kind error
+}
+
+func (e kindError) Error() string { return e.msg }
+func (e kindError) Unwrap() error { return e.kind }
 
 const (
 	msgPid   = "pid"
@@ -101,7 +132,13 @@ func recvMsg(c *net.UnixConn) (syncMsg, []int, error) {
 		return syncMsg{}, fds, fmt.Errorf("decode sync message: %w", err)
 	}
 	if m.Type == msgError {
-		return m, fds, fmt.Errorf("%s", m.Error)
+		err := kindError{msg: m.Error}
+		for _, k := range errKinds {
+			if m.Kind == k.Error() {
+				err.kind = k
+			}
+		}
+		return m, fds, err
 	}
 	return m, fds, nil
 }
