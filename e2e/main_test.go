@@ -36,6 +36,7 @@ var suite struct {
 	gateway           string
 	metrics           string // host:port of the metrics endpoint
 	registry, image   string // loopback registry and the busybox image on it
+	certsDir          string // the daemon's registry config path (hosts.toml directories)
 	daemon            *exec.Cmd
 	logFile           *os.File
 	rt                runtimeapi.RuntimeServiceClient
@@ -112,6 +113,7 @@ func runSuite(m *testing.M) (int, error) {
 	suite.socket = filepath.Join(suite.dir, "cri-mini.sock")
 	suite.cniDir = filepath.Join(suite.dir, "net.d")
 	suite.ipamDir = filepath.Join(suite.dir, "ipam")
+	suite.certsDir = filepath.Join(suite.dir, "certs.d")
 	suite.bridge = fmt.Sprintf("crie2e%d", os.Getpid()%100000)
 	suite.subnet = fmt.Sprintf("10.177.%d.0/24", n)
 	suite.gateway = fmt.Sprintf("10.177.%d.1", n)
@@ -189,7 +191,7 @@ func daemonArgs() []string {
 		"--root", suite.root, "--runroot", suite.run, "--listen", "unix://" + suite.socket,
 		"--cni-config-dir", suite.cniDir, "--cni-plugin-dir", cniPlugins, "-v", "2",
 		"--metrics-address", suite.metrics, "--insecure-registry", suite.registry,
-		"--max-layer-size", strconv.Itoa(maxLayerSize),
+		"--max-layer-size", strconv.Itoa(maxLayerSize), "--registry-config-path", suite.certsDir,
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -42,6 +41,9 @@ type PullOptions struct {
 	// Auth are credentials for the image's registry (CRI AuthConfig); nil
 	// means the store's keychain.
 	Auth *authn.AuthConfig
+	// AuthServer is the server the credentials are for (CRI's
+	// server_address), "" for any endpoint of the registry.
+	AuthServer string
 	// Progress, if set, is called as layer bytes arrive.
 	Progress func(Progress)
 }
@@ -55,18 +57,24 @@ type Progress struct {
 
 // Pull fetches an image into the store and names it ref (normalised). Each
 // layer is downloaded and unpacked once, however many pulls want it.
-func (s *Store) Pull(ctx context.Context, ref string, po PullOptions) (*Image, error) {
+func (s *Store) Pull(ctx context.Context, ref string, po PullOptions) (img *Image, err error) {
+	defer func() { s.metrics.pulls.WithLabelValues(result(err)).Inc() }()
 	parsed, err := ParseReference(ref)
 	if err != nil {
 		return nil, err
 	}
+	return s.pull(ctx, parsed, po)
+}
+
+func (s *Store) pull(ctx context.Context, parsed Reference, po PullOptions) (*Image, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	watch := &stallWatch{}
 	watch.poke()
 	go watch.run(ctx, cancel, s.opts.StallTimeout)
 
-	desc, err := s.resolve(ctx, parsed, po)
+	start := time.Now()
+	desc, src, err := s.resolve(ctx, parsed, po)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +93,8 @@ func (s *Store) Pull(ctx context.Context, ref string, po PullOptions) (*Image, e
 		}
 		return nil, fmt.Errorf("pull %s: %w", parsed, err)
 	}
-	klog.V(2).InfoS("Pulled image", "image", parsed.String(), "id", id)
+	klog.InfoS("Pulled image", "image", parsed.String(), "id", id, "endpoint", src.String(), "mirror", src.ep.mirror(),
+		"duration", time.Since(start).Round(time.Millisecond))
 	return s.Get(id)
 }
 
@@ -136,85 +145,180 @@ func (s *Store) add(ctx context.Context, img v1.Image, names []string, watch *st
 	return id.String(), nil
 }
 
-// resolve finds the manifest on the registry's mirror, then the registry.
-func (s *Store) resolve(ctx context.Context, ref Reference, po PullOptions) (*remote.Descriptor, error) {
+// resolve finds the image's manifest on the registry's endpoints, in
+// order: a tag on the first endpoint that may resolve tags (capability
+// "resolve") and knows it, the manifest by digest on the first that may
+// serve content ("pull") and has it. go-containerregistry checks that what
+// an endpoint sends by digest has that digest, so an endpoint trusted only
+// to pull cannot change what a tag means.
+func (s *Store) resolve(ctx context.Context, ref Reference, po PullOptions) (*remote.Descriptor, *source, error) {
+	h, err := s.registries.hosts(ref.Registry())
+	if err != nil {
+		return nil, nil, fmt.Errorf("pull %s: %w", ref, err)
+	}
+	digest := ref.Digest()
 	var errs []error
-	for _, ep := range s.endpoints(ref.Registry()) {
-		r, err := ref.at(ep.host, ep.plainHTTP)
-		if err != nil {
-			return nil, fmt.Errorf("pull %s: %v: %w", ref, err, errdefs.ErrInvalidArgument)
-		}
-		desc, err := remote.Get(r, s.remoteOptions(ctx, ep, po)...)
-		if err == nil {
-			if ep.host != ref.Registry() {
-				klog.V(2).InfoS("Pulling through a mirror", "image", ref.String(), "mirror", ep.host)
+	// Endpoints that could not be reached at all are not tried again by digest.
+	down := map[*endpoint]bool{}
+	tried := func(ep *endpoint, err error) {
+		klog.V(2).InfoS("Registry endpoint failed", "image", ref.String(), "endpoint", ep.String(), "err", err)
+		err = classify(err)
+		s.metrics.attempts.WithLabelValues(ep.String(), result(err)).Inc()
+		down[ep] = errors.Is(err, errdefs.ErrUnavailable)
+		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+	}
+	if digest == "" {
+		// An endpoint that may both resolve and pull serves the whole pull
+		// unless a pull-only endpoint comes before it: then it only
+		// resolves, and the content is fetched in the endpoints' order.
+		pullOnlyBefore := false
+		for _, ep := range h.endpoints {
+			if ctx.Err() != nil {
+				break
 			}
-			return desc, nil
+			if !ep.resolve {
+				pullOnlyBefore = pullOnlyBefore || ep.pull
+				continue
+			}
+			r, err := ref.at(ep)
+			if err != nil {
+				return nil, nil, fmt.Errorf("pull %s: %v: %w", ref, err, errdefs.ErrInvalidArgument)
+			}
+			src := &source{ep: ep}
+			if ep.pull && !pullOnlyBefore {
+				desc, err := remote.Get(r, s.remoteOptions(ctx, src, po)...)
+				if err == nil {
+					s.metrics.attempts.WithLabelValues(ep.String(), "ok").Inc()
+					return desc, src, nil
+				}
+				tried(ep, err)
+				continue
+			}
+			d, err := remote.Head(r, s.remoteOptions(ctx, src, po)...)
+			if err == nil {
+				digest = d.Digest.String()
+				klog.V(2).InfoS("Tag resolved", "image", ref.String(), "endpoint", src.String(), "digest", digest)
+				break
+			}
+			tried(ep, err)
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", ep.host, classify(err)))
-		if ctx.Err() != nil {
-			break
+		if digest == "" {
+			return nil, nil, pullError(ref, h, errs, "resolve")
 		}
 	}
-	return nil, fmt.Errorf("pull %s: %w", ref, errors.Join(errs...))
+	byDigest, err := ref.withDigest(digest)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pull %s: %w", ref, err)
+	}
+	for _, ep := range h.endpoints {
+		if !ep.pull || down[ep] || ctx.Err() != nil {
+			continue
+		}
+		r, err := byDigest.at(ep)
+		if err != nil {
+			return nil, nil, fmt.Errorf("pull %s: %v: %w", ref, err, errdefs.ErrInvalidArgument)
+		}
+		src := &source{ep: ep}
+		desc, err := remote.Get(r, s.remoteOptions(ctx, src, po)...)
+		if err == nil {
+			s.metrics.attempts.WithLabelValues(ep.String(), "ok").Inc()
+			return desc, src, nil
+		}
+		tried(ep, err)
+	}
+	return nil, nil, pullError(ref, h, errs, "pull")
 }
 
-// endpoint is a registry host to try, and whether plain HTTP is allowed there.
-type endpoint struct {
-	host      string
-	plainHTTP bool
+// source is the endpoint a pull talks to, and the scheme it settled on.
+type source struct {
+	ep     *endpoint
+	scheme atomic.Value
 }
 
-func (s *Store) endpoints(registry string) []endpoint {
-	var eps []endpoint
-	if m, ok := s.opts.Mirrors[registry]; ok {
-		if u, err := url.Parse(m); err == nil && u.Host != "" {
-			eps = append(eps, endpoint{host: u.Host, plainHTTP: u.Scheme == "http" || s.insecure(u.Host)})
-		} else {
-			klog.InfoS("Ignoring a mirror that is not a URL", "registry", registry, "mirror", m)
-		}
+func (s *source) String() string {
+	scheme, _ := s.scheme.Load().(string)
+	if scheme == "" {
+		scheme = s.ep.url.Scheme
 	}
-	host := registry
-	if host == dockerHub {
-		host = dockerHubIndex
-	}
-	return append(eps, endpoint{host: host, plainHTTP: s.insecure(registry)})
+	return scheme + "://" + s.ep.url.Host + s.ep.url.Path
 }
 
-func (s *Store) insecure(host string) bool { return slices.Contains(s.opts.InsecureRegistries, host) }
-
-func (s *Store) remoteOptions(ctx context.Context, ep endpoint, po PullOptions) []remote.Option {
-	base := s.opts.Transport
-	if base == nil {
-		base = remote.DefaultTransport
+// pullError is the failure of every endpoint of a registry, or the lack
+// of an endpoint that may do what the pull needs.
+func pullError(ref Reference, h *registryHosts, errs []error, capability string) error {
+	if len(errs) == 0 {
+		return fmt.Errorf("pull %s: no endpoint configured in %s may %s it (capabilities): %w", ref, h.source, capability, errdefs.ErrFailedPrecondition)
 	}
+	return fmt.Errorf("pull %s: %w", ref, errors.Join(errs...))
+}
+
+func (s *Store) remoteOptions(ctx context.Context, src *source, po PullOptions) []remote.Option {
+	ep := src.ep
 	opts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithPlatform(*s.opts.Platform),
-		remote.WithTransport(httpGuard{next: base, allowHTTP: ep.plainHTTP, host: ep.host}),
+		remote.WithTransport(endpointTransport{ep: ep, next: ep.transport, scheme: &src.scheme}),
 		remote.WithRetryBackoff(remote.Backoff{Duration: 250 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 4}),
 		remote.WithUserAgent("cri-mini"),
 	}
-	if po.Auth != nil && *po.Auth != (authn.AuthConfig{}) {
+	if po.Auth != nil && *po.Auth != (authn.AuthConfig{}) && authFor(po.AuthServer, ep) {
 		return append(opts, remote.WithAuth(authn.FromConfig(*po.Auth)))
 	}
 	return append(opts, remote.WithAuthFromKeychain(s.opts.Keychain))
 }
 
-// httpGuard refuses plain-HTTP requests to a registry the operator did not
-// declare insecure (ggcr would otherwise fall back to HTTP for private IPs).
-type httpGuard struct {
-	next      http.RoundTripper
-	allowHTTP bool
-	host      string
+// authFor tells whether the pull's credentials go to an endpoint: to every
+// endpoint of the registry (a mirror the node's admin configured may need
+// them, as with containerd), unless they name their server and it is
+// another host.
+func authFor(server string, ep *endpoint) bool {
+	if server == "" {
+		return true
+	}
+	host := server
+	if i := strings.Index(host, "://"); i >= 0 {
+		host = host[i+3:]
+	}
+	host, _, _ = strings.Cut(host, "/")
+	return canonicalHost(host) == canonicalHost(ep.url.Host)
 }
 
-func (g httpGuard) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme == "http" && !g.allowHTTP && req.URL.Host == g.host {
-		return nil, fmt.Errorf("registry %s answers only over plain HTTP, which is refused: list it with --insecure-registry %s: %w",
-			g.host, g.host, errdefs.ErrFailedPrecondition)
+// endpointTransport carries the requests of a pull to one endpoint: it
+// refuses plain HTTP unless the endpoint allows it (go-containerregistry
+// would otherwise fall back to HTTP for private IPs), puts the endpoint's
+// API root in place of "/v2", names the registry to a mirror in the "ns"
+// query parameter (as containerd, for mirrors that serve several
+// registries), adds the configured headers, and caps manifests. Requests to
+// other hosts (token servers, blob storage a registry redirects to) pass
+// unchanged: headers meant for the registry stay with it.
+type endpointTransport struct {
+	ep     *endpoint
+	next   http.RoundTripper
+	scheme *atomic.Value // the scheme go-containerregistry settled on (its ping tries https, then http where allowed)
+}
+
+func (t endpointTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host != t.ep.host {
+		return t.next.RoundTrip(req)
 	}
-	resp, err := g.next.RoundTrip(req)
+	t.scheme.Store(req.URL.Scheme)
+	if req.URL.Scheme == "http" && !t.ep.plainHTTP {
+		return nil, fmt.Errorf("registry %s answers only over plain HTTP, which is refused: list it with --insecure-registry %s or configure it as an http:// host: %w",
+			t.ep.host, t.ep.url.Host, errdefs.ErrFailedPrecondition)
+	}
+	req = req.Clone(req.Context())
+	if rest, ok := strings.CutPrefix(req.URL.Path, "/v2"); ok && (rest == "" || rest[0] == '/') {
+		req.URL.Path, req.URL.RawPath = t.ep.url.Path+rest, ""
+	}
+	if t.ep.mirror() {
+		q := req.URL.Query()
+		q.Set("ns", t.ep.registry)
+		req.URL.RawQuery = q.Encode()
+	}
+	for k, v := range t.ep.header {
+		req.Header[k] = v
+	}
+	resp, err := t.next.RoundTrip(req)
 	if err != nil {
 		return nil, err
 	}

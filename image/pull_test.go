@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -211,8 +212,7 @@ func TestPullSelectsPlatformFromIndex(t *testing.T) {
 		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
 	)
 	ref := reg.host + "/multi:1"
-	n, _ := ParseReference(ref)
-	r, _ := n.at(reg.host, true)
+	r, _ := name.ParseReference(ref, name.Insecure)
 	if err := remote.WriteIndex(r, idx); err != nil {
 		t.Fatal(err)
 	}

@@ -81,16 +81,20 @@ func (r Reference) String() string {
 	return r.Name() + ":" + r.Tag()
 }
 
-// at returns the same repository path and tag or digest on another
-// registry host (a mirror).
-func (r Reference) at(host string, insecure bool) (name.Reference, error) {
-	opts := []name.Option{name.WithDefaultRegistry(host)}
-	if insecure {
+// at is the same repository and tag or digest on an endpoint's host.
+func (r Reference) at(ep *endpoint) (name.Reference, error) {
+	var opts []name.Option
+	if ep.plainHTTP {
 		opts = append(opts, name.Insecure)
 	}
-	repo := host + "/" + r.Repository()
+	repo := ep.host + "/" + r.Repository()
 	if d := r.Digest(); d != "" {
 		return name.NewDigest(repo+"@"+d, opts...)
 	}
 	return name.NewTag(repo+":"+r.Tag(), opts...)
+}
+
+// withDigest is the same repository pinned to digest.
+func (r Reference) withDigest(digest string) (Reference, error) {
+	return ParseReference(r.Name() + "@" + digest)
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -32,13 +31,15 @@ const DefaultStallTimeout = 5 * time.Minute
 
 // Options configure a Store.
 type Options struct {
-	// InsecureRegistries may be reached over plain HTTP ("host" or "host:port").
-	// Every other registry must speak HTTPS.
+	// InsecureRegistries may be reached over plain HTTP or with unverified
+	// TLS ("host" or "host:port"), wherever they are configured. Every other
+	// registry must speak verified HTTPS.
 	InsecureRegistries []string
 	// Mirrors maps a registry host ("docker.io", "registry.k8s.io") to a mirror
-	// URL ("http://127.0.0.1:5000") tried before the registry itself. The
-	// pulled image keeps its original name. An http:// mirror is allowed to
-	// use plain HTTP: the operator wrote it so.
+	// URL ("http://127.0.0.1:5000") tried before the registry itself, as a
+	// hosts.toml with that one mirror would. The pulled image keeps its
+	// original name. An http:// mirror is allowed to use plain HTTP: the
+	// operator wrote it so.
 	Mirrors map[string]string
 	// Keychain supplies credentials when a pull brings none; nil means the
 	// default keychain (docker config files).
@@ -55,8 +56,10 @@ type Options struct {
 	// references. Only the daemon sets it: a CLI opening the store of a
 	// running daemon must not collect the layers of the daemon's pulls.
 	CollectGarbage bool
-	// Transport carries registry requests; nil means ggcr's default.
-	Transport http.RoundTripper
+	// RegistryConfigPath lists (colon-separated) directories holding one
+	// directory per registry host with a hosts.toml, as containerd's
+	// config_path; "" means none.
+	RegistryConfigPath string
 }
 
 // Image is an image in the store.
@@ -96,6 +99,9 @@ type FsUsage struct {
 type Store struct {
 	root string
 	opts Options
+
+	registries *registries
+	metrics    *metrics
 
 	mu      sync.Mutex
 	ix      *index
@@ -150,7 +156,8 @@ func Open(root string, o Options) (*Store, error) {
 	if o.Platform == nil {
 		o.Platform = &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	}
-	s := &Store{root: root, opts: o, flights: map[string]*flight{}, pinned: map[string]int{}}
+	s := &Store{root: root, opts: o, flights: map[string]*flight{}, pinned: map[string]int{},
+		registries: newRegistries(o.RegistryConfigPath, o.InsecureRegistries, o.Mirrors), metrics: newMetrics()}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	unlock, err := s.lock()
@@ -168,6 +175,11 @@ func Open(root string, o Options) (*Store, error) {
 	}
 	return s, nil
 }
+
+// CheckRegistryConfig reads every registry's hosts.toml under the config
+// path: a daemon calls it at start, to fail there, naming the file, rather
+// than at a pull.
+func (s *Store) CheckRegistryConfig() error { return s.registries.check() }
 
 // lock takes the store's cross-process lock; the caller holds s.mu.
 func (s *Store) lock() (func(), error) {

@@ -32,6 +32,7 @@ func openImageStore(cfg config.Config, daemon bool) (*image.Store, error) {
 	return image.Open(filepath.Join(cfg.Root, "images"), image.Options{
 		InsecureRegistries: cfg.InsecureRegistries,
 		Mirrors:            cfg.RegistryMirrors,
+		RegistryConfigPath: cfg.Image.RegistryConfigPath,
 		CollectGarbage:     daemon,
 		Unpack:             image.UnpackOptions{MaxBytes: cfg.MaxLayerSize},
 	})

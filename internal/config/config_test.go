@@ -115,6 +115,7 @@ func TestRenderRoundTrips(t *testing.T) {
 	c.MetricsAddress = "127.0.0.1:9090"
 	c.InsecureRegistries = []string{"reg.local:5000", `we"ird`}
 	c.RegistryMirrors = map[string]string{"docker.io": "http://m:5000", "a.b": "https://c"}
+	c.Image.RegistryConfigPath = "/etc/containerd/certs.d:/etc/docker/certs.d"
 	for _, cfg := range []Config{Default(), c} {
 		out, err := cfg.Render()
 		if err != nil {
@@ -136,5 +137,30 @@ func TestRenderRoundTrips(t *testing.T) {
 		if !reflect.DeepEqual(back, cfg) {
 			t.Fatalf("round trip:\n got  %+v\n want %+v\n%s", back, cfg, out)
 		}
+	}
+}
+
+func TestImageTable(t *testing.T) {
+	file := writeFile(t, `
+[image]
+registry_config_path = "/etc/containerd/certs.d"
+`)
+	c, err := parse(t, "--config", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.Image.RegistryConfigPath = "/etc/containerd/certs.d"
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("got  %+v\nwant %+v", c.Image, want.Image)
+	}
+	if c, err = parse(t, "--config", file, "--registry-config-path", "/a:/b"); err != nil || c.Image.RegistryConfigPath != "/a:/b" {
+		t.Errorf("--registry-config-path over the file: %v %q", err, c.Image.RegistryConfigPath)
+	}
+	if _, err := parse(t, "--registry-config-path", "certs.d"); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "image.registry_config_path") {
+		t.Errorf("relative registry_config_path: %v", err)
+	}
+	if _, err := parse(t, "--config", writeFile(t, "[image]\nconfig_path = \"/x\"\n")); err == nil || !strings.Contains(err.Error(), "image.config_path") {
+		t.Errorf("unknown key in [image]: %v", err)
 	}
 }

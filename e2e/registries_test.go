@@ -1,0 +1,141 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mini/cri-mini/internal/registrytest"
+)
+
+// writeHostsToml writes the daemon's hosts.toml for registry (in the
+// running daemon's config path: it reads it at the next pull).
+func writeHostsToml(t *testing.T, registry, content string) string {
+	t.Helper()
+	dir := filepath.Join(suite.certsDir, registry)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, ".hosts.toml")
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "hosts.toml")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// daemonLogSince returns what the daemon logged after offset.
+func daemonLogSince(t *testing.T, offset int64) string {
+	t.Helper()
+	f, err := os.Open(suite.logFile.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(f)
+	return string(b)
+}
+
+func daemonLogSize(t *testing.T) int64 {
+	t.Helper()
+	st, err := os.Stat(suite.logFile.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
+// TestRegistryHostsThroughCRI: kubelet's PullImage against registries the
+// node reaches only as a hosts.toml written while the daemon runs says: a
+// registry demanding a client certificate of a CA made here (mTLS), then
+// a registry behind mirrors only, first all dead (Unavailable, the registry
+// never asked), then with a live mirror (served there, named as the
+// registry). The log names the endpoint that served, the metrics count it.
+func TestRegistryHostsThroughCRI(t *testing.T) {
+	pki := registrytest.NewPKI(t)
+	secure := registrytest.New(t, registrytest.Options{TLS: pki, ClientCerts: true})
+	secure.Push(t, "e2e/mtls:1", baseImage(t))
+	ref := secure.Host + "/e2e/mtls:1"
+	if err := pullImage(t, ref); err == nil {
+		t.Fatal("pull from an mTLS registry without its hosts.toml succeeded")
+	}
+	dir := writeHostsToml(t, secure.Host, fmt.Sprintf("ca = \"ca.pem\"\nclient = [[%q, %q]]\n", pki.ClientCert, pki.ClientKey))
+	if data, err := os.ReadFile(pki.CAFile); err != nil || os.WriteFile(filepath.Join(dir, "ca.pem"), data, 0o644) != nil {
+		t.Fatal(err)
+	}
+	offset := daemonLogSize(t)
+	if err := pullImage(t, ref); err != nil {
+		t.Fatalf("pull with hosts.toml naming the CA and a client certificate: %v", err)
+	}
+	if log := daemonLogSince(t, offset); !strings.Contains(log, `endpoint="https://`+secure.Host+`/v2"`) {
+		t.Errorf("the daemon log does not name the endpoint that served %s:\n%s", ref, log)
+	}
+	runContainerFrom(t, "mtls", ref)
+
+	upstream, mirror := registrytest.New(t, registrytest.Options{}), registrytest.New(t, registrytest.Options{})
+	img := baseImage(t)
+	upstream.Push(t, "e2e/app:1", img)
+	mirror.Push(t, "e2e/app:1", img)
+	pushes := len(upstream.Log())
+	dead := registrytest.DeadAddr(t)
+	writeHostsToml(t, upstream.Host, fmt.Sprintf("mirrors_only = true\n[host.\"http://%s\"]\n", dead))
+	ref = upstream.Host + "/e2e/app:1"
+	wantCode(t, "pull with every mirror dead", pullImage(t, ref), codes.Unavailable, dead)
+
+	writeHostsToml(t, upstream.Host, fmt.Sprintf("mirrors_only = true\n[host.\"http://%s\"]\n[host.\"http://%s\"]\n", dead, mirror.Host))
+	offset = daemonLogSize(t)
+	if err := pullImage(t, ref); err != nil {
+		t.Fatalf("pull through the live second mirror: %v", err)
+	}
+	if log := daemonLogSince(t, offset); !strings.Contains(log, `endpoint="http://`+mirror.Host+`/v2" mirror=true`) {
+		t.Errorf("the daemon log does not name the mirror that served:\n%s", log)
+	}
+	st, err := runtimeapi.NewImageServiceClient(suite.conn).ImageStatus(ctx(t), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+	if err != nil || st.GetImage() == nil || !strings.Contains(strings.Join(st.GetImage().GetRepoTags(), " "), ref) {
+		t.Errorf("ImageStatus %s: %v %v, want the registry's name", ref, st, err)
+	}
+	if n := len(upstream.Log()) - pushes; n > 0 {
+		t.Errorf("the registry got %d requests through mirrors_only", n)
+	}
+	for sample, want := range map[string]float64{
+		`cri_mini_image_pull_endpoint_attempts_total{endpoint="http://` + mirror.Host + `/v2",result="ok"}`:   1,
+		`cri_mini_image_pull_endpoint_attempts_total{endpoint="http://` + dead + `/v2",result="unavailable"}`: 2,
+	} {
+		if got := metric(t, sample); got != want {
+			t.Errorf("%s = %v, want %v", sample, got, want)
+		}
+	}
+}
+
+// runContainerFrom runs a container of image (an ID) that prints a line,
+// and waits for it to exit 0.
+func runContainerFrom(t *testing.T, name, image string) {
+	t.Helper()
+	podCfg := podConfig(name)
+	pod := runPod(t, podCfg)
+	resp, err := suite.rt.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, SandboxConfig: podCfg,
+		Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: name}, Image: &runtimeapi.ImageSpec{Image: image},
+			Command: []string{"/bin/true"}}})
+	if err != nil {
+		t.Fatalf("create a container of %s: %v", image, err)
+	}
+	if _, err := suite.rt.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: resp.ContainerId}); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	waitFor(t, "the container to exit 0", func() bool {
+		st, err := suite.rt.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: resp.ContainerId})
+		return err == nil && st.GetStatus().GetState() == runtimeapi.ContainerState_CONTAINER_EXITED && st.GetStatus().GetExitCode() == 0
+	})
+}
