@@ -37,6 +37,7 @@ var suite struct {
 	metrics           string // host:port of the metrics endpoint
 	registry, image   string // loopback registry and the busybox image on it
 	certsDir          string // the daemon's registry config path (hosts.toml directories)
+	extraArgs         []string
 	daemon            *exec.Cmd
 	logFile           *os.File
 	rt                runtimeapi.RuntimeServiceClient
@@ -185,14 +186,15 @@ func tail(b []byte, n int) []byte {
 // more than any test image but a decompression bomb's.
 const maxLayerSize = 128 << 20
 
-// daemonArgs are the flags of the suite's daemon.
+// daemonArgs are the flags of the suite's daemon, then suite.extraArgs
+// (a test that restarts the daemon with them restores them).
 func daemonArgs() []string {
-	return []string{
+	return append([]string{
 		"--root", suite.root, "--runroot", suite.run, "--listen", "unix://" + suite.socket,
 		"--cni-config-dir", suite.cniDir, "--cni-plugin-dir", cniPlugins, "-v", "2",
 		"--metrics-address", suite.metrics, "--insecure-registry", suite.registry,
 		"--max-layer-size", strconv.Itoa(maxLayerSize), "--registry-config-path", suite.certsDir,
-	}
+	}, suite.extraArgs...)
 }
 
 // startDaemon starts cri-mini and waits until it answers Version. The

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -137,5 +138,47 @@ func runContainerFrom(t *testing.T, name, image string) {
 	waitFor(t, "the container to exit 0", func() bool {
 		st, err := suite.rt.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: resp.ContainerId})
 		return err == nil && st.GetStatus().GetState() == runtimeapi.ContainerState_CONTAINER_EXITED && st.GetStatus().GetExitCode() == 0
+	})
+}
+
+// TestShortNamesThroughCRI: a daemon with no short-name search registry
+// refuses "busybox" with InvalidArgument (PullImage and ImageStatus,
+// which kubelet calls first), and an alias makes a short name a full one.
+func TestShortNamesThroughCRI(t *testing.T) {
+	restartWith(t, "--short-name-search", "", "--short-name-alias", "e2e-short="+suite.registry+"/e2e-short")
+	ic := runtimeapi.NewImageServiceClient(suite.conn)
+	wantCode(t, "PullImage busybox", pullImage(t, "busybox"), codes.InvalidArgument, `"busybox" names no registry`, "short_name_search")
+	_, err := ic.ImageStatus(ctx(t), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "busybox:1.36"}})
+	wantCode(t, "ImageStatus busybox:1.36", err, codes.InvalidArgument, "names no registry")
+
+	push(t, "e2e-short", baseImage(t))
+	if err := pullImage(t, "e2e-short:1"); err != nil {
+		t.Fatalf("pull through an alias: %v", err)
+	}
+	st, err := ic.ImageStatus(ctx(t), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "e2e-short:1"}})
+	if err != nil || st.GetImage() == nil || st.GetImage().GetRepoTags()[0] != suite.registry+"/e2e-short:1" {
+		t.Errorf("ImageStatus of the alias: %v %v", st, err)
+	}
+}
+
+// restartWith restarts the suite's daemon with extra flags, and restarts
+// it without them when the test ends.
+func restartWith(t *testing.T, args ...string) {
+	t.Helper()
+	if err := stopDaemon(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	suite.extraArgs = args
+	if err := startDaemon(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := stopDaemon(syscall.SIGTERM); err != nil {
+			t.Error(err)
+		}
+		suite.extraArgs = nil
+		if err := startDaemon(); err != nil {
+			t.Fatal(err)
+		}
 	})
 }

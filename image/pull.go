@@ -56,14 +56,30 @@ type Progress struct {
 }
 
 // Pull fetches an image into the store and names it ref (normalised). Each
-// layer is downloaded and unpacked once, however many pulls want it.
+// layer is downloaded and unpacked once, however many pulls want it. A short
+// name is pulled as its first candidate (alias or search registry) that a
+// registry serves.
 func (s *Store) Pull(ctx context.Context, ref string, po PullOptions) (img *Image, err error) {
 	defer func() { s.metrics.pulls.WithLabelValues(result(err)).Inc() }()
-	parsed, err := ParseReference(ref)
+	cands, err := s.opts.ShortNames.Candidates(ref)
 	if err != nil {
 		return nil, err
 	}
-	return s.pull(ctx, parsed, po)
+	var errs []error
+	for _, c := range cands {
+		img, err := s.pull(ctx, c, po)
+		if err == nil {
+			return img, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(cands) > 1 {
+		return nil, fmt.Errorf("short name %q: no search registry served it: %w", ref, errors.Join(errs...))
+	}
+	return nil, errs[0]
 }
 
 func (s *Store) pull(ctx context.Context, parsed Reference, po PullOptions) (*Image, error) {

@@ -311,7 +311,8 @@ func TestMirrorKeepsOriginalName(t *testing.T) {
 	img := imageOf(t, layer(t, file("m", "mirrored")))
 	reg.push(t, "library/busybox:1.36", img)
 	reg.push(t, "pause:3.9", img)
-	s := openStore(t, nil, Options{Mirrors: map[string]string{"docker.io": "http://" + reg.host, "registry.k8s.io": "http://" + reg.host}})
+	s := openStore(t, nil, Options{Mirrors: map[string]string{"docker.io": "http://" + reg.host, "registry.k8s.io": "http://" + reg.host},
+		ShortNames: ShortNames{Search: []string{"docker.io"}}})
 	for ref, want := range map[string]string{"busybox:1.36": "docker.io/library/busybox:1.36", "registry.k8s.io/pause:3.9": "registry.k8s.io/pause:3.9"} {
 		got := pull(t, s, ref)
 		found := false

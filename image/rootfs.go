@@ -60,7 +60,7 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool) (err error) 
 	// concurrent Remove sees the layers as used.
 	var rec containerRecord
 	err = s.locked(func(ix *index) (bool, error) {
-		r, _, err := ix.find(imageID)
+		r, _, err := ix.find(imageID, s.opts.ShortNames)
 		if err != nil {
 			return false, err
 		}

@@ -56,6 +56,9 @@ type Options struct {
 	// references. Only the daemon sets it: a CLI opening the store of a
 	// running daemon must not collect the layers of the daemon's pulls.
 	CollectGarbage bool
+	// ShortNames say what names without a registry mean; the zero value
+	// refuses them.
+	ShortNames ShortNames
 	// RegistryConfigPath lists (colon-separated) directories holding one
 	// directory per registry host with a hosts.toml, as containerd's
 	// config_path; "" means none.
@@ -313,8 +316,9 @@ func (ix *index) image(r *record) (*Image, error) {
 var hexID = regexp.MustCompile(`^[0-9a-f]{4,64}$`)
 
 // find resolves a name, an ID or a unique ID prefix (at least 4 hex digits,
-// with or without "sha256:") to a record. byName says whether a name matched.
-func (ix *index) find(ref string) (r *record, byName string, err error) {
+// with or without "sha256:") to a record; a short name is looked up as
+// each of its candidates in turn. byName says which name matched.
+func (ix *index) find(ref string, sn ShortNames) (r *record, byName string, err error) {
 	if hex := strings.TrimPrefix(ref, "sha256:"); hexID.MatchString(hex) {
 		var match *record
 		for id, rec := range ix.Images {
@@ -332,14 +336,16 @@ func (ix *index) find(ref string) (r *record, byName string, err error) {
 			return nil, "", fmt.Errorf("image %s: %w", ref, errdefs.ErrNotFound)
 		}
 	}
-	parsed, err := ParseReference(ref)
+	cands, err := sn.Candidates(ref)
 	if err != nil {
 		return nil, "", err
 	}
-	canon := parsed.String()
-	for _, rec := range ix.Images {
-		if slices.Contains(rec.RepoTags, canon) || slices.Contains(rec.RepoDigests, canon) {
-			return rec, canon, nil
+	for _, c := range cands {
+		canon := c.String()
+		for _, rec := range ix.Images {
+			if slices.Contains(rec.RepoTags, canon) || slices.Contains(rec.RepoDigests, canon) {
+				return rec, canon, nil
+			}
 		}
 	}
 	return nil, "", fmt.Errorf("image %s: %w", ref, errdefs.ErrNotFound)
@@ -349,7 +355,7 @@ func (ix *index) find(ref string) (r *record, byName string, err error) {
 func (s *Store) Get(ref string) (*Image, error) {
 	var img *Image
 	err := s.view(func(ix *index) error {
-		r, _, err := ix.find(ref)
+		r, _, err := ix.find(ref, s.opts.ShortNames)
 		if err != nil {
 			return err
 		}
@@ -381,7 +387,7 @@ func (s *Store) List() ([]*Image, error) {
 // other image or container uses are deleted. An unknown image is ErrNotFound.
 func (s *Store) Remove(ref string) error {
 	return s.updateAndCollect(func(ix *index) (bool, error) {
-		r, byName, err := ix.find(ref)
+		r, byName, err := ix.find(ref, s.opts.ShortNames)
 		if err != nil {
 			return false, err
 		}

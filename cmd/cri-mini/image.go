@@ -33,6 +33,7 @@ func openImageStore(cfg config.Config, daemon bool) (*image.Store, error) {
 		InsecureRegistries: cfg.InsecureRegistries,
 		Mirrors:            cfg.RegistryMirrors,
 		RegistryConfigPath: cfg.Image.RegistryConfigPath,
+		ShortNames:         cfg.Image.ShortNames(),
 		CollectGarbage:     daemon,
 		Unpack:             image.UnpackOptions{MaxBytes: cfg.MaxLayerSize},
 	})

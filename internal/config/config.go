@@ -87,6 +87,7 @@ func (c *Config) load(name string, data []byte) error {
 	if c.RegistryMirrors == nil {
 		c.RegistryMirrors = map[string]string{}
 	}
+	c.Image.fillNil()
 	return nil
 }
 

@@ -2,33 +2,64 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 
+	"github.com/cri-mini/cri-mini/image"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 )
 
-// ImageConfig is the [image] table: where registries are configured. It is
-// a table of its own so that it grows apart from the daemon's top-level
-// keys.
+// ImageConfig is the [image] table: where registries are configured and
+// what short names mean. It is a table of its own so that it grows apart
+// from the daemon's top-level keys.
 type ImageConfig struct {
-	RegistryConfigPath string `toml:"registry_config_path"`
+	RegistryConfigPath string            `toml:"registry_config_path"`
+	ShortNameSearch    []string          `toml:"short_name_search"`
+	ShortNameAliases   map[string]string `toml:"short_name_aliases"`
 }
 
+// defaultImageConfig keeps docker.io as the one search registry: kubelet
+// users write "nginx" and expect Docker Hub, as containerd and Docker
+// resolve it; an operator who wants short names refused sets the list empty.
 func defaultImageConfig() ImageConfig {
-	return ImageConfig{RegistryConfigPath: "/etc/cri-mini/certs.d"}
+	return ImageConfig{
+		RegistryConfigPath: "/etc/cri-mini/certs.d",
+		ShortNameSearch:    []string{"docker.io"},
+		ShortNameAliases:   map[string]string{},
+	}
+}
+
+// ShortNames is the image package's form of the short-name keys.
+func (c ImageConfig) ShortNames() image.ShortNames {
+	return image.ShortNames{Search: c.ShortNameSearch, Aliases: c.ShortNameAliases}
+}
+
+func (c *ImageConfig) fillNil() {
+	if c.ShortNameAliases == nil {
+		c.ShortNameAliases = map[string]string{}
+	}
+	if c.ShortNameSearch == nil {
+		c.ShortNameSearch = []string{}
+	}
 }
 
 // imageFlags are the command-line forms of the [image] keys.
 type imageFlags struct {
 	registryConfigPath string
+	shortNameSearch    listFlag
+	shortNameAliases   listFlag
 }
 
 func registerImageFlags(fs *flag.FlagSet, d ImageConfig) *imageFlags {
 	f := &imageFlags{}
 	fs.StringVar(&f.registryConfigPath, "registry-config-path", d.RegistryConfigPath,
 		"colon-separated directories holding a directory per registry host with a hosts.toml (containerd's config_path)")
+	fs.Var(&f.shortNameSearch, "short-name-search", "registry searched for names without one, in order (repeatable; replaces the file's list; \"\" alone: refuse short names)")
+	fs.Var(&f.shortNameAliases, "short-name-alias", "NAME=REGISTRY/REPOSITORY: what a short name means (repeatable)")
 	return f
 }
 
@@ -37,6 +68,22 @@ func (f *imageFlags) apply(name string, c *ImageConfig) error {
 	switch name {
 	case "registry-config-path":
 		c.RegistryConfigPath = f.registryConfigPath
+	case "short-name-search":
+		c.ShortNameSearch = slices.DeleteFunc(slices.Clone(f.shortNameSearch), func(s string) bool { return s == "" })
+	case "short-name-alias":
+		var errs []error
+		for _, a := range f.shortNameAliases {
+			short, full, ok := strings.Cut(a, "=")
+			if !ok {
+				errs = append(errs, fmt.Errorf("--short-name-alias %q: want NAME=REGISTRY/REPOSITORY: %w", a, errdefs.ErrInvalidArgument))
+				continue
+			}
+			if c.ShortNameAliases == nil {
+				c.ShortNameAliases = map[string]string{}
+			}
+			c.ShortNameAliases[short] = full
+		}
+		return errors.Join(errs...)
 	}
 	return nil
 }
@@ -52,6 +99,21 @@ func (c ImageConfig) validate() []error {
 			bad("registry_config_path", "%q is not an absolute path", dir)
 		}
 	}
+	for _, r := range c.ShortNameSearch {
+		if r == "" || strings.ContainsAny(r, "/@") || image.IsShortName(r+"/x") {
+			bad("short_name_search", "%q is not a registry HOST[:PORT] (a host has a dot or a port, or is localhost)", r)
+		}
+	}
+	for short, full := range c.ShortNameAliases {
+		if !image.IsShortName(short) || strings.ContainsAny(short, ":@") {
+			bad("short_name_aliases", "%q is not a short name without tag or digest", short)
+		}
+		if image.IsShortName(full) || strings.Contains(full, "@") || strings.LastIndex(full, ":") > strings.LastIndex(full, "/") {
+			bad("short_name_aliases", "%q = %q: want REGISTRY/REPOSITORY without tag or digest", short, full)
+		} else if _, err := image.ParseReference(full); err != nil {
+			bad("short_name_aliases", "%q = %q: %v", short, full, err)
+		}
+	}
 	return errs
 }
 
@@ -64,6 +126,7 @@ func (c ImageConfig) render(b *bytes.Buffer) error {
 		v   any
 	}{
 		{"Directories (colon-separated) holding one directory per registry host\n# (\"docker.io\", \"registry.example.com:5000\", \"_default\" for the others), each\n# with a containerd-style hosts.toml: mirrors, CAs, client certificates,\n# headers. Read again at the next pull after a change.", "registry_config_path", c.RegistryConfigPath},
+		{"Registries searched, in order, for image names without one (\"nginx\"); empty\n# refuses such names with InvalidArgument.", "short_name_search", c.ShortNameSearch},
 	} {
 		v, err := tomlValue(kv.v)
 		if err != nil {
@@ -71,5 +134,6 @@ func (c ImageConfig) render(b *bytes.Buffer) error {
 		}
 		fmt.Fprintf(b, "\n# %s\n%s = %s\n", kv.doc, kv.key, v)
 	}
-	return nil
+	b.WriteString("\n# What a short name means: NAME = \"REGISTRY/REPOSITORY\" (before any search).\n# Example: \"busybox\" = \"registry.example.com/library/busybox\"\n[image.short_name_aliases]\n")
+	return writeStringTable(b, c.ShortNameAliases)
 }
