@@ -70,7 +70,8 @@ func (s *Service) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRe
 	return resp, nil
 }
 
-// RemoveImage is idempotent: an image already gone is not an error.
+// RemoveImage is idempotent: an image already gone is not an error. A
+// pinned image is refused (FailedPrecondition).
 func (s *Service) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRequest) (*runtimeapi.RemoveImageResponse, error) {
 	ref := req.GetImage().GetImage()
 	if ref == "" {
@@ -100,7 +101,7 @@ func (s *Service) ImageFsInfo(ctx context.Context, req *runtimeapi.ImageFsInfoRe
 
 func criImage(img *image.Image) *runtimeapi.Image {
 	out := &runtimeapi.Image{Id: img.ID, RepoTags: img.RepoTags, RepoDigests: img.RepoDigests, Size: img.Size,
-		Spec: &runtimeapi.ImageSpec{Image: img.ID}}
+		Spec: &runtimeapi.ImageSpec{Image: img.ID}, Pinned: img.Pinned}
 	out.Uid, out.Username = imageUser(img.Config.Config.User)
 	return out
 }

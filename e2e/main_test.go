@@ -194,6 +194,7 @@ func daemonArgs() []string {
 		"--cni-config-dir", suite.cniDir, "--cni-plugin-dir", cniPlugins, "-v", "2",
 		"--metrics-address", suite.metrics, "--insecure-registry", suite.registry,
 		"--max-layer-size", strconv.Itoa(maxLayerSize), "--registry-config-path", suite.certsDir,
+		"--pinned-image", suite.registry + "/" + pinnedRepo + ":1",
 	}, suite.extraArgs...)
 }
 

@@ -59,6 +59,10 @@ type Options struct {
 	// ShortNames say what names without a registry mean; the zero value
 	// refuses them.
 	ShortNames ShortNames
+	// Pinned are images (names, short names included, or "sha256:" IDs)
+	// reported pinned and never removed, so kubelet's image garbage
+	// collection keeps them.
+	Pinned []string
 	// RegistryConfigPath lists (colon-separated) directories holding one
 	// directory per registry host with a hosts.toml, as containerd's
 	// config_path; "" means none.
@@ -77,6 +81,8 @@ type Image struct {
 	Config *v1.ConfigFile
 	// Layers are the chain IDs of its layers, lowest first.
 	Layers []string
+	// Pinned images (Options.Pinned) are never removed.
+	Pinned bool
 }
 
 // FsUsage is what part of the store occupies on its file system.
@@ -105,6 +111,8 @@ type Store struct {
 
 	registries *registries
 	metrics    *metrics
+	// pins are the canonical names and IDs of Options.Pinned.
+	pins map[string]bool
 
 	mu      sync.Mutex
 	ix      *index
@@ -160,7 +168,20 @@ func Open(root string, o Options) (*Store, error) {
 		o.Platform = &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	}
 	s := &Store{root: root, opts: o, flights: map[string]*flight{}, pinned: map[string]int{},
-		registries: newRegistries(o.RegistryConfigPath, o.InsecureRegistries, o.Mirrors), metrics: newMetrics()}
+		registries: newRegistries(o.RegistryConfigPath, o.InsecureRegistries, o.Mirrors), metrics: newMetrics(), pins: map[string]bool{}}
+	for _, p := range o.Pinned {
+		if strings.HasPrefix(p, "sha256:") {
+			s.pins[p] = true
+			continue
+		}
+		cands, err := o.ShortNames.Candidates(p)
+		if err != nil {
+			return nil, fmt.Errorf("pinned image: %w", err)
+		}
+		for _, c := range cands {
+			s.pins[c.String()] = true
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	unlock, err := s.lock()
@@ -313,6 +334,31 @@ func (ix *index) image(r *record) (*Image, error) {
 	return img, nil
 }
 
+// image is r as an Image, pinned or not.
+func (s *Store) image(ix *index, r *record) (*Image, error) {
+	img, err := ix.image(r)
+	if err != nil {
+		return nil, err
+	}
+	img.Pinned = s.isPinned(r)
+	return img, nil
+}
+
+// isPinned tells whether a pinned name or ID denotes r.
+func (s *Store) isPinned(r *record) bool {
+	if s.pins[r.ID] {
+		return true
+	}
+	for _, names := range [][]string{r.RepoTags, r.RepoDigests} {
+		for _, n := range names {
+			if s.pins[n] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 var hexID = regexp.MustCompile(`^[0-9a-f]{4,64}$`)
 
 // find resolves a name, an ID or a unique ID prefix (at least 4 hex digits,
@@ -359,7 +405,7 @@ func (s *Store) Get(ref string) (*Image, error) {
 		if err != nil {
 			return err
 		}
-		img, err = ix.image(r)
+		img, err = s.image(ix, r)
 		return err
 	})
 	return img, err
@@ -370,7 +416,7 @@ func (s *Store) List() ([]*Image, error) {
 	var imgs []*Image
 	err := s.view(func(ix *index) error {
 		for _, r := range ix.Images {
-			img, err := ix.image(r)
+			img, err := s.image(ix, r)
 			if err != nil {
 				return err
 			}
@@ -384,7 +430,10 @@ func (s *Store) List() ([]*Image, error) {
 
 // Remove removes an image. Given a tag of an image that has other tags, it
 // removes only that tag; given an ID or digest, the whole image. Layers no
-// other image or container uses are deleted. An unknown image is ErrNotFound.
+// other image or container uses are deleted. An unknown image is
+// ErrNotFound; a pinned image, or a pinned tag, is FailedPrecondition: the
+// CRI's RemoveImage has no force, so pinning is undone in the
+// configuration only.
 func (s *Store) Remove(ref string) error {
 	return s.updateAndCollect(func(ix *index) (bool, error) {
 		r, byName, err := ix.find(ref, s.opts.ShortNames)
@@ -392,12 +441,23 @@ func (s *Store) Remove(ref string) error {
 			return false, err
 		}
 		if byName != "" && slices.Contains(r.RepoTags, byName) && len(r.RepoTags) > 1 {
+			if s.pins[byName] {
+				return false, pinnedError(ref)
+			}
 			r.RepoTags = slices.DeleteFunc(r.RepoTags, func(t string) bool { return t == byName })
 			return true, nil
+		}
+		if s.isPinned(r) {
+			return false, pinnedError(ref)
 		}
 		delete(ix.Images, r.ID)
 		return true, nil
 	})
+}
+
+func pinnedError(ref string) error {
+	return fmt.Errorf("image %s is pinned (image.pinned_images): it is not removed, and the CRI has no force to override that; take it off the list and restart the daemon first: %w",
+		ref, errdefs.ErrFailedPrecondition)
 }
 
 // updateAndCollect applies fn to the index like locked, then drops the

@@ -34,6 +34,7 @@ func openImageStore(cfg config.Config, daemon bool) (*image.Store, error) {
 		Mirrors:            cfg.RegistryMirrors,
 		RegistryConfigPath: cfg.Image.RegistryConfigPath,
 		ShortNames:         cfg.Image.ShortNames(),
+		Pinned:             cfg.Image.PinnedImages,
 		CollectGarbage:     daemon,
 		Unpack:             image.UnpackOptions{MaxBytes: cfg.MaxLayerSize},
 	})

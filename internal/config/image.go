@@ -13,13 +13,14 @@ import (
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 )
 
-// ImageConfig is the [image] table: where registries are configured and
-// what short names mean. It is a table of its own so that it grows apart
+// ImageConfig is the [image] table: where registries are configured, what
+// short names mean and which images are pinned. It is a table of its own so that it grows apart
 // from the daemon's top-level keys.
 type ImageConfig struct {
 	RegistryConfigPath string            `toml:"registry_config_path"`
 	ShortNameSearch    []string          `toml:"short_name_search"`
 	ShortNameAliases   map[string]string `toml:"short_name_aliases"`
+	PinnedImages       []string          `toml:"pinned_images"`
 }
 
 // defaultImageConfig keeps docker.io as the one search registry: kubelet
@@ -30,6 +31,7 @@ func defaultImageConfig() ImageConfig {
 		RegistryConfigPath: "/etc/cri-mini/certs.d",
 		ShortNameSearch:    []string{"docker.io"},
 		ShortNameAliases:   map[string]string{},
+		PinnedImages:       []string{},
 	}
 }
 
@@ -45,6 +47,9 @@ func (c *ImageConfig) fillNil() {
 	if c.ShortNameSearch == nil {
 		c.ShortNameSearch = []string{}
 	}
+	if c.PinnedImages == nil {
+		c.PinnedImages = []string{}
+	}
 }
 
 // imageFlags are the command-line forms of the [image] keys.
@@ -52,6 +57,7 @@ type imageFlags struct {
 	registryConfigPath string
 	shortNameSearch    listFlag
 	shortNameAliases   listFlag
+	pinnedImages       listFlag
 }
 
 func registerImageFlags(fs *flag.FlagSet, d ImageConfig) *imageFlags {
@@ -60,6 +66,7 @@ func registerImageFlags(fs *flag.FlagSet, d ImageConfig) *imageFlags {
 		"colon-separated directories holding a directory per registry host with a hosts.toml (containerd's config_path)")
 	fs.Var(&f.shortNameSearch, "short-name-search", "registry searched for names without one, in order (repeatable; replaces the file's list; \"\" alone: refuse short names)")
 	fs.Var(&f.shortNameAliases, "short-name-alias", "NAME=REGISTRY/REPOSITORY: what a short name means (repeatable)")
+	fs.Var(&f.pinnedImages, "pinned-image", "image (name or sha256: ID) that RemoveImage and kubelet's image garbage collection leave alone (repeatable)")
 	return f
 }
 
@@ -84,6 +91,12 @@ func (f *imageFlags) apply(name string, c *ImageConfig) error {
 			c.ShortNameAliases[short] = full
 		}
 		return errors.Join(errs...)
+	case "pinned-image":
+		for _, p := range f.pinnedImages {
+			if !slices.Contains(c.PinnedImages, p) {
+				c.PinnedImages = append(c.PinnedImages, p)
+			}
+		}
 	}
 	return nil
 }
@@ -114,6 +127,15 @@ func (c ImageConfig) validate() []error {
 			bad("short_name_aliases", "%q = %q: %v", short, full, err)
 		}
 	}
+	for _, p := range c.PinnedImages {
+		if id, ok := strings.CutPrefix(p, "sha256:"); ok {
+			if len(id) != 64 || strings.Trim(id, "0123456789abcdef") != "" {
+				bad("pinned_images", "%q is not a full image ID (sha256: and 64 hex digits)", p)
+			}
+		} else if _, err := c.ShortNames().Candidates(p); err != nil {
+			bad("pinned_images", "%q: %v", p, err)
+		}
+	}
 	return errs
 }
 
@@ -127,6 +149,7 @@ func (c ImageConfig) render(b *bytes.Buffer) error {
 	}{
 		{"Directories (colon-separated) holding one directory per registry host\n# (\"docker.io\", \"registry.example.com:5000\", \"_default\" for the others), each\n# with a containerd-style hosts.toml: mirrors, CAs, client certificates,\n# headers. Read again at the next pull after a change.", "registry_config_path", c.RegistryConfigPath},
 		{"Registries searched, in order, for image names without one (\"nginx\"); empty\n# refuses such names with InvalidArgument.", "short_name_search", c.ShortNameSearch},
+		{"Images (names or sha256: IDs) reported pinned and never removed:\n# RemoveImage refuses them (FailedPrecondition), kubelet's image garbage\n# collection keeps them.", "pinned_images", c.PinnedImages},
 	} {
 		v, err := tomlValue(kv.v)
 		if err != nil {
