@@ -3,6 +3,7 @@ package e2e
 import (
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -38,4 +39,13 @@ func TestPinnedImageThroughCRI(t *testing.T) {
 	if _, err := ic.RemoveImage(ctx(t), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: free}}); err != nil {
 		t.Errorf("RemoveImage of an unpinned image: %v", err)
 	}
+}
+
+// TestImageVolumesThroughCRI: an image's VOLUMEs are directories its
+// container finds and writes to.
+func TestImageVolumesThroughCRI(t *testing.T) {
+	ref := imageWith(t, "e2e-volumes", func(c *v1.Config) {
+		c.Volumes = map[string]struct{}{"/data": {}, "/cache/sub": {}}
+	})
+	runContainerFrom(t, "volumes", ref, "sh", "-c", "test -d /cache/sub && echo ok > /data/x && test -s /data/x")
 }

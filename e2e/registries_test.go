@@ -120,15 +120,18 @@ func TestRegistryHostsThroughCRI(t *testing.T) {
 	}
 }
 
-// runContainerFrom runs a container of image (an ID) that prints a line,
-// and waits for it to exit 0.
-func runContainerFrom(t *testing.T, name, image string) {
+// runContainerFrom runs a container of image with command (default
+// /bin/true) and waits for it to exit 0.
+func runContainerFrom(t *testing.T, name, image string, command ...string) {
 	t.Helper()
+	if len(command) == 0 {
+		command = []string{"/bin/true"}
+	}
 	podCfg := podConfig(name)
 	pod := runPod(t, podCfg)
 	resp, err := suite.rt.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, SandboxConfig: podCfg,
 		Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: name}, Image: &runtimeapi.ImageSpec{Image: image},
-			Command: []string{"/bin/true"}}})
+			Command: command}})
 	if err != nil {
 		t.Fatalf("create a container of %s: %v", image, err)
 	}

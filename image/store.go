@@ -59,6 +59,9 @@ type Options struct {
 	// ShortNames say what names without a registry mean; the zero value
 	// refuses them.
 	ShortNames ShortNames
+	// IgnoreImageVolumes leaves an image's VOLUMEs alone; otherwise each is
+	// made a directory in the container's writable layer.
+	IgnoreImageVolumes bool
 	// Pinned are images (names, short names included, or "sha256:" IDs)
 	// reported pinned and never removed, so kubelet's image garbage
 	// collection keeps them.

@@ -35,6 +35,7 @@ func openImageStore(cfg config.Config, daemon bool) (*image.Store, error) {
 		RegistryConfigPath: cfg.Image.RegistryConfigPath,
 		ShortNames:         cfg.Image.ShortNames(),
 		Pinned:             cfg.Image.PinnedImages,
+		IgnoreImageVolumes: cfg.Image.ImageVolumes == config.ImageVolumesIgnore,
 		CollectGarbage:     daemon,
 		Unpack:             image.UnpackOptions{MaxBytes: cfg.MaxLayerSize},
 	})

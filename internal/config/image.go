@@ -14,14 +14,22 @@ import (
 )
 
 // ImageConfig is the [image] table: where registries are configured, what
-// short names mean and which images are pinned. It is a table of its own so that it grows apart
+// short names mean, which images are pinned and what becomes of an image's
+// VOLUMEs. It is a table of its own so that it grows apart
 // from the daemon's top-level keys.
 type ImageConfig struct {
 	RegistryConfigPath string            `toml:"registry_config_path"`
 	ShortNameSearch    []string          `toml:"short_name_search"`
 	ShortNameAliases   map[string]string `toml:"short_name_aliases"`
 	PinnedImages       []string          `toml:"pinned_images"`
+	ImageVolumes       string            `toml:"image_volumes"`
 }
+
+// Treatments of an image's VOLUMEs.
+const (
+	ImageVolumesMkdir  = "mkdir"
+	ImageVolumesIgnore = "ignore"
+)
 
 // defaultImageConfig keeps docker.io as the one search registry: kubelet
 // users write "nginx" and expect Docker Hub, as containerd and Docker
@@ -32,6 +40,7 @@ func defaultImageConfig() ImageConfig {
 		ShortNameSearch:    []string{"docker.io"},
 		ShortNameAliases:   map[string]string{},
 		PinnedImages:       []string{},
+		ImageVolumes:       ImageVolumesMkdir,
 	}
 }
 
@@ -58,6 +67,7 @@ type imageFlags struct {
 	shortNameSearch    listFlag
 	shortNameAliases   listFlag
 	pinnedImages       listFlag
+	imageVolumes       string
 }
 
 func registerImageFlags(fs *flag.FlagSet, d ImageConfig) *imageFlags {
@@ -67,6 +77,7 @@ func registerImageFlags(fs *flag.FlagSet, d ImageConfig) *imageFlags {
 	fs.Var(&f.shortNameSearch, "short-name-search", "registry searched for names without one, in order (repeatable; replaces the file's list; \"\" alone: refuse short names)")
 	fs.Var(&f.shortNameAliases, "short-name-alias", "NAME=REGISTRY/REPOSITORY: what a short name means (repeatable)")
 	fs.Var(&f.pinnedImages, "pinned-image", "image (name or sha256: ID) that RemoveImage and kubelet's image garbage collection leave alone (repeatable)")
+	fs.StringVar(&f.imageVolumes, "image-volumes", d.ImageVolumes, "an image's VOLUMEs: mkdir (directories in the container's writable layer) or ignore")
 	return f
 }
 
@@ -91,6 +102,8 @@ func (f *imageFlags) apply(name string, c *ImageConfig) error {
 			c.ShortNameAliases[short] = full
 		}
 		return errors.Join(errs...)
+	case "image-volumes":
+		c.ImageVolumes = f.imageVolumes
 	case "pinned-image":
 		for _, p := range f.pinnedImages {
 			if !slices.Contains(c.PinnedImages, p) {
@@ -136,6 +149,9 @@ func (c ImageConfig) validate() []error {
 			bad("pinned_images", "%q: %v", p, err)
 		}
 	}
+	if c.ImageVolumes != ImageVolumesMkdir && c.ImageVolumes != ImageVolumesIgnore {
+		bad("image_volumes", "%q (want %s or %s)", c.ImageVolumes, ImageVolumesMkdir, ImageVolumesIgnore)
+	}
 	return errs
 }
 
@@ -150,6 +166,7 @@ func (c ImageConfig) render(b *bytes.Buffer) error {
 		{"Directories (colon-separated) holding one directory per registry host\n# (\"docker.io\", \"registry.example.com:5000\", \"_default\" for the others), each\n# with a containerd-style hosts.toml: mirrors, CAs, client certificates,\n# headers. Read again at the next pull after a change.", "registry_config_path", c.RegistryConfigPath},
 		{"Registries searched, in order, for image names without one (\"nginx\"); empty\n# refuses such names with InvalidArgument.", "short_name_search", c.ShortNameSearch},
 		{"Images (names or sha256: IDs) reported pinned and never removed:\n# RemoveImage refuses them (FailedPrecondition), kubelet's image garbage\n# collection keeps them.", "pinned_images", c.PinnedImages},
+		{"An image's VOLUMEs: \"mkdir\" makes each a directory in the container's\n# writable layer (containerd's default, keeping what the image has there);\n# \"ignore\" leaves them to the pod's volumes.", "image_volumes", c.ImageVolumes},
 	} {
 		v, err := tomlValue(kv.v)
 		if err != nil {
