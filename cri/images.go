@@ -61,7 +61,11 @@ func (s *Service) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRe
 	}
 	resp := &runtimeapi.ImageStatusResponse{Image: criImage(img)}
 	if req.GetVerbose() {
-		info, err := encodeJSON(map[string]any{"id": img.ID, "chainIDs": img.Layers, "config": img.Config})
+		fields := map[string]any{"id": img.ID, "chainIDs": img.Layers, "config": img.Config}
+		if img.ArtifactType != "" {
+			fields["artifactType"] = img.ArtifactType
+		}
+		info, err := encodeJSON(fields)
 		if err != nil {
 			return nil, fmt.Errorf("image %s: verbose info: %w", img.ID, err)
 		}

@@ -83,7 +83,7 @@ func TestRegistryHostsThroughCRI(t *testing.T) {
 	if log := daemonLogSince(t, offset); !strings.Contains(log, `endpoint="https://`+secure.Host+`/v2"`) {
 		t.Errorf("the daemon log does not name the endpoint that served %s:\n%s", ref, log)
 	}
-	runContainerFrom(t, "mtls", ref)
+	runContainerFrom(t, "mtls", ref, nil)
 
 	upstream, mirror := registrytest.New(t, registrytest.Options{}), registrytest.New(t, registrytest.Options{})
 	img := baseImage(t)
@@ -120,9 +120,9 @@ func TestRegistryHostsThroughCRI(t *testing.T) {
 	}
 }
 
-// runContainerFrom runs a container of image with command (default
-// /bin/true) and waits for it to exit 0.
-func runContainerFrom(t *testing.T, name, image string, command ...string) {
+// runContainerFrom runs a container of image with mounts and command
+// (default /bin/true) and waits for it to exit 0.
+func runContainerFrom(t *testing.T, name, image string, mounts []*runtimeapi.Mount, command ...string) {
 	t.Helper()
 	if len(command) == 0 {
 		command = []string{"/bin/true"}
@@ -131,7 +131,7 @@ func runContainerFrom(t *testing.T, name, image string, command ...string) {
 	pod := runPod(t, podCfg)
 	resp, err := suite.rt.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, SandboxConfig: podCfg,
 		Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: name}, Image: &runtimeapi.ImageSpec{Image: image},
-			Command: command}})
+			Command: command, Mounts: mounts}})
 	if err != nil {
 		t.Fatalf("create a container of %s: %v", image, err)
 	}

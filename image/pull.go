@@ -102,7 +102,16 @@ func (s *Store) pull(ctx context.Context, parsed Reference, po PullOptions) (*Im
 	if parsed.Tag() != "" {
 		names = append(names, parsed.String())
 	}
-	id, err := s.add(ctx, img, names, watch, po.Progress)
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: manifest: %w", parsed, classify(err))
+	}
+	var id string
+	if isArtifact(m) {
+		id, err = s.addArtifact(ctx, img, m, names, watch, po.Progress)
+	} else {
+		id, err = s.add(ctx, img, names, watch, po.Progress)
+	}
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", cause, err)
@@ -142,20 +151,13 @@ func (s *Store) add(ctx context.Context, img v1.Image, names []string, watch *st
 	if err != nil {
 		return "", err
 	}
-	s.pin(chains)
-	defer s.unpin(chains)
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(layerJobs)
-	for i, l := range layers {
-		g.Go(func() error {
-			return s.ensureLayer(gctx, chains[i], cfg.RootFS.DiffIDs[i], l, watch, progress)
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return "", err
-	}
-	if err := s.record(id.String(), chains, rawCfg, names); err != nil {
+	err = s.addLayers(ctx, &record{ID: id.String(), Layers: chains, Config: rawCfg}, layers, names, watch, progress, func(i int) layerWriter {
+		diffID := cfg.RootFS.DiffIDs[i].String()
+		return func(ctx context.Context, compressed io.Reader) (UnpackStats, error) {
+			return s.unpackInto(ctx, chains[i], diffID, compressed)
+		}
+	})
+	if err != nil {
 		return "", err
 	}
 	return id.String(), nil
@@ -403,23 +405,24 @@ func (s *Store) unpin(chains []string) {
 	}
 }
 
-// record names the image in the index; a tag moves from any image that had it.
-func (s *Store) record(id string, chains []string, rawCfg []byte, names []string) error {
+// record adds the image rec describes to the index (unless it is there)
+// and names it; a tag moves from any image that had it.
+func (s *Store) record(rec *record, names []string) error {
 	return s.update(func(ix *index) error {
-		for _, c := range chains {
+		for _, c := range rec.Layers {
 			if ix.Layers[c] == nil {
-				return fmt.Errorf("image %s: layer %s vanished while pulling", id, c)
+				return fmt.Errorf("image %s: layer %s vanished while pulling", rec.ID, c)
 			}
 		}
 		for _, r := range ix.Images {
-			if r.ID != id {
+			if r.ID != rec.ID {
 				r.RepoTags = slices.DeleteFunc(r.RepoTags, func(t string) bool { return slices.Contains(names, t) })
 			}
 		}
-		r := ix.Images[id]
+		r := ix.Images[rec.ID]
 		if r == nil {
-			r = &record{ID: id, Layers: chains, Config: rawCfg}
-			ix.Images[id] = r
+			r = rec
+			ix.Images[rec.ID] = r
 		}
 		for _, n := range names {
 			list := &r.RepoTags
@@ -446,9 +449,31 @@ func (s *Store) hasLayer(chain string) bool {
 	return found
 }
 
-// ensureLayer makes the layer present, fetching it unless it is there or
-// another pull is fetching it.
-func (s *Store) ensureLayer(ctx context.Context, chain string, diffID v1.Hash, l v1.Layer, watch *stallWatch, progress func(Progress)) error {
+// addLayers makes every layer of the image r describes present, at most
+// layerJobs at once, each stored by the writer write(i) gives, then records
+// the image with names. The layers are pinned meanwhile, so a removal
+// running at the same time does not collect them.
+func (s *Store) addLayers(ctx context.Context, r *record, layers []v1.Layer, names []string, watch *stallWatch, progress func(Progress), write func(i int) layerWriter) error {
+	s.pin(r.Layers)
+	defer s.unpin(r.Layers)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(layerJobs)
+	for i, l := range layers {
+		g.Go(func() error { return s.ensureLayer(gctx, r.Layers[i], l, watch, progress, write(i)) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return s.record(r, names)
+}
+
+// layerWriter stores a layer's blob, as it streams from the registry, in
+// the store under its chain ID.
+type layerWriter func(ctx context.Context, compressed io.Reader) (UnpackStats, error)
+
+// ensureLayer makes the layer present, fetching it with write unless it is
+// there or another pull is fetching it.
+func (s *Store) ensureLayer(ctx context.Context, chain string, l v1.Layer, watch *stallWatch, progress func(Progress), write layerWriter) error {
 	digest, err := l.Digest()
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", chain, err)
@@ -477,7 +502,7 @@ func (s *Store) ensureLayer(ctx context.Context, chain string, diffID v1.Hash, l
 			}
 			continue // fetched by the other pull, or its caller gave up: look again
 		}
-		f.err = s.fetchLayerRetrying(ctx, chain, diffID, digest.String(), l, watch, progress)
+		f.err = s.fetchLayerRetrying(ctx, digest.String(), l, watch, progress, write)
 		s.mu.Lock()
 		delete(s.flights, chain)
 		s.mu.Unlock()
@@ -492,12 +517,14 @@ func report(progress func(Progress), p Progress) {
 	}
 }
 
-func (s *Store) fetchLayerRetrying(ctx context.Context, chain string, diffID v1.Hash, digest string, l v1.Layer, watch *stallWatch, progress func(Progress)) error {
+func (s *Store) fetchLayerRetrying(ctx context.Context, digest string, l v1.Layer, watch *stallWatch, progress func(Progress), write layerWriter) error {
 	var err error
 	for attempt := 1; attempt <= layerAttempts; attempt++ {
 		var complete bool
-		complete, err = s.fetchLayer(ctx, chain, diffID, digest, l, watch, progress)
-		if err == nil || complete || ctx.Err() != nil {
+		complete, err = s.fetchLayer(ctx, digest, l, watch, progress, write)
+		// The blob's content, over a limit or malformed, is no better the
+		// next time.
+		if err == nil || complete || ctx.Err() != nil || errors.Is(err, errdefs.ErrResourceExhausted) || errors.Is(err, errdefs.ErrInvalidArgument) {
 			return err
 		}
 		klog.InfoS("Layer download broke off; retrying", "layer", digest, "attempt", attempt, "err", err)
@@ -510,11 +537,10 @@ func (s *Store) fetchLayerRetrying(ctx context.Context, chain string, diffID v1.
 	return err
 }
 
-// fetchLayer streams one layer from the registry into a fresh directory,
-// verifying the compressed digest (ggcr checks it at EOF) and the diff ID,
-// then renames it into place. complete says the whole blob arrived, so a
-// failure is not worth a retry.
-func (s *Store) fetchLayer(ctx context.Context, chain string, diffID v1.Hash, digest string, l v1.Layer, watch *stallWatch, progress func(Progress)) (complete bool, err error) {
+// fetchLayer streams one layer from the registry to write, which stores it
+// (ggcr checks the compressed digest at EOF). complete says the whole blob
+// arrived, so a failure is not worth a retry.
+func (s *Store) fetchLayer(ctx context.Context, digest string, l v1.Layer, watch *stallWatch, progress func(Progress), write layerWriter) (complete bool, err error) {
 	total, err := l.Size()
 	if err != nil {
 		return false, fmt.Errorf("layer %s: %w", digest, classify(err))
@@ -525,7 +551,7 @@ func (s *Store) fetchLayer(ctx context.Context, chain string, diffID v1.Hash, di
 	}
 	defer rc.Close()
 	counted := &countingReader{r: rc, watch: watch, total: total, digest: digest, progress: progress}
-	stats, err := s.unpackInto(ctx, chain, diffID, counted)
+	stats, err := write(ctx, counted)
 	complete = counted.done.Load() >= total
 	if err != nil {
 		return complete, fmt.Errorf("layer %s: %w", digest, err)
@@ -535,9 +561,10 @@ func (s *Store) fetchLayer(ctx context.Context, chain string, diffID v1.Hash, di
 	return true, nil
 }
 
-// unpackInto decompresses and unpacks a layer stream, checks its diff ID and
-// records it in the index under its chain ID.
-func (s *Store) unpackInto(ctx context.Context, chain string, diffID v1.Hash, compressed io.Reader) (UnpackStats, error) {
+// unpackInto decompresses and unpacks a layer stream into a fresh
+// directory, checks its diff ID (unless "": an artifact's tar has none),
+// and stores it under its chain ID.
+func (s *Store) unpackInto(ctx context.Context, chain, diffID string, compressed io.Reader) (UnpackStats, error) {
 	tmp, done, err := s.scratchDir("layer")
 	if err != nil {
 		return UnpackStats{}, fmt.Errorf("unpack directory: %w", err)
@@ -569,20 +596,25 @@ func (s *Store) unpackInto(ctx context.Context, chain string, diffID v1.Hash, co
 	if _, err := io.Copy(io.Discard, compressed); err != nil {
 		return stats, fmt.Errorf("verifying the blob's digest: %w", err)
 	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != diffID.String() {
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); diffID != "" && got != diffID {
 		return stats, fmt.Errorf("uncompressed content has digest %s but the image config says %s: %w", got, diffID, errdefs.ErrInvalidArgument)
 	}
+	return stats, s.storeLayer(tmp, chain, diffID, stats)
+}
+
+// storeLayer renames a complete layer directory into place and records it
+// in the index under its chain ID.
+func (s *Store) storeLayer(tmp, chain, diffID string, stats UnpackStats) error {
 	if err := os.Rename(tmp, s.layerDir(chain)); err != nil && !errors.Is(err, os.ErrExist) && !isNotEmpty(err) {
-		return stats, fmt.Errorf("store layer: %w", err)
+		return fmt.Errorf("store layer: %w", err)
 	}
 	// Another process may have stored the same layer first: its copy wins.
-	err = s.update(func(ix *index) error {
+	return s.update(func(ix *index) error {
 		if ix.Layers[chain] == nil {
-			ix.Layers[chain] = &layerRecord{DiffID: diffID.String(), Bytes: stats.Bytes, Inodes: stats.Inodes}
+			ix.Layers[chain] = &layerRecord{DiffID: diffID, Bytes: stats.Bytes, Inodes: stats.Inodes}
 		}
 		return nil
 	})
-	return stats, err
 }
 
 func isNotEmpty(err error) bool {

@@ -66,6 +66,10 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool) (err error) 
 		if err != nil {
 			return false, err
 		}
+		if writable && r.ArtifactType != "" {
+			return false, fmt.Errorf("image %s is an OCI artifact (%s), not a container image: mount it as an image volume: %w",
+				imageID, r.ArtifactType, errdefs.ErrInvalidArgument)
+		}
 		if writable && !s.opts.IgnoreImageVolumes {
 			img, err := ix.image(r)
 			if err != nil {

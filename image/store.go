@@ -86,6 +86,9 @@ type Image struct {
 	Layers []string
 	// Pinned images (Options.Pinned) are never removed.
 	Pinned bool
+	// ArtifactType is what an OCI artifact is (its artifactType or config
+	// media type); "" for a container image.
+	ArtifactType string
 }
 
 // FsUsage is what part of the store occupies on its file system.
@@ -135,6 +138,9 @@ type record struct {
 	RepoDigests []string        `json:"repoDigests,omitempty"`
 	Layers      []string        `json:"layers"`
 	Config      json.RawMessage `json:"config"`
+	// ArtifactType is set for an OCI artifact, which is not a container
+	// image: its Config is empty and its layers its blobs.
+	ArtifactType string `json:"artifactType,omitempty"`
 
 	// parsed is Config decoded, once per loaded index: kubelet lists and
 	// inspects images every few seconds.
@@ -320,7 +326,8 @@ func (s *Store) layerDir(chain string) string {
 }
 
 func (ix *index) image(r *record) (*Image, error) {
-	img := &Image{ID: r.ID, RepoTags: slices.Clone(r.RepoTags), RepoDigests: slices.Clone(r.RepoDigests), Layers: slices.Clone(r.Layers)}
+	img := &Image{ID: r.ID, RepoTags: slices.Clone(r.RepoTags), RepoDigests: slices.Clone(r.RepoDigests), Layers: slices.Clone(r.Layers),
+		ArtifactType: r.ArtifactType}
 	if r.parsed == nil {
 		cfg := &v1.ConfigFile{}
 		if err := json.Unmarshal(r.Config, cfg); err != nil {
