@@ -19,7 +19,12 @@ func (s *Service) PullImage(ctx context.Context, req *runtimeapi.PullImageReques
 		auth = &authn.AuthConfig{Username: a.GetUsername(), Password: a.GetPassword(), Auth: a.GetAuth(),
 			IdentityToken: a.GetIdentityToken(), RegistryToken: a.GetRegistryToken()}
 	}
-	img, err := s.images.Pull(ctx, req.GetImage().GetImage(), image.PullOptions{Auth: auth, AuthServer: req.GetAuth().GetServerAddress()})
+	platform, err := image.PlatformFromAnnotations(req.GetImage().GetAnnotations())
+	if err != nil {
+		return nil, err
+	}
+	img, err := s.images.Pull(ctx, req.GetImage().GetImage(), image.PullOptions{Auth: auth, AuthServer: req.GetAuth().GetServerAddress(),
+		Platform: platform})
 	if err != nil {
 		return nil, err
 	}

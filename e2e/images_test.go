@@ -3,15 +3,21 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
+	"context"
+	"runtime"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mini/cri-mini/image"
 )
 
 // pinnedRepo is the repository the suite's daemon pins (--pinned-image).
@@ -91,4 +97,59 @@ func TestArtifactImageVolumeThroughCRI(t *testing.T) {
 	_, err := suite.rt.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, SandboxConfig: podCfg,
 		Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "artifact"}, Image: &runtimeapi.ImageSpec{Image: ref}}})
 	wantCode(t, "an artifact as a container's image", err, codes.InvalidArgument, "OCI artifact", "image volume")
+}
+
+// TestPlatformAnnotationThroughCRI: PullImage of a manifest list picks the
+// node's platform, or the one the ImageSpec's annotation (a pod's, as
+// kubelet copies them) names; a malformed one is InvalidArgument.
+func TestPlatformAnnotationThroughCRI(t *testing.T) {
+	other := v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}
+	if runtime.GOARCH == "arm64" {
+		other = v1.Platform{OS: "linux", Architecture: "amd64"}
+	}
+	native := appendLayer(t, baseImage(t), regular("platform", []byte(runtime.GOARCH)))
+	foreign := appendLayer(t, baseImage(t), regular("platform", []byte(other.Architecture)))
+	idx := mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: foreign, Descriptor: v1.Descriptor{Platform: &other}},
+		mutate.IndexAddendum{Add: native, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}}},
+	)
+	ref := suite.registry + "/e2e-multiarch:1"
+	n, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(n, idx); err != nil {
+		t.Fatal(err)
+	}
+	ic := runtimeapi.NewImageServiceClient(suite.conn)
+	for _, c := range []struct {
+		annotations map[string]string
+		want        v1.Image
+	}{
+		{nil, native},
+		{map[string]string{image.PlatformAnnotation: other.String()}, foreign},
+	} {
+		resp, err := ic.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref, Annotations: c.annotations}})
+		want, _ := c.want.ConfigName()
+		t.Cleanup(func() { removeImages(want.String()) })
+		if err != nil || resp.ImageRef != want.String() {
+			t.Errorf("PullImage with annotations %v: %v %v, want %s", c.annotations, resp, err, want)
+		}
+	}
+	_, err = ic.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref,
+		Annotations: map[string]string{image.PlatformAnnotation: "arm64"}}})
+	wantCode(t, "a malformed platform annotation", err, codes.InvalidArgument, image.PlatformAnnotation)
+	digest, _ := idx.Digest()
+	st, err := ic.ImageStatus(ctx(t), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: suite.registry + "/e2e-multiarch@" + digest.String()}})
+	if want, _ := foreign.ConfigName(); err != nil || st.GetImage().GetId() != want.String() {
+		t.Errorf("the list's digest names %v (%v), want the image last pulled from it, %s", st.GetImage(), err, want)
+	}
+}
+
+// removeImages removes, through the CRI, every image ref named.
+func removeImages(refs ...string) {
+	ic := runtimeapi.NewImageServiceClient(suite.conn)
+	for _, ref := range refs {
+		_, _ = ic.RemoveImage(context.Background(), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+	}
 }

@@ -44,6 +44,9 @@ type PullOptions struct {
 	// AuthServer is the server the credentials are for (CRI's
 	// server_address), "" for any endpoint of the registry.
 	AuthServer string
+	// Platform is picked from a manifest list instead of the store's
+	// (PlatformFromAnnotations); nil means the store's.
+	Platform *v1.Platform
 	// Progress, if set, is called as layer bytes arrive.
 	Progress func(Progress)
 }
@@ -272,9 +275,13 @@ func pullError(ref Reference, h *registryHosts, errs []error, capability string)
 
 func (s *Store) remoteOptions(ctx context.Context, src *source, po PullOptions) []remote.Option {
 	ep := src.ep
+	platform := s.opts.Platform
+	if po.Platform != nil {
+		platform = po.Platform
+	}
 	opts := []remote.Option{
 		remote.WithContext(ctx),
-		remote.WithPlatform(*s.opts.Platform),
+		remote.WithPlatform(*platform),
 		remote.WithTransport(endpointTransport{ep: ep, next: ep.transport, scheme: &src.scheme}),
 		remote.WithRetryBackoff(remote.Backoff{Duration: 250 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 4}),
 		remote.WithUserAgent("cri-mini"),
@@ -406,7 +413,7 @@ func (s *Store) unpin(chains []string) {
 }
 
 // record adds the image rec describes to the index (unless it is there)
-// and names it; a tag moves from any image that had it.
+// and names it; a name moves from any image that had it.
 func (s *Store) record(rec *record, names []string) error {
 	return s.update(func(ix *index) error {
 		for _, c := range rec.Layers {
@@ -416,7 +423,10 @@ func (s *Store) record(rec *record, names []string) error {
 		}
 		for _, r := range ix.Images {
 			if r.ID != rec.ID {
+				// A digest name moves too: the digest of a manifest list
+				// names the image last pulled from it (another platform's).
 				r.RepoTags = slices.DeleteFunc(r.RepoTags, func(t string) bool { return slices.Contains(names, t) })
+				r.RepoDigests = slices.DeleteFunc(r.RepoDigests, func(d string) bool { return slices.Contains(names, d) })
 			}
 		}
 		r := ix.Images[rec.ID]

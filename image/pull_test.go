@@ -226,6 +226,19 @@ func TestPullSelectsPlatformFromIndex(t *testing.T) {
 	if got.RepoDigests[0] != reg.host+"/multi@"+idxDigest.String() {
 		t.Errorf("repo digest %s, want the index's %s", got.RepoDigests[0], idxDigest)
 	}
+	// A pull's own platform (from the CRI's annotations) wins over the store's.
+	asked, err := PlatformFromAnnotations(map[string]string{PlatformAnnotation: "linux/arm64/v8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	armImg, err := s.Pull(context.Background(), ref, PullOptions{Platform: asked})
+	if wantArm, _ := arm.ConfigName(); err != nil || armImg.ID != wantArm.String() {
+		t.Errorf("pull for linux/arm64/v8: %v %v, want the arm64 image %s", armImg, err, wantArm)
+	}
+	// The list's tag and digest now name the arm64 image only.
+	if amdNow, err := s.Get(got.ID); err != nil || len(amdNow.RepoTags)+len(amdNow.RepoDigests) != 0 {
+		t.Errorf("the amd64 image after the arm64 pull: %v %v, want its names moved", amdNow, err)
+	}
 	s390 := openStore(t, reg, Options{Platform: &v1.Platform{OS: "linux", Architecture: "s390x"}})
 	if _, err := s390.Pull(context.Background(), ref, PullOptions{}); err == nil {
 		t.Error("pull for a platform the index lacks succeeded")
