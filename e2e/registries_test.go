@@ -118,6 +118,10 @@ func TestRegistryHostsThroughCRI(t *testing.T) {
 			t.Errorf("%s = %v, want %v", sample, got, want)
 		}
 	}
+	if metric(t, "cri_mini_image_pull_bytes_total") <= 0 || metric(t, "cri_mini_image_pull_duration_seconds_count") <= 0 ||
+		metric(t, "cri_mini_image_pulls_in_progress") != 0 {
+		t.Error("the pull bytes, duration or in-progress metrics do not show the pulls")
+	}
 }
 
 // runContainerFrom runs a container of image with mounts and command

@@ -82,7 +82,7 @@ func (b artifactBlob) chain(digest v1.Hash) string {
 
 // addArtifact stores an artifact's blobs and names it; it returns its ID,
 // the manifest's digest (artifacts often share a config: the empty one).
-func (s *Store) addArtifact(ctx context.Context, img v1.Image, m *v1.Manifest, names []string, watch *stallWatch, progress func(Progress)) (string, error) {
+func (s *Store) addArtifact(ctx context.Context, img v1.Image, m *v1.Manifest, names []string, watch *pullWatch) (string, error) {
 	if err := checkSizes(img); err != nil {
 		return "", err
 	}
@@ -106,7 +106,7 @@ func (s *Store) addArtifact(ctx context.Context, img v1.Image, m *v1.Manifest, n
 		chains[i] = blobs[i].chain(d.Digest)
 	}
 	r := &record{ID: digest.String(), Layers: chains, Config: []byte("{}"), ArtifactType: artifactType(m)}
-	err = s.addLayers(ctx, r, layers, names, watch, progress, func(i int) layerWriter {
+	err = s.addLayers(ctx, r, layers, names, watch, func(i int) layerWriter {
 		return func(ctx context.Context, compressed io.Reader) (UnpackStats, error) {
 			if blobs[i].tar {
 				return s.unpackInto(ctx, chains[i], "", compressed)

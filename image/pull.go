@@ -87,16 +87,22 @@ func (s *Store) Pull(ctx context.Context, ref string, po PullOptions) (img *Imag
 
 func (s *Store) pull(ctx context.Context, parsed Reference, po PullOptions) (*Image, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	watch := &stallWatch{}
-	watch.poke()
-	go watch.run(ctx, cancel, s.opts.StallTimeout)
+	watch := newPullWatch(parsed.String(), po.Progress, s.metrics)
+	s.metrics.inProgress.Inc()
+	watched := make(chan struct{})
+	go func() { watch.run(ctx, cancel, s.opts.StallTimeout); close(watched) }()
+	defer func() {
+		cancel(nil)
+		<-watched
+		s.metrics.inProgress.Dec()
+		s.metrics.duration.Observe(time.Since(watch.start).Seconds())
+	}()
 
-	start := time.Now()
 	desc, src, err := s.resolve(ctx, parsed, po)
 	if err != nil {
 		return nil, err
 	}
+	watch.serving(src.String())
 	img, err := desc.Image()
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", parsed, classify(err))
@@ -111,9 +117,9 @@ func (s *Store) pull(ctx context.Context, parsed Reference, po PullOptions) (*Im
 	}
 	var id string
 	if isArtifact(m) {
-		id, err = s.addArtifact(ctx, img, m, names, watch, po.Progress)
+		id, err = s.addArtifact(ctx, img, m, names, watch)
 	} else {
-		id, err = s.add(ctx, img, names, watch, po.Progress)
+		id, err = s.add(ctx, img, names, watch)
 	}
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
@@ -122,12 +128,12 @@ func (s *Store) pull(ctx context.Context, parsed Reference, po PullOptions) (*Im
 		return nil, fmt.Errorf("pull %s: %w", parsed, err)
 	}
 	klog.InfoS("Pulled image", "image", parsed.String(), "id", id, "endpoint", src.String(), "mirror", src.ep.mirror(),
-		"duration", time.Since(start).Round(time.Millisecond))
+		"bytes", watch.bytes.Load(), "duration", time.Since(watch.start).Round(time.Millisecond))
 	return s.Get(id)
 }
 
 // add stores an image's layers and names it; it returns the image ID.
-func (s *Store) add(ctx context.Context, img v1.Image, names []string, watch *stallWatch, progress func(Progress)) (string, error) {
+func (s *Store) add(ctx context.Context, img v1.Image, names []string, watch *pullWatch) (string, error) {
 	id, err := img.ConfigName()
 	if err != nil {
 		return "", fmt.Errorf("config: %w", classify(err))
@@ -154,7 +160,7 @@ func (s *Store) add(ctx context.Context, img v1.Image, names []string, watch *st
 	if err != nil {
 		return "", err
 	}
-	err = s.addLayers(ctx, &record{ID: id.String(), Layers: chains, Config: rawCfg}, layers, names, watch, progress, func(i int) layerWriter {
+	err = s.addLayers(ctx, &record{ID: id.String(), Layers: chains, Config: rawCfg}, layers, names, watch, func(i int) layerWriter {
 		diffID := cfg.RootFS.DiffIDs[i].String()
 		return func(ctx context.Context, compressed io.Reader) (UnpackStats, error) {
 			return s.unpackInto(ctx, chains[i], diffID, compressed)
@@ -463,13 +469,13 @@ func (s *Store) hasLayer(chain string) bool {
 // layerJobs at once, each stored by the writer write(i) gives, then records
 // the image with names. The layers are pinned meanwhile, so a removal
 // running at the same time does not collect them.
-func (s *Store) addLayers(ctx context.Context, r *record, layers []v1.Layer, names []string, watch *stallWatch, progress func(Progress), write func(i int) layerWriter) error {
+func (s *Store) addLayers(ctx context.Context, r *record, layers []v1.Layer, names []string, watch *pullWatch, write func(i int) layerWriter) error {
 	s.pin(r.Layers)
 	defer s.unpin(r.Layers)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(layerJobs)
 	for i, l := range layers {
-		g.Go(func() error { return s.ensureLayer(gctx, r.Layers[i], l, watch, progress, write(i)) })
+		g.Go(func() error { return s.ensureLayer(gctx, r.Layers[i], l, watch, write(i)) })
 	}
 	if err := g.Wait(); err != nil {
 		return err
@@ -483,14 +489,14 @@ type layerWriter func(ctx context.Context, compressed io.Reader) (UnpackStats, e
 
 // ensureLayer makes the layer present, fetching it with write unless it is
 // there or another pull is fetching it.
-func (s *Store) ensureLayer(ctx context.Context, chain string, l v1.Layer, watch *stallWatch, progress func(Progress), write layerWriter) error {
+func (s *Store) ensureLayer(ctx context.Context, chain string, l v1.Layer, watch *pullWatch, write layerWriter) error {
 	digest, err := l.Digest()
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", chain, err)
 	}
 	for {
 		if s.hasLayer(chain) {
-			report(progress, Progress{Layer: digest.String(), Finished: true})
+			watch.report(Progress{Layer: digest.String(), Finished: true})
 			return nil
 		}
 		s.mu.Lock()
@@ -512,7 +518,7 @@ func (s *Store) ensureLayer(ctx context.Context, chain string, l v1.Layer, watch
 			}
 			continue // fetched by the other pull, or its caller gave up: look again
 		}
-		f.err = s.fetchLayerRetrying(ctx, digest.String(), l, watch, progress, write)
+		f.err = s.fetchLayerRetrying(ctx, digest.String(), l, watch, write)
 		s.mu.Lock()
 		delete(s.flights, chain)
 		s.mu.Unlock()
@@ -521,17 +527,11 @@ func (s *Store) ensureLayer(ctx context.Context, chain string, l v1.Layer, watch
 	}
 }
 
-func report(progress func(Progress), p Progress) {
-	if progress != nil {
-		progress(p)
-	}
-}
-
-func (s *Store) fetchLayerRetrying(ctx context.Context, digest string, l v1.Layer, watch *stallWatch, progress func(Progress), write layerWriter) error {
+func (s *Store) fetchLayerRetrying(ctx context.Context, digest string, l v1.Layer, watch *pullWatch, write layerWriter) error {
 	var err error
 	for attempt := 1; attempt <= layerAttempts; attempt++ {
 		var complete bool
-		complete, err = s.fetchLayer(ctx, digest, l, watch, progress, write)
+		complete, err = s.fetchLayer(ctx, digest, l, watch, write)
 		// The blob's content, over a limit or malformed, is no better the
 		// next time.
 		if err == nil || complete || ctx.Err() != nil || errors.Is(err, errdefs.ErrResourceExhausted) || errors.Is(err, errdefs.ErrInvalidArgument) {
@@ -550,7 +550,7 @@ func (s *Store) fetchLayerRetrying(ctx context.Context, digest string, l v1.Laye
 // fetchLayer streams one layer from the registry to write, which stores it
 // (ggcr checks the compressed digest at EOF). complete says the whole blob
 // arrived, so a failure is not worth a retry.
-func (s *Store) fetchLayer(ctx context.Context, digest string, l v1.Layer, watch *stallWatch, progress func(Progress), write layerWriter) (complete bool, err error) {
+func (s *Store) fetchLayer(ctx context.Context, digest string, l v1.Layer, watch *pullWatch, write layerWriter) (complete bool, err error) {
 	total, err := l.Size()
 	if err != nil {
 		return false, fmt.Errorf("layer %s: %w", digest, classify(err))
@@ -560,13 +560,13 @@ func (s *Store) fetchLayer(ctx context.Context, digest string, l v1.Layer, watch
 		return false, fmt.Errorf("layer %s: %w", digest, classify(err))
 	}
 	defer rc.Close()
-	counted := &countingReader{r: rc, watch: watch, total: total, digest: digest, progress: progress}
+	counted := &countingReader{r: rc, watch: watch, total: total, digest: digest}
 	stats, err := write(ctx, counted)
 	complete = counted.done.Load() >= total
 	if err != nil {
 		return complete, fmt.Errorf("layer %s: %w", digest, err)
 	}
-	report(progress, Progress{Layer: digest, Done: total, Total: total, Finished: true})
+	watch.report(Progress{Layer: digest, Done: total, Total: total, Finished: true})
 	klog.V(2).InfoS("Unpacked layer", "layer", digest, "bytes", total, "unpackedBytes", stats.Bytes)
 	return true, nil
 }
@@ -654,50 +654,4 @@ func decompress(r io.Reader) (io.Reader, func(), error) {
 		return zr, zr.Close, nil
 	}
 	return br, func() {}, nil
-}
-
-// countingReader counts compressed bytes for progress and the stall watch.
-type countingReader struct {
-	r        io.Reader
-	watch    *stallWatch
-	total    int64
-	digest   string
-	progress func(Progress)
-	done     atomic.Int64
-	logged   time.Time
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if n > 0 {
-		done := c.done.Add(int64(n))
-		c.watch.poke()
-		report(c.progress, Progress{Layer: c.digest, Done: done, Total: c.total})
-		if time.Since(c.logged) > 2*time.Second {
-			c.logged = time.Now()
-			klog.V(2).InfoS("Pulling layer", "layer", c.digest, "done", done, "total", c.total)
-		}
-	}
-	return n, err
-}
-
-// stallWatch cancels a pull when no layer byte arrives for a while.
-type stallWatch struct{ last atomic.Int64 }
-
-func (w *stallWatch) poke() { w.last.Store(time.Now().UnixNano()) }
-
-func (w *stallWatch) run(ctx context.Context, cancel context.CancelCauseFunc, limit time.Duration) {
-	tick := time.NewTicker(limit / 4)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			if idle := time.Since(time.Unix(0, w.last.Load())); idle > limit {
-				cancel(fmt.Errorf("no progress for %s (stall timeout %s): %w", idle.Round(time.Second), limit, errdefs.ErrDeadlineExceeded))
-				return
-			}
-		}
-	}
 }

@@ -729,7 +729,7 @@ func BenchmarkPrepareRootfs(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			id, err := s.add(context.Background(), imageOf(b, layers...), []string{"bench.local/img:1"}, &stallWatch{}, nil)
+			id, err := s.add(context.Background(), imageOf(b, layers...), []string{"bench.local/img:1"}, newPullWatch("bench", nil, s.metrics))
 			if err != nil {
 				b.Fatal(err)
 			}

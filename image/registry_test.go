@@ -37,6 +37,7 @@ type testRegistry struct {
 	corrupt map[string]bool          // blobs served with one byte flipped
 	stall   map[string]chan struct{} // blobs that hang until the channel closes
 	stallAt map[string]int64         // blobs cut off after so many bytes, hanging until the client goes
+	slow    map[string]time.Duration // blobs sent a KiB at a time, with this pause between
 	user    string                   // basic auth demanded when set
 	pass    string
 }
@@ -49,7 +50,8 @@ func newTestRegistry(t *testing.T) *testRegistry {
 // newHookedRegistry starts a registry as o says, with testRegistry's hooks.
 func newHookedRegistry(t *testing.T, o registrytest.Options) *testRegistry {
 	t.Helper()
-	r := &testRegistry{gets: map[string]int{}, corrupt: map[string]bool{}, stall: map[string]chan struct{}{}, stallAt: map[string]int64{}}
+	r := &testRegistry{gets: map[string]int{}, corrupt: map[string]bool{}, stall: map[string]chan struct{}{}, stallAt: map[string]int64{},
+		slow: map[string]time.Duration{}}
 	o.Wrap = r.hooks
 	r.Registry = registrytest.New(t, o)
 	r.host = r.Host
@@ -80,7 +82,7 @@ func (r *testRegistry) hooks(inner http.Handler) http.Handler {
 			digest := req.URL.Path[i+len("/blobs/"):]
 			r.mu.Lock()
 			r.gets[digest]++
-			corrupt, stall, cut := r.corrupt[digest], r.stall[digest], r.stallAt[digest]
+			corrupt, stall, cut, slow := r.corrupt[digest], r.stall[digest], r.stallAt[digest], r.slow[digest]
 			r.mu.Unlock()
 			if stall != nil {
 				w.WriteHeader(http.StatusOK)
@@ -91,10 +93,22 @@ func (r *testRegistry) hooks(inner http.Handler) http.Handler {
 				}
 				return
 			}
-			if corrupt || cut > 0 {
+			if corrupt || cut > 0 || slow > 0 {
 				rec := httptest.NewRecorder()
 				inner.ServeHTTP(rec, req)
 				body := rec.Body.Bytes()
+				if slow > 0 {
+					w.Header().Set("Content-Length", rec.Header().Get("Content-Length"))
+					w.WriteHeader(rec.Code)
+					for len(body) > 0 {
+						n := min(len(body), 1024)
+						w.Write(body[:n])
+						w.(http.Flusher).Flush()
+						body = body[n:]
+						time.Sleep(slow)
+					}
+					return
+				}
 				if corrupt {
 					body[len(body)/2] ^= 0xff
 				}
