@@ -66,7 +66,7 @@ func (s *Service) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRe
 	}
 	resp := &runtimeapi.ImageStatusResponse{Image: criImage(img)}
 	if req.GetVerbose() {
-		fields := map[string]any{"id": img.ID, "chainIDs": img.Layers, "config": img.Config}
+		fields := map[string]any{"id": img.ID, "chainIDs": img.Layers, "config": img.Config, "verifications": img.Verifications}
 		if img.ArtifactType != "" {
 			fields["artifactType"] = img.ArtifactType
 		}
@@ -115,12 +115,16 @@ func criImage(img *image.Image) *runtimeapi.Image {
 	return out
 }
 
-// resolveImage finds the image a container names and the parts of its
-// config a container inherits.
+// resolveImage finds the image a container (or an image volume) names and
+// the parts of its config a container inherits; the signature policy, as
+// it is now, must allow it.
 func (s *Service) resolveImage(ref string) (string, imageConfig, error) {
 	img, err := s.images.Get(ref)
 	if err != nil {
 		return "", imageConfig{}, fmt.Errorf("image %q: %w", ref, err)
+	}
+	if err := s.images.CheckPolicy(img.ID); err != nil {
+		return "", imageConfig{}, err
 	}
 	c := img.Config.Config
 	return img.ID, imageConfig{Entrypoint: c.Entrypoint, Cmd: c.Cmd, Env: c.Env, WorkingDir: c.WorkingDir,

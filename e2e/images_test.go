@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"fmt"
+	"os"
 	"runtime"
 	"testing"
 
@@ -18,6 +20,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cri-mini/cri-mini/image"
+	"github.com/cri-mini/cri-mini/internal/registrytest"
 )
 
 // pinnedRepo is the repository the suite's daemon pins (--pinned-image).
@@ -152,4 +155,66 @@ func removeImages(refs ...string) {
 	for _, ref := range refs {
 		_, _ = ic.RemoveImage(context.Background(), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
 	}
+}
+
+// acceptAnything is the suite daemon's signature policy between tests.
+const acceptAnything = `{"default": [{"type": "insecureAcceptAnything"}]}`
+
+// setPolicy replaces the daemon's signature policy (read again at its next
+// use) until the test ends.
+func setPolicy(t *testing.T, content string) {
+	t.Helper()
+	write := func(content string) error {
+		tmp := suite.policy + ".tmp"
+		if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+			return err
+		}
+		return os.Rename(tmp, suite.policy)
+	}
+	if err := write(content); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := write(acceptAnything); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// TestSignaturePolicyThroughCRI: with a containers-policy.json requiring a
+// sigstore signature by a key made here for one repository, PullImage of
+// an unsigned image there is refused (FailedPrecondition), of one signed as
+// cosign signs (the .sig tag) admitted, and a container is made of it;
+// once the policy rejects the repository, CreateContainer refuses the
+// image already present, and admits it again when the policy is restored.
+func TestSignaturePolicyThroughCRI(t *testing.T) {
+	key := registrytest.NewKey(t)
+	requireSigned := fmt.Sprintf(`{"default": [{"type": "insecureAcceptAnything"}], "transports": {"docker": {%q: [
+		{"type": "sigstoreSigned", "keyPath": %q, "signedIdentity": {"type": "matchRepository"}}]}}}`, suite.registry+"/e2e-signed", key.PubFile)
+	setPolicy(t, requireSigned)
+
+	unsigned := push(t, "e2e-signed/unsigned", appendLayer(t, baseImage(t), regular("unsigned", []byte("x"))))
+	wantCode(t, "pull of an unsigned image", pullImage(t, unsigned), codes.FailedPrecondition, "no sigstore signature", suite.policy)
+
+	img := appendLayer(t, baseImage(t), regular("signed", []byte("x")))
+	ref := push(t, "e2e-signed/app", img)
+	digest, _ := img.Digest()
+	d, err := name.NewDigest(suite.registry+"/e2e-signed/app@"+digest.String(), name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	registrytest.Sign(t, d, key, "", false)
+	if err := pullImage(t, ref); err != nil {
+		t.Fatalf("pull of the signed image: %v", err)
+	}
+	runContainerFrom(t, "signed", ref, nil)
+
+	setPolicy(t, fmt.Sprintf(`{"default": [{"type": "insecureAcceptAnything"}], "transports": {"docker": {%q: [{"type": "reject"}]}}}`, suite.registry+"/e2e-signed"))
+	podCfg := podConfig("signed-rejected")
+	pod := runPod(t, podCfg)
+	_, err = suite.rt.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, SandboxConfig: podCfg,
+		Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "rejected"}, Image: &runtimeapi.ImageSpec{Image: ref}}})
+	wantCode(t, "CreateContainer once the policy rejects the image", err, codes.FailedPrecondition, "rejected", "signature policy")
+	setPolicy(t, requireSigned)
+	runContainerFrom(t, "signed-again", ref, nil)
 }

@@ -37,6 +37,7 @@ var suite struct {
 	metrics           string // host:port of the metrics endpoint
 	registry, image   string // loopback registry and the busybox image on it
 	certsDir          string // the daemon's registry config path (hosts.toml directories)
+	policy            string // the daemon's signature policy (accepting everything but while a test says otherwise)
 	extraArgs         []string
 	daemon            *exec.Cmd
 	logFile           *os.File
@@ -115,6 +116,10 @@ func runSuite(m *testing.M) (int, error) {
 	suite.cniDir = filepath.Join(suite.dir, "net.d")
 	suite.ipamDir = filepath.Join(suite.dir, "ipam")
 	suite.certsDir = filepath.Join(suite.dir, "certs.d")
+	suite.policy = filepath.Join(suite.dir, "policy.json")
+	if err := os.WriteFile(suite.policy, []byte(acceptAnything), 0o644); err != nil {
+		return 1, err
+	}
 	suite.bridge = fmt.Sprintf("crie2e%d", os.Getpid()%100000)
 	suite.subnet = fmt.Sprintf("10.177.%d.0/24", n)
 	suite.gateway = fmt.Sprintf("10.177.%d.1", n)
@@ -194,7 +199,7 @@ func daemonArgs() []string {
 		"--cni-config-dir", suite.cniDir, "--cni-plugin-dir", cniPlugins, "-v", "2",
 		"--metrics-address", suite.metrics, "--insecure-registry", suite.registry,
 		"--max-layer-size", strconv.Itoa(maxLayerSize), "--registry-config-path", suite.certsDir,
-		"--pinned-image", suite.registry + "/" + pinnedRepo + ":1",
+		"--pinned-image", suite.registry + "/" + pinnedRepo + ":1", "--signature-policy", suite.policy,
 	}, suite.extraArgs...)
 }
 

@@ -340,7 +340,7 @@ func TestBrokenHostsFile(t *testing.T) {
 		if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), says) || !strings.Contains(err.Error(), cfg) {
 			t.Errorf("hosts.toml %q: %v, want FailedPrecondition naming the file and %q", content, err, says)
 		}
-		if err := s.CheckRegistryConfig(); err == nil || !strings.Contains(err.Error(), says) {
+		if err := s.CheckConfig(); err == nil || !strings.Contains(err.Error(), says) {
 			t.Errorf("hosts.toml %q: start-up check: %v", content, err)
 		}
 	}

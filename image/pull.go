@@ -107,6 +107,10 @@ func (s *Store) pull(ctx context.Context, parsed Reference, po PullOptions) (*Im
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", parsed, classify(err))
 	}
+	admitted, err := s.admit(ctx, src, parsed, desc.Digest, po)
+	if err != nil {
+		return nil, err
+	}
 	names := []string{parsed.Name() + "@" + desc.Digest.String()}
 	if parsed.Tag() != "" {
 		names = append(names, parsed.String())
@@ -125,6 +129,9 @@ func (s *Store) pull(ctx context.Context, parsed Reference, po PullOptions) (*Im
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", cause, err)
 		}
+		return nil, fmt.Errorf("pull %s: %w", parsed, err)
+	}
+	if err := s.recordPull(id, admitted); err != nil {
 		return nil, fmt.Errorf("pull %s: %w", parsed, err)
 	}
 	klog.InfoS("Pulled image", "image", parsed.String(), "id", id, "endpoint", src.String(), "mirror", src.ep.mirror(),

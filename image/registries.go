@@ -318,8 +318,11 @@ func stamp(path string) fileStamp {
 	return fileStamp{path: path, ino: st.Sys().(*syscall.Stat_t).Ino, size: st.Size(), mtime: st.ModTime().UnixNano()}
 }
 
-func (h *registryHosts) changed() bool {
-	for _, f := range h.files {
+func (h *registryHosts) changed() bool { return stampsChanged(h.files) }
+
+// stampsChanged tells whether any of the files is not as stamped.
+func stampsChanged(files []fileStamp) bool {
+	for _, f := range files {
 		if stamp(f.path) != f {
 			return true
 		}

@@ -143,6 +143,15 @@ func (r *testRegistry) push(t *testing.T, ref string, img v1.Image) name.Referen
 	return r.Push(t, ref, img, opts...)
 }
 
+// image reads ref (repository:tag or @digest) from the registry.
+func (r *testRegistry) image(ref string) (v1.Image, error) {
+	n, err := name.ParseReference(r.host+"/"+ref, name.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	return remote.Image(n, remote.WithTransport(r.Transport))
+}
+
 func (r *testRegistry) blobGets(digest string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()

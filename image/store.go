@@ -62,6 +62,9 @@ type Options struct {
 	// IgnoreImageVolumes leaves an image's VOLUMEs alone; otherwise each is
 	// made a directory in the container's writable layer.
 	IgnoreImageVolumes bool
+	// SignaturePolicy is a containers-policy.json file the images must
+	// satisfy, at pull and at each container's creation; "" means none.
+	SignaturePolicy string
 	// Pinned are images (names, short names included, or "sha256:" IDs)
 	// reported pinned and never removed, so kubelet's image garbage
 	// collection keeps them.
@@ -89,6 +92,16 @@ type Image struct {
 	// ArtifactType is what an OCI artifact is (its artifactType or config
 	// media type); "" for a container image.
 	ArtifactType string
+	// Verifications say what the signature policy found at each pull.
+	Verifications []Verification
+}
+
+// Verification is what the signature policy said of one pull of an image.
+type Verification struct {
+	Name       string `json:"name"`
+	Digest     string `json:"digest"`
+	Signatures int    `json:"signatures"`
+	Verdict    string `json:"verdict"`
 }
 
 // FsUsage is what part of the store occupies on its file system.
@@ -116,6 +129,7 @@ type Store struct {
 	opts Options
 
 	registries *registries
+	policies   *policies
 	metrics    *metrics
 	// pins are the canonical names and IDs of Options.Pinned.
 	pins map[string]bool
@@ -141,6 +155,9 @@ type record struct {
 	// ArtifactType is set for an OCI artifact, which is not a container
 	// image: its Config is empty and its layers its blobs.
 	ArtifactType string `json:"artifactType,omitempty"`
+	// Pulls are the names it was pulled as, latest last, each with the
+	// signatures found and the policy's verdict.
+	Pulls []pullRecord `json:"pulls,omitempty"`
 
 	// parsed is Config decoded, once per loaded index: kubelet lists and
 	// inspects images every few seconds.
@@ -177,7 +194,8 @@ func Open(root string, o Options) (*Store, error) {
 		o.Platform = &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	}
 	s := &Store{root: root, opts: o, flights: map[string]*flight{}, pinned: map[string]int{},
-		registries: newRegistries(o.RegistryConfigPath, o.InsecureRegistries, o.Mirrors), metrics: newMetrics(), pins: map[string]bool{}}
+		registries: newRegistries(o.RegistryConfigPath, o.InsecureRegistries, o.Mirrors), metrics: newMetrics(), pins: map[string]bool{},
+		policies: &policies{file: o.SignaturePolicy}}
 	for _, p := range o.Pinned {
 		if strings.HasPrefix(p, "sha256:") {
 			s.pins[p] = true
@@ -209,10 +227,13 @@ func Open(root string, o Options) (*Store, error) {
 	return s, nil
 }
 
-// CheckRegistryConfig reads every registry's hosts.toml under the config
-// path: a daemon calls it at start, to fail there, naming the file, rather
-// than at a pull.
-func (s *Store) CheckRegistryConfig() error { return s.registries.check() }
+// CheckConfig reads every registry's hosts.toml under the config path and
+// the signature policy: a daemon calls it at start, to fail there, naming
+// the file, rather than at a pull.
+func (s *Store) CheckConfig() error {
+	_, err := s.policies.get()
+	return errors.Join(s.registries.check(), err)
+}
 
 // lock takes the store's cross-process lock; the caller holds s.mu.
 func (s *Store) lock() (func(), error) {
@@ -336,6 +357,9 @@ func (ix *index) image(r *record) (*Image, error) {
 		r.parsed = cfg
 	}
 	img.Config = r.parsed
+	for _, p := range r.Pulls {
+		img.Verifications = append(img.Verifications, Verification{Name: p.Name, Digest: p.Digest, Signatures: len(p.Signatures), Verdict: p.Verdict})
+	}
 	for _, l := range r.Layers {
 		if lr := ix.Layers[l]; lr != nil {
 			img.Size += uint64(lr.Bytes)

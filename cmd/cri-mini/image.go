@@ -36,6 +36,7 @@ func openImageStore(cfg config.Config, daemon bool) (*image.Store, error) {
 		ShortNames:         cfg.Image.ShortNames(),
 		Pinned:             cfg.Image.PinnedImages,
 		IgnoreImageVolumes: cfg.Image.ImageVolumes == config.ImageVolumesIgnore,
+		SignaturePolicy:    cfg.Image.SignaturePolicy,
 		CollectGarbage:     daemon,
 		Unpack:             image.UnpackOptions{MaxBytes: cfg.MaxLayerSize},
 	})

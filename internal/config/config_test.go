@@ -99,6 +99,7 @@ func TestInvalidValues(t *testing.T) {
 		{[]string{"--registry-config-path", "certs.d"}, "image.registry_config_path"},
 		{[]string{"--pinned-image", "sha256:abc"}, "image.pinned_images"},
 		{[]string{"--image-volumes", "copy"}, "image.image_volumes"},
+		{[]string{"--signature-policy", "policy.json"}, "image.signature_policy"},
 		{[]string{"--short-name-search", "", "--pinned-image", "pause:3.10"}, "image.pinned_images"},
 		{[]string{"--short-name-search", "library"}, "image.short_name_search"},
 		{[]string{"--short-name-search", "docker.io/library"}, "image.short_name_search"},
@@ -130,6 +131,7 @@ func TestRenderRoundTrips(t *testing.T) {
 	c.Image.ShortNameAliases = map[string]string{"busybox": "registry.example.com/lib/busybox", "a/b": "localhost:5000/b"}
 	c.Image.PinnedImages = []string{"registry.k8s.io/pause:3.10", "sha256:" + strings.Repeat("ab", 32)}
 	c.Image.ImageVolumes = ImageVolumesIgnore
+	c.Image.SignaturePolicy = "/etc/containers/policy.json"
 	for _, cfg := range []Config{Default(), c} {
 		out, err := cfg.Render()
 		if err != nil {

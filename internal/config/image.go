@@ -14,8 +14,8 @@ import (
 )
 
 // ImageConfig is the [image] table: where registries are configured, what
-// short names mean, which images are pinned and what becomes of an image's
-// VOLUMEs. It is a table of its own so that it grows apart
+// short names mean, which images are pinned, what becomes of an image's
+// VOLUMEs and which signatures images need. It is a table of its own so that it grows apart
 // from the daemon's top-level keys.
 type ImageConfig struct {
 	RegistryConfigPath string            `toml:"registry_config_path"`
@@ -23,6 +23,7 @@ type ImageConfig struct {
 	ShortNameAliases   map[string]string `toml:"short_name_aliases"`
 	PinnedImages       []string          `toml:"pinned_images"`
 	ImageVolumes       string            `toml:"image_volumes"`
+	SignaturePolicy    string            `toml:"signature_policy"`
 }
 
 // Treatments of an image's VOLUMEs.
@@ -68,6 +69,7 @@ type imageFlags struct {
 	shortNameAliases   listFlag
 	pinnedImages       listFlag
 	imageVolumes       string
+	signaturePolicy    string
 }
 
 func registerImageFlags(fs *flag.FlagSet, d ImageConfig) *imageFlags {
@@ -77,6 +79,7 @@ func registerImageFlags(fs *flag.FlagSet, d ImageConfig) *imageFlags {
 	fs.Var(&f.shortNameSearch, "short-name-search", "registry searched for names without one, in order (repeatable; replaces the file's list; \"\" alone: refuse short names)")
 	fs.Var(&f.shortNameAliases, "short-name-alias", "NAME=REGISTRY/REPOSITORY: what a short name means (repeatable)")
 	fs.Var(&f.pinnedImages, "pinned-image", "image (name or sha256: ID) that RemoveImage and kubelet's image garbage collection leave alone (repeatable)")
+	fs.StringVar(&f.signaturePolicy, "signature-policy", d.SignaturePolicy, "containers-policy.json file images must satisfy at pull and at container creation (empty: none)")
 	fs.StringVar(&f.imageVolumes, "image-volumes", d.ImageVolumes, "an image's VOLUMEs: mkdir (directories in the container's writable layer) or ignore")
 	return f
 }
@@ -102,6 +105,8 @@ func (f *imageFlags) apply(name string, c *ImageConfig) error {
 			c.ShortNameAliases[short] = full
 		}
 		return errors.Join(errs...)
+	case "signature-policy":
+		c.SignaturePolicy = f.signaturePolicy
 	case "image-volumes":
 		c.ImageVolumes = f.imageVolumes
 	case "pinned-image":
@@ -149,6 +154,9 @@ func (c ImageConfig) validate() []error {
 			bad("pinned_images", "%q: %v", p, err)
 		}
 	}
+	if c.SignaturePolicy != "" && !filepath.IsAbs(c.SignaturePolicy) {
+		bad("signature_policy", "%q is not an absolute path", c.SignaturePolicy)
+	}
 	if c.ImageVolumes != ImageVolumesMkdir && c.ImageVolumes != ImageVolumesIgnore {
 		bad("image_volumes", "%q (want %s or %s)", c.ImageVolumes, ImageVolumesMkdir, ImageVolumesIgnore)
 	}
@@ -167,6 +175,7 @@ func (c ImageConfig) render(b *bytes.Buffer) error {
 		{"Registries searched, in order, for image names without one (\"nginx\"); empty\n# refuses such names with InvalidArgument.", "short_name_search", c.ShortNameSearch},
 		{"Images (names or sha256: IDs) reported pinned and never removed:\n# RemoveImage refuses them (FailedPrecondition), kubelet's image garbage\n# collection keeps them.", "pinned_images", c.PinnedImages},
 		{"An image's VOLUMEs: \"mkdir\" makes each a directory in the container's\n# writable layer (containerd's default, keeping what the image has there);\n# \"ignore\" leaves them to the pod's volumes.", "image_volumes", c.ImageVolumes},
+		{"A containers-policy.json (as CRI-O's /etc/containers/policy.json: reject,\n# insecureAcceptAnything, sigstoreSigned by public key, per registry or\n# repository) every image must satisfy at pull and at each container's\n# creation; empty: none.", "signature_policy", c.SignaturePolicy},
 	} {
 		v, err := tomlValue(kv.v)
 		if err != nil {

@@ -1,17 +1,21 @@
 // Package registrytest serves go-containerregistry's registry on loopback
 // for tests: over plain HTTP, or HTTPS with a certificate of a CA made for
 // the test (demanding a client certificate for mTLS), with its API at
-// another root than /v2 if wanted, and a log of every request it got.
+// another root than /v2 if wanted, and a log of every request it got; and
+// signs images in it as cosign does, with a key made for the test.
 package registrytest
 
 import (
+	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"io"
 	"log"
@@ -30,7 +34,14 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/payload"
 )
 
 // PKI is a CA made for one test, a server certificate it signed for
@@ -133,7 +144,7 @@ type Registry struct {
 func New(t testing.TB, o Options) *Registry {
 	t.Helper()
 	r := &Registry{apiRoot: "/v2", Transport: remote.DefaultTransport}
-	var inner http.Handler = registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	var inner http.Handler = registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithReferrersSupport(true))
 	if o.Wrap != nil {
 		inner = o.Wrap(inner)
 	}
@@ -217,4 +228,83 @@ func DeadAddr(t testing.TB) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
+}
+
+// Key is a signing key made for a test, as `cosign generate-key-pair`
+// makes one (ECDSA P-256), its public half in a PEM file.
+type Key struct {
+	Signer  signature.Signer
+	PubFile string
+}
+
+// NewKey makes a key.
+func NewKey(t testing.TB) Key {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := signature.LoadSigner(priv, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "cosign.pub")
+	if err := os.WriteFile(f, pub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return Key{Signer: signer, PubFile: f}
+}
+
+// Sign pushes, as cosign does, a signature of the manifest digest of repo
+// in the registry (Sign, with the registry's transport).
+func (r *Registry) Sign(t testing.TB, repo string, digest v1.Hash, key Key, claimed string, referrer bool) {
+	t.Helper()
+	d, err := name.NewDigest(r.Host+"/"+repo+"@"+digest.String(), name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Sign(t, d, key, claimed, referrer, remote.WithTransport(r.Transport))
+}
+
+// Sign pushes, as cosign does, a signature of image: a simple-signing
+// payload (claiming the identity claimed, or cosign's default, the
+// repository) signed by key, under the tag "sha256-<hex>.sig" of the
+// image's repository, or, with referrer, as an OCI referrer of the image.
+func Sign(t testing.TB, image name.Digest, key Key, claimed string, referrer bool, opts ...remote.Option) {
+	t.Helper()
+	pl, err := payload.Cosign{Image: image, ClaimedIdentity: claimed}.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := key.Signer.SignMessage(bytes.NewReader(pl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigImg, err := mutate.Append(mutate.MediaType(empty.Image, types.OCIManifestSchema1), mutate.Addendum{
+		Layer:       static.NewLayer(pl, "application/vnd.dev.cosign.simplesigning.v1+json"),
+		Annotations: map[string]string{"dev.cosignproject.cosign/signature": base64.StdEncoding.EncodeToString(sig)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var to name.Reference = image.Context().Tag(strings.Replace(image.DigestStr(), ":", "-", 1) + ".sig")
+	if referrer {
+		signed, err := remote.Get(image, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sigImg = mutate.Subject(mutate.ConfigMediaType(sigImg, "application/vnd.dev.cosign.artifact.sig.v1+json"), signed.Descriptor).(v1.Image)
+		sd, err := sigImg.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		to = image.Context().Digest(sd.String())
+	}
+	if err := remote.Write(to, sigImg, opts...); err != nil {
+		t.Fatalf("push the signature of %s: %v", image, err)
+	}
 }
