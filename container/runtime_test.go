@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -236,6 +237,20 @@ func TestExec(t *testing.T) {
 	}
 	if _, err := rt.Exec(context.Background(), "nope", ExecOptions{Args: []string{"true"}}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("exec in a missing container: %v, want NotFound", err)
+	}
+}
+
+// TestExecOnHostPIDNamespace: in a container on the host's pid namespace
+// (hostPID) the exec's parent is visible to its child; the check that the
+// parent still lives must take it for alive (critest's HostPID spec).
+func TestExecOnHostPIDNamespace(t *testing.T) {
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	b := rt.bundle(t, "hostpid", rootfs, "sleep", "999")
+	b.Spec.Linux.Namespaces = slices.DeleteFunc(b.Spec.Linux.Namespaces, func(ns specs.LinuxNamespace) bool { return ns.Type == specs.PIDNamespace })
+	rt.startRunning(t, "hostpid", b)
+	code, out := rt.execOut(t, "hostpid", "sh", "-c", "readlink /proc/self/ns/pid")
+	if own, _ := os.Readlink("/proc/self/ns/pid"); code != 0 || strings.TrimSpace(out) != own {
+		t.Errorf("exec on the host's pid namespace: exit %d, %q, want %s", code, out, own)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"k8s.io/klog/v2"
 
@@ -38,21 +39,23 @@ const usage = `usage: cri-mini [serve] [flags]   serve the CRI on --listen (defa
                                   print a shell script of stock tools that builds the container
                                   as cri-mini did (--json: the same plan as data)
        cri-mini version           print the version
+The configuration flags (cri-mini config --help) may come before the command or after it.
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
-	cmd := "serve"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
-	}
+	global, cmd, args := splitCommand(args)
 	switch cmd {
 	case "version":
 		fmt.Fprintf(stdout, "cri-mini %s\n", version)
 		return 0
 	case "image":
+		if len(args) > 0 {
+			// The subcommand first, then every flag, wherever it was given.
+			args = append(append([]string{args[0]}, global...), args[1:]...)
+		}
 		return imageCommand(args, stdout, stderr)
 	case "explain":
-		return explainCommand(args, stdout, stderr)
+		return explainCommand(append(global, args...), stdout, stderr)
 	case "serve", "config":
 	case "help":
 		fmt.Fprint(stdout, usage)
@@ -62,7 +65,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	cfg, rest, code := loadConfig("cri-mini "+cmd, args, stderr)
+	cfg, rest, code := loadConfig("cri-mini "+cmd, append(global, args...), stderr)
 	if code >= 0 {
 		return code
 	}
@@ -88,6 +91,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// splitCommand finds the command among args: the first argument that is
+// not a flag or a flag's value. The configuration flags may come before it
+// (cri-mini --config F explain ID), as containerd and CRI-O take global
+// flags, or after it; global are those before. No command means serve.
+func splitCommand(args []string) (global []string, cmd string, rest []string) {
+	fs := flag.NewFlagSet("cri-mini", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	config.RegisterFlags(fs)
+	if fs.Parse(args) != nil || fs.NArg() == 0 {
+		// Bad flags are reported by the command's own parse.
+		if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+			return nil, args[0], args[1:]
+		}
+		return nil, "serve", args
+	}
+	n := len(args) - fs.NArg()
+	if n > 0 && args[n-1] == "--" {
+		return slices.Clip(args), "serve", nil // "--" ends the flags: nothing after is a command
+	}
+	return slices.Clip(args[:n]), fs.Arg(0), fs.Args()[1:]
 }
 
 // loadConfig parses the configuration flags of a command (defaults, then

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -19,6 +21,13 @@ func TestCommands(t *testing.T) {
 		{[]string{"config", "extra"}, 2, "", `unexpected arguments ["extra"]`},
 		{[]string{"config", "--no-such-flag"}, 2, "", "flag provided but not defined: -no-such-flag"},
 		{[]string{"--cgroup-driver", "cgroupv3"}, 2, "", "cgroup_driver"},
+		// Global flags before the command, as containerd and CRI-O take them.
+		{[]string{"--cgroup-driver", "systemd", "config"}, 0, `cgroup_driver = "systemd"`, ""},
+		{[]string{"--config", configFile(t, `cgroup_driver = "systemd"`), "config", "--v", "3"}, 0, "verbosity = 3", ""},
+		{[]string{"--config", configFile(t, `cgroup_driver = "systemd"`), "config"}, 0, `cgroup_driver = "systemd"`, ""},
+		{[]string{"--runroot", t.TempDir(), "explain", "abc"}, 1, "", `container "abc"`},
+		{[]string{"--root", t.TempDir(), "image", "ls"}, 0, "IMAGE", ""},
+		{[]string{"-v", "2", "version"}, 0, "cri-mini dev\n", ""},
 	} {
 		var out, errOut bytes.Buffer
 		code := run(tc.args, &out, &errOut)
@@ -26,4 +35,14 @@ func TestCommands(t *testing.T) {
 			t.Errorf("cri-mini %v: exit %d, stdout %q, stderr %q; want %d, %q, %q", tc.args, code, out.String(), errOut.String(), tc.code, tc.out, tc.errOut)
 		}
 	}
+}
+
+// configFile writes a configuration file for the test and returns its path.
+func configFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "cri-mini.toml")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

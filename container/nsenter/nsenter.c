@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,8 +28,9 @@ void criMiniNsenter(void) {
 	char path[64];
 	const char *pid = getenv("_CRI_MINI_NSENTER_PID");
 	const char *s;
-	int i, status;
-	pid_t child;
+	int i, status, samePid;
+	pid_t child, self;
+	struct stat own, target;
 	char go;
 
 	if (pid == NULL)
@@ -66,6 +68,12 @@ void criMiniNsenter(void) {
 		if (fds[i] < 0)
 			fail(path);
 	}
+	/* A container on the host's pid namespace (hostPID) sees this
+	 * process as its child's parent; any other sees none (pid 0). */
+	if (stat("/proc/self/ns/pid", &own) < 0 || fstat(fds[4], &target) < 0)
+		fail("compare pid namespaces");
+	samePid = own.st_dev == target.st_dev && own.st_ino == target.st_ino;
+	self = getpid();
 	for (i = 0; i < 6; i++) {
 		if (setns(fds[i], 0) < 0)
 			fail(types[i]);
@@ -76,11 +84,12 @@ void criMiniNsenter(void) {
 		fail("fork");
 	if (child == 0) {
 		/* Not to outlive the parent the daemon waits on. That parent is
-		 * outside this pid namespace and reads as pid 0; had it died
-		 * already, the reaper inside the namespace would be the parent. */
+		 * outside this pid namespace and reads as pid 0 (or, on the
+		 * host's, as itself); had it died already, the reaper would be
+		 * the parent. */
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
 			fail("set the parent-death signal");
-		if (getppid() != 0) {
+		if (getppid() != (samePid ? self : 0)) {
 			errno = ESRCH;
 			fail("the exec's parent is gone");
 		}
