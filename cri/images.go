@@ -19,7 +19,12 @@ func (s *Service) PullImage(ctx context.Context, req *runtimeapi.PullImageReques
 		auth = &authn.AuthConfig{Username: a.GetUsername(), Password: a.GetPassword(), Auth: a.GetAuth(),
 			IdentityToken: a.GetIdentityToken(), RegistryToken: a.GetRegistryToken()}
 	}
-	img, err := s.images.Pull(ctx, req.GetImage().GetImage(), image.PullOptions{Auth: auth})
+	platform, err := image.PlatformFromAnnotations(req.GetImage().GetAnnotations())
+	if err != nil {
+		return nil, err
+	}
+	img, err := s.images.Pull(ctx, req.GetImage().GetImage(), image.PullOptions{Auth: auth, AuthServer: req.GetAuth().GetServerAddress(),
+		Platform: platform})
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +66,11 @@ func (s *Service) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRe
 	}
 	resp := &runtimeapi.ImageStatusResponse{Image: criImage(img)}
 	if req.GetVerbose() {
-		info, err := encodeJSON(map[string]any{"id": img.ID, "chainIDs": img.Layers, "config": img.Config})
+		fields := map[string]any{"id": img.ID, "chainIDs": img.Layers, "config": img.Config, "verifications": img.Verifications}
+		if img.ArtifactType != "" {
+			fields["artifactType"] = img.ArtifactType
+		}
+		info, err := encodeJSON(fields)
 		if err != nil {
 			return nil, fmt.Errorf("image %s: verbose info: %w", img.ID, err)
 		}
@@ -70,7 +79,8 @@ func (s *Service) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRe
 	return resp, nil
 }
 
-// RemoveImage is idempotent: an image already gone is not an error.
+// RemoveImage is idempotent: an image already gone is not an error. A
+// pinned image is refused (FailedPrecondition).
 func (s *Service) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRequest) (*runtimeapi.RemoveImageResponse, error) {
 	ref := req.GetImage().GetImage()
 	if ref == "" {
@@ -100,17 +110,21 @@ func (s *Service) ImageFsInfo(ctx context.Context, req *runtimeapi.ImageFsInfoRe
 
 func criImage(img *image.Image) *runtimeapi.Image {
 	out := &runtimeapi.Image{Id: img.ID, RepoTags: img.RepoTags, RepoDigests: img.RepoDigests, Size: img.Size,
-		Spec: &runtimeapi.ImageSpec{Image: img.ID}}
+		Spec: &runtimeapi.ImageSpec{Image: img.ID}, Pinned: img.Pinned}
 	out.Uid, out.Username = imageUser(img.Config.Config.User)
 	return out
 }
 
-// resolveImage finds the image a container names and the parts of its
-// config a container inherits.
+// resolveImage finds the image a container (or an image volume) names and
+// the parts of its config a container inherits; the signature policy, as
+// it is now, must allow it.
 func (s *Service) resolveImage(ref string) (string, imageConfig, error) {
 	img, err := s.images.Get(ref)
 	if err != nil {
 		return "", imageConfig{}, fmt.Errorf("image %q: %w", ref, err)
+	}
+	if err := s.images.CheckPolicy(img.ID); err != nil {
+		return "", imageConfig{}, err
 	}
 	c := img.Config.Config
 	return img.ID, imageConfig{Entrypoint: c.Entrypoint, Cmd: c.Cmd, Env: c.Env, WorkingDir: c.WorkingDir,

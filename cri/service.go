@@ -67,6 +67,9 @@ func NewService(o Options) *Service {
 		metrics: newMetrics(o.Sandboxes, o.Containers), cgroups: o.Cgroups, images: o.Images, containers: o.Containers, rootfsDir: o.RootfsDir,
 		events: newEventBroker(), names: newNameIndex(), cdi: newCDICache(o.Config.CDISpecDirs)}
 	s.metrics.registry.MustRegister(s.events.streamsGauge())
+	if s.images != nil {
+		s.metrics.registry.MustRegister(s.images.Collectors()...)
+	}
 	if s.containers != nil {
 		s.collectOrphanRootfs()
 		states, err := s.containers.List()

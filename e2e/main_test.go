@@ -36,6 +36,9 @@ var suite struct {
 	gateway           string
 	metrics           string // host:port of the metrics endpoint
 	registry, image   string // loopback registry and the busybox image on it
+	certsDir          string // the daemon's registry config path (hosts.toml directories)
+	policy            string // the daemon's signature policy (accepting everything but while a test says otherwise)
+	extraArgs         []string
 	daemon            *exec.Cmd
 	logFile           *os.File
 	rt                runtimeapi.RuntimeServiceClient
@@ -112,6 +115,11 @@ func runSuite(m *testing.M) (int, error) {
 	suite.socket = filepath.Join(suite.dir, "cri-mini.sock")
 	suite.cniDir = filepath.Join(suite.dir, "net.d")
 	suite.ipamDir = filepath.Join(suite.dir, "ipam")
+	suite.certsDir = filepath.Join(suite.dir, "certs.d")
+	suite.policy = filepath.Join(suite.dir, "policy.json")
+	if err := os.WriteFile(suite.policy, []byte(acceptAnything), 0o644); err != nil {
+		return 1, err
+	}
 	suite.bridge = fmt.Sprintf("crie2e%d", os.Getpid()%100000)
 	suite.subnet = fmt.Sprintf("10.177.%d.0/24", n)
 	suite.gateway = fmt.Sprintf("10.177.%d.1", n)
@@ -183,16 +191,18 @@ func tail(b []byte, n int) []byte {
 // more than any test image but a decompression bomb's.
 const maxLayerSize = 128 << 20
 
-// daemonArgs are the flags of the suite's daemon.
+// daemonArgs are the flags of the suite's daemon, then suite.extraArgs
+// (a test that restarts the daemon with them restores them).
 func daemonArgs() []string {
-	return []string{
+	return append([]string{
 		"--root", suite.root, "--runroot", suite.run, "--listen", "unix://" + suite.socket,
 		"--cni-config-dir", suite.cniDir, "--cni-plugin-dir", cniPlugins, "-v", "2",
 		"--metrics-address", suite.metrics, "--insecure-registry", suite.registry,
-		"--max-layer-size", strconv.Itoa(maxLayerSize),
+		"--max-layer-size", strconv.Itoa(maxLayerSize), "--registry-config-path", suite.certsDir,
+		"--pinned-image", suite.registry + "/" + pinnedRepo + ":1", "--signature-policy", suite.policy,
 		"--device-ownership-from-security-context", // TestDeviceOwnership
 		"--cdi-spec-dir", filepath.Join(suite.dir, "cdi"), // TestCDIDevices
-	}
+	}, suite.extraArgs...)
 }
 
 // startDaemon starts cri-mini and waits until it answers Version. The

@@ -34,12 +34,12 @@ func (s *Store) Import(ctx context.Context, path string, progress func(Progress)
 		return nil, err
 	}
 	var ids []string
-	watch := &stallWatch{}
+	watch := newPullWatch(path, progress, s.metrics)
 	switch {
 	case entries.has("manifest.json"):
-		ids, err = s.importDockerSave(ctx, path, entries, watch, progress)
+		ids, err = s.importDockerSave(ctx, path, entries, watch)
 	case entries.has("index.json") && entries.has("oci-layout"):
-		ids, err = s.importOCIArchive(ctx, path, entries, watch, progress)
+		ids, err = s.importOCIArchive(ctx, path, entries, watch)
 	default:
 		return nil, fmt.Errorf("import %s: neither a docker save tarball (manifest.json) nor an OCI archive (oci-layout, index.json): %w",
 			path, errdefs.ErrInvalidArgument)
@@ -96,7 +96,7 @@ func tarEntries(path string) (entrySizes, error) {
 	}
 }
 
-func (s *Store) importDockerSave(ctx context.Context, path string, entries entrySizes, watch *stallWatch, progress func(Progress)) ([]string, error) {
+func (s *Store) importDockerSave(ctx context.Context, path string, entries entrySizes, watch *pullWatch) ([]string, error) {
 	if err := entries.check("manifest.json", "manifest.json", maxManifestBytes); err != nil {
 		return nil, err
 	}
@@ -135,7 +135,7 @@ func (s *Store) importDockerSave(ctx context.Context, path string, entries entry
 		} else {
 			return nil, fmt.Errorf("image %d of %d has no RepoTags to tell it apart: %w", i+1, len(manifest), errdefs.ErrInvalidArgument)
 		}
-		id, err := s.add(ctx, img, names, watch, progress)
+		id, err := s.add(ctx, img, names, watch)
 		if err != nil {
 			return nil, err
 		}
@@ -146,7 +146,7 @@ func (s *Store) importDockerSave(ctx context.Context, path string, entries entry
 
 // importOCIArchive unpacks the archive's layout into a scratch directory of
 // the store (blobs are read from there) and adds every image it names.
-func (s *Store) importOCIArchive(ctx context.Context, path string, entries entrySizes, watch *stallWatch, progress func(Progress)) ([]string, error) {
+func (s *Store) importOCIArchive(ctx context.Context, path string, entries entrySizes, watch *pullWatch) ([]string, error) {
 	if err := entries.check("index", "index.json", maxManifestBytes); err != nil {
 		return nil, err
 	}
@@ -194,7 +194,7 @@ func (s *Store) importOCIArchive(ctx context.Context, path string, entries entry
 				names = append(names, ref.Name()+"@"+d.Digest.String())
 			}
 		}
-		id, err := s.add(ctx, img, names, watch, progress)
+		id, err := s.add(ctx, img, names, watch)
 		if err != nil {
 			return nil, err
 		}

@@ -11,7 +11,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -42,6 +41,12 @@ type PullOptions struct {
 	// Auth are credentials for the image's registry (CRI AuthConfig); nil
 	// means the store's keychain.
 	Auth *authn.AuthConfig
+	// AuthServer is the server the credentials are for (CRI's
+	// server_address), "" for any endpoint of the registry.
+	AuthServer string
+	// Platform is picked from a manifest list instead of the store's
+	// (PlatformFromAnnotations); nil means the store's.
+	Platform *v1.Platform
 	// Progress, if set, is called as layer bytes arrive.
 	Progress func(Progress)
 }
@@ -54,43 +59,88 @@ type Progress struct {
 }
 
 // Pull fetches an image into the store and names it ref (normalised). Each
-// layer is downloaded and unpacked once, however many pulls want it.
-func (s *Store) Pull(ctx context.Context, ref string, po PullOptions) (*Image, error) {
-	parsed, err := ParseReference(ref)
+// layer is downloaded and unpacked once, however many pulls want it. A short
+// name is pulled as its first candidate (alias or search registry) that a
+// registry serves.
+func (s *Store) Pull(ctx context.Context, ref string, po PullOptions) (img *Image, err error) {
+	defer func() { s.metrics.pulls.WithLabelValues(result(err)).Inc() }()
+	cands, err := s.opts.ShortNames.Candidates(ref)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	watch := &stallWatch{}
-	watch.poke()
-	go watch.run(ctx, cancel, s.opts.StallTimeout)
+	var errs []error
+	for _, c := range cands {
+		img, err := s.pull(ctx, c, po)
+		if err == nil {
+			return img, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(cands) > 1 {
+		return nil, fmt.Errorf("short name %q: no search registry served it: %w", ref, errors.Join(errs...))
+	}
+	return nil, errs[0]
+}
 
-	desc, err := s.resolve(ctx, parsed, po)
+func (s *Store) pull(ctx context.Context, parsed Reference, po PullOptions) (*Image, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	watch := newPullWatch(parsed.String(), po.Progress, s.metrics)
+	s.metrics.inProgress.Inc()
+	watched := make(chan struct{})
+	go func() { watch.run(ctx, cancel, s.opts.StallTimeout); close(watched) }()
+	defer func() {
+		cancel(nil)
+		<-watched
+		s.metrics.inProgress.Dec()
+		s.metrics.duration.Observe(time.Since(watch.start).Seconds())
+	}()
+
+	desc, src, err := s.resolve(ctx, parsed, po)
 	if err != nil {
 		return nil, err
 	}
+	watch.serving(src.String())
 	img, err := desc.Image()
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", parsed, classify(err))
+	}
+	admitted, err := s.admit(ctx, src, parsed, desc.Digest, po)
+	if err != nil {
+		return nil, err
 	}
 	names := []string{parsed.Name() + "@" + desc.Digest.String()}
 	if parsed.Tag() != "" {
 		names = append(names, parsed.String())
 	}
-	id, err := s.add(ctx, img, names, watch, po.Progress)
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: manifest: %w", parsed, classify(err))
+	}
+	var id string
+	if isArtifact(m) {
+		id, err = s.addArtifact(ctx, img, m, names, watch)
+	} else {
+		id, err = s.add(ctx, img, names, watch)
+	}
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", cause, err)
 		}
 		return nil, fmt.Errorf("pull %s: %w", parsed, err)
 	}
-	klog.V(2).InfoS("Pulled image", "image", parsed.String(), "id", id)
+	if err := s.recordPull(id, admitted); err != nil {
+		return nil, fmt.Errorf("pull %s: %w", parsed, err)
+	}
+	klog.InfoS("Pulled image", "image", parsed.String(), "id", id, "endpoint", src.String(), "mirror", src.ep.mirror(),
+		"bytes", watch.bytes.Load(), "duration", time.Since(watch.start).Round(time.Millisecond))
 	return s.Get(id)
 }
 
 // add stores an image's layers and names it; it returns the image ID.
-func (s *Store) add(ctx context.Context, img v1.Image, names []string, watch *stallWatch, progress func(Progress)) (string, error) {
+func (s *Store) add(ctx context.Context, img v1.Image, names []string, watch *pullWatch) (string, error) {
 	id, err := img.ConfigName()
 	if err != nil {
 		return "", fmt.Errorf("config: %w", classify(err))
@@ -117,104 +167,196 @@ func (s *Store) add(ctx context.Context, img v1.Image, names []string, watch *st
 	if err != nil {
 		return "", err
 	}
-	s.pin(chains)
-	defer s.unpin(chains)
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(layerJobs)
-	for i, l := range layers {
-		g.Go(func() error {
-			return s.ensureLayer(gctx, chains[i], cfg.RootFS.DiffIDs[i], l, watch, progress)
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return "", err
-	}
-	if err := s.record(id.String(), chains, rawCfg, names); err != nil {
+	err = s.addLayers(ctx, &record{ID: id.String(), Layers: chains, Config: rawCfg}, layers, names, watch, func(i int) layerWriter {
+		diffID := cfg.RootFS.DiffIDs[i].String()
+		return func(ctx context.Context, compressed io.Reader) (UnpackStats, error) {
+			return s.unpackInto(ctx, chains[i], diffID, compressed)
+		}
+	})
+	if err != nil {
 		return "", err
 	}
 	return id.String(), nil
 }
 
-// resolve finds the manifest on the registry's mirror, then the registry.
-func (s *Store) resolve(ctx context.Context, ref Reference, po PullOptions) (*remote.Descriptor, error) {
+// resolve finds the image's manifest on the registry's endpoints, in
+// order: a tag on the first endpoint that may resolve tags (capability
+// "resolve") and knows it, the manifest by digest on the first that may
+// serve content ("pull") and has it. go-containerregistry checks that what
+// an endpoint sends by digest has that digest, so an endpoint trusted only
+// to pull cannot change what a tag means.
+func (s *Store) resolve(ctx context.Context, ref Reference, po PullOptions) (*remote.Descriptor, *source, error) {
+	h, err := s.registries.hosts(ref.Registry())
+	if err != nil {
+		return nil, nil, fmt.Errorf("pull %s: %w", ref, err)
+	}
+	digest := ref.Digest()
 	var errs []error
-	for _, ep := range s.endpoints(ref.Registry()) {
-		r, err := ref.at(ep.host, ep.plainHTTP)
-		if err != nil {
-			return nil, fmt.Errorf("pull %s: %v: %w", ref, err, errdefs.ErrInvalidArgument)
-		}
-		desc, err := remote.Get(r, s.remoteOptions(ctx, ep, po)...)
-		if err == nil {
-			if ep.host != ref.Registry() {
-				klog.V(2).InfoS("Pulling through a mirror", "image", ref.String(), "mirror", ep.host)
+	// Endpoints that could not be reached at all are not tried again by digest.
+	down := map[*endpoint]bool{}
+	tried := func(ep *endpoint, err error) {
+		klog.V(2).InfoS("Registry endpoint failed", "image", ref.String(), "endpoint", ep.String(), "err", err)
+		err = classify(err)
+		s.metrics.attempts.WithLabelValues(ep.String(), result(err)).Inc()
+		down[ep] = errors.Is(err, errdefs.ErrUnavailable)
+		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+	}
+	if digest == "" {
+		// An endpoint that may both resolve and pull serves the whole pull
+		// unless a pull-only endpoint comes before it: then it only
+		// resolves, and the content is fetched in the endpoints' order.
+		pullOnlyBefore := false
+		for _, ep := range h.endpoints {
+			if ctx.Err() != nil {
+				break
 			}
-			return desc, nil
+			if !ep.resolve {
+				pullOnlyBefore = pullOnlyBefore || ep.pull
+				continue
+			}
+			r, err := ref.at(ep)
+			if err != nil {
+				return nil, nil, fmt.Errorf("pull %s: %v: %w", ref, err, errdefs.ErrInvalidArgument)
+			}
+			src := &source{ep: ep}
+			if ep.pull && !pullOnlyBefore {
+				desc, err := remote.Get(r, s.remoteOptions(ctx, src, po)...)
+				if err == nil {
+					s.metrics.attempts.WithLabelValues(ep.String(), "ok").Inc()
+					return desc, src, nil
+				}
+				tried(ep, err)
+				continue
+			}
+			d, err := remote.Head(r, s.remoteOptions(ctx, src, po)...)
+			if err == nil {
+				digest = d.Digest.String()
+				klog.V(2).InfoS("Tag resolved", "image", ref.String(), "endpoint", src.String(), "digest", digest)
+				break
+			}
+			tried(ep, err)
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", ep.host, classify(err)))
-		if ctx.Err() != nil {
-			break
+		if digest == "" {
+			return nil, nil, pullError(ref, h, errs, "resolve")
 		}
 	}
-	return nil, fmt.Errorf("pull %s: %w", ref, errors.Join(errs...))
-}
-
-// endpoint is a registry host to try, and whether plain HTTP is allowed there.
-type endpoint struct {
-	host      string
-	plainHTTP bool
-}
-
-func (s *Store) endpoints(registry string) []endpoint {
-	var eps []endpoint
-	if m, ok := s.opts.Mirrors[registry]; ok {
-		if u, err := url.Parse(m); err == nil && u.Host != "" {
-			eps = append(eps, endpoint{host: u.Host, plainHTTP: u.Scheme == "http" || s.insecure(u.Host)})
-		} else {
-			klog.InfoS("Ignoring a mirror that is not a URL", "registry", registry, "mirror", m)
+	byDigest, err := ref.withDigest(digest)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pull %s: %w", ref, err)
+	}
+	for _, ep := range h.endpoints {
+		if !ep.pull || down[ep] || ctx.Err() != nil {
+			continue
 		}
+		r, err := byDigest.at(ep)
+		if err != nil {
+			return nil, nil, fmt.Errorf("pull %s: %v: %w", ref, err, errdefs.ErrInvalidArgument)
+		}
+		src := &source{ep: ep}
+		desc, err := remote.Get(r, s.remoteOptions(ctx, src, po)...)
+		if err == nil {
+			s.metrics.attempts.WithLabelValues(ep.String(), "ok").Inc()
+			return desc, src, nil
+		}
+		tried(ep, err)
 	}
-	host := registry
-	if host == dockerHub {
-		host = dockerHubIndex
-	}
-	return append(eps, endpoint{host: host, plainHTTP: s.insecure(registry)})
+	return nil, nil, pullError(ref, h, errs, "pull")
 }
 
-func (s *Store) insecure(host string) bool { return slices.Contains(s.opts.InsecureRegistries, host) }
+// source is the endpoint a pull talks to, and the scheme it settled on.
+type source struct {
+	ep     *endpoint
+	scheme atomic.Value
+}
 
-func (s *Store) remoteOptions(ctx context.Context, ep endpoint, po PullOptions) []remote.Option {
-	base := s.opts.Transport
-	if base == nil {
-		base = remote.DefaultTransport
+func (s *source) String() string {
+	scheme, _ := s.scheme.Load().(string)
+	if scheme == "" {
+		scheme = s.ep.url.Scheme
+	}
+	return scheme + "://" + s.ep.url.Host + s.ep.url.Path
+}
+
+// pullError is the failure of every endpoint of a registry, or the lack
+// of an endpoint that may do what the pull needs.
+func pullError(ref Reference, h *registryHosts, errs []error, capability string) error {
+	if len(errs) == 0 {
+		return fmt.Errorf("pull %s: no endpoint configured in %s may %s it (capabilities): %w", ref, h.source, capability, errdefs.ErrFailedPrecondition)
+	}
+	return fmt.Errorf("pull %s: %w", ref, errors.Join(errs...))
+}
+
+func (s *Store) remoteOptions(ctx context.Context, src *source, po PullOptions) []remote.Option {
+	ep := src.ep
+	platform := s.opts.Platform
+	if po.Platform != nil {
+		platform = po.Platform
 	}
 	opts := []remote.Option{
 		remote.WithContext(ctx),
-		remote.WithPlatform(*s.opts.Platform),
-		remote.WithTransport(httpGuard{next: base, allowHTTP: ep.plainHTTP, host: ep.host}),
+		remote.WithPlatform(*platform),
+		remote.WithTransport(endpointTransport{ep: ep, next: ep.transport, scheme: &src.scheme}),
 		remote.WithRetryBackoff(remote.Backoff{Duration: 250 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 4}),
 		remote.WithUserAgent("cri-mini"),
 	}
-	if po.Auth != nil && *po.Auth != (authn.AuthConfig{}) {
+	if po.Auth != nil && *po.Auth != (authn.AuthConfig{}) && authFor(po.AuthServer, ep) {
 		return append(opts, remote.WithAuth(authn.FromConfig(*po.Auth)))
 	}
 	return append(opts, remote.WithAuthFromKeychain(s.opts.Keychain))
 }
 
-// httpGuard refuses plain-HTTP requests to a registry the operator did not
-// declare insecure (ggcr would otherwise fall back to HTTP for private IPs).
-type httpGuard struct {
-	next      http.RoundTripper
-	allowHTTP bool
-	host      string
+// authFor tells whether the pull's credentials go to an endpoint: to every
+// endpoint of the registry (a mirror the node's admin configured may need
+// them, as with containerd), unless they name their server and it is
+// another host.
+func authFor(server string, ep *endpoint) bool {
+	if server == "" {
+		return true
+	}
+	host := server
+	if i := strings.Index(host, "://"); i >= 0 {
+		host = host[i+3:]
+	}
+	host, _, _ = strings.Cut(host, "/")
+	return canonicalHost(host) == canonicalHost(ep.url.Host)
 }
 
-func (g httpGuard) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme == "http" && !g.allowHTTP && req.URL.Host == g.host {
-		return nil, fmt.Errorf("registry %s answers only over plain HTTP, which is refused: list it with --insecure-registry %s: %w",
-			g.host, g.host, errdefs.ErrFailedPrecondition)
+// endpointTransport carries the requests of a pull to one endpoint: it
+// refuses plain HTTP unless the endpoint allows it (go-containerregistry
+// would otherwise fall back to HTTP for private IPs), puts the endpoint's
+// API root in place of "/v2", names the registry to a mirror in the "ns"
+// query parameter (as containerd, for mirrors that serve several
+// registries), adds the configured headers, and caps manifests. Requests to
+// other hosts (token servers, blob storage a registry redirects to) pass
+// unchanged: headers meant for the registry stay with it.
+type endpointTransport struct {
+	ep     *endpoint
+	next   http.RoundTripper
+	scheme *atomic.Value // the scheme go-containerregistry settled on (its ping tries https, then http where allowed)
+}
+
+func (t endpointTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host != t.ep.host {
+		return t.next.RoundTrip(req)
 	}
-	resp, err := g.next.RoundTrip(req)
+	t.scheme.Store(req.URL.Scheme)
+	if req.URL.Scheme == "http" && !t.ep.plainHTTP {
+		return nil, fmt.Errorf("registry %s answers only over plain HTTP, which is refused: list it with --insecure-registry %s or configure it as an http:// host: %w",
+			t.ep.host, t.ep.url.Host, errdefs.ErrFailedPrecondition)
+	}
+	req = req.Clone(req.Context())
+	if rest, ok := strings.CutPrefix(req.URL.Path, "/v2"); ok && (rest == "" || rest[0] == '/') {
+		req.URL.Path, req.URL.RawPath = t.ep.url.Path+rest, ""
+	}
+	if t.ep.mirror() {
+		q := req.URL.Query()
+		q.Set("ns", t.ep.registry)
+		req.URL.RawQuery = q.Encode()
+	}
+	for k, v := range t.ep.header {
+		req.Header[k] = v
+	}
+	resp, err := t.next.RoundTrip(req)
 	if err != nil {
 		return nil, err
 	}
@@ -283,23 +425,27 @@ func (s *Store) unpin(chains []string) {
 	}
 }
 
-// record names the image in the index; a tag moves from any image that had it.
-func (s *Store) record(id string, chains []string, rawCfg []byte, names []string) error {
+// record adds the image rec describes to the index (unless it is there)
+// and names it; a name moves from any image that had it.
+func (s *Store) record(rec *record, names []string) error {
 	return s.update(func(ix *index) error {
-		for _, c := range chains {
+		for _, c := range rec.Layers {
 			if ix.Layers[c] == nil {
-				return fmt.Errorf("image %s: layer %s vanished while pulling", id, c)
+				return fmt.Errorf("image %s: layer %s vanished while pulling", rec.ID, c)
 			}
 		}
 		for _, r := range ix.Images {
-			if r.ID != id {
+			if r.ID != rec.ID {
+				// A digest name moves too: the digest of a manifest list
+				// names the image last pulled from it (another platform's).
 				r.RepoTags = slices.DeleteFunc(r.RepoTags, func(t string) bool { return slices.Contains(names, t) })
+				r.RepoDigests = slices.DeleteFunc(r.RepoDigests, func(d string) bool { return slices.Contains(names, d) })
 			}
 		}
-		r := ix.Images[id]
+		r := ix.Images[rec.ID]
 		if r == nil {
-			r = &record{ID: id, Layers: chains, Config: rawCfg}
-			ix.Images[id] = r
+			r = rec
+			ix.Images[rec.ID] = r
 		}
 		for _, n := range names {
 			list := &r.RepoTags
@@ -326,16 +472,38 @@ func (s *Store) hasLayer(chain string) bool {
 	return found
 }
 
-// ensureLayer makes the layer present, fetching it unless it is there or
-// another pull is fetching it.
-func (s *Store) ensureLayer(ctx context.Context, chain string, diffID v1.Hash, l v1.Layer, watch *stallWatch, progress func(Progress)) error {
+// addLayers makes every layer of the image r describes present, at most
+// layerJobs at once, each stored by the writer write(i) gives, then records
+// the image with names. The layers are pinned meanwhile, so a removal
+// running at the same time does not collect them.
+func (s *Store) addLayers(ctx context.Context, r *record, layers []v1.Layer, names []string, watch *pullWatch, write func(i int) layerWriter) error {
+	s.pin(r.Layers)
+	defer s.unpin(r.Layers)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(layerJobs)
+	for i, l := range layers {
+		g.Go(func() error { return s.ensureLayer(gctx, r.Layers[i], l, watch, write(i)) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return s.record(r, names)
+}
+
+// layerWriter stores a layer's blob, as it streams from the registry, in
+// the store under its chain ID.
+type layerWriter func(ctx context.Context, compressed io.Reader) (UnpackStats, error)
+
+// ensureLayer makes the layer present, fetching it with write unless it is
+// there or another pull is fetching it.
+func (s *Store) ensureLayer(ctx context.Context, chain string, l v1.Layer, watch *pullWatch, write layerWriter) error {
 	digest, err := l.Digest()
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", chain, err)
 	}
 	for {
 		if s.hasLayer(chain) {
-			report(progress, Progress{Layer: digest.String(), Finished: true})
+			watch.report(Progress{Layer: digest.String(), Finished: true})
 			return nil
 		}
 		s.mu.Lock()
@@ -357,7 +525,7 @@ func (s *Store) ensureLayer(ctx context.Context, chain string, diffID v1.Hash, l
 			}
 			continue // fetched by the other pull, or its caller gave up: look again
 		}
-		f.err = s.fetchLayerRetrying(ctx, chain, diffID, digest.String(), l, watch, progress)
+		f.err = s.fetchLayerRetrying(ctx, digest.String(), l, watch, write)
 		s.mu.Lock()
 		delete(s.flights, chain)
 		s.mu.Unlock()
@@ -366,18 +534,14 @@ func (s *Store) ensureLayer(ctx context.Context, chain string, diffID v1.Hash, l
 	}
 }
 
-func report(progress func(Progress), p Progress) {
-	if progress != nil {
-		progress(p)
-	}
-}
-
-func (s *Store) fetchLayerRetrying(ctx context.Context, chain string, diffID v1.Hash, digest string, l v1.Layer, watch *stallWatch, progress func(Progress)) error {
+func (s *Store) fetchLayerRetrying(ctx context.Context, digest string, l v1.Layer, watch *pullWatch, write layerWriter) error {
 	var err error
 	for attempt := 1; attempt <= layerAttempts; attempt++ {
 		var complete bool
-		complete, err = s.fetchLayer(ctx, chain, diffID, digest, l, watch, progress)
-		if err == nil || complete || ctx.Err() != nil {
+		complete, err = s.fetchLayer(ctx, digest, l, watch, write)
+		// The blob's content, over a limit or malformed, is no better the
+		// next time.
+		if err == nil || complete || ctx.Err() != nil || errors.Is(err, errdefs.ErrResourceExhausted) || errors.Is(err, errdefs.ErrInvalidArgument) {
 			return err
 		}
 		klog.InfoS("Layer download broke off; retrying", "layer", digest, "attempt", attempt, "err", err)
@@ -390,11 +554,10 @@ func (s *Store) fetchLayerRetrying(ctx context.Context, chain string, diffID v1.
 	return err
 }
 
-// fetchLayer streams one layer from the registry into a fresh directory,
-// verifying the compressed digest (ggcr checks it at EOF) and the diff ID,
-// then renames it into place. complete says the whole blob arrived, so a
-// failure is not worth a retry.
-func (s *Store) fetchLayer(ctx context.Context, chain string, diffID v1.Hash, digest string, l v1.Layer, watch *stallWatch, progress func(Progress)) (complete bool, err error) {
+// fetchLayer streams one layer from the registry to write, which stores it
+// (ggcr checks the compressed digest at EOF). complete says the whole blob
+// arrived, so a failure is not worth a retry.
+func (s *Store) fetchLayer(ctx context.Context, digest string, l v1.Layer, watch *pullWatch, write layerWriter) (complete bool, err error) {
 	total, err := l.Size()
 	if err != nil {
 		return false, fmt.Errorf("layer %s: %w", digest, classify(err))
@@ -404,20 +567,21 @@ func (s *Store) fetchLayer(ctx context.Context, chain string, diffID v1.Hash, di
 		return false, fmt.Errorf("layer %s: %w", digest, classify(err))
 	}
 	defer rc.Close()
-	counted := &countingReader{r: rc, watch: watch, total: total, digest: digest, progress: progress}
-	stats, err := s.unpackInto(ctx, chain, diffID, counted)
+	counted := &countingReader{r: rc, watch: watch, total: total, digest: digest}
+	stats, err := write(ctx, counted)
 	complete = counted.done.Load() >= total
 	if err != nil {
 		return complete, fmt.Errorf("layer %s: %w", digest, err)
 	}
-	report(progress, Progress{Layer: digest, Done: total, Total: total, Finished: true})
+	watch.report(Progress{Layer: digest, Done: total, Total: total, Finished: true})
 	klog.V(2).InfoS("Unpacked layer", "layer", digest, "bytes", total, "unpackedBytes", stats.Bytes)
 	return true, nil
 }
 
-// unpackInto decompresses and unpacks a layer stream, checks its diff ID and
-// records it in the index under its chain ID.
-func (s *Store) unpackInto(ctx context.Context, chain string, diffID v1.Hash, compressed io.Reader) (UnpackStats, error) {
+// unpackInto decompresses and unpacks a layer stream into a fresh
+// directory, checks its diff ID (unless "": an artifact's tar has none),
+// and stores it under its chain ID.
+func (s *Store) unpackInto(ctx context.Context, chain, diffID string, compressed io.Reader) (UnpackStats, error) {
 	tmp, done, err := s.scratchDir("layer")
 	if err != nil {
 		return UnpackStats{}, fmt.Errorf("unpack directory: %w", err)
@@ -449,20 +613,25 @@ func (s *Store) unpackInto(ctx context.Context, chain string, diffID v1.Hash, co
 	if _, err := io.Copy(io.Discard, compressed); err != nil {
 		return stats, fmt.Errorf("verifying the blob's digest: %w", err)
 	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != diffID.String() {
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); diffID != "" && got != diffID {
 		return stats, fmt.Errorf("uncompressed content has digest %s but the image config says %s: %w", got, diffID, errdefs.ErrInvalidArgument)
 	}
+	return stats, s.storeLayer(tmp, chain, diffID, stats)
+}
+
+// storeLayer renames a complete layer directory into place and records it
+// in the index under its chain ID.
+func (s *Store) storeLayer(tmp, chain, diffID string, stats UnpackStats) error {
 	if err := os.Rename(tmp, s.layerDir(chain)); err != nil && !errors.Is(err, os.ErrExist) && !isNotEmpty(err) {
-		return stats, fmt.Errorf("store layer: %w", err)
+		return fmt.Errorf("store layer: %w", err)
 	}
 	// Another process may have stored the same layer first: its copy wins.
-	err = s.update(func(ix *index) error {
+	return s.update(func(ix *index) error {
 		if ix.Layers[chain] == nil {
-			ix.Layers[chain] = &layerRecord{DiffID: diffID.String(), Bytes: stats.Bytes, Inodes: stats.Inodes}
+			ix.Layers[chain] = &layerRecord{DiffID: diffID, Bytes: stats.Bytes, Inodes: stats.Inodes}
 		}
 		return nil
 	})
-	return stats, err
 }
 
 func isNotEmpty(err error) bool {
@@ -492,50 +661,4 @@ func decompress(r io.Reader) (io.Reader, func(), error) {
 		return zr, zr.Close, nil
 	}
 	return br, func() {}, nil
-}
-
-// countingReader counts compressed bytes for progress and the stall watch.
-type countingReader struct {
-	r        io.Reader
-	watch    *stallWatch
-	total    int64
-	digest   string
-	progress func(Progress)
-	done     atomic.Int64
-	logged   time.Time
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if n > 0 {
-		done := c.done.Add(int64(n))
-		c.watch.poke()
-		report(c.progress, Progress{Layer: c.digest, Done: done, Total: c.total})
-		if time.Since(c.logged) > 2*time.Second {
-			c.logged = time.Now()
-			klog.V(2).InfoS("Pulling layer", "layer", c.digest, "done", done, "total", c.total)
-		}
-	}
-	return n, err
-}
-
-// stallWatch cancels a pull when no layer byte arrives for a while.
-type stallWatch struct{ last atomic.Int64 }
-
-func (w *stallWatch) poke() { w.last.Store(time.Now().UnixNano()) }
-
-func (w *stallWatch) run(ctx context.Context, cancel context.CancelCauseFunc, limit time.Duration) {
-	tick := time.NewTicker(limit / 4)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			if idle := time.Since(time.Unix(0, w.last.Load())); idle > limit {
-				cancel(fmt.Errorf("no progress for %s (stall timeout %s): %w", idle.Round(time.Second), limit, errdefs.ErrDeadlineExceeded))
-				return
-			}
-		}
-	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -211,8 +212,7 @@ func TestPullSelectsPlatformFromIndex(t *testing.T) {
 		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
 	)
 	ref := reg.host + "/multi:1"
-	n, _ := ParseReference(ref)
-	r, _ := n.at(reg.host, true)
+	r, _ := name.ParseReference(ref, name.Insecure)
 	if err := remote.WriteIndex(r, idx); err != nil {
 		t.Fatal(err)
 	}
@@ -225,6 +225,19 @@ func TestPullSelectsPlatformFromIndex(t *testing.T) {
 	idxDigest, _ := idx.Digest()
 	if got.RepoDigests[0] != reg.host+"/multi@"+idxDigest.String() {
 		t.Errorf("repo digest %s, want the index's %s", got.RepoDigests[0], idxDigest)
+	}
+	// A pull's own platform (from the CRI's annotations) wins over the store's.
+	asked, err := PlatformFromAnnotations(map[string]string{PlatformAnnotation: "linux/arm64/v8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	armImg, err := s.Pull(context.Background(), ref, PullOptions{Platform: asked})
+	if wantArm, _ := arm.ConfigName(); err != nil || armImg.ID != wantArm.String() {
+		t.Errorf("pull for linux/arm64/v8: %v %v, want the arm64 image %s", armImg, err, wantArm)
+	}
+	// The list's tag and digest now name the arm64 image only.
+	if amdNow, err := s.Get(got.ID); err != nil || len(amdNow.RepoTags)+len(amdNow.RepoDigests) != 0 {
+		t.Errorf("the amd64 image after the arm64 pull: %v %v, want its names moved", amdNow, err)
 	}
 	s390 := openStore(t, reg, Options{Platform: &v1.Platform{OS: "linux", Architecture: "s390x"}})
 	if _, err := s390.Pull(context.Background(), ref, PullOptions{}); err == nil {
@@ -311,7 +324,8 @@ func TestMirrorKeepsOriginalName(t *testing.T) {
 	img := imageOf(t, layer(t, file("m", "mirrored")))
 	reg.push(t, "library/busybox:1.36", img)
 	reg.push(t, "pause:3.9", img)
-	s := openStore(t, nil, Options{Mirrors: map[string]string{"docker.io": "http://" + reg.host, "registry.k8s.io": "http://" + reg.host}})
+	s := openStore(t, nil, Options{Mirrors: map[string]string{"docker.io": "http://" + reg.host, "registry.k8s.io": "http://" + reg.host},
+		ShortNames: ShortNames{Search: []string{"docker.io"}}})
 	for ref, want := range map[string]string{"busybox:1.36": "docker.io/library/busybox:1.36", "registry.k8s.io/pause:3.9": "registry.k8s.io/pause:3.9"} {
 		got := pull(t, s, ref)
 		found := false
@@ -715,7 +729,7 @@ func BenchmarkPrepareRootfs(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			id, err := s.add(context.Background(), imageOf(b, layers...), []string{"bench.local/img:1"}, &stallWatch{}, nil)
+			id, err := s.add(context.Background(), imageOf(b, layers...), []string{"bench.local/img:1"}, newPullWatch("bench", nil, s.metrics))
 			if err != nil {
 				b.Fatal(err)
 			}

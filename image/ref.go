@@ -2,9 +2,11 @@ package image
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 )
@@ -81,16 +83,42 @@ func (r Reference) String() string {
 	return r.Name() + ":" + r.Tag()
 }
 
-// at returns the same repository path and tag or digest on another
-// registry host (a mirror).
-func (r Reference) at(host string, insecure bool) (name.Reference, error) {
-	opts := []name.Option{name.WithDefaultRegistry(host)}
-	if insecure {
+// at is the same repository and tag or digest on an endpoint's host.
+func (r Reference) at(ep *endpoint) (name.Reference, error) {
+	var opts []name.Option
+	if ep.plainHTTP {
 		opts = append(opts, name.Insecure)
 	}
-	repo := host + "/" + r.Repository()
+	repo := ep.host + "/" + r.Repository()
 	if d := r.Digest(); d != "" {
 		return name.NewDigest(repo+"@"+d, opts...)
 	}
 	return name.NewTag(repo+":"+r.Tag(), opts...)
+}
+
+// withDigest is the same repository pinned to digest.
+func (r Reference) withDigest(digest string) (Reference, error) {
+	return ParseReference(r.Name() + "@" + digest)
+}
+
+// PlatformAnnotation, in a CRI ImageSpec's annotations, names the platform
+// ("os/arch[/variant]", as "linux/arm64/v8") to pick from a manifest list
+// instead of the node's. kubelet copies a pod's annotations there.
+const PlatformAnnotation = "io.cri-mini.image.platform"
+
+var platformPart = regexp.MustCompile(`^[a-z0-9_]+$`)
+
+// PlatformFromAnnotations is the platform an ImageSpec's annotations ask
+// for, nil when they ask for none.
+func PlatformFromAnnotations(annotations map[string]string) (*v1.Platform, error) {
+	s, ok := annotations[PlatformAnnotation]
+	if !ok {
+		return nil, nil
+	}
+	p, err := v1.ParsePlatform(s)
+	if err != nil || !platformPart.MatchString(p.OS) || !platformPart.MatchString(p.Architecture) ||
+		(p.Variant != "" && !platformPart.MatchString(p.Variant)) || p.OSVersion != "" {
+		return nil, fmt.Errorf("annotation %s=%q: want os/arch[/variant], as linux/arm64/v8: %w", PlatformAnnotation, s, errdefs.ErrInvalidArgument)
+	}
+	return p, nil
 }

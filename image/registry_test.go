@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -25,28 +23,51 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/cri-mini/cri-mini/internal/mountinfo"
+	"github.com/cri-mini/cri-mini/internal/registrytest"
 )
 
-// testRegistry is go-containerregistry's registry on loopback, with hooks
-// to count, corrupt or stall blob downloads.
+// testRegistry is a test registry (registrytest) with hooks to count,
+// corrupt or stall blob downloads and to demand basic auth.
 type testRegistry struct {
+	*registrytest.Registry
 	host string
-	srv  *httptest.Server
 
 	mu      sync.Mutex
 	gets    map[string]int           // blob GETs by digest
 	corrupt map[string]bool          // blobs served with one byte flipped
 	stall   map[string]chan struct{} // blobs that hang until the channel closes
 	stallAt map[string]int64         // blobs cut off after so many bytes, hanging until the client goes
+	slow    map[string]time.Duration // blobs sent a KiB at a time, with this pause between
 	user    string                   // basic auth demanded when set
 	pass    string
 }
 
 func newTestRegistry(t *testing.T) *testRegistry {
 	t.Helper()
-	r := &testRegistry{gets: map[string]int{}, corrupt: map[string]bool{}, stall: map[string]chan struct{}{}, stallAt: map[string]int64{}}
-	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	return newHookedRegistry(t, registrytest.Options{})
+}
+
+// newHookedRegistry starts a registry as o says, with testRegistry's hooks.
+func newHookedRegistry(t *testing.T, o registrytest.Options) *testRegistry {
+	t.Helper()
+	r := &testRegistry{gets: map[string]int{}, corrupt: map[string]bool{}, stall: map[string]chan struct{}{}, stallAt: map[string]int64{},
+		slow: map[string]time.Duration{}}
+	o.Wrap = r.hooks
+	r.Registry = registrytest.New(t, o)
+	r.host = r.Host
+	t.Cleanup(func() {
+		r.mu.Lock()
+		for _, c := range r.stall {
+			close(c)
+		}
+		r.stall = map[string]chan struct{}{}
+		r.mu.Unlock()
+	})
+	return r
+}
+
+func (r *testRegistry) hooks(inner http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
 		user, pass := r.user, r.pass
 		r.mu.Unlock()
@@ -61,7 +82,7 @@ func newTestRegistry(t *testing.T) *testRegistry {
 			digest := req.URL.Path[i+len("/blobs/"):]
 			r.mu.Lock()
 			r.gets[digest]++
-			corrupt, stall, cut := r.corrupt[digest], r.stall[digest], r.stallAt[digest]
+			corrupt, stall, cut, slow := r.corrupt[digest], r.stall[digest], r.stallAt[digest], r.slow[digest]
 			r.mu.Unlock()
 			if stall != nil {
 				w.WriteHeader(http.StatusOK)
@@ -72,10 +93,22 @@ func newTestRegistry(t *testing.T) *testRegistry {
 				}
 				return
 			}
-			if corrupt || cut > 0 {
+			if corrupt || cut > 0 || slow > 0 {
 				rec := httptest.NewRecorder()
 				inner.ServeHTTP(rec, req)
 				body := rec.Body.Bytes()
+				if slow > 0 {
+					w.Header().Set("Content-Length", rec.Header().Get("Content-Length"))
+					w.WriteHeader(rec.Code)
+					for len(body) > 0 {
+						n := min(len(body), 1024)
+						w.Write(body[:n])
+						w.(http.Flusher).Flush()
+						body = body[n:]
+						time.Sleep(slow)
+					}
+					return
+				}
 				if corrupt {
 					body[len(body)/2] ^= 0xff
 				}
@@ -92,37 +125,31 @@ func newTestRegistry(t *testing.T) *testRegistry {
 			}
 		}
 		inner.ServeHTTP(w, req)
-	}))
-	t.Cleanup(func() {
-		r.mu.Lock()
-		for _, c := range r.stall {
-			close(c)
-		}
-		r.stall = map[string]chan struct{}{}
-		r.mu.Unlock()
-		r.srv.Close()
 	})
-	r.host = strings.TrimPrefix(r.srv.URL, "http://")
-	return r
 }
+
+// log returns the requests the registry got so far.
+func (r *testRegistry) log() []*http.Request { return r.Log() }
 
 func (r *testRegistry) push(t *testing.T, ref string, img v1.Image) name.Reference {
 	t.Helper()
-	n, err := name.ParseReference(r.host+"/"+ref, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
 	r.mu.Lock()
 	user, pass := r.user, r.pass
 	r.mu.Unlock()
-	opts := []remote.Option{}
+	var opts []remote.Option
 	if user != "" {
 		opts = append(opts, remote.WithAuth(&authn.Basic{Username: user, Password: pass}))
 	}
-	if err := remote.Write(n, img, opts...); err != nil {
-		t.Fatalf("push %s: %v", ref, err)
+	return r.Push(t, ref, img, opts...)
+}
+
+// image reads ref (repository:tag or @digest) from the registry.
+func (r *testRegistry) image(ref string) (v1.Image, error) {
+	n, err := name.ParseReference(r.host+"/"+ref, name.Insecure)
+	if err != nil {
+		return nil, err
 	}
-	return n
+	return remote.Image(n, remote.WithTransport(r.Transport))
 }
 
 func (r *testRegistry) blobGets(digest string) int {

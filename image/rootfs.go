@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
@@ -59,10 +60,25 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool) (err error) 
 	// Looked up and recorded under one hold of the index lock, so a
 	// concurrent Remove sees the layers as used.
 	var rec containerRecord
+	var volumes []string
 	err = s.locked(func(ix *index) (bool, error) {
-		r, _, err := ix.find(imageID)
+		r, _, err := ix.find(imageID, s.opts.ShortNames)
 		if err != nil {
 			return false, err
+		}
+		if writable && r.ArtifactType != "" {
+			return false, fmt.Errorf("image %s is an OCI artifact (%s), not a container image: mount it as an image volume: %w",
+				imageID, r.ArtifactType, errdefs.ErrInvalidArgument)
+		}
+		if writable && !s.opts.IgnoreImageVolumes {
+			img, err := ix.image(r)
+			if err != nil {
+				return false, err
+			}
+			for v := range img.Config.Config.Volumes {
+				volumes = append(volumes, v)
+			}
+			slices.Sort(volumes)
 		}
 		rec = containerRecord{ImageID: r.ID, Layers: slices.Clone(r.Layers)}
 		for _, l := range rec.Layers {
@@ -119,6 +135,29 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool) (err error) 
 	}
 	if err != nil {
 		return fmt.Errorf("container %s: root filesystem: %w", ctrID, err)
+	}
+	if err := makeVolumeDirs(target, volumes); err != nil {
+		return fmt.Errorf("container %s: %w", ctrID, err)
+	}
+	return nil
+}
+
+// makeVolumeDirs makes each of an image's VOLUMEs a directory of the
+// container's root filesystem, in its writable layer (containerd's default,
+// without its copy to a separate host directory): a program finds the
+// directory it declared, writable, with what the image has there. The
+// paths come from the image: they are resolved inside root, a symlink on
+// the way followed only within it, a dangling one (an absolute target the
+// image lacks) to where its target would be in root.
+func makeVolumeDirs(root string, volumes []string) error {
+	for _, v := range volumes {
+		p, err := securejoin.SecureJoin(root, v)
+		if err == nil {
+			err = securejoin.MkdirAll(root, strings.TrimPrefix(p, root), 0o755)
+		}
+		if err != nil {
+			return fmt.Errorf("image VOLUME %q: %v: %w", v, err, errdefs.ErrInvalidArgument)
+		}
 	}
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -32,13 +31,15 @@ const DefaultStallTimeout = 5 * time.Minute
 
 // Options configure a Store.
 type Options struct {
-	// InsecureRegistries may be reached over plain HTTP ("host" or "host:port").
-	// Every other registry must speak HTTPS.
+	// InsecureRegistries may be reached over plain HTTP or with unverified
+	// TLS ("host" or "host:port"), wherever they are configured. Every other
+	// registry must speak verified HTTPS.
 	InsecureRegistries []string
 	// Mirrors maps a registry host ("docker.io", "registry.k8s.io") to a mirror
-	// URL ("http://127.0.0.1:5000") tried before the registry itself. The
-	// pulled image keeps its original name. An http:// mirror is allowed to
-	// use plain HTTP: the operator wrote it so.
+	// URL ("http://127.0.0.1:5000") tried before the registry itself, as a
+	// hosts.toml with that one mirror would. The pulled image keeps its
+	// original name. An http:// mirror is allowed to use plain HTTP: the
+	// operator wrote it so.
 	Mirrors map[string]string
 	// Keychain supplies credentials when a pull brings none; nil means the
 	// default keychain (docker config files).
@@ -55,8 +56,23 @@ type Options struct {
 	// references. Only the daemon sets it: a CLI opening the store of a
 	// running daemon must not collect the layers of the daemon's pulls.
 	CollectGarbage bool
-	// Transport carries registry requests; nil means ggcr's default.
-	Transport http.RoundTripper
+	// ShortNames say what names without a registry mean; the zero value
+	// refuses them.
+	ShortNames ShortNames
+	// IgnoreImageVolumes leaves an image's VOLUMEs alone; otherwise each is
+	// made a directory in the container's writable layer.
+	IgnoreImageVolumes bool
+	// SignaturePolicy is a containers-policy.json file the images must
+	// satisfy, at pull and at each container's creation; "" means none.
+	SignaturePolicy string
+	// Pinned are images (names, short names included, or "sha256:" IDs)
+	// reported pinned and never removed, so kubelet's image garbage
+	// collection keeps them.
+	Pinned []string
+	// RegistryConfigPath lists (colon-separated) directories holding one
+	// directory per registry host with a hosts.toml, as containerd's
+	// config_path; "" means none.
+	RegistryConfigPath string
 }
 
 // Image is an image in the store.
@@ -71,6 +87,21 @@ type Image struct {
 	Config *v1.ConfigFile
 	// Layers are the chain IDs of its layers, lowest first.
 	Layers []string
+	// Pinned images (Options.Pinned) are never removed.
+	Pinned bool
+	// ArtifactType is what an OCI artifact is (its artifactType or config
+	// media type); "" for a container image.
+	ArtifactType string
+	// Verifications say what the signature policy found at each pull.
+	Verifications []Verification
+}
+
+// Verification is what the signature policy said of one pull of an image.
+type Verification struct {
+	Name       string `json:"name"`
+	Digest     string `json:"digest"`
+	Signatures int    `json:"signatures"`
+	Verdict    string `json:"verdict"`
 }
 
 // FsUsage is what part of the store occupies on its file system.
@@ -97,6 +128,12 @@ type Store struct {
 	root string
 	opts Options
 
+	registries *registries
+	policies   *policies
+	metrics    *metrics
+	// pins are the canonical names and IDs of Options.Pinned.
+	pins map[string]bool
+
 	mu      sync.Mutex
 	ix      *index
 	ixStat  fileID
@@ -115,6 +152,12 @@ type record struct {
 	RepoDigests []string        `json:"repoDigests,omitempty"`
 	Layers      []string        `json:"layers"`
 	Config      json.RawMessage `json:"config"`
+	// ArtifactType is set for an OCI artifact, which is not a container
+	// image: its Config is empty and its layers its blobs.
+	ArtifactType string `json:"artifactType,omitempty"`
+	// Pulls are the names it was pulled as, latest last, each with the
+	// signatures found and the policy's verdict.
+	Pulls []pullRecord `json:"pulls,omitempty"`
 
 	// parsed is Config decoded, once per loaded index: kubelet lists and
 	// inspects images every few seconds.
@@ -150,7 +193,22 @@ func Open(root string, o Options) (*Store, error) {
 	if o.Platform == nil {
 		o.Platform = &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	}
-	s := &Store{root: root, opts: o, flights: map[string]*flight{}, pinned: map[string]int{}}
+	s := &Store{root: root, opts: o, flights: map[string]*flight{}, pinned: map[string]int{},
+		registries: newRegistries(o.RegistryConfigPath, o.InsecureRegistries, o.Mirrors), metrics: newMetrics(), pins: map[string]bool{},
+		policies: &policies{file: o.SignaturePolicy}}
+	for _, p := range o.Pinned {
+		if strings.HasPrefix(p, "sha256:") {
+			s.pins[p] = true
+			continue
+		}
+		cands, err := o.ShortNames.Candidates(p)
+		if err != nil {
+			return nil, fmt.Errorf("pinned image: %w", err)
+		}
+		for _, c := range cands {
+			s.pins[c.String()] = true
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	unlock, err := s.lock()
@@ -167,6 +225,14 @@ func Open(root string, o Options) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// CheckConfig reads every registry's hosts.toml under the config path and
+// the signature policy: a daemon calls it at start, to fail there, naming
+// the file, rather than at a pull.
+func (s *Store) CheckConfig() error {
+	_, err := s.policies.get()
+	return errors.Join(s.registries.check(), err)
 }
 
 // lock takes the store's cross-process lock; the caller holds s.mu.
@@ -281,7 +347,8 @@ func (s *Store) layerDir(chain string) string {
 }
 
 func (ix *index) image(r *record) (*Image, error) {
-	img := &Image{ID: r.ID, RepoTags: slices.Clone(r.RepoTags), RepoDigests: slices.Clone(r.RepoDigests), Layers: slices.Clone(r.Layers)}
+	img := &Image{ID: r.ID, RepoTags: slices.Clone(r.RepoTags), RepoDigests: slices.Clone(r.RepoDigests), Layers: slices.Clone(r.Layers),
+		ArtifactType: r.ArtifactType}
 	if r.parsed == nil {
 		cfg := &v1.ConfigFile{}
 		if err := json.Unmarshal(r.Config, cfg); err != nil {
@@ -290,6 +357,9 @@ func (ix *index) image(r *record) (*Image, error) {
 		r.parsed = cfg
 	}
 	img.Config = r.parsed
+	for _, p := range r.Pulls {
+		img.Verifications = append(img.Verifications, Verification{Name: p.Name, Digest: p.Digest, Signatures: len(p.Signatures), Verdict: p.Verdict})
+	}
 	for _, l := range r.Layers {
 		if lr := ix.Layers[l]; lr != nil {
 			img.Size += uint64(lr.Bytes)
@@ -298,11 +368,37 @@ func (ix *index) image(r *record) (*Image, error) {
 	return img, nil
 }
 
+// image is r as an Image, pinned or not.
+func (s *Store) image(ix *index, r *record) (*Image, error) {
+	img, err := ix.image(r)
+	if err != nil {
+		return nil, err
+	}
+	img.Pinned = s.isPinned(r)
+	return img, nil
+}
+
+// isPinned tells whether a pinned name or ID denotes r.
+func (s *Store) isPinned(r *record) bool {
+	if s.pins[r.ID] {
+		return true
+	}
+	for _, names := range [][]string{r.RepoTags, r.RepoDigests} {
+		for _, n := range names {
+			if s.pins[n] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 var hexID = regexp.MustCompile(`^[0-9a-f]{4,64}$`)
 
 // find resolves a name, an ID or a unique ID prefix (at least 4 hex digits,
-// with or without "sha256:") to a record. byName says whether a name matched.
-func (ix *index) find(ref string) (r *record, byName string, err error) {
+// with or without "sha256:") to a record; a short name is looked up as
+// each of its candidates in turn. byName says which name matched.
+func (ix *index) find(ref string, sn ShortNames) (r *record, byName string, err error) {
 	if hex := strings.TrimPrefix(ref, "sha256:"); hexID.MatchString(hex) {
 		var match *record
 		for id, rec := range ix.Images {
@@ -320,14 +416,16 @@ func (ix *index) find(ref string) (r *record, byName string, err error) {
 			return nil, "", fmt.Errorf("image %s: %w", ref, errdefs.ErrNotFound)
 		}
 	}
-	parsed, err := ParseReference(ref)
+	cands, err := sn.Candidates(ref)
 	if err != nil {
 		return nil, "", err
 	}
-	canon := parsed.String()
-	for _, rec := range ix.Images {
-		if slices.Contains(rec.RepoTags, canon) || slices.Contains(rec.RepoDigests, canon) {
-			return rec, canon, nil
+	for _, c := range cands {
+		canon := c.String()
+		for _, rec := range ix.Images {
+			if slices.Contains(rec.RepoTags, canon) || slices.Contains(rec.RepoDigests, canon) {
+				return rec, canon, nil
+			}
 		}
 	}
 	return nil, "", fmt.Errorf("image %s: %w", ref, errdefs.ErrNotFound)
@@ -337,11 +435,11 @@ func (ix *index) find(ref string) (r *record, byName string, err error) {
 func (s *Store) Get(ref string) (*Image, error) {
 	var img *Image
 	err := s.view(func(ix *index) error {
-		r, _, err := ix.find(ref)
+		r, _, err := ix.find(ref, s.opts.ShortNames)
 		if err != nil {
 			return err
 		}
-		img, err = ix.image(r)
+		img, err = s.image(ix, r)
 		return err
 	})
 	return img, err
@@ -352,7 +450,7 @@ func (s *Store) List() ([]*Image, error) {
 	var imgs []*Image
 	err := s.view(func(ix *index) error {
 		for _, r := range ix.Images {
-			img, err := ix.image(r)
+			img, err := s.image(ix, r)
 			if err != nil {
 				return err
 			}
@@ -366,20 +464,34 @@ func (s *Store) List() ([]*Image, error) {
 
 // Remove removes an image. Given a tag of an image that has other tags, it
 // removes only that tag; given an ID or digest, the whole image. Layers no
-// other image or container uses are deleted. An unknown image is ErrNotFound.
+// other image or container uses are deleted. An unknown image is
+// ErrNotFound; a pinned image, or a pinned tag, is FailedPrecondition: the
+// CRI's RemoveImage has no force, so pinning is undone in the
+// configuration only.
 func (s *Store) Remove(ref string) error {
 	return s.updateAndCollect(func(ix *index) (bool, error) {
-		r, byName, err := ix.find(ref)
+		r, byName, err := ix.find(ref, s.opts.ShortNames)
 		if err != nil {
 			return false, err
 		}
 		if byName != "" && slices.Contains(r.RepoTags, byName) && len(r.RepoTags) > 1 {
+			if s.pins[byName] {
+				return false, pinnedError(ref)
+			}
 			r.RepoTags = slices.DeleteFunc(r.RepoTags, func(t string) bool { return t == byName })
 			return true, nil
+		}
+		if s.isPinned(r) {
+			return false, pinnedError(ref)
 		}
 		delete(ix.Images, r.ID)
 		return true, nil
 	})
+}
+
+func pinnedError(ref string) error {
+	return fmt.Errorf("image %s is pinned (image.pinned_images): it is not removed, and the CRI has no force to override that; take it off the list and restart the daemon first: %w",
+		ref, errdefs.ErrFailedPrecondition)
 }
 
 // updateAndCollect applies fn to the index like locked, then drops the

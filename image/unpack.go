@@ -57,9 +57,7 @@ const (
 // nodes are skipped (a container gets its devices from the runtime), and
 // overlay xattrs in the layer are dropped (they would forge whiteouts).
 func Unpack(ctx context.Context, r io.Reader, dir string, o UnpackOptions) (UnpackStats, error) {
-	if o.MaxBytes == 0 {
-		o.MaxBytes = DefaultMaxLayerBytes
-	}
+	o.MaxBytes = o.maxBytes()
 	if o.MaxEntries == 0 {
 		o.MaxEntries = DefaultMaxLayerEntries
 	}
@@ -267,12 +265,24 @@ func (u *unpacker) entry(hdr *tar.Header, tr *tar.Reader) error {
 	}
 }
 
+func (o UnpackOptions) maxBytes() int64 {
+	if o.MaxBytes == 0 {
+		return DefaultMaxLayerBytes
+	}
+	return o.MaxBytes
+}
+
+// contentTooLarge is the failure of a layer whose content passes max bytes.
+func contentTooLarge(max int64) error {
+	return fmt.Errorf("layer content exceeds %d bytes: %w", max, errdefs.ErrResourceExhausted)
+}
+
 // copyBuffers are reused across the layers a pull unpacks at once.
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
 func (u *unpacker) file(pfd int, base string, hdr *tar.Header, tr *tar.Reader) error {
 	if hdr.Size < 0 || u.stats.Bytes+hdr.Size > u.opts.MaxBytes {
-		return fmt.Errorf("layer content exceeds %d bytes: %w", u.opts.MaxBytes, errdefs.ErrResourceExhausted)
+		return contentTooLarge(u.opts.MaxBytes)
 	}
 	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {

@@ -32,6 +32,11 @@ func openImageStore(cfg config.Config, daemon bool) (*image.Store, error) {
 	return image.Open(filepath.Join(cfg.Root, "images"), image.Options{
 		InsecureRegistries: cfg.InsecureRegistries,
 		Mirrors:            cfg.RegistryMirrors,
+		RegistryConfigPath: cfg.Image.RegistryConfigPath,
+		ShortNames:         cfg.Image.ShortNames(),
+		Pinned:             cfg.Image.PinnedImages,
+		IgnoreImageVolumes: cfg.Image.ImageVolumes == config.ImageVolumesIgnore,
+		SignaturePolicy:    cfg.Image.SignaturePolicy,
 		CollectGarbage:     daemon,
 		Unpack:             image.UnpackOptions{MaxBytes: cfg.MaxLayerSize},
 	})

@@ -85,6 +85,9 @@ func serve(cfg config.Config) error {
 	if err != nil {
 		return err
 	}
+	if err := images.CheckConfig(); err != nil {
+		return fmt.Errorf("image configuration: %w", err)
+	}
 	svc := cri.NewService(cri.Options{Config: cfg, Version: version, Network: network, Sandboxes: pods, Cgroups: cgroupManager, Images: images,
 		Containers: &container.Runtime{StateDir: filepath.Join(cfg.RunRoot, "containers"), Cgroups: cgroupManager, Shim: shim},
 		RootfsDir:  filepath.Join(cfg.RunRoot, "rootfs")})

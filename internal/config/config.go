@@ -53,6 +53,7 @@ type Config struct {
 	CDISpecDirs     []string          `toml:"cdi_spec_dirs"`
 	RegistryMirrors map[string]string `toml:"registry_mirrors"`
 	MaxLayerSize    int64             `toml:"max_layer_size"`
+	Image           ImageConfig       `toml:"image"`
 }
 
 // Cgroup drivers.
@@ -75,6 +76,7 @@ func Default() Config {
 		EnableUnprivilegedICMP:  true,
 		RegistryMirrors:         map[string]string{},
 		MaxLayerSize:            image.DefaultMaxLayerBytes,
+		Image:                   defaultImageConfig(),
 		EnableCDI:               true,
 		CDISpecDirs:             []string{"/etc/cdi", "/var/run/cdi"},
 	}
@@ -105,6 +107,7 @@ func (c *Config) load(name string, data []byte) error {
 	if c.RegistryMirrors == nil {
 		c.RegistryMirrors = map[string]string{}
 	}
+	c.Image.fillNil()
 	return nil
 }
 
@@ -128,6 +131,7 @@ type Flags struct {
 	enableCDI          bool
 	cdiSpecDirs        listFlag
 	maxLayerSize       int64
+	image              *imageFlags
 }
 
 type listFlag []string
@@ -157,6 +161,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.BoolVar(&f.enableCDI, "enable-cdi", d.EnableCDI, "resolve containers' CDI devices in the CDI spec directories")
 	fs.Var(&f.cdiSpecDirs, "cdi-spec-dir", "directory of CDI specs (repeatable; replaces the configured list, later ones win)")
 	fs.Int64Var(&f.maxLayerSize, "max-layer-size", d.MaxLayerSize, "bytes of file content one image layer may unpack to")
+	f.image = registerImageFlags(fs, d.Image)
 	return f
 }
 
@@ -215,6 +220,8 @@ func (f *Flags) Apply(c *Config) error {
 				}
 				c.RegistryMirrors[host] = u
 			}
+		default:
+			err = errors.Join(err, f.image.apply(fl.Name, &c.Image))
 		}
 	})
 	return err
@@ -303,6 +310,7 @@ func (c Config) Validate() error {
 			bad("registry_mirrors", "%q = %q: want HOST = \"http(s)://...\"", host, mirror)
 		}
 	}
+	errs = append(errs, c.Image.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -349,21 +357,8 @@ func (c Config) Render() ([]byte, error) {
 		fmt.Fprintf(&b, "\n# %s\n", kd.doc)
 		if kd.key == "registry_mirrors" {
 			b.WriteString("# Example: \"registry.example.com\" = \"http://mirror.local:5000\"\n[registry_mirrors]\n")
-			hosts := make([]string, 0, len(c.RegistryMirrors))
-			for h := range c.RegistryMirrors {
-				hosts = append(hosts, h)
-			}
-			slices.Sort(hosts)
-			for _, h := range hosts {
-				k, err := tomlValue(h)
-				if err != nil {
-					return nil, err
-				}
-				v, err := tomlValue(c.RegistryMirrors[h])
-				if err != nil {
-					return nil, err
-				}
-				fmt.Fprintf(&b, "%s = %s\n", k, v)
+			if err := writeStringTable(&b, c.RegistryMirrors); err != nil {
+				return nil, err
 			}
 			continue
 		}
@@ -373,7 +368,31 @@ func (c Config) Render() ([]byte, error) {
 		}
 		fmt.Fprintf(&b, "%s = %s\n", kd.key, v)
 	}
+	if err := c.Image.render(&b); err != nil {
+		return nil, err
+	}
 	return b.Bytes(), nil
+}
+
+// writeStringTable writes m's entries as TOML lines, sorted by key.
+func writeStringTable(b *bytes.Buffer, m map[string]string) error {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, key := range keys {
+		k, err := tomlValue(key)
+		if err != nil {
+			return err
+		}
+		v, err := tomlValue(m[key])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(b, "%s = %s\n", k, v)
+	}
+	return nil
 }
 
 func nonNil(s []string) []string {

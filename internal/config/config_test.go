@@ -105,6 +105,17 @@ func TestInvalidValues(t *testing.T) {
 		{[]string{"--registry-mirror", "docker.io=ftp://x"}, "registry_mirrors"},
 		{[]string{"-v", "-1"}, "verbosity"},
 		{[]string{"--cdi-spec-dir", "cdi"}, "cdi_spec_dirs"},
+		{[]string{"--registry-config-path", "certs.d"}, "image.registry_config_path"},
+		{[]string{"--pinned-image", "sha256:abc"}, "image.pinned_images"},
+		{[]string{"--image-volumes", "copy"}, "image.image_volumes"},
+		{[]string{"--signature-policy", "policy.json"}, "image.signature_policy"},
+		{[]string{"--short-name-search", "", "--pinned-image", "pause:3.10"}, "image.pinned_images"},
+		{[]string{"--short-name-search", "library"}, "image.short_name_search"},
+		{[]string{"--short-name-search", "docker.io/library"}, "image.short_name_search"},
+		{[]string{"--short-name-alias", "busybox"}, "short-name-alias"},
+		{[]string{"--short-name-alias", "busybox=busybox"}, "image.short_name_aliases"},
+		{[]string{"--short-name-alias", "busybox=docker.io/library/busybox:1"}, "image.short_name_aliases"},
+		{[]string{"--short-name-alias", "quay.io/x=quay.io/y"}, "image.short_name_aliases"},
 	} {
 		_, err := parse(t, tc.args...)
 		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.key) {
@@ -124,6 +135,12 @@ func TestRenderRoundTrips(t *testing.T) {
 	c.MetricsAddress = "127.0.0.1:9090"
 	c.InsecureRegistries = []string{"reg.local:5000", `we"ird`}
 	c.RegistryMirrors = map[string]string{"docker.io": "http://m:5000", "a.b": "https://c"}
+	c.Image.RegistryConfigPath = "/etc/containerd/certs.d:/etc/docker/certs.d"
+	c.Image.ShortNameSearch = []string{}
+	c.Image.ShortNameAliases = map[string]string{"busybox": "registry.example.com/lib/busybox", "a/b": "localhost:5000/b"}
+	c.Image.PinnedImages = []string{"registry.k8s.io/pause:3.10", "sha256:" + strings.Repeat("ab", 32)}
+	c.Image.ImageVolumes = ImageVolumesIgnore
+	c.Image.SignaturePolicy = "/etc/containers/policy.json"
 	for _, cfg := range []Config{Default(), c} {
 		out, err := cfg.Render()
 		if err != nil {
@@ -145,5 +162,37 @@ func TestRenderRoundTrips(t *testing.T) {
 		if !reflect.DeepEqual(back, cfg) {
 			t.Fatalf("round trip:\n got  %+v\n want %+v\n%s", back, cfg, out)
 		}
+	}
+}
+
+func TestImageTable(t *testing.T) {
+	file := writeFile(t, `
+[image]
+registry_config_path = "/etc/containerd/certs.d"
+short_name_search = ["quay.io", "docker.io"]
+[image.short_name_aliases]
+"busybox" = "registry.example.com/library/busybox"
+`)
+	c, err := parse(t, "--config", file, "--short-name-alias", "pause=registry.k8s.io/pause")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.Image.RegistryConfigPath = "/etc/containerd/certs.d"
+	want.Image.ShortNameSearch = []string{"quay.io", "docker.io"}
+	want.Image.ShortNameAliases = map[string]string{"busybox": "registry.example.com/library/busybox", "pause": "registry.k8s.io/pause"}
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("got  %+v\nwant %+v", c.Image, want.Image)
+	}
+	// The flag replaces the file's search list; "" alone refuses short names.
+	if c, err = parse(t, "--config", file, "--short-name-search", ""); err != nil || len(c.Image.ShortNameSearch) != 0 {
+		t.Errorf("--short-name-search \"\": %v %q, want no search registry", err, c.Image.ShortNameSearch)
+	}
+	if c, err = parse(t, "--short-name-search", "ghcr.io", "--short-name-search", "docker.io"); err != nil ||
+		!reflect.DeepEqual(c.Image.ShortNameSearch, []string{"ghcr.io", "docker.io"}) {
+		t.Errorf("--short-name-search twice: %v %q", err, c.Image.ShortNameSearch)
+	}
+	if _, err := parse(t, "--config", writeFile(t, "[image]\nshort_names = []\n")); err == nil || !strings.Contains(err.Error(), "image.short_names") {
+		t.Errorf("unknown key in [image]: %v", err)
 	}
 }
