@@ -83,7 +83,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 			klog.ErrorS(err, "Roll back container rootfs", "container", id)
 		}
 	}
-	if err := s.images.PrepareRootfs(id, imageID, rootfs); err != nil {
+	if err := s.images.PrepareRootfs(id, imageID, rootfs, nil); err != nil {
 		_ = os.Remove(rootfs)
 		return nil, fmt.Errorf("container %s: rootfs: %w", md.GetName(), err)
 	}
@@ -318,7 +318,7 @@ func (s *Service) mountImageVolumes(id string, mounts []*runtimeapi.Mount) (map[
 		if err := os.MkdirAll(target, 0o700); err != nil {
 			return nil, fmt.Errorf("image volume at %s: %w", m.GetContainerPath(), err)
 		}
-		if err := s.images.MountImage(name, imageID, target); err != nil {
+		if err := s.images.MountImage(name, imageID, target, nil); err != nil {
 			return nil, fmt.Errorf("image volume at %s: %w", m.GetContainerPath(), err)
 		}
 		volumes[i] = target

@@ -92,7 +92,7 @@ func TestArtifactAsImageVolume(t *testing.T) {
 		t.Errorf("artifact: ID %s type %q, want the manifest digest %s and the config type", got.ID, got.ArtifactType, manifestDigest)
 	}
 	target := t.TempDir()
-	if err := s.MountImage("vol-art", got.ID, target); err != nil {
+	if err := s.MountImage("vol-art", got.ID, target, nil); err != nil {
 		t.Fatalf("MountImage: %v", err)
 	}
 	t.Cleanup(func() {
@@ -112,7 +112,7 @@ func TestArtifactAsImageVolume(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(target, "new"), nil, 0o644); err == nil {
 		t.Error("the artifact volume is writable")
 	}
-	if err := s.PrepareRootfs("ctr-art", got.ID, t.TempDir()); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if err := s.PrepareRootfs("ctr-art", got.ID, t.TempDir(), nil); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("an artifact as a container's image: %v, want InvalidArgument", err)
 	}
 	a, b := pull(t, s, reg.host+"/art:2"), pull(t, s, reg.host+"/art:3")

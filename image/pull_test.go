@@ -665,7 +665,7 @@ func TestMountImageIsReadOnly(t *testing.T) {
 		img := pull(t, s, reg.host+"/"+ref)
 		target := t.TempDir()
 		id := "vol-" + strings.TrimSuffix(ref, ":1")
-		if err := s.MountImage(id, img.ID, target); err != nil {
+		if err := s.MountImage(id, img.ID, target, nil); err != nil {
 			t.Fatalf("MountImage %s: %v", ref, err)
 		}
 		if _, err := os.Stat(filepath.Join(target, want)); err != nil {
@@ -695,7 +695,7 @@ func TestMountCopyWithoutOverlay(t *testing.T) {
 		layers = append(layers, s.layerDir(l))
 	}
 	target := t.TempDir()
-	if err := mountCopy(layers, filepath.Join(t.TempDir(), "copy"), target, true); err != nil {
+	if err := mountCopy(layers, filepath.Join(t.TempDir(), "copy"), target, true, nil); err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Unmount(target, unix.MNT_DETACH)
@@ -735,7 +735,7 @@ func BenchmarkPrepareRootfs(b *testing.B) {
 			}
 			target := b.TempDir()
 			for b.Loop() {
-				if err := s.PrepareRootfs("bench", id, target); err != nil {
+				if err := s.PrepareRootfs("bench", id, target, nil); err != nil {
 					b.Fatal(err)
 				}
 				if err := s.ReleaseRootfs("bench", target); err != nil {
@@ -757,7 +757,7 @@ func TestPrepareRootfsTwice(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "kept"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PrepareRootfs("twice", img.ID, t.TempDir()); !errors.Is(err, errdefs.ErrAlreadyExists) {
+	if err := s.PrepareRootfs("twice", img.ID, t.TempDir(), nil); !errors.Is(err, errdefs.ErrAlreadyExists) {
 		t.Fatalf("second PrepareRootfs: %v, want AlreadyExists", err)
 	}
 	if _, err := os.Stat(filepath.Join(root, "kept")); err != nil {

@@ -242,7 +242,7 @@ func openStore(t *testing.T, reg *testRegistry, o Options) *Store {
 func mountRootfs(t *testing.T, s *Store, ctrID, imageID string) string {
 	t.Helper()
 	target := t.TempDir()
-	if err := s.PrepareRootfs(ctrID, imageID, target); err != nil {
+	if err := s.PrepareRootfs(ctrID, imageID, target, nil); err != nil {
 		t.Fatalf("PrepareRootfs: %v", err)
 	}
 	t.Cleanup(func() {

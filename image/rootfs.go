@@ -30,22 +30,36 @@ var containerIDPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`
 
 func (s *Store) containerDir(id string) string { return filepath.Join(s.root, "containers", id) }
 
+// IDMap puts a root file system in a user namespace (a pod's with
+// hostUsers: false) without a chown of the shared layers: each layer is
+// mounted idmapped with the namespace (a file of uid 0 on disk is the
+// namespace's root, the host's UID), under a writable layer owned by UID
+// and GID, which the container's writes then belong to on the host.
+type IDMap struct {
+	// UserNS is the user namespace's file (a pinned /proc/PID/ns/user).
+	UserNS string
+	// UID and GID are the host's ids of the namespace's root.
+	UID, GID int
+}
+
 // PrepareRootfs mounts at target (an existing empty directory) the root
 // filesystem of container ctrID: an overlay of the image's layers under a
-// writable layer of its own. Read-only root filesystems are the container
-// runtime's job (it remounts the root read-only once its mount points exist).
-func (s *Store) PrepareRootfs(ctrID, imageID, target string) error {
-	return s.mount(ctrID, imageID, target, true)
+// writable layer of its own, idmapped into a user namespace when idmap is
+// set. Read-only root filesystems are the container runtime's job (it
+// remounts the root read-only once its mount points exist).
+func (s *Store) PrepareRootfs(ctrID, imageID, target string, idmap *IDMap) error {
+	return s.mount(ctrID, imageID, target, true, idmap)
 }
 
 // MountImage mounts an image read-only at target (an image volume, which
-// Kubernetes mounts into a container). id names the mount as a container ID
-// does; ReleaseRootfs(id, target) undoes it.
-func (s *Store) MountImage(id, imageID, target string) error {
-	return s.mount(id, imageID, target, false)
+// Kubernetes mounts into a container), idmapped into a user namespace when
+// idmap is set. id names the mount as a container ID does;
+// ReleaseRootfs(id, target) undoes it.
+func (s *Store) MountImage(id, imageID, target string, idmap *IDMap) error {
+	return s.mount(id, imageID, target, false, idmap)
 }
 
-func (s *Store) mount(ctrID, imageID, target string, writable bool) (err error) {
+func (s *Store) mount(ctrID, imageID, target string, writable bool, idmap *IDMap) (err error) {
 	if !containerIDPattern.MatchString(ctrID) {
 		return fmt.Errorf("container id %q: %w", ctrID, errdefs.ErrInvalidArgument)
 	}
@@ -110,6 +124,18 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool) (err error) 
 				return fmt.Errorf("container %s: %w", ctrID, err)
 			}
 		}
+		if idmap != nil {
+			if err := os.Chown(upper, idmap.UID, idmap.GID); err != nil {
+				return fmt.Errorf("container %s: writable layer: %w", ctrID, err)
+			}
+		}
+	}
+	var userNS *os.File
+	if idmap != nil {
+		if userNS, err = os.Open(idmap.UserNS); err != nil {
+			return fmt.Errorf("container %s: user namespace: %w", ctrID, err)
+		}
+		defer userNS.Close()
 	}
 	// overlayfs lists lower directories top first.
 	lowers := make([]string, 0, len(rec.Layers)+1)
@@ -124,22 +150,67 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool) (err error) 
 		}
 		lowers = append(lowers, empty)
 	}
-	err = mountOverlay(lowers, upper, work, target)
+	if userNS != nil {
+		err = mountIdmappedOverlay(lowers, upper, work, target, userNS)
+	} else {
+		err = mountOverlay(lowers, upper, work, target)
+	}
 	if errors.Is(err, unix.ENODEV) {
 		klog.InfoS("overlayfs is not available: copying the image's layers", "container", ctrID)
 		layerDirs := make([]string, len(rec.Layers))
 		for i, l := range rec.Layers {
 			layerDirs[i] = s.layerDir(l)
 		}
-		err = mountCopy(layerDirs, filepath.Join(dir, "copy"), target, !writable)
+		err = mountCopy(layerDirs, filepath.Join(dir, "copy"), target, !writable, userNS)
 	}
 	if err != nil {
 		return fmt.Errorf("container %s: root filesystem: %w", ctrID, err)
 	}
-	if err := makeVolumeDirs(target, volumes); err != nil {
+	if err := makeVolumeDirs(target, volumes, idmap); err != nil {
 		return fmt.Errorf("container %s: %w", ctrID, err)
 	}
 	return nil
+}
+
+// mountIdmappedOverlay mounts at target an overlay whose lower layers are
+// idmapped with userNS: each a detached idmapped mount of its directory,
+// given to overlayfs by descriptor ("lowerdir+" with FSCONFIG_SET_FD,
+// Linux 6.13). The shared layers stay as they are on disk. An overlay
+// mount itself cannot be idmapped (overlayfs does not allow it), nor can a
+// file system without idmap support be a layer: FailedPrecondition.
+func mountIdmappedOverlay(lowers []string, upper, work, target string, userNS *os.File) error {
+	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return os.NewSyscallError("fsopen overlay", err)
+	}
+	defer unix.Close(fsfd)
+	for _, l := range lowers {
+		mfd, err := idmappedTree(l, userNS)
+		if err != nil {
+			return err
+		}
+		// Held until the overlay is made: overlayfs clones the layer's
+		// mount then, and a detached mount goes with its last descriptor.
+		defer unix.Close(mfd)
+		if err := unix.FsconfigSetFd(fsfd, "lowerdir+", mfd); err != nil {
+			return fmt.Errorf("idmapped layer %s: overlayfs takes no layer by descriptor on this kernel (Linux 6.13 or later needed): %v: %w", l, err, errdefs.ErrFailedPrecondition)
+		}
+	}
+	return finishOverlay(fsfd, upper, work, target)
+}
+
+// idmappedTree returns a detached mount of dir idmapped with userNS.
+func idmappedTree(dir string, userNS *os.File) (int, error) {
+	mfd, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return -1, os.NewSyscallError("open_tree", err)
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userNS.Fd())}
+	if err := unix.MountSetattr(mfd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+		unix.Close(mfd)
+		return -1, fmt.Errorf("idmapped mount of %s: its file system cannot be idmapped on this kernel: %v: %w", dir, err, errdefs.ErrFailedPrecondition)
+	}
+	return mfd, nil
 }
 
 // makeVolumeDirs makes each of an image's VOLUMEs a directory of the
@@ -149,11 +220,26 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool) (err error) 
 // paths come from the image: they are resolved inside root, a symlink on
 // the way followed only within it, a dangling one (an absolute target the
 // image lacks) to where its target would be in root.
-func makeVolumeDirs(root string, volumes []string) error {
+//
+// With an idmap the directories made here are the namespace's root's, as
+// the image's own are: through the idmapped layers no file shows the
+// host's uid 0, so one that does was made now.
+func makeVolumeDirs(root string, volumes []string, idmap *IDMap) error {
 	for _, v := range volumes {
 		p, err := securejoin.SecureJoin(root, v)
 		if err == nil {
 			err = securejoin.MkdirAll(root, strings.TrimPrefix(p, root), 0o755)
+		}
+		if err == nil && idmap != nil {
+			for d := p; d != root && strings.HasPrefix(d, root+"/"); d = filepath.Dir(d) {
+				var st unix.Stat_t
+				if err = unix.Lstat(d, &st); err != nil || st.Uid != 0 {
+					break
+				}
+				if err = os.Lchown(d, idmap.UID, idmap.GID); err != nil {
+					break
+				}
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("image VOLUME %q: %v: %w", v, err, errdefs.ErrInvalidArgument)
@@ -163,17 +249,24 @@ func makeVolumeDirs(root string, volumes []string) error {
 }
 
 // mountCopy is the root filesystem where overlayfs is missing: the layers
-// flattened into a private copy, bind-mounted at target.
-func mountCopy(layers []string, copyDir, target string, readOnly bool) error {
+// flattened into a private copy, bind-mounted at target (idmapped with
+// userNS when set).
+func mountCopy(layers []string, copyDir, target string, readOnly bool, userNS *os.File) error {
 	if err := os.Mkdir(copyDir, 0o755); err != nil {
 		return err
 	}
 	if err := Flatten(layers, copyDir); err != nil {
 		return err
 	}
-	mfd, err := unix.OpenTree(unix.AT_FDCWD, copyDir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	var mfd int
+	var err error
+	if userNS != nil {
+		mfd, err = idmappedTree(copyDir, userNS)
+	} else if mfd, err = unix.OpenTree(unix.AT_FDCWD, copyDir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC); err != nil {
+		err = os.NewSyscallError("open_tree", err)
+	}
 	if err != nil {
-		return os.NewSyscallError("open_tree", err)
+		return err
 	}
 	defer unix.Close(mfd)
 	if readOnly {
@@ -218,6 +311,12 @@ func mountOverlay(lowers []string, upper, work, target string) error {
 			return os.NewSyscallError("overlay lowerdir", err)
 		}
 	}
+	return finishOverlay(fsfd, upper, work, target)
+}
+
+// finishOverlay gives the overlay being configured on fsfd its writable
+// layer (none when upper is ""), creates it and mounts it at target.
+func finishOverlay(fsfd int, upper, work, target string) error {
 	for _, kv := range [][2]string{{"upperdir", upper}, {"workdir", work}} {
 		if kv[1] == "" {
 			continue // read-only overlay

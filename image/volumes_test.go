@@ -80,7 +80,7 @@ func TestImageVolumesMadeInWritableLayer(t *testing.T) {
 	reg.push(t, "filevol:1", withVolumes(t, imageOf(t, layer(t, file("data", "a file"))), "/data"))
 	bad := pull(t, s, reg.host+"/filevol:1").ID
 	target := t.TempDir()
-	if err := s.PrepareRootfs("ctr-filevol", bad, target); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if err := s.PrepareRootfs("ctr-filevol", bad, target, nil); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("a file at the VOLUME path: %v, want InvalidArgument", err)
 	}
 	assertNotMounted(t, target)
