@@ -18,6 +18,7 @@ import (
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/nspin"
 	"github.com/cri-mini/cri-mini/internal/nstest"
+	"github.com/cri-mini/cri-mini/internal/treetest"
 )
 
 // usernsHost is the first host id of the tests' user namespaces: kubelet's
@@ -87,15 +88,6 @@ func usernsRootfs(t testing.TB, host uint32) string {
 	return root
 }
 
-func fileOwner(t testing.TB, path string) string {
-	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Lstat(path, &st); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("%d:%d", st.Uid, st.Gid)
-}
-
 // TestUserNamespaceContainer: a container joining its pod's user namespace
 // is root inside and the mapped user outside; its own namespaces are owned
 // by the user namespace; what it writes to a plain bind belongs to the
@@ -156,7 +148,7 @@ exec sleep 600`)
 		filepath.Join(mapped, "i"):     "0:0", // through the idmapped mount: the mapping undone
 		filepath.Join(rootfs, "tmp/w"): root,
 	} {
-		if got := fileOwner(t, path); got != want {
+		if got := treetest.Owner(t, path); got != want {
 			t.Errorf("%s owned by %s on the host, want %s", path, got, want)
 		}
 	}
@@ -164,7 +156,7 @@ exec sleep 600`)
 	// process's effective ids), with capabilities only in the pod's user
 	// namespace, which owns its other namespaces.
 	proc := fmt.Sprintf("/proc/%d/", st.Pid)
-	if got := fileOwner(t, proc); got != root {
+	if got := treetest.Owner(t, proc); got != root {
 		t.Errorf("init runs as %s on the host, want %s", got, root)
 	}
 	userns := nstest.Inode(t, pins[specs.UserNamespace])
@@ -182,7 +174,7 @@ exec sleep 600`)
 	if code != 0 || strings.Join(strings.Fields(execOut), " ") != fmt.Sprintf("0 0 %d 65536", usernsHost) {
 		t.Errorf("exec: %d %q", code, execOut)
 	}
-	if got := fileOwner(t, filepath.Join(plain, "e")); got != root {
+	if got := treetest.Owner(t, filepath.Join(plain, "e")); got != root {
 		t.Errorf("file of an exec owned by %s, want %s", got, root)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	remotecommand "k8s.io/cri-streaming/pkg/streaming/remotecommand"
@@ -83,11 +84,11 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 			klog.ErrorS(err, "Roll back container rootfs", "container", id)
 		}
 	}
-	if err := s.images.PrepareRootfs(id, imageID, rootfs, nil); err != nil {
+	if err := s.images.PrepareRootfs(id, imageID, rootfs, rootfsIDMap(pod)); err != nil {
 		_ = os.Remove(rootfs)
 		return nil, fmt.Errorf("container %s: rootfs: %w", md.GetName(), err)
 	}
-	volumes, err := s.mountImageVolumes(id, cfg.GetMounts())
+	volumes, err := s.mountImageVolumes(id, pod, cfg.GetMounts())
 	if err != nil {
 		release()
 		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
@@ -97,6 +98,9 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		DeviceOwnership: s.config.DeviceOwnershipFromSecurityContext})
 	if err == nil {
 		err = s.injectCDI(spec, cfg)
+	}
+	if err == nil && pod.Spec.UserNS != nil {
+		err = devicesAsBinds(spec, cfg.GetDevices())
 	}
 	if err != nil {
 		release()
@@ -302,8 +306,8 @@ func (s *Service) removeContainer(ctx context.Context, id string) error {
 const imageVolumeSep = ".vol"
 
 // mountImageVolumes mounts, read-only, the image of every image-volume mount
-// and returns where, by mount index.
-func (s *Service) mountImageVolumes(id string, mounts []*runtimeapi.Mount) (map[int]string, error) {
+// (idmapped as mountIDMap says) and returns where, by mount index.
+func (s *Service) mountImageVolumes(id string, pod *sandbox.Pod, mounts []*runtimeapi.Mount) (map[int]string, error) {
 	volumes := map[int]string{}
 	for i, m := range mounts {
 		if m.GetImage() == nil {
@@ -313,12 +317,16 @@ func (s *Service) mountImageVolumes(id string, mounts []*runtimeapi.Mount) (map[
 		if err != nil {
 			return nil, fmt.Errorf("image volume at %s: %w", m.GetContainerPath(), err)
 		}
+		idmap, err := mountIDMap(pod, m)
+		if err != nil {
+			return nil, err
+		}
 		name := id + imageVolumeSep + strconv.Itoa(i)
 		target := s.rootfsPath(name)
 		if err := os.MkdirAll(target, 0o700); err != nil {
 			return nil, fmt.Errorf("image volume at %s: %w", m.GetContainerPath(), err)
 		}
-		if err := s.images.MountImage(name, imageID, target, nil); err != nil {
+		if err := s.images.MountImage(name, imageID, target, idmap); err != nil {
 			return nil, fmt.Errorf("image volume at %s: %w", m.GetContainerPath(), err)
 		}
 		volumes[i] = target
@@ -567,7 +575,8 @@ const maxVerboseInfo = 8 << 20
 // verboseInfo is the runtime spec and, as `cri-mini explain --json`
 // prints it, the plan: how cri-mini built the container, step by step.
 func (s *Service) verboseInfo(st *container.State) (string, error) {
-	v := map[string]any{"pid": st.Pid, "sandboxID": st.Spec.Annotations[annoSandboxID], "cgroupPath": st.CgroupPath, "runtimeSpec": st.Spec}
+	v := map[string]any{"pid": st.Pid, "sandboxID": st.Spec.Annotations[annoSandboxID], "cgroupPath": st.CgroupPath,
+		"namespaceOptions": namespaceOptions(st.Spec), "runtimeSpec": st.Spec}
 	plan, err := s.containers.Plan(st.ID)
 	if err != nil {
 		v["planError"] = err.Error()
@@ -581,6 +590,34 @@ func (s *Service) verboseInfo(st *container.State) (string, error) {
 	delete(v, "plan")
 	v["planError"] = fmt.Sprintf("the plan is left out: with it the info would be %d bytes; `cri-mini explain %s` prints it", len(info), st.ID)
 	return encodeJSON(v)
+}
+
+// namespaceOptions is the CRI's account of the namespaces a container runs
+// in, read from its spec: the pod's network and ipc namespaces or the
+// node's, its pid namespace (its own, the pod's, a target container's by
+// its init's /proc path, or the node's), its pod's user namespace or the
+// node's.
+func namespaceOptions(spec *specs.Spec) *runtimeapi.NamespaceOption {
+	o := &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE, Ipc: runtimeapi.NamespaceMode_NODE, Pid: runtimeapi.NamespaceMode_NODE}
+	for _, ns := range spec.Linux.Namespaces {
+		switch ns.Type {
+		case specs.NetworkNamespace:
+			o.Network = runtimeapi.NamespaceMode_POD
+		case specs.IPCNamespace:
+			o.Ipc = runtimeapi.NamespaceMode_POD
+		case specs.PIDNamespace:
+			switch {
+			case ns.Path == "":
+				o.Pid = runtimeapi.NamespaceMode_CONTAINER
+			case strings.HasPrefix(ns.Path, "/proc/"):
+				o.Pid = runtimeapi.NamespaceMode_TARGET
+			default:
+				o.Pid = runtimeapi.NamespaceMode_POD
+			}
+		}
+	}
+	o.UsernsOptions = criUserNS(spec.Linux.UIDMappings, spec.Linux.GIDMappings)
+	return o
 }
 
 // encodeJSON is json.Marshal without HTML escaping: a "<" of an image's

@@ -20,6 +20,7 @@ import (
 	"github.com/cri-mini/cri-mini/container/caps"
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/container/seccomp"
+	"github.com/cri-mini/cri-mini/image"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/fsutil"
 	"github.com/cri-mini/cri-mini/sandbox"
@@ -75,6 +76,9 @@ func containerSpec(in specInput) (*specs.Spec, string, error) {
 	cfg := in.Config
 	sc := cfg.GetLinux().GetSecurityContext()
 	privileged := sc.GetPrivileged()
+	if err := checkUserNS(cfg, in.Pod); err != nil {
+		return nil, "", err
+	}
 
 	args, err := processArgs(cfg, in.Image)
 	if err != nil {
@@ -140,6 +144,9 @@ func containerSpec(in specInput) (*specs.Spec, string, error) {
 		Namespaces:        containerNamespaces(in.Pod, sc.GetNamespaceOptions(), in.Target),
 		Devices:           devices,
 		RootfsPropagation: rootfsPropagation(cfg.GetMounts()),
+	}
+	if u := in.Pod.Spec.UserNS; u != nil {
+		linux.UIDMappings, linux.GIDMappings = u.UIDs, u.GIDs
 	}
 	if privileged {
 		// Nothing masked or read-only: an empty list, not nil (nil means
@@ -347,9 +354,91 @@ func seccompProfile(sc *runtimeapi.LinuxContainerSecurityContext, bounding []str
 	return nil, fmt.Errorf("seccomp profile type %v: %w", p.GetProfileType(), errdefs.ErrInvalidArgument)
 }
 
-// containerNamespaces: new mount and cgroup namespaces; the pod's network,
-// uts and ipc namespaces (or the host's: no entry); the pod's shared pid
-// namespace, the host's, the target container's, or a new one.
+// checkUserNS checks a container against its pod's user namespace.
+// kubelet sends the pod's userns_options with every container: one cannot
+// leave the pod's (NODE), ask for one the pod lacks, or map other ids. A
+// privileged container is refused in a pod with a user namespace, as
+// Kubernetes refuses privileged with hostUsers: false: its capabilities
+// would hold over the user namespace only, which is not what privileged
+// promises. So is the host's pid namespace, which the pod cannot have.
+func checkUserNS(cfg *runtimeapi.ContainerConfig, pod *sandbox.Pod) error {
+	sc := cfg.GetLinux().GetSecurityContext()
+	u, podNS := sc.GetNamespaceOptions().GetUsernsOptions(), pod.Spec.UserNS
+	switch {
+	case podNS == nil && u != nil && u.GetMode() == runtimeapi.NamespaceMode_POD:
+		return fmt.Errorf("container asks for its pod's user namespace, but pod %s has none (it uses the node's): %w", pod.ID, errdefs.ErrInvalidArgument)
+	case podNS == nil:
+		return nil
+	case u != nil && u.GetMode() != runtimeapi.NamespaceMode_POD:
+		return fmt.Errorf("container asks for user namespace mode %s in pod %s, which has a user namespace of its own (POD): %w", u.GetMode(), pod.ID, errdefs.ErrInvalidArgument)
+	case u != nil && (!slices.Equal(specIDMappings(u.GetUids()), podNS.UIDs) || !slices.Equal(specIDMappings(u.GetGids()), podNS.GIDs)):
+		return fmt.Errorf("container's user namespace mappings differ from its pod's: %w", errdefs.ErrInvalidArgument)
+	case sc.GetPrivileged():
+		return fmt.Errorf("a privileged container cannot run in pod %s, which has a user namespace of its own (hostUsers: false): %w", pod.ID, errdefs.ErrInvalidArgument)
+	case sc.GetNamespaceOptions().GetPid() == runtimeapi.NamespaceMode_NODE:
+		return fmt.Errorf("a container of pod %s, which has a user namespace of its own, cannot use the host's pid namespace: %w", pod.ID, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// mountIDMap is how an image volume of pod's container is mounted from the
+// image store: idmapped with the pod's user namespace when the mount
+// carries id mappings (kubelet gives every mount of such a pod the pod's
+// own), which must be the pod's; nil otherwise.
+func mountIDMap(pod *sandbox.Pod, m *runtimeapi.Mount) (*image.IDMap, error) {
+	if len(m.GetUidMappings())+len(m.GetGidMappings()) == 0 {
+		return nil, nil
+	}
+	u := pod.Spec.UserNS
+	if u == nil {
+		return nil, fmt.Errorf("mount %s has id mappings but pod %s has no user namespace of its own: %w", m.GetContainerPath(), pod.ID, errdefs.ErrInvalidArgument)
+	}
+	if !slices.Equal(specIDMappings(m.GetUidMappings()), u.UIDs) || !slices.Equal(specIDMappings(m.GetGidMappings()), u.GIDs) {
+		return nil, fmt.Errorf("mount %s: its id mappings differ from its pod's user namespace, which cri-mini idmaps it with: %w", m.GetContainerPath(), errdefs.ErrInvalidArgument)
+	}
+	return rootfsIDMap(pod), nil
+}
+
+// rootfsIDMap is how a container's root file system is mounted: idmapped
+// into its pod's user namespace, if the pod has one.
+func rootfsIDMap(pod *sandbox.Pod) *image.IDMap {
+	u := pod.Spec.UserNS
+	if u == nil {
+		return nil
+	}
+	uid, gid := u.HostIDs()
+	return &image.IDMap{UserNS: pod.UserNS, UID: uid, GID: gid}
+}
+
+// devicesAsBinds turns the spec's device nodes into bind mounts of the
+// host's nodes, for a container in a user namespace, where no node can be
+// made (mknod needs CAP_MKNOD on the host), as runc binds them: a CRI
+// device from its host path, any other (CDI's) from the same path on the
+// host, which must be the same device. The cgroup rules stay.
+func devicesAsBinds(spec *specs.Spec, crIDevices []*runtimeapi.Device) error {
+	host := map[string]string{}
+	for _, d := range crIDevices {
+		host[firstNonEmpty(d.GetContainerPath(), d.GetHostPath())] = d.GetHostPath()
+	}
+	for _, d := range spec.Linux.Devices {
+		src := firstNonEmpty(host[d.Path], d.Path)
+		var st unix.Stat_t
+		if err := unix.Stat(src, &st); err != nil {
+			return fmt.Errorf("device %s in a user namespace is bound from the host's %s: %v: %w", d.Path, src, err, errdefs.ErrInvalidArgument)
+		}
+		if n, ok := specDevice(d.Path, &st); !ok || n.Type != d.Type || n.Major != d.Major || n.Minor != d.Minor {
+			return fmt.Errorf("device %s in a user namespace is bound from the host's %s, which is not %s %d:%d: %w", d.Path, src, d.Type, d.Major, d.Minor, errdefs.ErrInvalidArgument)
+		}
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: d.Path, Type: "bind", Source: src, Options: []string{"bind", "rprivate"}})
+	}
+	spec.Linux.Devices = nil
+	return nil
+}
+
+// containerNamespaces: new mount and cgroup namespaces; the pod's user
+// namespace if it has one; the pod's network, uts and ipc namespaces (or
+// the host's: no entry); the pod's shared pid namespace, the host's, the
+// target container's, or a new one.
 func containerNamespaces(pod *sandbox.Pod, opts *runtimeapi.NamespaceOption, target *container.State) []specs.LinuxNamespace {
 	ns := []specs.LinuxNamespace{{Type: specs.MountNamespace}, {Type: specs.CgroupNamespace}}
 	join := func(t specs.LinuxNamespaceType, path string) {
@@ -357,6 +446,7 @@ func containerNamespaces(pod *sandbox.Pod, opts *runtimeapi.NamespaceOption, tar
 			ns = append(ns, specs.LinuxNamespace{Type: t, Path: path})
 		}
 	}
+	join(specs.UserNamespace, pod.UserNS)
 	join(specs.NetworkNamespace, pod.NetNS)
 	join(specs.UTSNamespace, pod.UTSNS)
 	join(specs.IPCNamespace, pod.IPCNS)
@@ -459,6 +549,10 @@ func containerMounts(cfg *runtimeapi.ContainerConfig, pod *sandbox.Pod, imageVol
 			return nil, fmt.Errorf("mount %s: propagation %v: %w", dst, m.GetPropagation(), errdefs.ErrInvalidArgument)
 		}
 		mount := bind(src, filepath.Clean(dst), m.GetReadonly(), prop)
+		if m.GetImage() == nil {
+			// An image volume is idmapped in its layers (mountIDMap).
+			mount.UIDMappings, mount.GIDMappings = specIDMappings(m.GetUidMappings()), specIDMappings(m.GetGidMappings())
+		}
 		if m.GetRecursiveReadOnly() {
 			// "rro": every submount read-only too (mount_setattr AT_RECURSIVE);
 			// it cannot hold for mounts that later propagate in.

@@ -39,8 +39,10 @@ func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*r
 			{Type: runtimeapi.RuntimeReady, Status: true},
 			netReady,
 		}},
-		// Recursive read-only mounts: mount_setattr(AT_RECURSIVE) in container/.
-		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{Name: "", Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true}}},
+		// Recursive read-only mounts: mount_setattr(AT_RECURSIVE) in
+		// container/. User namespaces as Kubernetes has them: a pod's own
+		// (sandbox/) with idmapped mounts (image/, container/).
+		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{Name: "", Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true, UserNamespaces: true}}},
 		Features:        &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
 	}
 	if req.GetVerbose() {

@@ -105,15 +105,63 @@ func sandboxSpec(cfg *runtimeapi.PodSandboxConfig, handler string) (sandbox.Spec
 			return sandbox.Spec{}, fmt.Errorf("pod %s namespace mode TARGET is for containers, not pods: %w", name, errdefs.ErrInvalidArgument)
 		}
 	}
-	if u := ns.GetUsernsOptions(); u != nil && u.GetMode() != runtimeapi.NamespaceMode_NODE {
-		// Running it without one would silently drop the isolation asked for.
-		return sandbox.Spec{}, fmt.Errorf("user namespaces (hostUsers: false) are not supported by cri-mini: %w", errdefs.ErrUnimplemented)
+	userNS, err := podUserNS(ns.GetUsernsOptions())
+	if err != nil {
+		return sandbox.Spec{}, err
 	}
+	spec.UserNS = userNS
 	spec.HostNetwork = ns.GetNetwork() == runtimeapi.NamespaceMode_NODE
 	spec.HostIPC = ns.GetIpc() == runtimeapi.NamespaceMode_NODE
 	spec.HostPID = ns.GetPid() == runtimeapi.NamespaceMode_NODE
 	spec.SharedPID = ns.GetPid() == runtimeapi.NamespaceMode_POD
 	return spec, nil
+}
+
+// podUserNS is the pod's own user namespace asked for by userns_options
+// (kubelet's hostUsers: false is mode POD with the pod's range), or nil
+// for the host's (mode NODE, or no options: the mode's zero value is POD,
+// but a client that sends none asks for nothing). Modes CONTAINER and
+// TARGET have no meaning for a user namespace; the mappings are checked by
+// the sandbox.
+func podUserNS(u *runtimeapi.UserNamespace) (*sandbox.UserNamespace, error) {
+	if u == nil {
+		return nil, nil
+	}
+	switch u.GetMode() {
+	case runtimeapi.NamespaceMode_NODE:
+		if len(u.GetUids())+len(u.GetGids()) > 0 {
+			return nil, fmt.Errorf("user namespace mode NODE (the host's) with id mappings: mappings need mode POD: %w", errdefs.ErrInvalidArgument)
+		}
+		return nil, nil
+	case runtimeapi.NamespaceMode_POD:
+		return &sandbox.UserNamespace{UIDs: specIDMappings(u.GetUids()), GIDs: specIDMappings(u.GetGids())}, nil
+	}
+	return nil, fmt.Errorf("user namespace mode %s: a pod's user namespace is the node's (NODE) or its own (POD, hostUsers: false): %w", u.GetMode(), errdefs.ErrInvalidArgument)
+}
+
+func specIDMappings(m []*runtimeapi.IDMapping) []specs.LinuxIDMapping {
+	out := make([]specs.LinuxIDMapping, 0, len(m))
+	for _, x := range m {
+		out = append(out, specs.LinuxIDMapping{ContainerID: x.GetContainerId(), HostID: x.GetHostId(), Size: x.GetLength()})
+	}
+	return out
+}
+
+func criIDMappings(m []specs.LinuxIDMapping) []*runtimeapi.IDMapping {
+	out := make([]*runtimeapi.IDMapping, 0, len(m))
+	for _, x := range m {
+		out = append(out, &runtimeapi.IDMapping{ContainerId: x.ContainerID, HostId: x.HostID, Length: x.Size})
+	}
+	return out
+}
+
+// criUserNS is the userns_options a pod's or container's status reports:
+// mode POD with the mappings of its own user namespace, or NODE.
+func criUserNS(uids, gids []specs.LinuxIDMapping) *runtimeapi.UserNamespace {
+	if len(uids) == 0 {
+		return &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE}
+	}
+	return &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: criIDMappings(uids), Gids: criIDMappings(gids)}
 }
 
 // podCgroupResources is what the pod's cgroup parent is set to: its
@@ -220,6 +268,13 @@ func namespaceMode(host, pod bool) runtimeapi.NamespaceMode {
 	return runtimeapi.NamespaceMode_CONTAINER
 }
 
+func podUsernsOptions(p *sandbox.Pod) *runtimeapi.UserNamespace {
+	if u := p.Spec.UserNS; u != nil {
+		return criUserNS(u.UIDs, u.GIDs)
+	}
+	return criUserNS(nil, nil)
+}
+
 func podStatus(p *sandbox.Pod) *runtimeapi.PodSandboxStatus {
 	st := &runtimeapi.PodSandboxStatus{
 		Id:        p.ID,
@@ -228,9 +283,10 @@ func podStatus(p *sandbox.Pod) *runtimeapi.PodSandboxStatus {
 		CreatedAt: p.CreatedAt,
 		Network:   &runtimeapi.PodSandboxNetworkStatus{},
 		Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: &runtimeapi.NamespaceOption{
-			Network: namespaceMode(p.Spec.HostNetwork, true),
-			Ipc:     namespaceMode(p.Spec.HostIPC, true),
-			Pid:     namespaceMode(p.Spec.HostPID, p.Spec.SharedPID),
+			Network:       namespaceMode(p.Spec.HostNetwork, true),
+			Ipc:           namespaceMode(p.Spec.HostIPC, true),
+			Pid:           namespaceMode(p.Spec.HostPID, p.Spec.SharedPID),
+			UsernsOptions: podUsernsOptions(p),
 		}}},
 		Labels:         p.Spec.Labels,
 		Annotations:    p.Spec.Annotations,

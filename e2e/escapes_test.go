@@ -40,11 +40,40 @@ func withCaps(cfg *runtimeapi.ContainerConfig, caps ...string) *runtimeapi.Conta
 // without CAP_SYS_PTRACE, PID 1 (the pause) shows nothing of the host: an
 // empty root and working directory, its own read-only root as the only
 // mount, the pod's network; it runs as 65535 without capabilities, with
-// no_new_privs and seccomp, from the sealed shim. A pod's run_as_user and
-// run_as_group reach it.
+// no_new_privs and seccomp, from the sealed shim. So it does in a pod with
+// a user namespace of its own, where the pause was born in it (and is
+// host+65535 on the host). A pod's run_as_user and run_as_group reach it.
 func TestPauseLeadsNowhere(t *testing.T) {
 	pullTestImage(t)
-	podID, podCfg := podWithLogs(t, "pause-nowhere")
+	t.Run("host users", func(t *testing.T) {
+		podID, podCfg := podWithLogs(t, "pause-nowhere")
+		pauseLeadsNowhere(t, podID, podCfg)
+	})
+	t.Run("user namespace", func(t *testing.T) {
+		u := usernsOptions(5)
+		podID, podCfg := usernsPod(t, "pause-nowhere-userns", u)
+		pauseLeadsNowhere(t, podID, podCfg)
+		_, info := podInfo(t, podID)
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", info.PausePID))
+		if id := fmt.Sprint(u.Uids[0].HostId + 65535); err != nil || !strings.Contains(string(st), "\nUid:\t"+strings.Repeat(id+"\t", 3)+id+"\n") {
+			t.Errorf("the pause's ids on the host, want %s (%v):\n%s", id, err, st)
+		}
+	})
+
+	cfg := podConfig("pause-user")
+	cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
+	cfg.Linux.SecurityContext.RunAsUser = &runtimeapi.Int64Value{Value: 1234}
+	cfg.Linux.SecurityContext.RunAsGroup = &runtimeapi.Int64Value{Value: 4321}
+	_, info := podInfo(t, runPod(t, cfg))
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", info.PausePID))
+	if err != nil || !strings.Contains(string(st), "\nUid:\t1234\t1234\t1234\t1234\n") || !strings.Contains(string(st), "\nGid:\t4321\t4321\t4321\t4321\n") {
+		t.Errorf("pause of a pod with run_as_user 1234, run_as_group 4321 (%v):\n%s", err, st)
+	}
+}
+
+// pauseLeadsNowhere probes the pause of a shared-PID pod from containers
+// with and without CAP_SYS_PTRACE (see TestPauseLeadsNowhere).
+func pauseLeadsNowhere(t *testing.T, podID string, podCfg *runtimeapi.PodSandboxConfig) {
 	probes := map[string]string{
 		"root": "ls -a /proc/1/root/ 2>&1", "cwd": "ls -a /proc/1/cwd/ 2>&1",
 		"mountinfo": "cat /proc/1/mountinfo 2>&1",
@@ -60,6 +89,10 @@ func TestPauseLeadsNowhere(t *testing.T) {
 			if ptrace {
 				cfg = withCaps(cfg, "SYS_PTRACE")
 			}
+			if cfg.Linux == nil {
+				cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{}}
+			}
+			cfg.Linux.SecurityContext.NamespaceOptions = podCfg.Linux.SecurityContext.NamespaceOptions
 			id := runContainer(t, podID, podCfg, cfg)
 			out := map[string]string{}
 			for name, probe := range probes {
@@ -85,16 +118,6 @@ func TestPauseLeadsNowhere(t *testing.T) {
 				t.Errorf("/proc/1/exe is %q, want the sealed shim", out["exe"])
 			}
 		})
-	}
-
-	cfg := podConfig("pause-user")
-	cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
-	cfg.Linux.SecurityContext.RunAsUser = &runtimeapi.Int64Value{Value: 1234}
-	cfg.Linux.SecurityContext.RunAsGroup = &runtimeapi.Int64Value{Value: 4321}
-	_, info := podInfo(t, runPod(t, cfg))
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", info.PausePID))
-	if err != nil || !strings.Contains(string(st), "\nUid:\t1234\t1234\t1234\t1234\n") || !strings.Contains(string(st), "\nGid:\t4321\t4321\t4321\t4321\n") {
-		t.Errorf("pause of a pod with run_as_user 1234, run_as_group 4321 (%v):\n%s", err, st)
 	}
 }
 

@@ -113,13 +113,21 @@ func stillServes(t *testing.T, name string) {
 	}
 }
 
-// runIn runs cmd in a new container of image ref in its own pod and returns
-// its output and exit code.
-func runIn(t *testing.T, podName, ref string, cmd ...string) (string, int32) {
+// runIn runs cmd in a new container of image ref in its own pod (with the
+// user namespace u, unless nil) and returns its output and exit code.
+func runIn(t *testing.T, podName, ref string, u *runtimeapi.UserNamespace, cmd ...string) (string, int32) {
 	t.Helper()
-	podID, podCfg := podWithLogs(t, podName)
+	var podID string
+	var podCfg *runtimeapi.PodSandboxConfig
+	if u != nil {
+		podID, podCfg = usernsPod(t, podName, u)
+	} else {
+		podID, podCfg = podWithLogs(t, podName)
+	}
 	cfg := containerConfig(podName, cmd...)
 	cfg.Image = &runtimeapi.ImageSpec{Image: ref}
+	cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+		NamespaceOptions: podCfg.Linux.SecurityContext.NamespaceOptions}}
 	id := runContainer(t, podID, podCfg, cfg)
 	st := waitExited(t, id)
 	logs, err := os.ReadFile(filepath.Join(podCfg.LogDirectory, cfg.LogPath))
@@ -153,13 +161,17 @@ func TestHostileImages(t *testing.T) {
 		if err := pullImage(t, ref); err != nil {
 			t.Fatalf("pull: %v (the links resolve inside the image, which is valid)", err)
 		}
-		out, code := runIn(t, "hostile-symlinks", ref, "sh", "-c",
-			"cat /abs/secret /rel/secret; echo w > /abs/new; echo w > /rel/sub/new; ls /abs /rel/sub")
-		if strings.Contains(out, "host secret") {
-			t.Errorf("the container read the host's secret through an image symlink:\n%s", out)
-		}
-		if code != 0 {
-			t.Logf("container exit %d:\n%s", code, out)
+		// In a user namespace too: the rootfs is mounted another way
+		// (idmapped layers), the init resolves in it all the same.
+		for _, u := range []*runtimeapi.UserNamespace{nil, usernsOptions(6)} {
+			out, code := runIn(t, fmt.Sprintf("hostile-symlinks-%v", u != nil), ref, u, "sh", "-c",
+				"cat /abs/secret /rel/secret; echo w > /abs/new; echo w > /rel/sub/new; ls /abs /rel/sub")
+			if strings.Contains(out, "host secret") {
+				t.Errorf("the container (user namespace %v) read the host's secret through an image symlink:\n%s", u != nil, out)
+			}
+			if code != 0 {
+				t.Logf("container exit %d:\n%s", code, out)
+			}
 		}
 		unchanged(t, dir, before)
 	})
@@ -188,10 +200,12 @@ func TestHostileImages(t *testing.T) {
 		if err := pullImage(t, ref); err != nil {
 			t.Fatalf("pull: %v", err)
 		}
-		out, _ := runIn(t, "hostile-devices", ref, "sh", "-c",
-			"head -c 1 /mem >/dev/null && echo READ mem; head -c 1 /disk >/dev/null && echo READ disk; echo done")
-		if strings.Contains(out, "READ") || !strings.Contains(out, "done") {
-			t.Errorf("the container read a device node from its image:\n%s", out)
+		for _, u := range []*runtimeapi.UserNamespace{nil, usernsOptions(7)} {
+			out, _ := runIn(t, fmt.Sprintf("hostile-devices-%v", u != nil), ref, u, "sh", "-c",
+				"head -c 1 /mem >/dev/null && echo READ mem; head -c 1 /disk >/dev/null && echo READ disk; echo done")
+			if strings.Contains(out, "READ") || !strings.Contains(out, "done") {
+				t.Errorf("the container (user namespace %v) read a device node from its image:\n%s", u != nil, out)
+			}
 		}
 	})
 }

@@ -35,15 +35,6 @@ func testUserNS(t *testing.T) string {
 	return fmt.Sprintf("/proc/%d/ns/user", holder.Process.Pid)
 }
 
-func owner(t *testing.T, path string) string {
-	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Lstat(path, &st); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("%d:%d", st.Uid, st.Gid)
-}
-
 // asUser runs a shell command as uid and gid id (the mapped root, as the
 // container's processes are on the host).
 func asUser(t *testing.T, id int, script string) {
@@ -85,7 +76,7 @@ func TestIdmappedRootfs(t *testing.T) {
 	})
 	rootID, appID := fmt.Sprintf("%d:%d", idmapHost, idmapHost), fmt.Sprintf("%d:%d", idmapHost+1000, idmapHost+1000)
 	for path, want := range map[string]string{"": rootID, "etc/passwd": rootID, "home/app/data": appID, "data": rootID} {
-		if got := owner(t, filepath.Join(root, path)); got != want {
+		if got := treetest.Owner(t, filepath.Join(root, path)); got != want {
 			t.Errorf("/%s owned by %s through the rootfs, want %s", path, got, want)
 		}
 	}
@@ -98,7 +89,7 @@ func TestIdmappedRootfs(t *testing.T) {
 	asUser(t, idmapHost, fmt.Sprintf("echo new > %s/new && echo more >> %s/etc/passwd", root, root))
 	upper := filepath.Join(s.containerDir("ctr-idmap"), "upper")
 	for _, path := range []string{"", "new", "etc/passwd"} {
-		if got := owner(t, filepath.Join(upper, path)); got != rootID {
+		if got := treetest.Owner(t, filepath.Join(upper, path)); got != rootID {
 			t.Errorf("writable layer /%s owned by %s on disk, want the mapped root %s", path, got, rootID)
 		}
 	}
@@ -107,7 +98,7 @@ func TestIdmappedRootfs(t *testing.T) {
 	if err := s.MountImage("ctr-idmap.vol0", id, vol, idmap); err != nil {
 		t.Fatalf("MountImage: %v", err)
 	}
-	if got := owner(t, filepath.Join(vol, "home/app/data")); got != appID {
+	if got := treetest.Owner(t, filepath.Join(vol, "home/app/data")); got != appID {
 		t.Errorf("image volume file owned by %s, want %s", got, appID)
 	}
 	if err := s.ReleaseRootfs("ctr-idmap.vol0", vol); err != nil {

@@ -45,3 +45,13 @@ func Describe(t testing.TB, dir string) string {
 	}
 	return sb.String()
 }
+
+// Owner is the uid:gid of the file at path (not following a last symlink).
+func Owner(t testing.TB, path string) string {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Lstat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%d:%d", st.Uid, st.Gid)
+}
