@@ -2,7 +2,9 @@ package container
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -22,6 +24,7 @@ func RenderShell(id string, plan []Step) string {
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
 	var rootfs, cgroup string
 	var joins, news []NamespaceStep
+	var userNS *NamespaceStep
 	for _, s := range plan {
 		switch s.Kind {
 		case KindRootfsBind:
@@ -33,6 +36,21 @@ func RenderShell(id string, plan []Step) string {
 				joins = append(joins, *s.Namespace)
 			} else {
 				news = append(news, *s.Namespace)
+			}
+			if s.Namespace.Type == specs.UserNamespace {
+				userNS = s.Namespace
+			}
+		}
+	}
+	// In a user namespace the container's root reaches nothing of the
+	// host's below the host root's directories: the bind mounts' sources
+	// (and the rootfs) are staged first, by the host's root, where it can
+	// (cri-mini's supervisor prepares them likewise, as detached mounts).
+	staged := map[int]string{}
+	if userNS != nil {
+		for i, s := range plan {
+			if s.Kind == KindMount && isBind(*s.Mount) {
+				staged[i] = fmt.Sprintf(`"$STAGE"/%d`, i)
 			}
 		}
 	}
@@ -50,12 +68,12 @@ func RenderShell(id string, plan []Step) string {
 	var inside strings.Builder
 	iw := func(format string, a ...any) { fmt.Fprintf(&inside, "  "+format+"\n", a...) }
 	last := ""
-	for _, s := range plan {
+	for i, s := range plan {
 		if t := stepTitle(s); t != last && s.Kind != KindNamespace && s.Kind != KindCgroup {
 			iw("# %s", t)
 			last = t
 		}
-		renderStep(iw, s, plan)
+		renderStep(iw, s, plan, staged[i])
 	}
 	for _, s := range plan {
 		if s.Kind == KindCgroup {
@@ -66,16 +84,22 @@ func RenderShell(id string, plan []Step) string {
 		}
 	}
 	w("")
+	w("# a bind's target: a directory or a file, like its source")
+	w(`bind_target() { if [ -d "$1" ]; then mkdir -p "$2"; else mkdir -p "$(dirname "$2")"; [ -e "$2" ] || touch "$2"; fi; }`)
+	w("")
 	w("inside() {")
 	w("  set -euo pipefail")
-	w("  # a bind's target: a directory or a file, like its source")
-	w(`  bind_target() { if [ -d "$1" ]; then mkdir -p "$2"; else mkdir -p "$(dirname "$2")"; [ -e "$2" ] || touch "$2"; fi; }`)
 	b.WriteString(inside.String())
 	w("}")
 	w("")
 	w("# R3: join the pod's namespaces, make the others new (the mount namespace")
 	w("# always); --fork so that the container's first process is PID 1 of a new")
 	w("# pid namespace. Propagation is left to R4.")
+	if userNS != nil {
+		w("# The pod's user namespace (%s) comes first: nsenter enters it first and is", shellQuote(userNS.Path))
+		w("# its root; the new namespaces are owned by it. The pod made it as")
+		w("#   unshare --user %s %s --net --uts --ipc", mapFlag("users", userNS.UIDMappings), mapFlag("groups", userNS.GIDMappings))
+	}
 	var args []string
 	if len(joins) > 0 {
 		args = append(args, "nsenter")
@@ -88,9 +112,53 @@ func RenderShell(id string, plan []Step) string {
 	for _, ns := range news {
 		args = append(args, "--"+nsenterFlag(ns.Type))
 	}
-	args = append(args, "--fork", "--propagation", "unchanged", "--", "bash", "-c", `"$(declare -f inside); inside"`)
-	w("exec %s", strings.Join(args, " "))
+	args = append(args, "--fork", "--propagation", "unchanged", "--", "bash", "-c", `"$(declare -f bind_target inside); inside"`)
+	if userNS == nil {
+		w("exec %s", strings.Join(args, " "))
+		return b.String()
+	}
+	w("")
+	w("stage() {")
+	w("  set -euo pipefail")
+	w("  # In a mount namespace of the host's root's own: a tmpfs the container's")
+	w("  # root may search, holding the rootfs and every bind mount's source (its")
+	w("  # empty mount point stays in /tmp).")
+	w("  STAGE=$(mktemp -d /tmp/cri-mini-explain.XXXXXX)")
+	w("  mount -t tmpfs -o mode=711 stage \"$STAGE\"")
+	w("  mkdir \"$STAGE\"/rootfs")
+	w(`  mount --rbind "$ROOTFS" "$STAGE"/rootfs`)
+	w(`  ROOTFS=$STAGE/rootfs`)
+	for _, i := range slices.Sorted(maps.Keys(staged)) {
+		m := plan[i].Mount
+		o := parseMountOptions(m.Options)
+		flag := "--bind"
+		if o.rbind {
+			flag = "--rbind"
+		}
+		w("  bind_target %s %s", shellQuote(m.Source), staged[i])
+		if len(m.UIDMappings)+len(m.GIDMappings) > 0 {
+			w("  # idmapped with the pod's user namespace: X-mount.idmap is util-linux 2.39's")
+			w("  # (2.38 ignores it and binds without the idmap)")
+			w("  mount %s -o %s %s %s", flag, shellQuote("X-mount.idmap="+userNS.Path), shellQuote(m.Source), staged[i])
+		} else {
+			w("  mount %s %s %s", flag, shellQuote(m.Source), staged[i])
+		}
+	}
+	w("  export ROOTFS STAGE")
+	w("  exec %s", strings.Join(args, " "))
+	w("}")
+	w("exec unshare --mount --propagation private -- bash -c \"$(declare -f bind_target inside stage); stage\"")
 	return b.String()
+}
+
+// mapFlag is util-linux unshare's --map-users or --map-groups for the
+// mappings (outer,inner,count).
+func mapFlag(kind string, m []specs.LinuxIDMapping) string {
+	parts := make([]string, len(m))
+	for i, x := range m {
+		parts[i] = fmt.Sprintf("--map-%s=%d,%d,%d", kind, x.HostID, x.ContainerID, x.Size)
+	}
+	return strings.Join(parts, " ")
 }
 
 // stepTitle heads a block of the script.
@@ -135,7 +203,9 @@ func renderCgroup(w func(string, ...any), c *CgroupStep) {
 // inRoot is a path inside the rootfs, before pivot_root.
 func inRoot(p string) string { return `"$ROOTFS"` + shellQuote(p) }
 
-func renderStep(w func(string, ...any), s Step, plan []Step) {
+// renderStep renders one step; source, when set, is where a bind mount's
+// source was staged (an expression of the script).
+func renderStep(w func(string, ...any), s Step, plan []Step, source string) {
 	switch s.Kind {
 	case KindPropagation:
 		w("mount --make-%s /", s.Propagation)
@@ -143,12 +213,17 @@ func renderStep(w func(string, ...any), s Step, plan []Step) {
 		w(`mount --rbind "$ROOTFS" "$ROOTFS"`)
 		w(`mount --make-rprivate "$ROOTFS"`)
 	case KindMount:
-		renderMount(w, *s.Mount)
+		renderMount(w, *s.Mount, source)
 	case KindCgroupfs:
 		renderCgroupfs(w, s)
 	case KindDevice:
 		d := s.Device
 		p := inRoot("/dev/" + d.Path)
+		if d.Bind != "" {
+			w("touch %s", p)
+			w("mount --bind %s %s", shellQuote(d.Bind), p)
+			return
+		}
 		if strings.Contains(d.Path, "/") {
 			w("mkdir -p %s", inRoot("/dev/"+d.Path[:strings.LastIndex(d.Path, "/")]))
 		}
@@ -224,16 +299,19 @@ func renderStep(w func(string, ...any), s Step, plan []Step) {
 	}
 }
 
-func renderMount(w func(string, ...any), m specs.Mount) {
+func renderMount(w func(string, ...any), m specs.Mount, source string) {
 	o := parseMountOptions(m.Options)
 	t := inRoot(m.Destination)
+	if source == "" {
+		source = shellQuote(m.Source)
+	}
 	if m.Type == "bind" || o.bind {
-		w(`bind_target %s %s`, shellQuote(m.Source), t)
+		w(`bind_target %s %s`, source, t)
 		flag := "--bind"
 		if o.rbind {
 			flag = "--rbind"
 		}
-		w("mount %s %s %s", flag, shellQuote(m.Source), t)
+		w("mount %s %s %s", flag, source, t)
 		if attrs := attrOptions(o.attrSet | o.recAttrSet); len(attrs) > 0 {
 			w("mount -o remount,bind,%s %s", strings.Join(attrs, ","), t)
 		}

@@ -19,6 +19,7 @@ var scriptCommands = map[string]bool{
 	"exec": true, "bb": true, "ldd": true, "awk": true, "sort": true, "cd": true, "pivot_root": true,
 	"[": true, "ulimit": true, "unset": true, "compgen": true, "type": true, "printf": true,
 	"declare": true, "eval": true, "nsenter": true, "unshare": true, "bash": true, "exit": true,
+	"stage": true, "mktemp": true,
 	"/proc/self/fd/9": true, `"$0"`: true,
 }
 
@@ -46,61 +47,74 @@ func FuzzRenderShell(f *testing.F) {
 		s.Linux.Devices = []specs.LinuxDevice{{Path: dev, Type: dev, Major: 1, Minor: 3}}
 		s.Linux.MaskedPaths = append(s.Linux.MaskedPaths, dst)
 		s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.LinuxSeccompAction(action)}
-		plan, err := BuildPlan(s, PlanInput{EtcFiles: map[string]string{"/etc/hosts": src},
-			Cgroup:      &CgroupStep{Path: "/kubepods/" + id, Writes: []CgroupFileWrite{{Root: "/sys/fs/cgroup/memory", File: "memory.limit_in_bytes", Value: sysctl}}},
-			HostCgroups: []CgroupHierarchy{{Dir: "memory", FSType: "cgroup", Params: []string{"memory"}}}})
-		if err != nil {
-			return // refused specs render nothing
-		}
-		script := RenderShell(id, plan)
-		check := exec.Command("bash", "-n")
-		check.Stdin = strings.NewReader(script)
-		if out, err := check.CombinedOutput(); err != nil {
-			t.Fatalf("bash -n: %v: %s\n%s", err, out, script)
-		}
-		file, err := syntax.NewParser(syntax.Variant(syntax.LangBash)).Parse(strings.NewReader(script), "explain")
-		if err != nil {
-			t.Fatalf("parse: %v\n%s", err, script)
-		}
-		var exports, appArgs []string
-		syntax.Walk(file, func(n syntax.Node) bool {
-			if decl, ok := n.(*syntax.DeclClause); ok && decl.Variant.Value == "export" {
-				for _, a := range decl.Args {
-					switch {
-					case a.Naked && a.Value != nil: // export 'K=V'
-						exports = append(exports, literal(t, a.Value))
-					case a.Name != nil && a.Value != nil: // export K=V
-						exports = append(exports, a.Name.Value+"="+literal(t, a.Value))
+		// The same in a pod's user namespace, where the bind mounts'
+		// sources are staged, one of them idmapped.
+		u := *s
+		ul := *s.Linux
+		u.Linux = &ul
+		m := []specs.LinuxIDMapping{{HostID: 0x10000, Size: 0x10000}}
+		ul.Namespaces = append(slices.Clone(ul.Namespaces), specs.LinuxNamespace{Type: specs.UserNamespace, Path: "/run/pods/" + id + "/ns/user"})
+		ul.UIDMappings, ul.GIDMappings, ul.Devices = m, m, nil
+		u.Mounts = slices.Clone(s.Mounts)
+		u.Mounts[len(u.Mounts)-2].UIDMappings, u.Mounts[len(u.Mounts)-2].GIDMappings = m, m
+		for _, s := range []*specs.Spec{s, &u} {
+			plan, err := BuildPlan(s, PlanInput{EtcFiles: map[string]string{"/etc/hosts": src},
+				Cgroup:      &CgroupStep{Path: "/kubepods/" + id, Writes: []CgroupFileWrite{{Root: "/sys/fs/cgroup/memory", File: "memory.limit_in_bytes", Value: sysctl}}},
+				HostCgroups: []CgroupHierarchy{{Dir: "memory", FSType: "cgroup", Params: []string{"memory"}}}})
+			if err != nil {
+				continue // refused specs render nothing
+			}
+			script := RenderShell(id, plan)
+			check := exec.Command("bash", "-n")
+			check.Stdin = strings.NewReader(script)
+			if out, err := check.CombinedOutput(); err != nil {
+				t.Fatalf("bash -n: %v: %s\n%s", err, out, script)
+			}
+			file, err := syntax.NewParser(syntax.Variant(syntax.LangBash)).Parse(strings.NewReader(script), "explain")
+			if err != nil {
+				t.Fatalf("parse: %v\n%s", err, script)
+			}
+			var exports, appArgs []string
+			syntax.Walk(file, func(n syntax.Node) bool {
+				if decl, ok := n.(*syntax.DeclClause); ok && decl.Variant.Value == "export" {
+					for _, a := range decl.Args {
+						switch {
+						case a.Naked && a.Value != nil: // export 'K=V'
+							exports = append(exports, literal(t, a.Value))
+						case a.Name != nil && a.Value != nil: // export K=V
+							exports = append(exports, a.Name.Value+"="+literal(t, a.Value))
+						}
 					}
 				}
-			}
-			call, ok := n.(*syntax.CallExpr)
-			if !ok || len(call.Args) == 0 {
+				call, ok := n.(*syntax.CallExpr)
+				if !ok || len(call.Args) == 0 {
+					return true
+				}
+				name := printWord(t, call.Args[0])
+				if !scriptCommands[name] {
+					t.Fatalf("the script runs %q, not one of its own commands:\n%s", name, script)
+				}
+				for i, a := range call.Args {
+					if printWord(t, a) == `"$app"` {
+						for _, w := range call.Args[i+1:] {
+							appArgs = append(appArgs, literal(t, w))
+						}
+					}
+				}
 				return true
+			})
+			if strings.ContainsRune(arg1, 0) || strings.ContainsRune(env, 0) {
+				continue // bash words cannot hold a NUL; exec refuses such a spec
 			}
-			name := printWord(t, call.Args[0])
-			if !scriptCommands[name] {
-				t.Fatalf("the script runs %q, not one of its own commands:\n%s", name, script)
+			if len(appArgs) != 1 || appArgs[0] != arg1 {
+				t.Errorf("the application gets args %q, want [%q]", appArgs, arg1)
 			}
-			for i, a := range call.Args {
-				if printWord(t, a) == `"$app"` {
-					for _, w := range call.Args[i+1:] {
-						appArgs = append(appArgs, literal(t, w))
-					}
+			if k, _, ok := strings.Cut(env, "="); ok && validEnvName.MatchString(k) {
+				if !slices.Contains(exports, env) {
+					t.Errorf("exports %q lack %q", exports, env)
 				}
 			}
-			return true
-		})
-		if strings.ContainsRune(arg1, 0) || strings.ContainsRune(env, 0) {
-			return // bash words cannot hold a NUL; exec refuses such a spec
-		}
-		if len(appArgs) != 1 || appArgs[0] != arg1 {
-			t.Errorf("the application gets args %q, want [%q]", appArgs, arg1)
-		}
-		if k, _, ok := strings.Cut(env, "="); ok && validEnvName.MatchString(k) {
-			if !slices.Contains(exports, env) {
-				t.Errorf("exports %q lack %q", exports, env)
-			}
+
 		}
 	})
 }

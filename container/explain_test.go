@@ -25,11 +25,15 @@ import (
 // order, the same /dev, the hostname, the pod's network namespace joined
 // and the other namespaces new, the same credentials and capabilities.
 func TestExplainScriptBuildsSameContainer(t *testing.T) {
-	t.Run("root", func(t *testing.T) { explainAndCompare(t, nil) })
+	t.Run("root", func(t *testing.T) { explainAndCompare(t, 0, nil) })
+	// In a pod's user namespace: the script stages the bind mounts'
+	// sources and the rootfs (the pod's root cannot reach them) and joins
+	// the user namespace first; the recipe's devices are the host's bound.
+	t.Run("user namespace", func(t *testing.T) { explainAndCompare(t, usernsHost+0x10000, nil) })
 	// A user with a group, an extra device, an ipc sysctl, a read-only
 	// root and another working directory.
 	t.Run("user", func(t *testing.T) {
-		explainAndCompare(t, func(s *specs.Spec) {
+		explainAndCompare(t, 0, func(s *specs.Spec) {
 			s.Process.User = specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{10}}
 			s.Process.Cwd = "/tmp"
 			s.Root.Readonly = true
@@ -41,24 +45,55 @@ func TestExplainScriptBuildsSameContainer(t *testing.T) {
 	})
 }
 
-func explainAndCompare(t *testing.T, adjust func(*specs.Spec)) {
-	rt, rootfs, copyRootfs := newTestRuntime(t), busyboxRootfs(t), busyboxRootfs(t)
-	podDir := filepath.Join(t.TempDir(), "pod")
-	pins, err := nspin.Pin(podDir, []nspin.Kind{nspin.Net}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := nspin.Unpin(podDir, nspin.Net); err != nil {
-			t.Errorf("unpin: %v", err)
+// explainAndCompare runs a container joining a pod's network namespace
+// (and, when host is not 0, the pod's user namespace mapping 65536 ids from
+// host) and a copy built by its explain script, and compares them.
+func explainAndCompare(t *testing.T, host uint32, adjust func(*specs.Spec)) {
+	rt := newTestRuntime(t)
+	var rootfs, copyRootfs, netPin, userPin string
+	if host == 0 {
+		rootfs, copyRootfs = busyboxRootfs(t), busyboxRootfs(t)
+		podDir := filepath.Join(t.TempDir(), "pod")
+		pins, err := nspin.Pin(podDir, []nspin.Kind{nspin.Net}, nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
+		t.Cleanup(func() {
+			if err := nspin.Unpin(podDir, nspin.Net); err != nil {
+				t.Errorf("unpin: %v", err)
+			}
+		})
+		netPin = pins[nspin.Net]
+	} else {
+		// The script's staging directory, left empty in /tmp.
+		before, _ := filepath.Glob("/tmp/cri-mini-explain.*")
+		t.Cleanup(func() {
+			after, _ := filepath.Glob("/tmp/cri-mini-explain.*")
+			for _, d := range after {
+				if !slices.Contains(before, d) {
+					if err := os.Remove(d); err != nil {
+						t.Errorf("the script's staging directory: %v", err)
+					}
+				}
+			}
+		})
+		rootfs, copyRootfs = usernsRootfs(t, host), usernsRootfs(t, host)
+		pins := podNamespaces(t, host)
+		netPin, userPin = pins[specs.NetworkNamespace], pins[specs.UserNamespace]
+	}
 	data := t.TempDir()
 	b := rt.bundle(t, "explained", rootfs, "sleep", "999")
 	for i, ns := range b.Spec.Linux.Namespaces {
 		if ns.Type == specs.NetworkNamespace {
-			b.Spec.Linux.Namespaces[i].Path = pins[nspin.Net]
+			b.Spec.Linux.Namespaces[i].Path = netPin
 		}
+	}
+	if host != 0 {
+		// The user namespace the network namespace belongs to.
+		l := b.Spec.Linux
+		l.Namespaces = append(l.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: userPin})
+		l.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: host, Size: 65536}}
+		l.GIDMappings = l.UIDMappings
 	}
 	b.Spec.Mounts = []specs.Mount{{Destination: "/data dir", Type: "bind", Source: data, Options: []string{"rbind", "ro", "nosuid", "rprivate"}}}
 	b.Spec.Process.Env = append(b.Spec.Process.Env, `GREETING=it's "here"`)
@@ -157,7 +192,7 @@ func explainAndCompare(t *testing.T, adjust func(*specs.Spec)) {
 		}
 	}
 	// The same privileges: user, groups, capability sets, no_new_privs.
-	uid := fmt.Sprintf("Uid:\t%d\t", b.Spec.Process.User.UID)
+	uid := fmt.Sprintf("Uid:\t%d\t", host+b.Spec.Process.User.UID)
 	if w, g := privileges(t, st.Pid), privileges(t, pid); w != g || !strings.Contains(w, "NoNewPrivs:\t1") || !strings.Contains(w, uid) {
 		t.Errorf("privileges differ\ncri-mini:\n%s\nscript:\n%s", w, g)
 	}

@@ -103,10 +103,12 @@ type Symlink struct {
 }
 
 // NamespaceStep is a namespace the container gets: new, or the one at
-// Path joined (a pod's).
+// Path joined (a pod's). A joined user namespace says what it maps.
 type NamespaceStep struct {
-	Type specs.LinuxNamespaceType `json:"type"`
-	Path string                   `json:"path,omitempty"`
+	Type        specs.LinuxNamespaceType `json:"type"`
+	Path        string                   `json:"path,omitempty"`
+	UIDMappings []specs.LinuxIDMapping   `json:"uidMappings,omitempty"`
+	GIDMappings []specs.LinuxIDMapping   `json:"gidMappings,omitempty"`
 }
 
 // CgroupStep is the container's cgroup with the files its limits are
@@ -262,7 +264,11 @@ func planNamespaces(spec *specs.Spec) []NamespaceStep {
 	out := []NamespaceStep{{Type: specs.MountNamespace}}
 	if spec.Linux != nil {
 		for _, ns := range spec.Linux.Namespaces {
-			if ns.Type != specs.MountNamespace {
+			switch ns.Type {
+			case specs.MountNamespace:
+			case specs.UserNamespace:
+				out = append(out, NamespaceStep{Type: ns.Type, Path: ns.Path, UIDMappings: spec.Linux.UIDMappings, GIDMappings: spec.Linux.GIDMappings})
+			default:
 				out = append(out, NamespaceStep{Type: ns.Type, Path: ns.Path})
 			}
 		}
