@@ -303,13 +303,21 @@ func TestExecDiesWithItsCaller(t *testing.T) {
 			User: &specs.User{UID: uint32(uid), GID: uint32(uid)}})
 		t.Fatalf("exec returned before its caller was killed: %v", err)
 	}
-	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
-	st := rt.startRunning(t, "orphan", rt.bundle(t, "orphan", rootfs, "sleep", "999"))
-	pidns := nsOf(t, st.Pid, "pid")
-	for _, uid := range []int{0, 1000} {
-		t.Run("uid="+strconv.Itoa(uid), func(t *testing.T) {
+	rt := newTestRuntime(t)
+	st := rt.startRunning(t, "orphan", rt.bundle(t, "orphan", busyboxRootfs(t), "sleep", "999"))
+	// In a user namespace the nsenter parent becomes root there, which
+	// clears its parent-death signal: it must set it again.
+	pins := podNamespaces(t, usernsHost)
+	stU := rt.startRunning(t, "orphan-userns", rt.usernsBundle(t, "orphan-userns", usernsRootfs(t, usernsHost), pins, usernsHost, "sleep", "999"))
+	for _, tc := range []struct {
+		id  string
+		pid int
+		uid int
+	}{{"orphan", st.Pid, 0}, {"orphan", st.Pid, 1000}, {"orphan-userns", stU.Pid, 0}, {"orphan-userns", stU.Pid, 1000}} {
+		uid, pidns := tc.uid, nsOf(t, tc.pid, "pid")
+		t.Run(tc.id+"/uid="+strconv.Itoa(uid), func(t *testing.T) {
 			caller := exec.Command(os.Args[0], "-test.run=^TestExecDiesWithItsCaller$")
-			caller.Env = append(os.Environ(), "CRI_MINI_TEST_EXEC_IN=orphan", "CRI_MINI_TEST_STATE="+rt.StateDir,
+			caller.Env = append(os.Environ(), "CRI_MINI_TEST_EXEC_IN="+tc.id, "CRI_MINI_TEST_STATE="+rt.StateDir,
 				"CRI_MINI_TEST_UID="+strconv.Itoa(uid))
 			log := filepath.Join(t.TempDir(), "caller.log")
 			out, err := os.Create(log)

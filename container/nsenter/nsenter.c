@@ -107,7 +107,7 @@ void criMiniNsenter(void) {
 	const char *pid = getenv("_CRI_MINI_NSENTER_PID");
 	const char *s;
 	int i, status, samePid;
-	pid_t child, self;
+	pid_t child, self, daemon;
 	struct stat own, target;
 	char go;
 
@@ -125,9 +125,10 @@ void criMiniNsenter(void) {
 	 * an exec started runs on unwatched. A daemon that died before the
 	 * signal was armed has left this process to another parent. */
 	s = getenv("_CRI_MINI_NSENTER_PPID");
+	daemon = s != NULL ? atoi(s) : -1;
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
 		fail("set the parent-death signal");
-	if (s == NULL || getppid() != atoi(s)) {
+	if (getppid() != daemon) {
 		errno = ESRCH;
 		fail("the daemon is gone");
 	}
@@ -165,6 +166,14 @@ void criMiniNsenter(void) {
 	samePid = own.st_dev == target.st_dev && own.st_ino == target.st_ino;
 	self = getpid();
 	joinAll(fds, ntypes);
+	/* Becoming root of a user namespace changed our ids, which clears the
+	 * parent-death signal: armed again, and the daemon checked again. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+		fail("set the parent-death signal again");
+	if (getppid() != daemon) {
+		errno = ESRCH;
+		fail("the daemon is gone");
+	}
 	child = fork();
 	if (child < 0)
 		fail("fork");
