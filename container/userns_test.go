@@ -177,6 +177,14 @@ exec sleep 600`)
 	if got := treetest.Owner(t, filepath.Join(plain, "e")); got != root {
 		t.Errorf("file of an exec owned by %s, want %s", got, root)
 	}
+	// A terminal from the container's devpts, made in the user namespace.
+	var tty strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if code, err := rt.Exec(ctx, "userns", ExecOptions{Args: []string{"sh", "-c", "tty; stat -c %u:%g $(tty)"}, Tty: true, Stdout: &tty}); err != nil || code != 0 ||
+		strings.Join(strings.Fields(tty.String()), " ") != "/dev/pts/0 0:5" {
+		t.Errorf("exec with a tty: %d %v %q, want /dev/pts/0 of root and group tty", code, err, tty.String())
+	}
 }
 
 // TestUserNamespaceContainerRefused: id mappings on a mount of a container

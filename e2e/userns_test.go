@@ -41,7 +41,8 @@ func usernsPod(t *testing.T, name string, u *runtimeapi.UserNamespace) (string, 
 // what it writes to its writable layer and to a host-path volume belongs
 // to the mapped root; an idmapped volume shows the host's root as 0 and
 // stores its writes as the host's root; the image's layers are unchanged;
-// the statuses report the user namespace; exec, logs, stats and
+// an idmapped image volume shows the image's root files as root's; the
+// statuses report the user namespace; exec, logs, stats and
 // port-forward work, and so does all of it after a kill -9 of the daemon.
 func TestUserNamespacePodThroughCRI(t *testing.T) {
 	pullTestImage(t)
@@ -68,18 +69,19 @@ func TestUserNamespacePodThroughCRI(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := containerConfig("app", "sh", "-c", `id -u; id -g; cat /proc/self/uid_map
-echo written > /written; echo more >> /etc/passwd; touch /plain/f /mapped/f; stat -c %u:%g /mapped/hostfile
+echo written > /written; echo more >> /etc/passwd; touch /plain/f /mapped/f; stat -c %u:%g /mapped/hostfile /img/bin/busybox
 echo ready; while :; do echo tick; sleep 0.2; done`)
 	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/plain", HostPath: plain},
-		{ContainerPath: "/mapped", HostPath: mapped, UidMappings: u.Uids, GidMappings: u.Gids}}
+		{ContainerPath: "/mapped", HostPath: mapped, UidMappings: u.Uids, GidMappings: u.Gids},
+		{ContainerPath: "/img", Readonly: true, Image: &runtimeapi.ImageSpec{Image: suite.image}, UidMappings: u.Uids, GidMappings: u.Gids}}
 	cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
 		NamespaceOptions: podCfg.Linux.SecurityContext.NamespaceOptions}}
 	id := runContainer(t, podID, podCfg, cfg)
 	logPath := filepath.Join(podCfg.LogDirectory, cfg.LogPath)
 	waitFor(t, "the container's output", func() bool { return strings.Contains(criLogText(readFile(t, logPath)), "ready") })
 	out := criLogText(readFile(t, logPath))
-	if !regexp.MustCompile(fmt.Sprintf(`^0\n0\n\s+0\s+%d\s+65536\n0:0\nready\n`, host)).MatchString(out) {
-		t.Errorf("the container printed:\n%s\nwant uid and gid 0, the pod's uid_map, the host's root file as 0:0", out)
+	if !regexp.MustCompile(fmt.Sprintf(`^0\n0\n\s+0\s+%d\s+65536\n0:0\n0:0\nready\n`, host)).MatchString(out) {
+		t.Errorf("the container printed:\n%s\nwant uid and gid 0, the pod's uid_map, the host's root file and the image volume's as 0:0", out)
 	}
 
 	resp, err := suite.rt.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
