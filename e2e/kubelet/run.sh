@@ -22,7 +22,9 @@
 #       11 a debug container in a pod's container's pid namespace
 #          (NamespaceMode TARGET, the CRI calls of kubectl debug --target),
 #       12 a privileged pod sees /sys read-write and the host's devices,
-#       13 a non-root pod without capabilities serves on port 80;
+#       13 a non-root pod without capabilities serves on port 80,
+#       14 a pod with hostUsers: false is root in its own user namespace,
+#          the mapped user on the host, logs and execs;
 #   4. prints a table of the results, removes the pods, stops everything and
 #      reports what was left behind (mounts, pods, containers, cgroups, links,
 #      processes), restoring the sysctls kubelet changes. kubelet needs
@@ -334,7 +336,7 @@ result() {
 }
 
 echo "run.sh: adding the static pods"
-for m in e2e-logger e2e-emptydir e2e-crashloop e2e-liveness e2e-resize e2e-privileged e2e-port80; do add_manifest "$m"; done
+for m in e2e-logger e2e-emptydir e2e-crashloop e2e-liveness e2e-resize e2e-privileged e2e-port80 e2e-userns; do add_manifest "$m"; done
 added=$(now)
 
 # ticks: the number of the logger's last line, read through crictl logs
@@ -552,6 +554,32 @@ if wait_for 60 running e2e-port80 web >/dev/null; then
 	fi
 else
 	result 13 "non-root pod serves on :80" FAIL "not running after 60 s"
+fi
+
+# 14. hostUsers: false. kubelet allocates the pod a range of 65536 host ids
+# (a multiple of 65536, from 65536 on) and sends it with the pod and with
+# every mount. Inside, root with that uid_map (through exec) logging its uid
+# (the log's first lines, the uid_map among them, are rotated away by now);
+# on the host the process is the range's first id; the emptyDir, idmapped,
+# stores the container's file as the host's root's. The pod came with the
+# others: it went through the restarts of 6 and 7 as its first attempt.
+if wait_for 90 running e2e-userns userns >/dev/null; then
+	id=$(newest e2e-userns userns 3)
+	inside=$(crictl exec "$id" sh -c 'echo $(id -u) $(cat /proc/self/uid_map)' 2>&1 || true)
+	pid=$(crictl inspect -o go-template --template '{{.info.pid}}' "$id")
+	host=$(stat -c %u "/proc/$pid" 2>/dev/null || echo none)
+	file=$(find "$work/kubelet/pods" -path '*empty-dir/data/file' -print -quit)
+	owner=$(stat -c %u:%g "$file" 2>/dev/null || echo none)
+	logged=$(wait_for 10 logged "$id" 'alive uid 0' >/dev/null && echo yes || echo no)
+	attempt=$(newest e2e-userns userns 1)
+	if [[ $host =~ ^[0-9]+$ ]] && ((host >= 65536 && host % 65536 == 0)) && [[ $inside == "0 0 $host 65536" &&
+		$logged == yes && $owner == 0:0 && $attempt == 0 ]]; then
+		result 14 "hostUsers: false: own user namespace" PASS "attempt 0 through the restarts; root inside (logged), uid $host on the host; exec shows uid_map '0 $host 65536'; emptyDir file 0:0 on disk"
+	else
+		result 14 "hostUsers: false: own user namespace" FAIL "exec: '$inside'; log: '$logged'; host uid '$host'; emptyDir file '$owner'; attempt '$attempt'"
+	fi
+else
+	result 14 "hostUsers: false: own user namespace" FAIL "not running after 90 s: $(grep -m1 -o 'e2e-userns[^"]*user namespace[^"]*' "$work/kubelet.log" || true)"
 fi
 
 # 9. kubelet's /stats/summary carries cri-mini's figures (kubelet's CRI
