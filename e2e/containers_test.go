@@ -326,9 +326,24 @@ func TestSupervisorRunsTheShim(t *testing.T) {
 // container's, so the shell exits 0.
 func TestAttachToStdin(t *testing.T) {
 	pullTestImage(t)
-	podID, podCfg := podWithLogs(t, "attach")
+	t.Run("host users", func(t *testing.T) {
+		podID, podCfg := podWithLogs(t, "attach")
+		attachToStdin(t, podID, podCfg)
+	})
+	t.Run("user namespace", func(t *testing.T) {
+		podID, podCfg := usernsPod(t, "attach-userns", usernsOptions(8))
+		attachToStdin(t, podID, podCfg)
+	})
+}
+
+// attachToStdin attaches to the stdin of a shell in the pod and checks
+// what comes back and what is logged.
+func attachToStdin(t *testing.T, podID string, podCfg *runtimeapi.PodSandboxConfig) {
+	t.Helper()
 	cfg := containerConfig("cat", "/bin/sh")
 	cfg.Stdin, cfg.StdinOnce = true, true
+	cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+		NamespaceOptions: podCfg.Linux.SecurityContext.NamespaceOptions}}
 	id := runContainer(t, podID, podCfg, cfg)
 	cmd := exec.Command(suite.crictl, "--runtime-endpoint", "unix://"+suite.socket, "attach", "-i", id)
 	cmd.Stdin = strings.NewReader("echo attached-$((6*7))\nexit 0\n")
