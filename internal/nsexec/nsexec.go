@@ -5,8 +5,10 @@
 // and user namespaces need a single-threaded process (a C constructor, as in
 // container/nsenter) and are not here.
 //
-// The container supervisor starts a container's init with it, the sandbox
-// manager a pod's pause process, and internal/nspin pins namespaces on it.
+// The sandbox manager starts a pod's pause process with it and
+// internal/nspin pins namespaces on it. A container's init is started by
+// the nsenter constructor (container/nsenter), which can also join a user
+// namespace first.
 package nsexec
 
 import (
