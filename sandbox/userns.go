@@ -24,21 +24,15 @@ type UserNamespacePolicy struct {
 	// AllowHostRoot admits a range that maps the host's uid or gid 0 into
 	// the pod (a process escaping it would be the host's root).
 	AllowHostRoot bool
-	// AnyRange admits ranges kubelet would not allocate: by default the
-	// host start and the size must be multiples of 65536, as kubelet's
-	// allocator hands them out.
-	AnyRange bool
 }
-
-// kubeletRangeUnit is the granularity of kubelet's user namespace ranges:
-// each pod gets a multiple of 65536 ids starting at a multiple of it.
-const kubeletRangeUnit = 1 << 16
 
 // validUserNS checks the user namespace a pod asks for, before anything is
 // made: one range of uids and one of gids (kubelet allocates one contiguous
 // range per pod) that map the pod's root, stay within the host's ids, leave
-// the host's root out unless the admin allows it, have kubelet's shape
-// unless the admin allows any, and hold the pause process's ids.
+// the host's root out unless the admin allows it, and hold the pause
+// process's ids. kubelet's ranges start at and span multiples of 65536,
+// but nothing depends on that (critest's do not): what keeps pods apart
+// is that no two running pods overlap, checked when the pod is made.
 func (m *Manager) validUserNS(spec *Spec) error {
 	u := spec.UserNS
 	if u == nil {
@@ -66,9 +60,6 @@ func (m *Manager) validUserNS(spec *Spec) error {
 			return fmt.Errorf("pod user namespace: host %ss %d-%d run past the largest id %d: %w", ids.kind, mp.HostID, uint64(mp.HostID)+uint64(mp.Size)-1, uint32(math.MaxUint32-1), errdefs.ErrInvalidArgument)
 		case mp.HostID == 0 && !m.userNS.AllowHostRoot:
 			return fmt.Errorf("pod user namespace: the %s mapping includes the host's %s 0: a process escaping the pod would be the host's root (the admin can allow it with userns_allow_host_root): %w", ids.kind, ids.kind, errdefs.ErrInvalidArgument)
-		case !m.userNS.AnyRange && (mp.HostID%kubeletRangeUnit != 0 || mp.Size%kubeletRangeUnit != 0):
-			return fmt.Errorf("pod user namespace: the %s mapping %d-%d is not a range kubelet allocates (start and size multiples of %d; the admin can allow any with userns_any_range): %w",
-				ids.kind, mp.HostID, uint64(mp.HostID)+uint64(mp.Size)-1, kubeletRangeUnit, errdefs.ErrInvalidArgument)
 		}
 		if spec.SharedPID {
 			id := int64(defaultPauseID)

@@ -116,10 +116,10 @@ func TestUserNamespacePod(t *testing.T) {
 	}
 }
 
-// TestUserNamespaceRefused: every mapping kubelet would not send, and a
-// user namespace with the host's namespaces, is InvalidArgument before
-// anything is made; the admin's policy admits the host's root and other
-// shapes.
+// TestUserNamespaceRefused: mappings that are not one range of the pod's
+// own, and a user namespace with the host's namespaces, are InvalidArgument
+// before anything is made; a range of any start and size is taken (as
+// critest's), and the admin's policy admits the host's root.
 func TestUserNamespaceRefused(t *testing.T) {
 	e := newEnv(t, 21)
 	m := e.manager(t)
@@ -135,15 +135,13 @@ func TestUserNamespaceRefused(t *testing.T) {
 		"two uid ranges": {func(s *Spec) {
 			s.UserNS.UIDs = append(one(0, host, 65536), one(65536, host+65536, 65536)...)
 		}, "exactly one"},
-		"no gid range":        {func(s *Spec) { s.UserNS.GIDs = nil }, "0 gid mappings"},
-		"root not mapped":     {func(s *Spec) { s.UserNS.UIDs = one(1, host, 65536) }, "container id 0"},
-		"empty":               {func(s *Spec) { s.UserNS.GIDs = one(0, host, 0) }, "empty"},
-		"host root":           {func(s *Spec) { s.UserNS = userNS(0, 65536) }, "host's uid 0"},
-		"past the last id":    {func(s *Spec) { s.UserNS = userNS(0xffff0000, 65536) }, "past the largest id"},
-		"not kubelet's size":  {func(s *Spec) { s.UserNS = userNS(host, 100000) }, "not a range kubelet allocates"},
-		"not kubelet's start": {func(s *Spec) { s.UserNS = userNS(host+1000, 65536) }, "not a range kubelet allocates"},
-		"host network":        {func(s *Spec) { s.HostNetwork = true }, "host's network"},
-		"host pid":            {func(s *Spec) { s.HostPID = true }, "host's network, ipc or pid"},
+		"no gid range":     {func(s *Spec) { s.UserNS.GIDs = nil }, "0 gid mappings"},
+		"root not mapped":  {func(s *Spec) { s.UserNS.UIDs = one(1, host, 65536) }, "container id 0"},
+		"empty":            {func(s *Spec) { s.UserNS.GIDs = one(0, host, 0) }, "empty"},
+		"host root":        {func(s *Spec) { s.UserNS = userNS(0, 65536) }, "host's uid 0"},
+		"past the last id": {func(s *Spec) { s.UserNS = userNS(0xffff0000, 65536) }, "past the largest id"},
+		"host network":     {func(s *Spec) { s.HostNetwork = true }, "host's network"},
+		"host pid":         {func(s *Spec) { s.HostPID = true }, "host's network, ipc or pid"},
 		"pause outside": {func(s *Spec) {
 			s.SharedPID = true
 			s.UserNS = userNS(host, 65536)
@@ -164,13 +162,21 @@ func TestUserNamespaceRefused(t *testing.T) {
 		})
 	}
 
-	m.userNS = UserNamespacePolicy{AllowHostRoot: true, AnyRange: true}
 	s := spec("admitted")
-	// critest's mapping: 100000 ids from host id 1000.
+	// critest's mapping: 100000 ids from host id 1000, not kubelet's shape.
 	s.UserNS = userNS(1000, 100000)
 	p, err := m.Run(ctx, s)
 	if err != nil {
-		t.Fatalf("a range the admin allows: %v", err)
+		t.Fatalf("a range of another shape: %v", err)
+	}
+	if err := m.Remove(ctx, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	m.userNS = UserNamespacePolicy{AllowHostRoot: true}
+	s = spec("host-root")
+	s.UserNS = userNS(0, 65536)
+	if p, err = m.Run(ctx, s); err != nil {
+		t.Fatalf("the host's root, which the admin allows: %v", err)
 	}
 	if err := m.Remove(ctx, p.ID); err != nil {
 		t.Fatal(err)

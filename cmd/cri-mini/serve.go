@@ -77,7 +77,7 @@ func serve(cfg config.Config) error {
 		return err
 	}
 	pods, err := sandbox.New(ctx, sandbox.Config{RunRoot: cfg.RunRoot, Network: network, CgroupDriver: cfg.CgroupDriver, Cgroups: cgroupManager,
-		PauseExecutable: shim, UserNamespaces: sandbox.UserNamespacePolicy{AllowHostRoot: cfg.UsernsAllowHostRoot, AnyRange: cfg.UsernsAnyRange}})
+		PauseExecutable: shim, UserNamespaces: sandbox.UserNamespacePolicy{AllowHostRoot: cfg.UsernsAllowHostRoot}})
 	if err != nil {
 		return err
 	}

@@ -111,11 +111,8 @@ cat >"$work/net.d/10-critest.conflist" <<EOF
 EOF
 
 echo "run.sh: starting cri-mini (images from $registry)"
-# --userns-any-range: critest's user namespace spec maps 100000 ids from host
-# id 1000, a range kubelet never allocates (it hands out multiples of 65536),
-# which cri-mini refuses by default.
 "$BIN" --root "$work/root" --runroot "$work/run" --listen "unix://$sock" \
-	--cni-config-dir "$work/net.d" --cni-plugin-dir "$CNI_PLUGINS" -v 2 --userns-any-range \
+	--cni-config-dir "$work/net.d" --cni-plugin-dir "$CNI_PLUGINS" -v 2 \
 	--registry-mirror "registry.k8s.io=http://$registry" \
 	--registry-mirror "gcr.io=http://$registry" \
 	--registry-mirror "k8s.gcr.io=http://$registry" \

@@ -46,19 +46,17 @@ type Config struct {
 	// (0 when unset) instead of the host node's owner, as containerd's key
 	// of the same name: a non-root container can use its GPU.
 	DeviceOwnershipFromSecurityContext bool `toml:"device_ownership_from_security_context"`
+	// UsernsAllowHostRoot admits a pod user namespace (hostUsers: false)
+	// whose range maps the host's uid or gid 0.
+	UsernsAllowHostRoot bool `toml:"userns_allow_host_root"`
 	// EnableCDI resolves the CDI devices a container asks for (its
 	// CDI_devices and cdi.k8s.io/ annotations) in the CDI specs of
 	// CDISpecDirs (later directories win over earlier ones).
-	// UsernsAllowHostRoot admits a pod user namespace (hostUsers: false)
-	// whose range maps the host's uid or gid 0; UsernsAnyRange one of
-	// any shape, not only kubelet's (start and size multiples of 65536).
-	UsernsAllowHostRoot bool              `toml:"userns_allow_host_root"`
-	UsernsAnyRange      bool              `toml:"userns_any_range"`
-	EnableCDI           bool              `toml:"enable_cdi"`
-	CDISpecDirs         []string          `toml:"cdi_spec_dirs"`
-	RegistryMirrors     map[string]string `toml:"registry_mirrors"`
-	MaxLayerSize        int64             `toml:"max_layer_size"`
-	Image               ImageConfig       `toml:"image"`
+	EnableCDI       bool              `toml:"enable_cdi"`
+	CDISpecDirs     []string          `toml:"cdi_spec_dirs"`
+	RegistryMirrors map[string]string `toml:"registry_mirrors"`
+	MaxLayerSize    int64             `toml:"max_layer_size"`
+	Image           ImageConfig       `toml:"image"`
 }
 
 // Cgroup drivers.
@@ -134,7 +132,6 @@ type Flags struct {
 	unprivilegedICMP   bool
 	deviceOwnership    bool
 	usernsHostRoot     bool
-	usernsAnyRange     bool
 	enableCDI          bool
 	cdiSpecDirs        listFlag
 	maxLayerSize       int64
@@ -166,7 +163,6 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.BoolVar(&f.unprivilegedICMP, "enable-unprivileged-icmp", d.EnableUnprivilegedICMP, "pods with a network of their own get net.ipv4.ping_group_range=\"0 2147483647\"")
 	fs.BoolVar(&f.deviceOwnership, "device-ownership-from-security-context", d.DeviceOwnershipFromSecurityContext, "container devices owned by the container's run_as_user and run_as_group")
 	fs.BoolVar(&f.usernsHostRoot, "userns-allow-host-root", d.UsernsAllowHostRoot, "admit pod user namespaces whose range maps the host's uid or gid 0")
-	fs.BoolVar(&f.usernsAnyRange, "userns-any-range", d.UsernsAnyRange, "admit pod user namespace ranges kubelet would not allocate (not multiples of 65536)")
 	fs.BoolVar(&f.enableCDI, "enable-cdi", d.EnableCDI, "resolve containers' CDI devices in the CDI spec directories")
 	fs.Var(&f.cdiSpecDirs, "cdi-spec-dir", "directory of CDI specs (repeatable; replaces the configured list, later ones win)")
 	fs.Int64Var(&f.maxLayerSize, "max-layer-size", d.MaxLayerSize, "bytes of file content one image layer may unpack to")
@@ -207,8 +203,6 @@ func (f *Flags) Apply(c *Config) error {
 			c.DeviceOwnershipFromSecurityContext = f.deviceOwnership
 		case "userns-allow-host-root":
 			c.UsernsAllowHostRoot = f.usernsHostRoot
-		case "userns-any-range":
-			c.UsernsAnyRange = f.usernsAnyRange
 		case "enable-cdi":
 			c.EnableCDI = f.enableCDI
 		case "cdi-spec-dir":
@@ -343,7 +337,6 @@ var keyDocs = []struct{ key, doc string }{
 	{"enable_unprivileged_icmp", "Pods with a network namespace of their own get net.ipv4.ping_group_range=\"0 2147483647\"\n# (ping without CAP_NET_RAW), unless they set it; as containerd does."},
 	{"device_ownership_from_security_context", "Devices given to a container are owned by its run_as_user and run_as_group (0 when\n# unset) instead of the host node's owner, as containerd's key of this name."},
 	{"userns_allow_host_root", "Admit a pod user namespace (hostUsers: false) whose range maps the host's uid or\n# gid 0: a process escaping such a pod would be the host's root."},
-	{"userns_any_range", "Admit pod user namespace ranges kubelet would not allocate: by default the host\n# start and the size must be multiples of 65536, as kubelet hands them out."},
 	{"enable_cdi", "Resolve the CDI devices containers ask for (CDI_devices, cdi.k8s.io/ annotations)\n# in the CDI specs of cdi_spec_dirs; off, such requests are ignored (as containerd)."},
 	{"cdi_spec_dirs", "Directories of CDI specs (JSON or YAML), later ones winning over earlier ones."},
 	{"max_layer_size", "Bytes of file content one image layer may unpack to; a layer past it (a\n# decompression bomb) fails its pull and leaves nothing behind."},
@@ -365,7 +358,6 @@ func (c Config) Render() ([]byte, error) {
 		"device_ownership_from_security_context": c.DeviceOwnershipFromSecurityContext,
 		"enable_cdi":                             c.EnableCDI,
 		"userns_allow_host_root":                 c.UsernsAllowHostRoot,
-		"userns_any_range":                       c.UsernsAnyRange,
 		"cdi_spec_dirs":                          nonNil(c.CDISpecDirs),
 	}
 	var b bytes.Buffer
