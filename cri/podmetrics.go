@@ -169,7 +169,6 @@ func (s *Service) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.Lis
 	}
 	for _, p := range s.sandboxes.List() {
 		pm := &runtimeapi.PodSandboxMetrics{PodSandboxId: p.ID}
-		pm.Metrics = s.podMetrics(p)
 		for _, st := range states {
 			if st.Spec.Annotations[annoSandboxID] != p.ID || st.Status != container.StatusRunning {
 				continue
@@ -182,6 +181,9 @@ func (s *Service) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.Lis
 			}
 			pm.ContainerMetrics = append(pm.ContainerMetrics, &runtimeapi.ContainerMetrics{ContainerId: st.ID, Metrics: metrics})
 		}
+		// The pod is read after its containers, so its counters (which
+		// include theirs) are never below theirs in one answer.
+		pm.Metrics = s.podMetrics(p)
 		resp.PodMetrics = append(resp.PodMetrics, pm)
 	}
 	return resp, nil
