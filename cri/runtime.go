@@ -39,9 +39,13 @@ func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*r
 			{Type: runtimeapi.RuntimeReady, Status: true},
 			netReady,
 		}},
-		// Recursive read-only mounts: mount_setattr(AT_RECURSIVE) in container/.
-		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{Name: "", Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true}}},
-		Features:        &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
+		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
+	}
+	for _, name := range s.config.Handlers() {
+		// Recursive read-only mounts: mount_setattr(AT_RECURSIVE) in
+		// container/. No user namespaces for pods (yet).
+		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{
+			Name: name, Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true, UserNamespaces: false}})
 	}
 	if req.GetVerbose() {
 		data, err := json.Marshal(s.config)

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -35,7 +36,14 @@ type Config struct {
 	Verbosity          int               `toml:"verbosity"`
 	InsecureRegistries []string          `toml:"insecure_registries"`
 	RegistryMirrors    map[string]string `toml:"registry_mirrors"`
+	// Runtimes are the runtime handlers besides the default one, "", by
+	// name (the handler a RuntimeClass names): [runtimes.NAME] tables. Each
+	// runs pods as the default handler does; per-handler settings can come.
+	Runtimes map[string]RuntimeHandler `toml:"runtimes"`
 }
+
+// RuntimeHandler is a [runtimes.NAME] table. It has no keys yet.
+type RuntimeHandler struct{}
 
 // Cgroup drivers.
 const (
@@ -54,6 +62,7 @@ func Default() Config {
 		CgroupDriver:    CgroupfsDriver,
 		StreamAddress:   "127.0.0.1:0",
 		RegistryMirrors: map[string]string{},
+		Runtimes:        map[string]RuntimeHandler{},
 	}
 }
 
@@ -82,7 +91,21 @@ func (c *Config) load(name string, data []byte) error {
 	if c.RegistryMirrors == nil {
 		c.RegistryMirrors = map[string]string{}
 	}
+	if c.Runtimes == nil {
+		c.Runtimes = map[string]RuntimeHandler{}
+	}
 	return nil
+}
+
+// Handlers lists the runtime handlers: the default "" first, then the
+// configured ones by name.
+func (c Config) Handlers() []string {
+	names := []string{""}
+	for n := range c.Runtimes {
+		names = append(names, n)
+	}
+	slices.Sort(names[1:])
+	return names
 }
 
 // Flags collects the command-line values; Apply copies the ones the user set.
@@ -99,6 +122,7 @@ type Flags struct {
 	verbosity          int
 	insecureRegistries listFlag
 	registryMirrors    listFlag
+	runtimeHandlers    listFlag
 }
 
 type listFlag []string
@@ -122,6 +146,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.IntVar(&f.verbosity, "v", d.Verbosity, "log verbosity (klog -v)")
 	fs.Var(&f.insecureRegistries, "insecure-registry", "registry HOST[:PORT] reached over plain HTTP or unverified TLS (repeatable)")
 	fs.Var(&f.registryMirrors, "registry-mirror", "HOST=URL: pull images of registry HOST from URL (repeatable)")
+	fs.Var(&f.runtimeHandlers, "runtime-handler", "NAME: a runtime handler besides the default one, as a [runtimes.NAME] table (repeatable)")
 	return f
 }
 
@@ -167,6 +192,13 @@ func (f *Flags) Apply(c *Config) error {
 					c.RegistryMirrors = map[string]string{}
 				}
 				c.RegistryMirrors[host] = u
+			}
+		case "runtime-handler":
+			if c.Runtimes == nil {
+				c.Runtimes = map[string]RuntimeHandler{}
+			}
+			for _, n := range f.runtimeHandlers {
+				c.Runtimes[n] = RuntimeHandler{}
 			}
 		}
 	})
@@ -248,8 +280,16 @@ func (c Config) Validate() error {
 			bad("registry_mirrors", "%q = %q: want HOST = \"http(s)://...\"", host, mirror)
 		}
 	}
+	for name := range c.Runtimes {
+		if !handlerName.MatchString(name) {
+			bad("runtimes", "handler name %q: want a DNS label (a-z, 0-9 and '-', at most 63), as a RuntimeClass's handler", name)
+		}
+	}
 	return errors.Join(errs...)
 }
+
+// handlerName is what Kubernetes allows as a RuntimeClass handler.
+var handlerName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // keyDocs is the comment printed above each key by Render, in file order.
 var keyDocs = []struct{ key, doc string }{
@@ -264,6 +304,7 @@ var keyDocs = []struct{ key, doc string }{
 	{"verbosity", "Log verbosity (klog -v): 2 logs every CRI call with its duration and code."},
 	{"insecure_registries", "Registries (HOST[:PORT]) reached over plain HTTP or with unverified TLS."},
 	{"registry_mirrors", "Mirrors by registry host: HOST = \"URL\". Pulls from HOST go to URL first."},
+	{"runtimes", "Runtime handlers besides the default one (\"\"), a table each: [runtimes.NAME], NAME\n# as a RuntimeClass's handler names it. They run pods as the default handler does."},
 }
 
 // Render prints c as a complete TOML file with a comment above every key; it
@@ -297,6 +338,13 @@ func (c Config) Render() ([]byte, error) {
 					return nil, err
 				}
 				fmt.Fprintf(&b, "%s = %s\n", k, v)
+			}
+			continue
+		}
+		if kd.key == "runtimes" {
+			b.WriteString("# Example: [runtimes.test-handler]\n")
+			for _, n := range c.Handlers()[1:] {
+				fmt.Fprintf(&b, "[runtimes.%s]\n", n) // a DNS label: a bare key
 			}
 			continue
 		}

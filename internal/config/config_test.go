@@ -75,6 +75,7 @@ func TestUnknownKeyIsNamed(t *testing.T) {
 	for _, tc := range []struct{ file, key string }{
 		{"listen = \"unix:///x.sock\"\ncgroup_drivr = \"systemd\"\n", "cgroup_drivr"},
 		{"[registry]\nmirror = \"x\"\n", "registry"},
+		{"[runtimes.kata]\nruntime_path = \"/usr/bin/kata\"\n", "runtimes.kata.runtime_path"},
 	} {
 		_, err := parse(t, "--config", writeFile(t, tc.file))
 		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "unknown key") || !strings.Contains(err.Error(), tc.key) {
@@ -96,6 +97,8 @@ func TestInvalidValues(t *testing.T) {
 		{[]string{"--registry-mirror", "docker.io"}, "registry-mirror"},
 		{[]string{"--registry-mirror", "docker.io=ftp://x"}, "registry_mirrors"},
 		{[]string{"-v", "-1"}, "verbosity"},
+		{[]string{"--runtime-handler", "Test_Handler"}, "runtimes"},
+		{[]string{"--runtime-handler", ""}, "runtimes"},
 	} {
 		_, err := parse(t, tc.args...)
 		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.key) {
@@ -115,6 +118,7 @@ func TestRenderRoundTrips(t *testing.T) {
 	c.MetricsAddress = "127.0.0.1:9090"
 	c.InsecureRegistries = []string{"reg.local:5000", `we"ird`}
 	c.RegistryMirrors = map[string]string{"docker.io": "http://m:5000", "a.b": "https://c"}
+	c.Runtimes = map[string]RuntimeHandler{"test-handler": {}, "b": {}}
 	for _, cfg := range []Config{Default(), c} {
 		out, err := cfg.Render()
 		if err != nil {
@@ -136,5 +140,21 @@ func TestRenderRoundTrips(t *testing.T) {
 		if !reflect.DeepEqual(back, cfg) {
 			t.Fatalf("round trip:\n got  %+v\n want %+v\n%s", back, cfg, out)
 		}
+	}
+}
+
+// TestRuntimeHandlers: [runtimes.NAME] tables and --runtime-handler flags
+// add handlers to the default one, "", which always comes first.
+func TestRuntimeHandlers(t *testing.T) {
+	file := writeFile(t, "[runtimes.test-handler]\n[runtimes.kata]\n")
+	c, err := parse(t, "--config", file, "--runtime-handler", "gvisor", "--runtime-handler", "kata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Handlers(), []string{"", "gvisor", "kata", "test-handler"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("handlers %q, want %q", got, want)
+	}
+	if got := Default().Handlers(); !reflect.DeepEqual(got, []string{""}) {
+		t.Errorf("default handlers %q, want only the default one", got)
 	}
 }
