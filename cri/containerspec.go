@@ -38,6 +38,7 @@ const (
 	annoAttempt    = "io.cri-mini.container.attempt"
 	annoImage      = "io.cri-mini.container.image"
 	annoImageRef   = "io.cri-mini.container.image-ref"
+	annoRepoDigest = "io.cri-mini.container.repo-digest"
 	annoLabels     = "io.cri-mini.container.labels"
 	annoAnnotation = "io.cri-mini.container.annotations"
 	annoStopSignal = "io.cri-mini.container.stop-signal"
@@ -51,8 +52,11 @@ type specInput struct {
 	Pod      *sandbox.Pod
 	Image    imageConfig
 	ImageRef string // the image's id
-	Rootfs   string // the prepared root file system
-	Driver   string // cgroup driver
+	// ImageName is the image the container's status names (statusImage);
+	// RepoDigest a repository digest of the image, if it has one.
+	ImageName, RepoDigest string
+	Rootfs                string // the prepared root file system
+	Driver                string // cgroup driver
 	// ImageVolumes are where the images of image-volume mounts are mounted
 	// (read-only) on the host, by index in Config.Mounts.
 	ImageVolumes map[int]string
@@ -528,11 +532,14 @@ func containerAnnotations(in specInput) (map[string]string, error) {
 		annoSandboxID:  in.Pod.ID,
 		annoName:       cfg.GetMetadata().GetName(),
 		annoAttempt:    strconv.FormatUint(uint64(cfg.GetMetadata().GetAttempt()), 10),
-		annoImage:      cfg.GetImage().GetImage(),
+		annoImage:      in.ImageName,
 		annoImageRef:   in.ImageRef,
 		annoLabels:     string(labels),
 		annoAnnotation: string(annos),
 		annoMounts:     string(mounts),
+	}
+	if in.RepoDigest != "" {
+		out[annoRepoDigest] = in.RepoDigest
 	}
 	if sig := cfg.GetStopSignal(); sig != runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT {
 		out[annoStopSignal] = strings.TrimPrefix(sig.String(), "SIGNAL_")
