@@ -12,6 +12,8 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/cri-mini/cri-mini/container"
+	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/internal/nspin"
 	"github.com/cri-mini/cri-mini/sandbox"
 )
@@ -24,6 +26,13 @@ func (s *Service) cgroupUsage(path string) (*runtimeapi.CpuUsage, *runtimeapi.Me
 	if err != nil {
 		return nil, nil, err
 	}
+	cpu, mem := s.criUsage(path, st)
+	return cpu, mem, nil
+}
+
+// criUsage is the CPU and memory use of the cgroup at path, read as st, as
+// the CRI reports them.
+func (s *Service) criUsage(path string, st *cgroups.Stats) (*runtimeapi.CpuUsage, *runtimeapi.MemoryUsage) {
 	now := time.Now().UnixNano()
 	mem := &runtimeapi.MemoryUsage{Timestamp: now, WorkingSetBytes: u64(st.Memory.WorkingSet), UsageBytes: u64(st.Memory.Usage),
 		RssBytes: u64(st.Memory.RSS), PageFaults: u64(st.Memory.PageFaults), MajorPageFaults: u64(st.Memory.MajorPageFaults)}
@@ -34,7 +43,7 @@ func (s *Service) cgroupUsage(path string) (*runtimeapi.CpuUsage, *runtimeapi.Me
 	if rate, ok := s.cpuRates.sample(path, now, st.CPU.UsageNanos); ok {
 		cpu.UsageNanoCores = u64(rate)
 	}
-	return cpu, mem, nil
+	return cpu, mem
 }
 
 // cpuRates remembers each cgroup's last CPU reading, so that a stats call
@@ -75,16 +84,22 @@ func (r *cpuRates) sample(path string, now int64, usage uint64) (uint64, bool) {
 	return (usage - prev.usage) * 1e9 / (uint64(now) - prev.at), true
 }
 
-// podStats gathers a pod's usage: CPU and memory of its cgroup parent (when
-// it has one) and the traffic of the interfaces in its network namespace.
-func (s *Service) podStats(p *sandbox.Pod) (*runtimeapi.PodSandboxStats, error) {
+// podStats gathers a pod's usage: CPU, memory and processes of its cgroup
+// parent (when it has one), the traffic of the interfaces in its network
+// namespace, and the stats of its running containers (ctrs, every
+// container there is), as kubelet reads them all from the runtime with
+// PodAndContainerStatsFromCRI.
+func (s *Service) podStats(p *sandbox.Pod, ctrs []*container.State) (*runtimeapi.PodSandboxStats, error) {
 	md := p.Spec.Metadata
 	linux := &runtimeapi.LinuxPodSandboxStats{}
 	if p.Spec.CgroupParent != "" && s.cgroups != nil {
-		var err error
-		if linux.Cpu, linux.Memory, err = s.cgroupUsage(p.Spec.CgroupParent); err != nil {
+		st, err := s.cgroups.Stats(p.Spec.CgroupParent)
+		if err != nil {
 			return nil, fmt.Errorf("pod %s: %w", p.ID, err)
 		}
+		linux.Cpu, linux.Memory = s.criUsage(p.Spec.CgroupParent, st)
+		// Tasks, as containerd counts a pod's processes.
+		linux.Process = &runtimeapi.ProcessUsage{Timestamp: linux.Cpu.Timestamp, ProcessCount: u64(st.Pids.Current)}
 	}
 	if p.NetNS != "" && p.State == sandbox.Ready {
 		var err error
@@ -92,11 +107,29 @@ func (s *Service) podStats(p *sandbox.Pod) (*runtimeapi.PodSandboxStats, error) 
 			return nil, fmt.Errorf("pod %s: %w", p.ID, err)
 		}
 	}
+	for _, st := range ctrs {
+		if st.Spec.Annotations[annoSandboxID] != p.ID || st.Status != container.StatusRunning {
+			continue
+		}
+		// One that exits while it is read is left out.
+		if cs, err := s.containerStats(st); err == nil {
+			linux.Containers = append(linux.Containers, cs)
+		}
+	}
 	return &runtimeapi.PodSandboxStats{
 		Attributes: &runtimeapi.PodSandboxAttributes{Id: p.ID, Labels: p.Spec.Labels, Annotations: p.Spec.Annotations,
 			Metadata: &runtimeapi.PodSandboxMetadata{Name: md.Name, Namespace: md.Namespace, Uid: md.UID, Attempt: md.Attempt}},
 		Linux: linux,
 	}, nil
+}
+
+// allContainers lists every container for podStats; none without a
+// container runtime.
+func (s *Service) allContainers() ([]*container.State, error) {
+	if s.containers == nil {
+		return nil, nil
+	}
+	return s.containers.List()
 }
 
 // netDevice is one interface's counters from /proc/net/dev.
@@ -160,7 +193,11 @@ func (s *Service) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandbo
 	if err != nil {
 		return nil, err
 	}
-	stats, err := s.podStats(p)
+	ctrs, err := s.allContainers()
+	if err != nil {
+		return nil, err
+	}
+	stats, err := s.podStats(p, ctrs)
 	if err != nil {
 		return nil, err
 	}
@@ -169,12 +206,16 @@ func (s *Service) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandbo
 
 func (s *Service) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
 	f := req.GetFilter()
+	ctrs, err := s.allContainers()
+	if err != nil {
+		return nil, err
+	}
 	resp := &runtimeapi.ListPodSandboxStatsResponse{}
 	for _, p := range s.sandboxes.List() {
 		if (f.GetId() != "" && !strings.HasPrefix(p.ID, f.GetId())) || !matchLabels(p.Spec.Labels, f.GetLabelSelector()) {
 			continue
 		}
-		stats, err := s.podStats(p)
+		stats, err := s.podStats(p, ctrs)
 		if err != nil {
 			// A pod removed while it is read: leave it out of the list.
 			continue
