@@ -169,14 +169,22 @@ func netDevices(nsPath string) ([]netDevice, error) {
 	return devs, nil
 }
 
-// networkUsage is the CRI's view of the pod's interfaces; eth0 is the
-// default interface.
+// networkUsage is the CRI's view of the pod's interfaces, nil when it has
+// no eth0 (see criNetwork).
 func networkUsage(nsPath string) (*runtimeapi.NetworkUsage, error) {
 	devs, err := netDevices(nsPath)
 	if err != nil {
 		return nil, err
 	}
-	usage := &runtimeapi.NetworkUsage{Timestamp: time.Now().UnixNano()}
+	return criNetwork(devs, time.Now().UnixNano()), nil
+}
+
+// criNetwork reports the interfaces with eth0, the interface kubelet has
+// CNI make, as the default one; without eth0 there is no usage to report:
+// kubelet reads a default interface wherever network usage is reported (a
+// pod's without one panicked kubelet v1.37).
+func criNetwork(devs []netDevice, now int64) *runtimeapi.NetworkUsage {
+	usage := &runtimeapi.NetworkUsage{Timestamp: now}
 	for _, d := range devs {
 		iface := &runtimeapi.NetworkInterfaceUsage{Name: d.name, RxBytes: u64(d.rxBytes), RxErrors: u64(d.rxErrors),
 			TxBytes: u64(d.txBytes), TxErrors: u64(d.txErrors)}
@@ -185,7 +193,10 @@ func networkUsage(nsPath string) (*runtimeapi.NetworkUsage, error) {
 			usage.DefaultInterface = iface
 		}
 	}
-	return usage, nil
+	if usage.DefaultInterface == nil {
+		return nil
+	}
+	return usage
 }
 
 func (s *Service) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
