@@ -72,7 +72,7 @@ func setup(m *testing.M) (int, error) {
 	}
 	// The node images' agnhost: any static program serves to check the
 	// layout.
-	node := NodeInputs{Inputs: in, Agnhost: in.Pause, Bash: "/bin/bash"}
+	node := NodeInputs{Inputs: in, Agnhost: in.Pause, Bash: "/bin/bash", Curl: "/usr/bin/curl"}
 	if node.Netcat, err = DebianBinary(ctx, filepath.Join(cache, "cri-mini-e2e"), "netcat-openbsd", "bin/nc.openbsd"); err != nil {
 		return 0, err
 	}
@@ -610,12 +610,16 @@ func TestNodeShell(t *testing.T) {
 	}
 }
 
-// TestAgnhostNetcat: agnhost's nc speaks UDP (-u), which netexec uses.
-func TestAgnhostNetcat(t *testing.T) {
+// TestAgnhostTools: agnhost's nc speaks UDP (-u), which netexec uses, and
+// curl runs, for the suite's networking checks and exec hooks.
+func TestAgnhostTools(t *testing.T) {
 	root := rootfs(t, "e2e-test-images/agnhost:2.66.1")
 	_, errOut, _ := run(t, inImage(root, 0, 0, pathEnvList, "/bin/sh", "-c", "nc -h"))
 	if !strings.Contains(errOut, "OpenBSD netcat") || !strings.Contains(errOut, "-u") {
 		t.Errorf("nc -h: %q", errOut)
+	}
+	if out, errOut, err := run(t, inImage(root, 0, 0, pathEnvList, "/bin/sh", "-c", "curl --version")); err != nil || !strings.HasPrefix(out, "curl ") {
+		t.Errorf("curl --version: %v %q %q", err, out, errOut)
 	}
 	if _, err := os.Stat(filepath.Join(root, "agnhost-2")); err != nil {
 		t.Error(err)

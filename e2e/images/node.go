@@ -17,6 +17,9 @@ type NodeInputs struct {
 	// Netcat is OpenBSD's nc (Debian's netcat-openbsd): agnhost's netexec
 	// runs `nc -u` for UDP, which busybox's nc lacks.
 	Netcat string
+	// Curl is the host's curl (with its libraries): the suite's networking
+	// helpers and exec hooks run curl in agnhost, as upstream's has it.
+	Curl string
 }
 
 // BuildNode makes the images the PR-gating NodeConformance specs of the
@@ -68,14 +71,15 @@ func BuildNode(in NodeInputs) ([]Tagged, error) {
 }
 
 // agnhostLayer holds what upstream's agnhost image adds to its base:
-// /agnhost (and /agnhost-2, which entrypoint specs run), OpenBSD's nc, the
-// upload directory of netexec, and the user and group a supplemental
-// groups spec expects in the image.
+// /agnhost (and /agnhost-2, which entrypoint specs run), OpenBSD's nc,
+// curl, the upload directory of netexec, and the user and group a
+// supplemental groups spec expects in the image.
 func agnhostLayer(in NodeInputs) *layer {
 	l := newLayer()
 	l.copy("agnhost", 0o755, in.Agnhost)
 	l.link("agnhost-2", "agnhost")
 	l.dynamic("usr/bin/nc", in.Netcat)
+	l.dynamic("usr/bin/curl", in.Curl)
 	l.dir("uploads", 0o755, 0, 0)
 	l.imageUser("user-defined-in-image")
 	return l

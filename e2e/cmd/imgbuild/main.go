@@ -60,6 +60,7 @@ func run() error {
 		only     = flag.String("only", "", "with -save: only the images whose path matches this regular expression")
 		agnhost  = flag.String("agnhost", "", "build the node e2e suite's images, agnhost from this binary (e2e/kubelet/build.sh agnhost)")
 		bash     = flag.String("bash", "/bin/bash", "with -agnhost: the shell of the busybox stand-ins")
+		curl     = flag.String("curl", "/usr/bin/curl", "with -agnhost: the curl of the agnhost image (its libraries come along)")
 	)
 	flag.Parse()
 	if n := btoi(*host != "") + btoi(*serve != "") + btoi(*save != ""); n != 1 {
@@ -91,7 +92,7 @@ func run() error {
 	if *agnhost == "" {
 		built, err = images.Build(in)
 	} else {
-		node := images.NodeInputs{Inputs: in, Agnhost: *agnhost, Bash: *bash}
+		node := images.NodeInputs{Inputs: in, Agnhost: *agnhost, Bash: *bash, Curl: *curl}
 		if node.Netcat, err = images.DebianBinary(ctx, *cache, "netcat-openbsd", "bin/nc.openbsd"); err != nil {
 			return err
 		}
