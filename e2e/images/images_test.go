@@ -71,8 +71,18 @@ func setup(m *testing.M) (int, error) {
 		return 0, err
 	}
 	// The node images' agnhost: any static program serves to check the
-	// layout.
-	node := NodeInputs{Inputs: in, Agnhost: in.Pause, Bash: "/bin/bash", Curl: "/usr/bin/curl"}
+	// layout, any key pair (critest's module has none: a made one).
+	tls, err := os.MkdirTemp("", "images-test-tls-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(tls)
+	for _, f := range []string{"localhost.crt", "localhost.key"} {
+		if err := os.WriteFile(filepath.Join(tls, f), []byte(f), 0o600); err != nil {
+			return 0, err
+		}
+	}
+	node := NodeInputs{Inputs: in, Agnhost: in.Pause, AgnhostTLS: tls, Bash: "/bin/bash", Curl: "/usr/bin/curl"}
 	if node.Netcat, err = DebianBinary(ctx, filepath.Join(cache, "cri-mini-e2e"), "netcat-openbsd", "bin/nc.openbsd"); err != nil {
 		return 0, err
 	}
@@ -621,7 +631,9 @@ func TestAgnhostTools(t *testing.T) {
 	if out, errOut, err := run(t, inImage(root, 0, 0, pathEnvList, "/bin/sh", "-c", "curl --version")); err != nil || !strings.HasPrefix(out, "curl ") {
 		t.Errorf("curl --version: %v %q %q", err, out, errOut)
 	}
-	if _, err := os.Stat(filepath.Join(root, "agnhost-2")); err != nil {
-		t.Error(err)
+	for _, f := range []string{"agnhost-2", "localhost.crt", "localhost.key"} {
+		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
+			t.Error(err)
+		}
 	}
 }

@@ -1,14 +1,21 @@
 package images
 
-import v1 "github.com/google/go-containerregistry/pkg/v1"
+import (
+	"path/filepath"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
 
 // NodeInputs are the host files of the node e2e suite's images
 // (k8s.io/kubernetes test/e2e_node, its PR-gating NodeConformance specs),
 // beyond those of critest's.
 type NodeInputs struct {
 	Inputs
-	// Agnhost is test/images/agnhost built from the kubernetes module.
-	Agnhost string
+	// Agnhost is test/images/agnhost built from the kubernetes module;
+	// AgnhostTLS the directory of that module's localhost.crt and
+	// localhost.key (test/images/agnhost/porter), which its image carries at
+	// / for the HTTPS servers of the lifecycle hook specs.
+	Agnhost, AgnhostTLS string
 	// Bash is the busybox stand-ins' /bin/sh: like the ash of upstream's
 	// busybox 1.37 it keeps environment names that are not identifiers
 	// ("data-1", from a ConfigMap) for the programs it starts; Debian's
@@ -71,13 +78,15 @@ func BuildNode(in NodeInputs) ([]Tagged, error) {
 }
 
 // agnhostLayer holds what upstream's agnhost image adds to its base:
-// /agnhost (and /agnhost-2, which entrypoint specs run), OpenBSD's nc,
-// curl, the upload directory of netexec, and the user and group a
-// supplemental groups spec expects in the image.
+// /agnhost (and /agnhost-2, which entrypoint specs run), its TLS key pair,
+// OpenBSD's nc, curl, the upload directory of netexec, and the user and
+// group a supplemental groups spec expects in the image.
 func agnhostLayer(in NodeInputs) *layer {
 	l := newLayer()
 	l.copy("agnhost", 0o755, in.Agnhost)
 	l.link("agnhost-2", "agnhost")
+	l.copy("localhost.crt", 0o644, filepath.Join(in.AgnhostTLS, "localhost.crt"))
+	l.copy("localhost.key", 0o600, filepath.Join(in.AgnhostTLS, "localhost.key"))
 	l.dynamic("usr/bin/nc", in.Netcat)
 	l.dynamic("usr/bin/curl", in.Curl)
 	l.dir("uploads", 0o755, 0, 0)

@@ -157,7 +157,8 @@ wait_until() {
 
 echo "run.sh: building and serving the node e2e images"
 go build -o "$work/imgbuild" ./e2e/cmd/imgbuild
-"$work/imgbuild" -agnhost "$agnhost" -serve 127.0.0.1:0 -addr-file "$work/registry.addr" >"$work/imgbuild.log" 2>&1 &
+k8s_src=$(cd "$(dirname "$agnhost")" && GOFLAGS=-mod=mod GOWORK=off go list -m -f '{{.Dir}}' k8s.io/kubernetes)
+"$work/imgbuild" -agnhost "$agnhost" -agnhost-tls "$k8s_src/test/images/agnhost/porter" -serve 127.0.0.1:0 -addr-file "$work/registry.addr" >"$work/imgbuild.log" 2>&1 &
 registry_pid=$!
 wait_until 600 "$registry_pid" imgbuild test -s "$work/registry.addr" || { tail -n 20 "$work/imgbuild.log" >&2; exit 1; }
 registry=$(<"$work/registry.addr")

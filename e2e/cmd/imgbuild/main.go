@@ -59,6 +59,7 @@ func run() error {
 		save     = flag.String("save", "", "write the images to FILE as a docker save tarball, named registry.k8s.io/<path> (for cri-mini image import)")
 		only     = flag.String("only", "", "with -save: only the images whose path matches this regular expression")
 		agnhost  = flag.String("agnhost", "", "build the node e2e suite's images, agnhost from this binary (e2e/kubelet/build.sh agnhost)")
+		tls      = flag.String("agnhost-tls", "", "with -agnhost: the directory of agnhost's localhost.crt and localhost.key (the kubernetes module's test/images/agnhost/porter)")
 		bash     = flag.String("bash", "/bin/bash", "with -agnhost: the shell of the busybox stand-ins")
 		curl     = flag.String("curl", "/usr/bin/curl", "with -agnhost: the curl of the agnhost image (its libraries come along)")
 	)
@@ -92,7 +93,7 @@ func run() error {
 	if *agnhost == "" {
 		built, err = images.Build(in)
 	} else {
-		node := images.NodeInputs{Inputs: in, Agnhost: *agnhost, Bash: *bash, Curl: *curl}
+		node := images.NodeInputs{Inputs: in, Agnhost: *agnhost, AgnhostTLS: *tls, Bash: *bash, Curl: *curl}
 		if node.Netcat, err = images.DebianBinary(ctx, *cache, "netcat-openbsd", "bin/nc.openbsd"); err != nil {
 			return err
 		}
