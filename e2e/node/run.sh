@@ -22,8 +22,9 @@
 #      with the first line of its failure, stops everything and deletes what
 #      it made, restoring the sysctls kubelet changes, and reports whatever
 #      was left behind (also after a failure or Ctrl-C).
-# Needs root, the CNI plugins (/usr/lib/cni), jq, and the ports the suite
-# fixes: 6443 (API server), 10248, 10250 and 10255 (kubelet). kubelet is
+# Needs root, the CNI plugins (/usr/lib/cni), jq, the ports the suite fixes,
+# 6443 (API server), 10248, 10250 and 10255 (kubelet), and no other kubelet
+# running (the device plugin directory is fixed too). kubelet is
 # started through systemd-run when that is on PATH; the suite runs with a
 # PATH without it, so that kubelet is its child here, systemd or not.
 # Exit status 1 if a spec failed or something was left behind.
@@ -49,6 +50,13 @@ for p in "${PORTS[@]}"; do
 	! ss -Hltn "sport = :$p" | grep -q . || { echo "run.sh: port $p is in use; the suite needs it" >&2; exit 1; }
 done
 [[ ! -e /var/lib/kubelet ]] || { echo "run.sh: /var/lib/kubelet exists; the suite's kubelet uses that fixed root" >&2; exit 1; }
+# Every kubelet serves device plugins at /var/lib/kubelet/device-plugins
+# and empties that directory when it starts: another kubelet (a make
+# kubelet-e2e) would take the suite's kubelet's socket.
+if other=$(pgrep -x kubelet); then
+	echo "run.sh: a kubelet runs already ($(echo "$other" | tr '\n' ' ')); it would share /var/lib/kubelet/device-plugins with the suite's" >&2
+	exit 1
+fi
 crictl_bin=$(command -v crictl || echo "$(go env GOPATH)/bin/crictl")
 [[ -x $crictl_bin ]] || { echo "run.sh: crictl missing: go install sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0" >&2; exit 1; }
 
