@@ -11,13 +11,15 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(dir $(BIN))cri-mini-shim ./cmd/cri-mini-shim
 
 # test: unit tests, the root integration tests (namespaces, mounts, cgroups,
-# a loopback registry, CNI), the CRI validation suite (make e2e) and a real
+# a loopback registry, CNI), the CRI validation suite (make e2e), a real
 # kubelet with static pods (make kubelet-e2e; its first build takes ~5 min,
-# then it is cached). Run as root.
+# then it is cached) and the fixed CI part of Kubernetes' node e2e suite
+# (make node-e2e-ci). Run as root.
 test: vet
 	$(GO) test -count=1 -timeout 30m ./...
 	$(MAKE) e2e
 	$(MAKE) kubelet-e2e
+	$(MAKE) node-e2e-ci
 
 vet:
 	$(GO) vet ./...
@@ -64,3 +66,19 @@ install: build
 	install -D -m 0644 manifests/cri-mini.service $(DESTDIR)/etc/systemd/system/cri-mini.service
 	test -e $(DESTDIR)/etc/cri-mini/cri-mini.toml || install -D -m 0644 manifests/cri-mini.toml $(DESTDIR)/etc/cri-mini/cri-mini.toml
 	test -e $(DESTDIR)/etc/crictl.yaml || install -D -m 0644 manifests/crictl.yaml $(DESTDIR)/etc/crictl.yaml
+
+# node-e2e: Kubernetes' node e2e suite (k8s.io/kubernetes v1.37.2
+# test/e2e_node, built from the Go module proxy and cached, as kubelet is)
+# against cri-mini, offline: its PR-gating set ([NodeConformance] without
+# Flaky, Slow, Serial or Disruptive) but the groups of e2e/node/skip.txt.
+# NODE_E2E_RUNTIME=containerd runs it against containerd 2.4.2 + runc
+# instead; NODE_E2E_PROCS (default 6) parallel processes. Needs the ports
+# 6443, 10248, 10250 and 10255 and no /var/lib/kubelet. Run as root.
+# node-e2e-ci: the fixed subset of e2e/node/ci-specs.txt that make test runs.
+NODE_E2E_RUNTIME ?= cri-mini
+.PHONY: node-e2e node-e2e-ci
+node-e2e:
+	e2e/node/run.sh $(NODE_E2E_RUNTIME)
+
+node-e2e-ci:
+	NODE_E2E_SPECS=e2e/node/ci-specs.txt e2e/node/run.sh $(NODE_E2E_RUNTIME)

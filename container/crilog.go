@@ -104,7 +104,10 @@ func (l *criLog) record(stream string, partial bool, content []byte) {
 	}
 }
 
-// copyStream reads r to its end and logs it line by line as stream.
+// copyStream reads r to its end and logs it line by line as stream. A last
+// line without a newline is a partial (P) record, as containerd and CRI-O
+// write it: kubelet then reads the output as it was ("DONE" stays "DONE",
+// in a termination message from the log too).
 func (l *criLog) copyStream(stream string, r io.Reader) {
 	br := bufio.NewReaderSize(r, maxLogLine)
 	for {
@@ -116,7 +119,7 @@ func (l *criLog) copyStream(stream string, r io.Reader) {
 			l.record(stream, true, line)
 		default:
 			if len(line) > 0 {
-				l.record(stream, false, line)
+				l.record(stream, true, line)
 			}
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,5 +81,39 @@ func TestLogSymlinksNotFollowed(t *testing.T) {
 	assertTargetUntouched()
 	if old, _ := readCRILog(t, b.LogPath+".1"); old != "one\ntwo\n" {
 		t.Errorf("the output went to %q in the kept file, want one and two", old)
+	}
+}
+
+// TestLogRecords: every line is a full (F) record without its newline; a
+// line longer than maxLogLine is split into partial (P) records; a last
+// line without a newline is a partial record, so that a reader gets the
+// output back as it was.
+func TestLogRecords(t *testing.T) {
+	dir := t.TempDir()
+	l, err := openCRILog(dir, filepath.Join(dir, "0.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("x", maxLogLine+10)
+	l.copyStream("stdout", strings.NewReader("one\n\n"+long+"\nDONE"))
+	l.close()
+	data, err := os.ReadFile(filepath.Join(dir, "0.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for line := range strings.Lines(string(data)) {
+		f := strings.SplitN(strings.TrimSuffix(line, "\n"), " ", 4)
+		if len(f) != 4 || f[1] != "stdout" {
+			t.Fatalf("record %q", line)
+		}
+		if _, err := time.Parse(time.RFC3339Nano, f[0]); err != nil {
+			t.Errorf("record %q: %v", line, err)
+		}
+		got = append(got, f[2]+" "+f[3])
+	}
+	want := []string{"F one", "F ", "P " + long[:maxLogLine], "F " + long[maxLogLine:], "P DONE"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("records\n%.200q\nwant\n%.200q", got, want)
 	}
 }

@@ -71,7 +71,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
 	}
-	imageID, imgCfg, err := s.resolveImage(cfg.GetImage().GetImage())
+	img, imgCfg, err := s.resolveImage(cfg.GetImage().GetImage())
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +84,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 			klog.ErrorS(err, "Roll back container rootfs", "container", id)
 		}
 	}
-	if err := s.images.PrepareRootfs(id, imageID, rootfs, rootfsIDMap(pod)); err != nil {
+	if err := s.images.PrepareRootfs(id, img.ID, rootfs, rootfsIDMap(pod)); err != nil {
 		_ = os.Remove(rootfs)
 		return nil, fmt.Errorf("container %s: rootfs: %w", md.GetName(), err)
 	}
@@ -93,7 +93,8 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		release()
 		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
 	}
-	spec, cgroup, err := containerSpec(specInput{ID: id, Config: cfg, Pod: pod, Image: imgCfg, ImageRef: imageID,
+	spec, cgroup, err := containerSpec(specInput{ID: id, Config: cfg, Pod: pod, Image: imgCfg, ImageRef: img.ID,
+		ImageName: statusImage(cfg.GetImage(), img), RepoDigest: firstNonEmpty(img.RepoDigests...),
 		Rootfs: rootfs, Driver: s.config.CgroupDriver, ImageVolumes: volumes, Target: target,
 		DeviceOwnership: s.config.DeviceOwnershipFromSecurityContext})
 	if err == nil {
@@ -313,7 +314,7 @@ func (s *Service) mountImageVolumes(id string, pod *sandbox.Pod, mounts []*runti
 		if m.GetImage() == nil {
 			continue
 		}
-		imageID, _, err := s.resolveImage(m.GetImage().GetImage())
+		img, _, err := s.resolveImage(m.GetImage().GetImage())
 		if err != nil {
 			return nil, fmt.Errorf("image volume at %s: %w", m.GetContainerPath(), err)
 		}
@@ -326,11 +327,11 @@ func (s *Service) mountImageVolumes(id string, pod *sandbox.Pod, mounts []*runti
 		if err := os.MkdirAll(target, 0o700); err != nil {
 			return nil, fmt.Errorf("image volume at %s: %w", m.GetContainerPath(), err)
 		}
-		if err := s.images.MountImage(name, imageID, target, idmap); err != nil {
+		if err := s.images.MountImage(name, img.ID, target, idmap); err != nil {
 			return nil, fmt.Errorf("image volume at %s: %w", m.GetContainerPath(), err)
 		}
 		volumes[i] = target
-		m.Image.ImageRef = imageID // reported in the container's status
+		m.Image.ImageRef = img.ID // reported in the container's status
 	}
 	return volumes, nil
 }
@@ -487,6 +488,13 @@ func imageSpec(a map[string]string) *runtimeapi.ImageSpec {
 	return spec
 }
 
+// imageRef is the image a container runs as kubelet shows it (a pod's
+// imageID): its repository digest, as containerd reports it, or its ID for
+// an image known by none.
+func imageRef(annotations map[string]string) string {
+	return firstNonEmpty(annotations[annoRepoDigest], annotations[annoImageRef])
+}
+
 func containerMetadata(st *container.State) *runtimeapi.ContainerMetadata {
 	n := nameOf(st)
 	return &runtimeapi.ContainerMetadata{Name: n.name, Attempt: n.attempt}
@@ -507,7 +515,7 @@ func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.Container
 		FinishedAt:  unixNano(st.Finished),
 		ExitCode:    int32(st.ExitCode),
 		Image:       imageSpec(a),
-		ImageRef:    a[annoImageRef],
+		ImageRef:    imageRef(a),
 		ImageId:     a[annoImageRef],
 		Labels:      decodeMap(a[annoLabels]),
 		Annotations: decodeMap(a[annoAnnotation]),
@@ -657,7 +665,7 @@ func (s *Service) ListContainers(ctx context.Context, req *runtimeapi.ListContai
 			PodSandboxId: a[annoSandboxID],
 			Metadata:     containerMetadata(st),
 			Image:        imageSpec(a),
-			ImageRef:     a[annoImageRef],
+			ImageRef:     imageRef(a),
 			ImageId:      a[annoImageRef],
 			State:        criState(st),
 			CreatedAt:    unixNano(st.Created),

@@ -42,6 +42,7 @@ const (
 	annoImage      = "io.cri-mini.container.image"
 	annoImageAnnos = "io.cri-mini.container.image-annotations"
 	annoImageRef   = "io.cri-mini.container.image-ref"
+	annoRepoDigest = "io.cri-mini.container.repo-digest"
 	annoLabels     = "io.cri-mini.container.labels"
 	annoAnnotation = "io.cri-mini.container.annotations"
 	annoStopSignal = "io.cri-mini.container.stop-signal"
@@ -55,8 +56,11 @@ type specInput struct {
 	Pod      *sandbox.Pod
 	Image    imageConfig
 	ImageRef string // the image's id
-	Rootfs   string // the prepared root file system
-	Driver   string // cgroup driver
+	// ImageName is the image the container's status names (statusImage);
+	// RepoDigest a repository digest of the image, if it has one.
+	ImageName, RepoDigest string
+	Rootfs                string // the prepared root file system
+	Driver                string // cgroup driver
 	// ImageVolumes are where the images of image-volume mounts are mounted
 	// (read-only) on the host, by index in Config.Mounts.
 	ImageVolumes map[int]string
@@ -711,7 +715,7 @@ func containerAnnotations(in specInput) (map[string]string, error) {
 		annoSandboxID:  in.Pod.ID,
 		annoName:       cfg.GetMetadata().GetName(),
 		annoAttempt:    strconv.FormatUint(uint64(cfg.GetMetadata().GetAttempt()), 10),
-		annoImage:      cfg.GetImage().GetImage(),
+		annoImage:      in.ImageName,
 		annoImageRef:   in.ImageRef,
 		annoLabels:     string(labels),
 		annoAnnotation: string(annos),
@@ -725,6 +729,9 @@ func containerAnnotations(in specInput) (map[string]string, error) {
 			return nil, err
 		}
 		out[annoImageAnnos] = string(b)
+	}
+	if in.RepoDigest != "" {
+		out[annoRepoDigest] = in.RepoDigest
 	}
 	if sig := cfg.GetStopSignal(); sig != runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT {
 		out[annoStopSignal] = strings.TrimPrefix(sig.String(), "SIGNAL_")

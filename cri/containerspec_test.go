@@ -187,7 +187,7 @@ func TestContainerSpec(t *testing.T) {
 	}
 	spec, cgroup, err := containerSpec(specInput{ID: "c1", Config: cfg, Pod: testPod(true),
 		Image:    imageConfig{Entrypoint: []string{"/bin/app"}, Env: []string{"PATH=/bin"}, StopSignal: "SIGQUIT"},
-		ImageRef: "sha256:abc", Rootfs: root, Driver: "cgroupfs"})
+		ImageRef: "sha256:abc", ImageName: "busybox:1.37", RepoDigest: "busybox@sha256:def", Rootfs: root, Driver: "cgroupfs"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +231,8 @@ func TestContainerSpec(t *testing.T) {
 	if spec.Linux.Seccomp == nil || !slices.Equal(spec.Linux.MaskedPaths, []string{"/proc/kcore"}) || spec.Linux.ReadonlyPaths != nil {
 		t.Errorf("seccomp %v masked %v readonly %v", spec.Linux.Seccomp != nil, spec.Linux.MaskedPaths, spec.Linux.ReadonlyPaths)
 	}
-	if a := spec.Annotations; a[annoSandboxID] != "pod1" || a[annoName] != "app" || a[annoAttempt] != "2" || a[annoStopSignal] != "SIGUSR1" || a[annoImageRef] != "sha256:abc" {
+	if a := spec.Annotations; a[annoSandboxID] != "pod1" || a[annoName] != "app" || a[annoAttempt] != "2" || a[annoStopSignal] != "SIGUSR1" || a[annoImageRef] != "sha256:abc" ||
+		a[annoImage] != "busybox:1.37" || imageRef(a) != "busybox@sha256:def" {
 		t.Errorf("annotations %v", a)
 	}
 	if sig, err := parseSignal(spec.Annotations[annoStopSignal]); err != nil || sig != 10 {

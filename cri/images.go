@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -118,15 +119,30 @@ func criImage(img *image.Image) *runtimeapi.Image {
 // resolveImage finds the image a container (or an image volume) names and
 // the parts of its config a container inherits; the signature policy, as
 // it is now, must allow it.
-func (s *Service) resolveImage(ref string) (string, imageConfig, error) {
+func (s *Service) resolveImage(ref string) (*image.Image, imageConfig, error) {
 	img, err := s.images.Get(ref)
 	if err != nil {
-		return "", imageConfig{}, fmt.Errorf("image %q: %w", ref, err)
+		return nil, imageConfig{}, fmt.Errorf("image %q: %w", ref, err)
 	}
 	if err := s.images.CheckPolicy(img.ID); err != nil {
-		return "", imageConfig{}, err
+		return nil, imageConfig{}, err
 	}
 	c := img.Config.Config
-	return img.ID, imageConfig{Entrypoint: c.Entrypoint, Cmd: c.Cmd, Env: c.Env, WorkingDir: c.WorkingDir,
+	return img, imageConfig{Entrypoint: c.Entrypoint, Cmd: c.Cmd, Env: c.Env, WorkingDir: c.WorkingDir,
 		User: c.User, StopSignal: c.StopSignal}, nil
+}
+
+// statusImage is the image a container's status names: the one the pod
+// asked for (kubelet creates containers from the image's ID and sends the
+// pod's image as user_specified_image). Without it, the name the container
+// was created from, or the image's first tag when that was its ID, as
+// containerd reports.
+func statusImage(spec *runtimeapi.ImageSpec, img *image.Image) string {
+	if u := spec.GetUserSpecifiedImage(); u != "" {
+		return u
+	}
+	if name := spec.GetImage(); (name != img.ID && name != strings.TrimPrefix(img.ID, "sha256:")) || len(img.RepoTags) == 0 {
+		return name
+	}
+	return img.RepoTags[0]
 }

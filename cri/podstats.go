@@ -12,6 +12,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/cri-mini/cri-mini/container"
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/internal/nspin"
 	"github.com/cri-mini/cri-mini/sandbox"
@@ -26,6 +27,9 @@ type cgroupUsage struct {
 	mem  *runtimeapi.MemoryUsage
 	swap *runtimeapi.SwapUsage
 	io   *runtimeapi.IoUsage // nil without I/O pressure, its only figure
+	// tasks counts the cgroup's processes and threads, as containerd counts
+	// a pod's processes.
+	tasks uint64
 }
 
 // readCgroupUsage reads the usage of the cgroup at path.
@@ -50,7 +54,7 @@ func (s *Service) readCgroupUsage(path string) (cgroupUsage, error) {
 	if m.SwapLimit > m.Limit && m.Limit > 0 && m.SwapLimit-m.Limit > m.Swap {
 		swap.SwapAvailableBytes = u64(m.SwapLimit - m.Limit - m.Swap)
 	}
-	u := cgroupUsage{cpu: cpu, mem: mem, swap: swap}
+	u := cgroupUsage{cpu: cpu, mem: mem, swap: swap, tasks: st.Pids.Current}
 	if p := psiStats(st.Pressure.IO); p != nil {
 		u.io = &runtimeapi.IoUsage{Timestamp: now, Psi: p}
 	}
@@ -107,9 +111,12 @@ func (r *cpuRates) sample(path string, now int64, usage uint64) (uint64, bool) {
 	return (usage - prev.usage) * 1e9 / (uint64(now) - prev.at), true
 }
 
-// podStats gathers a pod's usage: CPU and memory of its cgroup parent (when
-// it has one) and the traffic of the interfaces in its network namespace.
-func (s *Service) podStats(p *sandbox.Pod) (*runtimeapi.PodSandboxStats, error) {
+// podStats gathers a pod's usage: CPU, memory and processes of its cgroup
+// parent (when it has one), the traffic of the interfaces in its network
+// namespace, and the stats of its running containers (ctrs, every
+// container there is), as kubelet reads them all from the runtime with
+// PodAndContainerStatsFromCRI.
+func (s *Service) podStats(p *sandbox.Pod, ctrs []*container.State) (*runtimeapi.PodSandboxStats, error) {
 	md := p.Spec.Metadata
 	linux := &runtimeapi.LinuxPodSandboxStats{}
 	if p.Spec.CgroupParent != "" && s.cgroups != nil {
@@ -118,6 +125,7 @@ func (s *Service) podStats(p *sandbox.Pod) (*runtimeapi.PodSandboxStats, error) 
 			return nil, fmt.Errorf("pod %s: %w", p.ID, err)
 		}
 		linux.Cpu, linux.Memory, linux.Io = u.cpu, u.mem, u.io
+		linux.Process = &runtimeapi.ProcessUsage{Timestamp: u.cpu.Timestamp, ProcessCount: u64(u.tasks)}
 	}
 	if p.NetNS != "" && p.State == sandbox.Ready {
 		var err error
@@ -125,11 +133,29 @@ func (s *Service) podStats(p *sandbox.Pod) (*runtimeapi.PodSandboxStats, error) 
 			return nil, fmt.Errorf("pod %s: %w", p.ID, err)
 		}
 	}
+	for _, st := range ctrs {
+		if st.Spec.Annotations[annoSandboxID] != p.ID || st.Status != container.StatusRunning {
+			continue
+		}
+		// One that exits while it is read is left out.
+		if cs, err := s.containerStats(st); err == nil {
+			linux.Containers = append(linux.Containers, cs)
+		}
+	}
 	return &runtimeapi.PodSandboxStats{
 		Attributes: &runtimeapi.PodSandboxAttributes{Id: p.ID, Labels: p.Spec.Labels, Annotations: p.Spec.Annotations,
 			Metadata: &runtimeapi.PodSandboxMetadata{Name: md.Name, Namespace: md.Namespace, Uid: md.UID, Attempt: md.Attempt}},
 		Linux: linux,
 	}, nil
+}
+
+// allContainers lists every container for podStats; none without a
+// container runtime.
+func (s *Service) allContainers() ([]*container.State, error) {
+	if s.containers == nil {
+		return nil, nil
+	}
+	return s.containers.List()
 }
 
 // netDevice is one interface's counters from /proc/net/dev.
@@ -169,14 +195,22 @@ func netDevices(nsPath string) ([]netDevice, error) {
 	return devs, nil
 }
 
-// networkUsage is the CRI's view of the pod's interfaces; eth0 is the
-// default interface.
+// networkUsage is the CRI's view of the pod's interfaces, nil when it has
+// no eth0 (see criNetwork).
 func networkUsage(nsPath string) (*runtimeapi.NetworkUsage, error) {
 	devs, err := netDevices(nsPath)
 	if err != nil {
 		return nil, err
 	}
-	usage := &runtimeapi.NetworkUsage{Timestamp: time.Now().UnixNano()}
+	return criNetwork(devs, time.Now().UnixNano()), nil
+}
+
+// criNetwork reports the interfaces with eth0, the interface kubelet has
+// CNI make, as the default one; without eth0 there is no usage to report:
+// kubelet reads a default interface wherever network usage is reported (a
+// pod's without one panicked kubelet v1.37).
+func criNetwork(devs []netDevice, now int64) *runtimeapi.NetworkUsage {
+	usage := &runtimeapi.NetworkUsage{Timestamp: now}
 	for _, d := range devs {
 		iface := &runtimeapi.NetworkInterfaceUsage{Name: d.name, RxBytes: u64(d.rxBytes), RxErrors: u64(d.rxErrors),
 			TxBytes: u64(d.txBytes), TxErrors: u64(d.txErrors)}
@@ -185,7 +219,10 @@ func networkUsage(nsPath string) (*runtimeapi.NetworkUsage, error) {
 			usage.DefaultInterface = iface
 		}
 	}
-	return usage, nil
+	if usage.DefaultInterface == nil {
+		return nil
+	}
+	return usage
 }
 
 func (s *Service) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
@@ -193,7 +230,11 @@ func (s *Service) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandbo
 	if err != nil {
 		return nil, err
 	}
-	stats, err := s.podStats(p)
+	ctrs, err := s.allContainers()
+	if err != nil {
+		return nil, err
+	}
+	stats, err := s.podStats(p, ctrs)
 	if err != nil {
 		return nil, err
 	}
@@ -202,12 +243,16 @@ func (s *Service) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandbo
 
 func (s *Service) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
 	f := req.GetFilter()
+	ctrs, err := s.allContainers()
+	if err != nil {
+		return nil, err
+	}
 	resp := &runtimeapi.ListPodSandboxStatsResponse{}
 	for _, p := range s.sandboxes.List() {
 		if (f.GetId() != "" && !strings.HasPrefix(p.ID, f.GetId())) || !matchLabels(p.Spec.Labels, f.GetLabelSelector()) {
 			continue
 		}
-		stats, err := s.podStats(p)
+		stats, err := s.podStats(p, ctrs)
 		if err != nil {
 			// A pod removed while it is read: leave it out of the list.
 			continue

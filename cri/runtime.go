@@ -39,11 +39,14 @@ func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*r
 			{Type: runtimeapi.RuntimeReady, Status: true},
 			netReady,
 		}},
+		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
+	}
+	for _, name := range s.config.Handlers() {
 		// Recursive read-only mounts: mount_setattr(AT_RECURSIVE) in
 		// container/. User namespaces as Kubernetes has them: a pod's own
 		// (sandbox/) with idmapped mounts (image/, container/).
-		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{Name: "", Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true, UserNamespaces: true}}},
-		Features:        &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
+		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{
+			Name: name, Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true, UserNamespaces: true}})
 	}
 	if req.GetVerbose() {
 		data, err := json.Marshal(s.config)

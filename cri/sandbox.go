@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,7 +18,12 @@ import (
 )
 
 func (s *Service) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
-	spec, err := sandboxSpec(req.GetConfig(), req.GetRuntimeHandler())
+	handler := req.GetRuntimeHandler()
+	if handlers := s.config.Handlers(); !slices.Contains(handlers, handler) {
+		return nil, fmt.Errorf("runtime handler %q is not configured (handlers: %q; add a [runtimes.%s] table): %w",
+			handler, handlers, handler, errdefs.ErrNotFound)
+	}
+	spec, err := sandboxSpec(req.GetConfig(), handler)
 	if err != nil {
 		return nil, err
 	}
@@ -67,11 +73,9 @@ func sandboxSpec(cfg *runtimeapi.PodSandboxConfig, handler string) (sandbox.Spec
 	if cfg == nil {
 		return sandbox.Spec{}, fmt.Errorf("RunPodSandbox without a config: %w", errdefs.ErrInvalidArgument)
 	}
-	if handler != "" {
-		return sandbox.Spec{}, fmt.Errorf("runtime handler %q is not configured (cri-mini has only the default handler \"\"): %w", handler, errdefs.ErrInvalidArgument)
-	}
 	md := cfg.GetMetadata()
 	spec := sandbox.Spec{
+		RuntimeHandler: handler,
 		Metadata: sandbox.Metadata{
 			Name: md.GetName(), Namespace: md.GetNamespace(), UID: md.GetUid(), Attempt: md.GetAttempt(),
 		},

@@ -71,6 +71,13 @@ func (m *Manager) startPause(ctx context.Context, p *Pod) error {
 	}
 	p.PIDNS, p.PausePID = s.pidNS, pid
 	if m.cgroups != nil && p.Spec.CgroupParent != "" {
+		// kubelet makes pod cgroups only in the hierarchies it manages
+		// (on v1 not in devices): the missing levels are made (cpusets
+		// seeded), as runc makes them for a container; kubelet removes
+		// the pod cgroup from every hierarchy.
+		if err := m.cgroups.Create(p.Spec.CgroupParent, nil); err != nil {
+			return fmt.Errorf("pod cgroup of the pause process: %w", err)
+		}
 		if err := m.cgroups.Apply(p.Spec.CgroupParent, pid); err != nil {
 			return fmt.Errorf("move pause process into the pod cgroup: %w", err)
 		}

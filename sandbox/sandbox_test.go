@@ -510,6 +510,74 @@ func TestPodCgroupParent(t *testing.T) {
 	}
 }
 
+// TestSharedPIDPodInKubeletCgroup: kubelet makes a pod's cgroup in the v1
+// hierarchies it manages, not in devices; the pause process of a shared
+// pid namespace still joins it there too, and the pod does not claim what
+// kubelet made.
+func TestSharedPIDPodInKubeletCgroup(t *testing.T) {
+	e := newEnv(t, 16)
+	m := e.manager(t)
+	ctx := context.Background()
+	devices := "/sys/fs/cgroup/devices"
+	if _, err := os.Stat(filepath.Join(devices, "devices.list")); err != nil {
+		t.Skipf("test needs the v1 devices hierarchy: %v", err)
+	}
+	top := fmt.Sprintf("/cri-mini-sbtest-kubelet-%d", os.Getpid())
+	parent := top + "/besteffort/pod-shared"
+	// As kubelet: every hierarchy but devices (and the v2 one of a hybrid
+	// host), cpusets filled in from above.
+	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*")
+	var made []string
+	t.Cleanup(func() {
+		for _, h := range append(hierarchies, devices) {
+			for _, d := range []string{parent, top + "/besteffort", top} {
+				_ = os.Remove(filepath.Join(h, d))
+			}
+		}
+	})
+	for _, h := range hierarchies {
+		if h == devices || strings.HasSuffix(h, "/unified") {
+			continue
+		}
+		for _, d := range []string{top, top + "/besteffort", parent} {
+			dir := filepath.Join(h, d)
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				if v, err := os.ReadFile(filepath.Join(filepath.Dir(dir), f)); err == nil {
+					if err := os.WriteFile(filepath.Join(dir, f), v, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+		made = append(made, h)
+	}
+	s := spec("shared-pid")
+	s.HostNetwork, s.SharedPID = true, true
+	s.CgroupParent = parent
+	p, err := m.Run(ctx, s)
+	if err != nil {
+		t.Fatalf("shared-pid pod in a cgroup kubelet made: %v", err)
+	}
+	if p.CgroupCreated != "" {
+		t.Errorf("the pod claims %q, which kubelet made", p.CgroupCreated)
+	}
+	for _, h := range append(made, devices) {
+		procs, err := os.ReadFile(filepath.Join(h, parent, "cgroup.procs"))
+		if err != nil || !strings.Contains(string(procs), fmt.Sprint(p.PausePID)) {
+			t.Errorf("pause %d not in the pod cgroup of %s: %q %v", p.PausePID, h, procs, err)
+		}
+	}
+	if err := m.Remove(ctx, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(made[0], parent)); err != nil {
+		t.Errorf("removing the pod deleted kubelet's cgroup: %v", err)
+	}
+}
+
 func TestCgroupAncestor(t *testing.T) {
 	for _, tc := range []struct{ driver, in, want string }{
 		{"cgroupfs", "/kubepods/besteffort/pod1", "/kubepods/besteffort"},

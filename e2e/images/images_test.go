@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,10 +30,11 @@ import (
 )
 
 // pulled holds every image as pulled back from a loopback registry after
-// Build and Push, by repository:tag; inputs are what they were built from.
+// Build, BuildNode and Push, by repository:tag; inputs are what they were
+// built from.
 var (
 	pulled map[string]v1.Image
-	inputs Inputs
+	inputs NodeInputs
 )
 
 // TestMain builds the images once (helper programs, Debian's shell), pushes
@@ -68,11 +70,27 @@ func setup(m *testing.M) (int, error) {
 	if in.Programs, err = BuildPrograms(ctx, "../..", bin); err != nil {
 		return 0, err
 	}
-	built, err := Build(in)
+	// The node images' agnhost: any static program serves to check the
+	// layout, any key pair (critest's module has none: a made one).
+	tls, err := os.MkdirTemp("", "images-test-tls-")
 	if err != nil {
 		return 0, err
 	}
-	inputs = in
+	defer os.RemoveAll(tls)
+	for _, f := range []string{"localhost.crt", "localhost.key"} {
+		if err := os.WriteFile(filepath.Join(tls, f), []byte(f), 0o600); err != nil {
+			return 0, err
+		}
+	}
+	node := NodeInputs{Inputs: in, Agnhost: in.Pause, AgnhostTLS: tls, Bash: "/bin/bash", Curl: "/usr/bin/curl"}
+	if node.Netcat, err = DebianBinary(ctx, filepath.Join(cache, "cri-mini-e2e"), "netcat-openbsd", "bin/nc.openbsd"); err != nil {
+		return 0, err
+	}
+	built, err := buildAll(node)
+	if err != nil {
+		return 0, err
+	}
+	inputs = node
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
@@ -152,8 +170,18 @@ func TestCritestReferencesServed(t *testing.T) {
 	same("pause:3.9", "pause:3.10", false)
 }
 
+// buildAll builds critest's images and the node e2e suite's.
+func buildAll(in NodeInputs) ([]Tagged, error) {
+	critest, err := Build(in.Inputs)
+	if err != nil {
+		return nil, err
+	}
+	node, err := BuildNode(in)
+	return append(critest, node...), err
+}
+
 func TestBuildIsDeterministic(t *testing.T) {
-	again, err := Build(inputs)
+	again, err := buildAll(inputs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -549,5 +577,63 @@ func TestIpcs(t *testing.T) {
 	// print no digit at all.
 	if out := ipcs(syscall.CLONE_NEWIPC); strings.ContainsAny(out, "0123456789") {
 		t.Errorf("new IPC namespace: %q", out)
+	}
+}
+
+// The references the PR-gating NodeConformance specs of the node e2e suite
+// (k8s.io/kubernetes v1.37.2) pull, without registry.k8s.io.
+var nodeRefs = []string{
+	"e2e-test-images/busybox:1.37.0-2", "e2e-test-images/busybox:1.36.1-1", "e2e-test-images/nonroot:1.5",
+	"e2e-test-images/glibc-dns-testing:2.1.1", "e2e-test-images/nginx:1.27.0-2", "e2e-test-images/nonewprivs:1.4",
+	"e2e-test-images/agnhost:2.66.1", "e2e-test-images/agnhost:2.55", "pause:3.10.2",
+}
+
+func TestNodeReferencesServed(t *testing.T) {
+	for _, ref := range nodeRefs {
+		if cf := config(t, ref); cf.OS != "linux" {
+			t.Errorf("%s: os %q", ref, cf.OS)
+		}
+	}
+	if digest(t, "e2e-test-images/agnhost:2.66.1") == digest(t, "e2e-test-images/agnhost:2.55") {
+		t.Error("the two agnhost versions are one image: a pod updated from one to the other would not change image")
+	}
+	if c := config(t, "e2e-test-images/agnhost:2.66.1").Config; strings.Join(c.Entrypoint, " ") != "/agnhost" || strings.Join(c.Cmd, " ") != "pause" {
+		t.Errorf("agnhost entrypoint %q cmd %q", c.Entrypoint, c.Cmd)
+	}
+	if u := config(t, "e2e-test-images/nonroot:1.5").Config.User; u != "1234" {
+		t.Errorf("nonroot user %q", u)
+	}
+}
+
+// TestNodeShell runs what the node e2e specs need of the busybox stand-in's
+// shell: environment names that are not identifiers reach the programs it
+// starts, and nmeter timestamps lines with milliseconds.
+func TestNodeShell(t *testing.T) {
+	root := rootfs(t, "e2e-test-images/busybox:1.37.0-2")
+	out, errOut, err := run(t, inImage(root, 0, 0, append([]string{"data-1=value-1"}, pathEnvList...), "/bin/sh", "-c", "env"))
+	if err != nil || !strings.Contains(out, "data-1=value-1\n") {
+		t.Errorf("sh -c env: %v %q %q, want data-1=value-1 kept", err, out, errOut)
+	}
+	out, errOut, err = run(t, inImage(root, 0, 0, pathEnvList, "/bin/sh", "-c", "date -u +%FT$(nmeter -d0 '%3t' | head -n1)Z"))
+	if err != nil || !regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\n$`).MatchString(out) {
+		t.Errorf("timestamp: %v %q %q", err, out, errOut)
+	}
+}
+
+// TestAgnhostTools: agnhost's nc speaks UDP (-u), which netexec uses, and
+// curl runs, for the suite's networking checks and exec hooks.
+func TestAgnhostTools(t *testing.T) {
+	root := rootfs(t, "e2e-test-images/agnhost:2.66.1")
+	_, errOut, _ := run(t, inImage(root, 0, 0, pathEnvList, "/bin/sh", "-c", "nc -h"))
+	if !strings.Contains(errOut, "OpenBSD netcat") || !strings.Contains(errOut, "-u") {
+		t.Errorf("nc -h: %q", errOut)
+	}
+	if out, errOut, err := run(t, inImage(root, 0, 0, pathEnvList, "/bin/sh", "-c", "curl --version")); err != nil || !strings.HasPrefix(out, "curl ") {
+		t.Errorf("curl --version: %v %q %q", err, out, errOut)
+	}
+	for _, f := range []string{"agnhost-2", "localhost.crt", "localhost.key"} {
+		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
+			t.Error(err)
+		}
 	}
 }

@@ -40,15 +40,21 @@ func BuildPrograms(ctx context.Context, moduleDir, outDir string) (Programs, err
 // cacheDir on first use. It cannot be installed: it conflicts with
 // busybox-static, which the tests need at /bin/busybox.
 func DebianShell(ctx context.Context, cacheDir string) (string, error) {
-	dest := filepath.Join(cacheDir, "busybox-deb")
-	shell := filepath.Join(dest, "bin", "busybox")
-	if _, err := os.Stat(shell); err == nil {
-		return shell, nil
+	return DebianBinary(ctx, cacheDir, "busybox", "bin/busybox")
+}
+
+// DebianBinary returns the file at path in Debian package pkg, downloaded
+// with apt-get (not installed) and unpacked under cacheDir on first use.
+func DebianBinary(ctx context.Context, cacheDir, pkg, path string) (string, error) {
+	dest := filepath.Join(cacheDir, pkg+"-deb")
+	bin := filepath.Join(dest, path)
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
 	}
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return "", err
 	}
-	tmp, err := os.MkdirTemp(cacheDir, "busybox-deb-")
+	tmp, err := os.MkdirTemp(cacheDir, pkg+"-deb-")
 	if err != nil {
 		return "", err
 	}
@@ -62,24 +68,27 @@ func DebianShell(ctx context.Context, cacheDir string) (string, error) {
 		}
 		return nil
 	}
-	if err := run("apt-get", "download", "busybox"); err != nil {
+	if err := run("apt-get", "download", pkg); err != nil {
 		// A fresh machine may not have the package lists yet.
 		if uerr := run("apt-get", "update", "-qq"); uerr != nil {
 			return "", errors.Join(err, uerr)
 		}
-		if err := run("apt-get", "download", "busybox"); err != nil {
+		if err := run("apt-get", "download", pkg); err != nil {
 			return "", err
 		}
 	}
-	debs, err := filepath.Glob(filepath.Join(tmp, "busybox_*.deb"))
+	debs, err := filepath.Glob(filepath.Join(tmp, pkg+"_*.deb"))
 	if err != nil || len(debs) != 1 {
-		return "", fmt.Errorf("apt-get download busybox: want one busybox_*.deb in %s, found %v", tmp, debs)
+		return "", fmt.Errorf("apt-get download %s: want one %s_*.deb in %s, found %v", pkg, pkg, tmp, debs)
 	}
 	if err := run("dpkg-deb", "-x", debs[0], "root"); err != nil {
 		return "", err
 	}
+	if _, err := os.Stat(filepath.Join(tmp, "root", path)); err != nil {
+		return "", fmt.Errorf("package %s: %w", pkg, err)
+	}
 	if err := os.Rename(filepath.Join(tmp, "root"), dest); err != nil {
 		return "", err
 	}
-	return shell, nil
+	return bin, nil
 }

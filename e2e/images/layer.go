@@ -90,6 +90,27 @@ func (l *layer) link(name, target string) {
 	l.header(h)
 }
 
+// dynamic adds the host's dynamically linked program src as name (mode
+// 0755), with its loader and the libraries it needs.
+func (l *layer) dynamic(name, src string) {
+	if l.err != nil {
+		return
+	}
+	libs, err := sharedLibraries(src)
+	if err != nil {
+		l.err = err
+		return
+	}
+	l.parents(name)
+	l.copy(name, 0o755, src)
+	for _, lib := range libs {
+		if l.files[lib.name] == nil {
+			l.parents(lib.name)
+			l.copy(lib.name, 0o755, lib.host)
+		}
+	}
+}
+
 // parents adds the missing parent directories of name, root-owned 0755.
 func (l *layer) parents(name string) {
 	for i := range len(name) {
@@ -167,10 +188,6 @@ func baseLayer(in Inputs) (*layer, error) {
 	if err != nil {
 		return nil, err
 	}
-	shellLibs, err := sharedLibraries(in.Shell)
-	if err != nil {
-		return nil, err
-	}
 	l := newLayer()
 	for _, d := range []string{"bin", "dev", "etc", "home", "lib", "proc", "sys", "usr", "usr/bin", "usr/sbin",
 		"usr/local", "usr/local/bin", "var", "var/run", "var/spool", "var/spool/mail", "var/www"} {
@@ -189,12 +206,8 @@ func baseLayer(in Inputs) (*layer, error) {
 		}
 		l.link("bin/"+a, "bin/busybox")
 	}
-	l.copy("bin/sh", 0o755, in.Shell)
+	l.dynamic("bin/sh", in.Shell)
 	l.link("bin/ash", "bin/sh")
-	for _, lib := range shellLibs {
-		l.parents(lib.name)
-		l.copy(lib.name, 0o755, lib.host)
-	}
 	l.copy("bin/pgrep", 0o755, in.Extra)
 	l.link("bin/ipcs", "bin/pgrep")
 	return l, l.err
@@ -204,12 +217,19 @@ func baseLayer(in Inputs) (*layer, error) {
 // test-image-predefined-group creates with adduser/addgroup.
 func predefinedGroupLayer() *layer {
 	l := newLayer()
-	l.dir("etc", 0o755, 0, 0)
-	l.file("etc/passwd", 0o644, []byte(passwd+"default-user:x:1000:1000:Linux User,,,:/home/default-user:/bin/sh\n"))
-	l.file("etc/group", 0o644, []byte(group+"default-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n"))
-	l.dir("home", 0o755, 0, 0)
-	l.dir("home/default-user", 0o755, 1000, 1000)
+	l.imageUser("default-user")
 	return l
+}
+
+// imageUser adds user name (uid and gid 1000, a home directory) in group
+// group-defined-in-image (gid 50000) to the upstream busybox users, as the
+// supplemental groups specs expect of an image.
+func (l *layer) imageUser(name string) {
+	l.dir("etc", 0o755, 0, 0)
+	l.file("etc/passwd", 0o644, []byte(passwd+name+":x:1000:1000:Linux User,,,:/home/"+name+":/bin/sh\n"))
+	l.file("etc/group", 0o644, []byte(group+name+":x:1000:\ngroup-defined-in-image:x:50000:"+name+"\n"))
+	l.dir("home", 0o755, 0, 0)
+	l.dir("home/"+name, 0o755, 1000, 1000)
 }
 
 // markerLayer holds one empty file at /name.
@@ -236,12 +256,13 @@ type sharedLib struct {
 // they are put in the image (Debian's multiarch directory).
 var libDirs = map[string]string{"amd64": "lib/x86_64-linux-gnu", "arm64": "lib/aarch64-linux-gnu"}
 
-// sharedLibraries lists the dynamic loader and libraries the ELF program
-// needs, at the paths they take in the image.
+// sharedLibraries lists the dynamic loader and the libraries the ELF
+// program needs, directly or through another library, at the paths they
+// take in the image.
 func sharedLibraries(program string) ([]sharedLib, error) {
 	f, err := elf.Open(program)
 	if err != nil {
-		return nil, fmt.Errorf("shell %s: %w", program, err)
+		return nil, fmt.Errorf("program %s: %w", program, err)
 	}
 	defer f.Close()
 	var libs []sharedLib
@@ -251,25 +272,42 @@ func sharedLibraries(program string) ([]sharedLib, error) {
 		}
 		interp, err := io.ReadAll(p.Open())
 		if err != nil {
-			return nil, fmt.Errorf("shell %s: interpreter: %w", program, err)
+			return nil, fmt.Errorf("program %s: interpreter: %w", program, err)
 		}
 		host := strings.TrimRight(string(interp), "\x00")
 		libs = append(libs, sharedLib{name: strings.TrimPrefix(host, "/"), host: host})
 	}
 	needed, err := f.ImportedLibraries()
 	if err != nil {
-		return nil, fmt.Errorf("shell %s: %w", program, err)
+		return nil, fmt.Errorf("program %s: %w", program, err)
 	}
 	dir, ok := libDirs[runtime.GOARCH]
 	if !ok && len(needed) > 0 {
-		return nil, fmt.Errorf("shell %s: no library directory known for %s", program, runtime.GOARCH)
+		return nil, fmt.Errorf("program %s: no library directory known for %s", program, runtime.GOARCH)
 	}
-	for _, n := range needed {
+	seen := map[string]bool{}
+	for len(needed) > 0 {
+		n := needed[0]
+		needed = needed[1:]
+		if seen[n] {
+			continue
+		}
+		seen[n] = true
 		host, err := findLibrary(n)
 		if err != nil {
-			return nil, fmt.Errorf("shell %s: %w", program, err)
+			return nil, fmt.Errorf("program %s: %w", program, err)
 		}
 		libs = append(libs, sharedLib{name: path.Join(dir, n), host: host})
+		lib, err := elf.Open(host)
+		if err != nil {
+			return nil, fmt.Errorf("program %s: %w", program, err)
+		}
+		more, err := lib.ImportedLibraries()
+		lib.Close()
+		if err != nil {
+			return nil, fmt.Errorf("program %s: %s: %w", program, host, err)
+		}
+		needed = append(needed, more...)
 	}
 	return libs, nil
 }

@@ -69,29 +69,12 @@ bridge=kube$(($$ % 100000))
 subnet=10.179.$(($$ % 200)).0/24
 cgroot=/cri-mini-kubelet-e2e-$$
 kubelet_port=$((20000 + $$ % 10000)) # its HTTPS server (/stats/summary), loopback only
-# Kernel settings kubelet changes at start (it expects panics on oops/OOM).
-sysctls=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
-	kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
-declare -A sysctl_saved=()
 made_logs_dir='' made_state_dir=''
-registry_pid='' daemon_pid='' kubelet_pid='' leaks=0
+registry_pid='' daemon_pid='' kubelet_pid=''
 sealed=' ' # device:inode of each daemon's sealed copy of the shim, space-separated
+. e2e/lib.sh
 
 crictl() { "$crictl_bin" --config "$work/crictl.yaml" "$@"; }
-leak() { echo "run.sh: left behind: $*" >&2; leaks=1; }
-
-# stop PID NAME: SIGTERM, then SIGKILL after 20 s (a leak: it should exit).
-stop() {
-	local pid=$1 name=$2
-	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid"
-	for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-	if kill -0 "$pid" 2>/dev/null; then
-		leak "$name did not exit on SIGTERM; killed"
-		kill -KILL "$pid"
-	fi
-	wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
 	local rc=$? m h d pid cut_short=''
@@ -130,10 +113,7 @@ cleanup() {
 	fi
 	# kubelet bind-mounts its root dir onto itself; that one is expected.
 	umount "$work/kubelet" 2>/dev/null || true
-	while IFS= read -r m; do
-		leak "mount $m"
-		umount -l "$m" || true
-	done < <(awk -v d="$work/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r)
+	unmount_below "$work"
 	for d in /proc/[0-9]*; do
 		m=$(readlink "$d/exe" 2>/dev/null) || continue
 		[[ $m == "$work/"* || $sealed == *" $(stat -L -c %d:%i "$d/exe" 2>/dev/null) "* ||
@@ -146,23 +126,9 @@ cleanup() {
 	# kubelet's, a cgroup below one (a container's, named by its ID) one of
 	# cri-mini's.
 	for h in /sys/fs/cgroup/*"$cgroot"; do
-		[[ -d $h ]] || continue
-		while IFS= read -r d; do
-			case ${d#"$h"} in
-			"" | /kubepods | /kubepods/burstable | /kubepods/besteffort) ;;
-			*/pod*/*) [[ $h != */memory$cgroot ]] || leak "cgroup ${d#/sys/fs/cgroup/}" ;;
-			*) [[ $h != */memory$cgroot || -n $cut_short ]] || leak "cgroup ${d#/sys/fs/cgroup/}" ;;
-			esac
-			while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$d/cgroup.procs"
-		done < <(find "$h" -depth -type d)
-		find "$h" -depth -type d -exec rmdir {} + 2>/dev/null || { sleep 1; find "$h" -depth -type d -exec rmdir {} + 2>/dev/null; } ||
-			leak "cgroup $h (cannot remove)"
+		remove_cgroup_tree "$h" '@(|/kubepods|/kubepods/burstable|/kubepods/besteffort)' "$([[ -n $cut_short ]] || echo 1)"
 	done
-	if ip link show "$bridge" >/dev/null 2>&1; then
-		m=$(ip -o link show master "$bridge" | awk -F': ' '{print $2}' | cut -d@ -f1 | tr '\n' ' ')
-		[[ -z $m ]] || leak "veth $m"
-		ip link delete "$bridge" || true
-	fi
+	remove_bridge "$bridge"
 	# The device plugin socket directory is fixed: /var/lib/kubelet/device-plugins.
 	[[ -z $made_state_dir ]] || rm -rf /var/lib/kubelet
 	if [[ -n $made_logs_dir ]]; then
@@ -170,12 +136,7 @@ cleanup() {
 		[[ -z $m || -n $cut_short ]] || leak "container log links $m"
 		rm -rf /var/log/containers
 	fi
-	for m in "${!sysctl_saved[@]}"; do
-		sysctl -qw "$m=${sysctl_saved[$m]}" || echo "run.sh: could not restore $m" >&2
-	done
-	rm -rf "$work"
-	((leaks == 0)) || rc=1
-	exit "$rc"
+	finish "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -240,9 +201,7 @@ for h in /sys/fs/cgroup/*/; do
 		cat "$h/cpuset.mems" >"$h$cgroot/cpuset.mems"
 	fi
 done
-for m in "${sysctls[@]}"; do
-	sysctl_saved[$m]=$(sysctl -n "$m")
-done
+save_sysctls
 [[ -e /var/log/containers ]] || made_logs_dir=1
 [[ -e /var/lib/kubelet ]] || made_state_dir=1
 

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -57,7 +58,14 @@ type Config struct {
 	RegistryMirrors map[string]string `toml:"registry_mirrors"`
 	MaxLayerSize    int64             `toml:"max_layer_size"`
 	Image           ImageConfig       `toml:"image"`
+	// Runtimes are the runtime handlers besides the default one, "", by
+	// name (the handler a RuntimeClass names): [runtimes.NAME] tables. Each
+	// runs pods as the default handler does; per-handler settings can come.
+	Runtimes map[string]RuntimeHandler `toml:"runtimes"`
 }
+
+// RuntimeHandler is a [runtimes.NAME] table. It has no keys yet.
+type RuntimeHandler struct{}
 
 // Cgroup drivers.
 const (
@@ -82,6 +90,7 @@ func Default() Config {
 		Image:                   defaultImageConfig(),
 		EnableCDI:               true,
 		CDISpecDirs:             []string{"/etc/cdi", "/var/run/cdi"},
+		Runtimes:                map[string]RuntimeHandler{},
 	}
 }
 
@@ -111,7 +120,21 @@ func (c *Config) load(name string, data []byte) error {
 		c.RegistryMirrors = map[string]string{}
 	}
 	c.Image.fillNil()
+	if c.Runtimes == nil {
+		c.Runtimes = map[string]RuntimeHandler{}
+	}
 	return nil
+}
+
+// Handlers lists the runtime handlers: the default "" first, then the
+// configured ones by name.
+func (c Config) Handlers() []string {
+	names := []string{""}
+	for n := range c.Runtimes {
+		names = append(names, n)
+	}
+	slices.Sort(names[1:])
+	return names
 }
 
 // Flags collects the command-line values; Apply copies the ones the user set.
@@ -136,6 +159,7 @@ type Flags struct {
 	cdiSpecDirs        listFlag
 	maxLayerSize       int64
 	image              *imageFlags
+	runtimeHandlers    listFlag
 }
 
 type listFlag []string
@@ -167,6 +191,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.Var(&f.cdiSpecDirs, "cdi-spec-dir", "directory of CDI specs (repeatable; replaces the configured list, later ones win)")
 	fs.Int64Var(&f.maxLayerSize, "max-layer-size", d.MaxLayerSize, "bytes of file content one image layer may unpack to")
 	f.image = registerImageFlags(fs, d.Image)
+	fs.Var(&f.runtimeHandlers, "runtime-handler", "NAME: a runtime handler besides the default one, as a [runtimes.NAME] table (repeatable)")
 	return f
 }
 
@@ -226,6 +251,13 @@ func (f *Flags) Apply(c *Config) error {
 					c.RegistryMirrors = map[string]string{}
 				}
 				c.RegistryMirrors[host] = u
+			}
+		case "runtime-handler":
+			if c.Runtimes == nil {
+				c.Runtimes = map[string]RuntimeHandler{}
+			}
+			for _, n := range f.runtimeHandlers {
+				c.Runtimes[n] = RuntimeHandler{}
 			}
 		default:
 			err = errors.Join(err, f.image.apply(fl.Name, &c.Image))
@@ -318,8 +350,16 @@ func (c Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.Image.validate()...)
+	for name := range c.Runtimes {
+		if !handlerName.MatchString(name) {
+			bad("runtimes", "handler name %q: want a DNS label (a-z, 0-9 and '-', at most 63), as a RuntimeClass's handler", name)
+		}
+	}
 	return errors.Join(errs...)
 }
+
+// handlerName is what Kubernetes allows as a RuntimeClass handler.
+var handlerName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // keyDocs is the comment printed above each key by Render, in file order.
 var keyDocs = []struct{ key, doc string }{
@@ -341,6 +381,7 @@ var keyDocs = []struct{ key, doc string }{
 	{"cdi_spec_dirs", "Directories of CDI specs (JSON or YAML), later ones winning over earlier ones."},
 	{"max_layer_size", "Bytes of file content one image layer may unpack to; a layer past it (a\n# decompression bomb) fails its pull and leaves nothing behind."},
 	{"registry_mirrors", "Mirrors by registry host: HOST = \"URL\". Pulls from HOST go to URL first."},
+	{"runtimes", "Runtime handlers besides the default one (\"\"), a table each: [runtimes.NAME], NAME\n# as a RuntimeClass's handler names it. They run pods as the default handler does."},
 }
 
 // Render prints c as a complete TOML file with a comment above every key; it
@@ -368,6 +409,13 @@ func (c Config) Render() ([]byte, error) {
 			b.WriteString("# Example: \"registry.example.com\" = \"http://mirror.local:5000\"\n[registry_mirrors]\n")
 			if err := writeStringTable(&b, c.RegistryMirrors); err != nil {
 				return nil, err
+			}
+			continue
+		}
+		if kd.key == "runtimes" {
+			b.WriteString("# Example: [runtimes.test-handler]\n")
+			for _, n := range c.Handlers()[1:] {
+				fmt.Fprintf(&b, "[runtimes.%s]\n", n) // a DNS label: a bare key
 			}
 			continue
 		}

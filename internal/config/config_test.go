@@ -83,6 +83,7 @@ func TestUnknownKeyIsNamed(t *testing.T) {
 	for _, tc := range []struct{ file, key string }{
 		{"listen = \"unix:///x.sock\"\ncgroup_drivr = \"systemd\"\n", "cgroup_drivr"},
 		{"[registry]\nmirror = \"x\"\n", "registry"},
+		{"[runtimes.kata]\nruntime_path = \"/usr/bin/kata\"\n", "runtimes.kata.runtime_path"},
 	} {
 		_, err := parse(t, "--config", writeFile(t, tc.file))
 		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "unknown key") || !strings.Contains(err.Error(), tc.key) {
@@ -116,6 +117,8 @@ func TestInvalidValues(t *testing.T) {
 		{[]string{"--short-name-alias", "busybox=busybox"}, "image.short_name_aliases"},
 		{[]string{"--short-name-alias", "busybox=docker.io/library/busybox:1"}, "image.short_name_aliases"},
 		{[]string{"--short-name-alias", "quay.io/x=quay.io/y"}, "image.short_name_aliases"},
+		{[]string{"--runtime-handler", "Test_Handler"}, "runtimes"},
+		{[]string{"--runtime-handler", ""}, "runtimes"},
 	} {
 		_, err := parse(t, tc.args...)
 		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.key) {
@@ -141,6 +144,7 @@ func TestRenderRoundTrips(t *testing.T) {
 	c.Image.PinnedImages = []string{"registry.k8s.io/pause:3.10", "sha256:" + strings.Repeat("ab", 32)}
 	c.Image.ImageVolumes = ImageVolumesIgnore
 	c.Image.SignaturePolicy = "/etc/containers/policy.json"
+	c.Runtimes = map[string]RuntimeHandler{"test-handler": {}, "b": {}}
 	for _, cfg := range []Config{Default(), c} {
 		out, err := cfg.Render()
 		if err != nil {
@@ -194,5 +198,21 @@ short_name_search = ["quay.io", "docker.io"]
 	}
 	if _, err := parse(t, "--config", writeFile(t, "[image]\nshort_names = []\n")); err == nil || !strings.Contains(err.Error(), "image.short_names") {
 		t.Errorf("unknown key in [image]: %v", err)
+	}
+}
+
+// TestRuntimeHandlers: [runtimes.NAME] tables and --runtime-handler flags
+// add handlers to the default one, "", which always comes first.
+func TestRuntimeHandlers(t *testing.T) {
+	file := writeFile(t, "[runtimes.test-handler]\n[runtimes.kata]\n")
+	c, err := parse(t, "--config", file, "--runtime-handler", "gvisor", "--runtime-handler", "kata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Handlers(), []string{"", "gvisor", "kata", "test-handler"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("handlers %q, want %q", got, want)
+	}
+	if got := Default().Handlers(); !reflect.DeepEqual(got, []string{""}) {
+		t.Errorf("default handlers %q, want only the default one", got)
 	}
 }

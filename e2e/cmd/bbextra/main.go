@@ -1,10 +1,14 @@
-// Command bbextra provides the two applets Debian's busybox lacks and critest
-// runs inside its busybox image, chosen by the name it is called under:
+// Command bbextra provides the applets Debian's busybox lacks and the tests
+// run inside the busybox images, chosen by the name it is called under:
 //
-//	pgrep PATTERN   print the IDs of processes whose name matches PATTERN
-//	ipcs -m         list the System V shared memory segments
+//	pgrep PATTERN     print the IDs of processes whose name matches PATTERN
+//	ipcs -m           list the System V shared memory segments
+//	nmeter -d MS FMT  print FMT every MS milliseconds; of busybox's nmeter
+//	                  formats only %[N]t, the time of day with N decimals
 //
-// Output follows procps and util-linux closely enough for critest's checks.
+// Output follows procps, util-linux and busybox closely enough for critest's
+// checks and the node e2e suite's (which timestamps log lines with
+// `nmeter -d0 '%3t' | head -n1`).
 package main
 
 import (
@@ -16,6 +20,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 func main() {
@@ -25,8 +30,10 @@ func main() {
 		code = pgrep(os.Args[1:], os.Stdout, os.Stderr)
 	case "ipcs":
 		code = ipcs(os.Args[1:], os.Stdout, os.Stderr)
+	case "nmeter":
+		code = nmeter(os.Args[1:], os.Stdout, os.Stderr, time.Now)
 	default:
-		fmt.Fprintf(os.Stderr, "bbextra: unknown applet %q (want pgrep or ipcs)\n", name)
+		fmt.Fprintf(os.Stderr, "bbextra: unknown applet %q (want pgrep, ipcs or nmeter)\n", name)
 		code = 2
 	}
 	os.Exit(code)
@@ -118,3 +125,74 @@ func userNames() map[string]string {
 	}
 	return names
 }
+
+// nmeter prints its format line every -d milliseconds (busybox's default
+// 1000; 0 means no pause) until a write fails, as when `head -n1` has read
+// its line. Only the %t directive is known: %t is the time of day in
+// seconds, %Nt with N decimals (1 to 6), as busybox's nmeter prints it.
+func nmeter(args []string, stdout, stderr io.Writer, now func() time.Time) int {
+	delay := time.Second
+	if len(args) == 2 || len(args) == 3 {
+		d, ok := strings.CutPrefix(args[0], "-d")
+		if d == "" && ok && len(args) == 3 {
+			d, args = args[1], args[1:]
+		}
+		ms, err := strconv.Atoi(d)
+		if !ok || err != nil || ms < 0 {
+			fmt.Fprintln(stderr, "usage: nmeter [-d MS] FORMAT")
+			return 2
+		}
+		delay, args = time.Duration(ms)*time.Millisecond, args[1:]
+	}
+	if len(args) != 1 {
+		fmt.Fprintln(stderr, "usage: nmeter [-d MS] FORMAT")
+		return 2
+	}
+	line, err := nmeterFormat(args[0])
+	if err != nil {
+		fmt.Fprintf(stderr, "nmeter: %v\n", err)
+		return 2
+	}
+	for {
+		if _, err := fmt.Fprintln(stdout, line(now())); err != nil {
+			return 0
+		}
+		time.Sleep(delay)
+	}
+}
+
+// nmeterFormat compiles an nmeter format into a function of the time.
+func nmeterFormat(format string) (func(time.Time) string, error) {
+	var parts []func(time.Time) string
+	for rest := format; rest != ""; {
+		i := strings.IndexByte(rest, '%')
+		if i < 0 {
+			parts, rest = append(parts, literal(rest)), ""
+			continue
+		}
+		parts = append(parts, literal(rest[:i]))
+		rest = rest[i+1:]
+		decimals := 0
+		if rest != "" && rest[0] >= '1' && rest[0] <= '6' {
+			decimals, rest = int(rest[0]-'0'), rest[1:]
+		}
+		if !strings.HasPrefix(rest, "t") {
+			return nil, fmt.Errorf("format %q: only %%t and %%Nt (N 1 to 6) are known", format)
+		}
+		rest = rest[1:]
+		layout := "15:04:05"
+		if decimals > 0 {
+			layout += "." + strings.Repeat("0", decimals)
+		}
+		parts = append(parts, func(t time.Time) string { return t.Format(layout) })
+	}
+	return func(t time.Time) string {
+		var b strings.Builder
+		for _, p := range parts {
+			b.WriteString(p(t))
+		}
+		return b.String()
+	}, nil
+}
+
+func literal(s string) func(time.Time) string { return func(time.Time) string { return s } }

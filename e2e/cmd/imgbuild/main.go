@@ -6,6 +6,9 @@
 //	                                          push, write its host:port to F,
 //	                                          serve until SIGTERM/SIGINT
 //
+// With -agnhost (a test/images/agnhost binary) it builds the node e2e
+// suite's images instead (images.BuildNode).
+//
 // Run it from the module root (or give -module): the helper programs are
 // built from e2e/cmd.
 package main
@@ -55,6 +58,10 @@ func run() error {
 		module   = flag.String("module", ".", "cri-mini module root")
 		save     = flag.String("save", "", "write the images to FILE as a docker save tarball, named registry.k8s.io/<path> (for cri-mini image import)")
 		only     = flag.String("only", "", "with -save: only the images whose path matches this regular expression")
+		agnhost  = flag.String("agnhost", "", "build the node e2e suite's images, agnhost from this binary (e2e/kubelet/build.sh agnhost)")
+		tls      = flag.String("agnhost-tls", "", "with -agnhost: the directory of agnhost's localhost.crt and localhost.key (the kubernetes module's test/images/agnhost/porter)")
+		bash     = flag.String("bash", "/bin/bash", "with -agnhost: the shell of the busybox stand-ins")
+		curl     = flag.String("curl", "/usr/bin/curl", "with -agnhost: the curl of the agnhost image (its libraries come along)")
 	)
 	flag.Parse()
 	if n := btoi(*host != "") + btoi(*serve != "") + btoi(*save != ""); n != 1 {
@@ -82,7 +89,16 @@ func run() error {
 	if in.Programs, err = images.BuildPrograms(ctx, *module, bin); err != nil {
 		return err
 	}
-	built, err := images.Build(in)
+	var built []images.Tagged
+	if *agnhost == "" {
+		built, err = images.Build(in)
+	} else {
+		node := images.NodeInputs{Inputs: in, Agnhost: *agnhost, AgnhostTLS: *tls, Bash: *bash, Curl: *curl}
+		if node.Netcat, err = images.DebianBinary(ctx, *cache, "netcat-openbsd", "bin/nc.openbsd"); err != nil {
+			return err
+		}
+		built, err = images.BuildNode(node)
+	}
 	if err != nil {
 		return err
 	}
