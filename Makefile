@@ -32,6 +32,17 @@ clean:
 e2e: build
 	e2e/critest/run.sh
 
+# test-v2: the suites where production nodes run (e2e/v2vm): a throw-away
+# Debian 12 guest (qemu; KVM where the host allows it, else a software CPU)
+# with systemd as PID 1 and the unified cgroup v2 hierarchy runs the root
+# suites of container/cgroups, container, sandbox, netns and e2e, then
+# critest and the kubelet scenarios with the systemd cgroup driver, all built
+# on the host. The guest image is built once and cached in
+# ~/.cache/cri-mini-v2vm. V2_SUITES picks suites. Run as root.
+.PHONY: test-v2
+test-v2:
+	e2e/v2vm/run.sh $(V2_SUITES)
+
 # bench: cri-mini side by side with containerd v2.4.2 + runc v1.5.3 (built
 # from the Go module proxy, cached); CRI_MINI_BIN=bin/cri-mini adds cri-mini.
 # Writes bench-out/results.{json,svg}. Run as root.
