@@ -47,7 +47,8 @@ func FuzzRenderShell(f *testing.F) {
 		s.Linux.MaskedPaths = append(s.Linux.MaskedPaths, dst)
 		s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.LinuxSeccompAction(action)}
 		plan, err := BuildPlan(s, PlanInput{EtcFiles: map[string]string{"/etc/hosts": src},
-			Cgroup:      &CgroupStep{Path: "/kubepods/" + id, Writes: []CgroupFileWrite{{Root: "/sys/fs/cgroup/memory", File: "memory.limit_in_bytes", Value: sysctl}}},
+			Cgroup: &CgroupStep{Path: "/kubepods/" + id, Writes: []CgroupFileWrite{{Root: "/sys/fs/cgroup/memory", File: "memory.limit_in_bytes", Value: sysctl},
+				{Root: "/sys/fs/cgroup", File: "cgroup.subtree_control", Value: sysctl, Ancestors: true}}},
 			HostCgroups: []CgroupHierarchy{{Dir: "memory", FSType: "cgroup", Params: []string{"memory"}}}})
 		if err != nil {
 			return // refused specs render nothing

@@ -32,6 +32,11 @@ func TestMain(m *testing.M) {
 		_ = removeTree(l)
 		code = 1
 	}
+	units, err := leakedUnits()
+	if err != nil || len(units) > 0 {
+		fmt.Fprintln(os.Stderr, "leaked systemd units:", units, err)
+		code = 1
+	}
 	os.Exit(code)
 }
 
