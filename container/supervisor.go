@@ -120,6 +120,7 @@ func supervise(dir string, ctl *net.UnixConn) error {
 	if _, _, err := expectMsg(ctl, msgGo); err != nil {
 		return fmt.Errorf("wait for go: %w", err)
 	}
+	oom := watchOOM(cmd.Process.Pid) // the init is in its cgroup now
 	if err := sendMsg(conn, syncMsg{Type: msgGo}); err != nil {
 		return err
 	}
@@ -195,7 +196,7 @@ func supervise(dir string, ctl *net.UnixConn) error {
 	case <-time.After(2 * time.Second):
 	}
 	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	ex := exitRecord{ExitCode: ws.ExitStatus(), Finished: time.Now().UTC()}
+	ex := exitRecord{ExitCode: ws.ExitStatus(), Finished: time.Now().UTC(), OOMKilled: oom.stop()}
 	if ws.Signaled() {
 		ex.Signal = int(ws.Signal())
 		ex.ExitCode = 128 + ex.Signal
