@@ -285,8 +285,15 @@ func (m *Manager) create(ctx context.Context, p *Pod) error {
 		}
 		p.PIDNS, p.PausePID = pidNS, pid
 		if m.cgroups != nil && spec.CgroupParent != "" {
-			if err := m.cgroups.Apply(spec.CgroupParent, pid); err != nil {
-				return fmt.Errorf("move pause process into the pod cgroup: %w", err)
+			// A cgroup of its own below the pod's: on v2 a cgroup holding
+			// processes cannot enable controllers for its children (the
+			// containers), and a systemd slice holds none, only units.
+			cg := pauseCgroup(m.cgroupDriver, p)
+			if err := m.cgroups.Create(cg, nil); err != nil {
+				return fmt.Errorf("pause process cgroup: %w", err)
+			}
+			if err := m.cgroups.Apply(cg, pid); err != nil {
+				return fmt.Errorf("move pause process into its cgroup: %w", err)
 			}
 		}
 	}
@@ -362,6 +369,11 @@ func (m *Manager) createCgroup(p *Pod) error {
 	return nil
 }
 
+// pauseCgroup is the cgroup of the pod's pause process, below the pod's.
+func pauseCgroup(driver string, p *Pod) string {
+	return cgroups.ChildPath(driver, p.Spec.CgroupParent, p.ID)
+}
+
 // cgroupAncestor returns the parent of cgroup cg in the driver's syntax, or
 // false at the top: /a/b -> /a; a-b.slice -> a.slice (systemd nests slices
 // by their dash-separated name).
@@ -400,6 +412,11 @@ func (m *Manager) release(ctx context.Context, p *Pod) error {
 	for _, target := range []string{filepath.Join(nsDir(dir), "pid"), filepath.Join(dir, "shm")} {
 		if err := unmount(target); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if p.Spec.SharedPID && p.Spec.CgroupParent != "" && m.cgroups != nil {
+		if err := m.cgroups.Destroy(pauseCgroup(m.cgroupDriver, p)); err != nil {
+			errs = append(errs, fmt.Errorf("remove pause process cgroup: %w", err))
 		}
 	}
 	if p.CgroupCreated != "" && m.cgroups != nil {
