@@ -151,7 +151,13 @@ func mountCopy(layers []string, copyDir, target string, readOnly bool) error {
 // limits how many layers an image may have; older kernels get the classic
 // lowerdir list, and kernels without fsopen a plain mount(2).
 func mountOverlay(lowers []string, upper, work, target string) error {
-	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	fsfd, err := overlayContext(lowers, upper, work, true)
+	if errors.Is(err, unix.EINVAL) {
+		// No "lowerdir+": refused when it is set (Linux 6.5-6.7), or only
+		// at create (before 6.5 overlayfs took its options as one string
+		// and accepted any key until then).
+		fsfd, err = overlayContext(lowers, upper, work, false)
+	}
 	if errors.Is(err, unix.ENOSYS) {
 		opts := "lowerdir=" + strings.Join(lowers, ":")
 		if upper != "" {
@@ -160,36 +166,9 @@ func mountOverlay(lowers []string, upper, work, target string) error {
 		return os.NewSyscallError("mount overlay", unix.Mount("overlay", target, "overlay", 0, opts))
 	}
 	if err != nil {
-		return os.NewSyscallError("fsopen overlay", err)
+		return err
 	}
 	defer unix.Close(fsfd)
-	perLayer := true
-	for _, l := range lowers {
-		if err := unix.FsconfigSetString(fsfd, "lowerdir+", l); err != nil {
-			perLayer = false
-			break
-		}
-	}
-	if !perLayer {
-		unix.Close(fsfd)
-		if fsfd, err = unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC); err != nil {
-			return os.NewSyscallError("fsopen overlay", err)
-		}
-		if err := unix.FsconfigSetString(fsfd, "lowerdir", strings.Join(lowers, ":")); err != nil {
-			return os.NewSyscallError("overlay lowerdir", err)
-		}
-	}
-	for _, kv := range [][2]string{{"upperdir", upper}, {"workdir", work}} {
-		if kv[1] == "" {
-			continue // read-only overlay
-		}
-		if err := unix.FsconfigSetString(fsfd, kv[0], kv[1]); err != nil {
-			return os.NewSyscallError("overlay "+kv[0], err)
-		}
-	}
-	if err := unix.FsconfigCreate(fsfd); err != nil {
-		return os.NewSyscallError("overlay create", err)
-	}
 	var attrs int
 	if upper == "" {
 		attrs = unix.MOUNT_ATTR_RDONLY
@@ -200,6 +179,37 @@ func mountOverlay(lowers []string, upper, work, target string) error {
 	}
 	defer unix.Close(mfd)
 	return os.NewSyscallError("move_mount overlay", unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH))
+}
+
+// overlayContext makes a created overlay file-system context: lower layers
+// one by one (perLayer) or as one list.
+func overlayContext(lowers []string, upper, work string, perLayer bool) (int, error) {
+	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return -1, os.NewSyscallError("fsopen overlay", err)
+	}
+	params := [][2]string{{"lowerdir", strings.Join(lowers, ":")}}
+	if perLayer {
+		params = params[:0]
+		for _, l := range lowers {
+			params = append(params, [2]string{"lowerdir+", l})
+		}
+	}
+	params = append(params, [2]string{"upperdir", upper}, [2]string{"workdir", work})
+	for _, kv := range params {
+		if kv[1] == "" {
+			continue // read-only overlay
+		}
+		if err := unix.FsconfigSetString(fsfd, kv[0], kv[1]); err != nil {
+			unix.Close(fsfd)
+			return -1, os.NewSyscallError("overlay "+kv[0], err)
+		}
+	}
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		unix.Close(fsfd)
+		return -1, os.NewSyscallError("overlay create", err)
+	}
+	return fsfd, nil
 }
 
 // ReleaseRootfs unmounts a container's root filesystem from target and
