@@ -379,7 +379,7 @@ func pauseCgroup(driver string, p *Pod) string {
 // by their dash-separated name).
 func cgroupAncestor(driver, cg string) (string, bool) {
 	if driver == "systemd" {
-		name := strings.TrimSuffix(cg, ".slice")
+		name := strings.TrimSuffix(filepath.Base(cg), ".slice")
 		i := strings.LastIndex(name, "-")
 		if i <= 0 {
 			return "", false

@@ -263,15 +263,19 @@ type systemdUnit struct {
 
 // parseSystemd reads "parent.slice:prefix:name" (the scope
 // "prefix-name.scope" in that slice, or name itself when it is a slice or
-// there is no prefix) or a lone slice name, as runc and kubelet do.
+// there is no prefix) or a lone slice name, as runc and kubelet do. A slice
+// may come as its cgroupfs path: kubelet sends a pod's cgroup parent as
+// "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice"
+// and critest as "/test.slice"; its last component names it, as for
+// containerd and CRI-O.
 func parseSystemd(p string) (systemdUnit, error) {
 	parts := strings.Split(p, ":")
 	var u systemdUnit
 	switch len(parts) {
 	case 1:
-		u.Name = p
+		u.Name = sliceName(p)
 	case 3:
-		u.Slice, u.Name = parts[0], parts[2]
+		u.Slice, u.Name = sliceName(parts[0]), parts[2]
 		if u.Name == "" {
 			return u, fmt.Errorf("systemd cgroup %q: no unit name: %w", p, errdefs.ErrInvalidArgument)
 		}
@@ -304,6 +308,14 @@ func parseSystemd(p string) (systemdUnit, error) {
 		return u, err
 	}
 	return u, nil
+}
+
+// sliceName is a slice given by name or by its cgroupfs path.
+func sliceName(s string) string {
+	if strings.Contains(s, "/") {
+		return filepath.Base(s)
+	}
+	return s
 }
 
 // systemdPath converts a systemd driver path into the cgroupfs path systemd

@@ -81,12 +81,16 @@ func TestParseSystemd(t *testing.T) {
 		"kubepods-pod1.slice":       {Name: "kubepods-pod1.slice", Path: "/kubepods.slice/kubepods-pod1.slice"},
 		":cri-mini:x":               {Name: "cri-mini-x.scope", Slice: "-.slice", Path: "/cri-mini-x.scope"},
 		"system.slice::other.scope": {Name: "other.scope", Slice: "system.slice", Path: "/system.slice/other.scope"},
+		"/test.slice:cri-mini:y":    {Name: "cri-mini-y.scope", Slice: "test.slice", Path: "/test.slice/cri-mini-y.scope"},
+		"/test-a.slice":             {Name: "test-a.slice", Path: "/test.slice/test-a.slice"},
+		"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice:cri-mini:z": {Name: "cri-mini-z.scope",
+			Slice: "kubepods-besteffort-pod1.slice", Path: "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-mini-z.scope"},
 	} {
 		if got, err := parseSystemd(in); err != nil || got != want {
 			t.Errorf("%q: %+v, %v; want %+v", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"system.slice::bare", "a.slice:p:x/y", "nonslice"} {
+	for _, bad := range []string{"system.slice::bare", "a.slice:p:x/y", "nonslice", "/a.slice/..:p:x", "/x/"} {
 		if _, err := parseSystemd(bad); !errors.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("%q: %v, want ErrInvalidArgument", bad, err)
 		}
