@@ -24,6 +24,10 @@ type oomWatch struct {
 	notify *os.File // inotify descriptor watching it
 	killed atomic.Bool
 	done   chan struct{}
+	// The parent's count when the watch began: its memory.events counts
+	// the kills below it too, and it outlives the container.
+	parentEvents string
+	parentBase   uint64
 }
 
 // watchOOM starts following the cgroup process pid is in. It returns nil
@@ -43,22 +47,24 @@ func watchOOM(pid int) *oomWatch {
 	if !ok {
 		return nil
 	}
-	events := filepath.Join("/sys/fs/cgroup", path, "memory.events")
+	dir := filepath.Join("/sys/fs/cgroup", path)
+	w := &oomWatch{events: filepath.Join(dir, "memory.events"), parentEvents: filepath.Join(filepath.Dir(dir), "memory.events"), done: make(chan struct{})}
+	w.parentBase, _ = oomKills(w.parentEvents)
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
 		klog.Warningf("OOM watch: inotify: %v", err)
 		return nil
 	}
-	if _, err := unix.InotifyAddWatch(fd, events, unix.IN_MODIFY); err != nil {
+	if _, err := unix.InotifyAddWatch(fd, w.events, unix.IN_MODIFY); err != nil {
 		unix.Close(fd)
 		if !errors.Is(err, unix.ENOENT) {
-			klog.Warningf("OOM watch: %s: %v", events, err)
+			klog.Warningf("OOM watch: %s: %v", w.events, err)
 		}
 		return nil
 	}
 	// Non-blocking, so that the runtime's poller reads it and Close ends
 	// the read.
-	w := &oomWatch{events: events, notify: os.NewFile(uintptr(fd), "inotify"), done: make(chan struct{})}
+	w.notify = os.NewFile(uintptr(fd), "inotify")
 	w.check()
 	go w.follow()
 	return w
@@ -76,29 +82,51 @@ func (w *oomWatch) follow() {
 	}
 }
 
-func (w *oomWatch) check() {
-	data, err := os.ReadFile(w.events)
+// check reads the cgroup's count; false when the cgroup is gone.
+func (w *oomWatch) check() bool {
+	n, err := oomKills(w.events)
+	if n > 0 {
+		w.killed.Store(true)
+	}
+	return err == nil
+}
+
+// oomKills reads oom_kill from a memory.events file.
+func oomKills(file string) (uint64, error) {
+	data, err := os.ReadFile(file)
 	if err != nil {
-		return
+		return 0, err
 	}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
 		if n, ok := strings.CutPrefix(sc.Text(), "oom_kill "); ok {
-			if k, _ := strconv.ParseUint(n, 10, 64); k > 0 {
-				w.killed.Store(true)
-			}
+			return strconv.ParseUint(n, 10, 64)
 		}
 	}
+	return 0, nil
 }
 
-// stop ends the watch, after a last look where the cgroup is still there,
-// and reports whether the OOM killer killed a process of the container.
-func (w *oomWatch) stop() bool {
+// stop ends the watch and reports whether the OOM killer killed a process
+// of the container; sigkilled says the init died of SIGKILL (or, a shell,
+// says with 137 that its child did). A kill can
+// reach the watch only after the cgroup is gone: the kernel notifies a
+// file's change at most every 10 ms, and the victim may be dead and its
+// cgroup removed by then. So when the cgroup is gone and the init was
+// killed, a kill counted in the parent since the start is taken as the
+// container's.
+func (w *oomWatch) stop(sigkilled bool) bool {
 	if w == nil {
 		return false
 	}
-	w.check()
+	there := w.check()
 	w.notify.Close()
 	<-w.done
-	return w.killed.Load()
+	if w.killed.Load() {
+		return true
+	}
+	if there || !sigkilled {
+		return false
+	}
+	n, err := oomKills(w.parentEvents)
+	return err == nil && n > w.parentBase
 }

@@ -196,11 +196,12 @@ func supervise(dir string, ctl *net.UnixConn) error {
 	case <-time.After(2 * time.Second):
 	}
 	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	ex := exitRecord{ExitCode: ws.ExitStatus(), Finished: time.Now().UTC(), OOMKilled: oom.stop()}
+	ex := exitRecord{ExitCode: ws.ExitStatus(), Finished: time.Now().UTC()}
 	if ws.Signaled() {
 		ex.Signal = int(ws.Signal())
 		ex.ExitCode = 128 + ex.Signal
 	}
+	ex.OOMKilled = oom.stop(ex.ExitCode == 128+int(syscall.SIGKILL))
 	return writeJSON(dir, exitFile, ex)
 }
 
