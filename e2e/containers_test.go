@@ -290,7 +290,7 @@ func TestSupervisorRunsTheShim(t *testing.T) {
 		t.Fatalf("supervisor record %s: %v", data, err)
 	}
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", sup.Pid))
-	if want := filepath.Join(suite.dir, "cri-mini-shim"); err != nil || exe != want {
+	if want := filepath.Join(filepath.Dir(suite.bin), "cri-mini-shim"); err != nil || exe != want {
 		t.Errorf("supervisor runs %q (%v), want %q", exe, err, want)
 	}
 }
@@ -431,7 +431,7 @@ func TestResourcesOOMAndLogReopen(t *testing.T) {
 		t.Fatalf("cgroup path in %s: %v", data, err)
 	}
 	limit := func() string {
-		b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", rec.CgroupPath, "memory.limit_in_bytes"))
+		b, err := os.ReadFile(cgroupFile("memory", rec.CgroupPath, "memory.limit_in_bytes", "memory.max"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -463,7 +463,8 @@ func TestResourcesOOMAndLogReopen(t *testing.T) {
 		t.Errorf("new log file: %q", fresh)
 	}
 
-	hog := containerConfig("hog", "/bin/sh", "-c", "x=$(yes | head -c 200000000); echo survived")
+	// dd's 64 MiB buffer is over the limit at once, on any CPU.
+	hog := containerConfig("hog", "/bin/busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1")
 	hog.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}}
 	st := waitExited(t, runContainer(t, podID, podCfg, hog))
 	if st.Reason != "OOMKilled" {

@@ -7,7 +7,8 @@
 //	                                          serve until SIGTERM/SIGINT
 //
 // Run it from the module root (or give -module): the helper programs are
-// built from e2e/cmd.
+// built from e2e/cmd. Where nothing can be built (e2e/v2vm's guest), -load
+// takes the images from a tarball -save wrote instead.
 package main
 
 import (
@@ -23,6 +24,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -55,6 +57,7 @@ func run() error {
 		module   = flag.String("module", ".", "cri-mini module root")
 		save     = flag.String("save", "", "write the images to FILE as a docker save tarball, named registry.k8s.io/<path> (for cri-mini image import)")
 		only     = flag.String("only", "", "with -save: only the images whose path matches this regular expression")
+		load     = flag.String("load", "", "push or serve the images of a tarball -save wrote instead of building them")
 	)
 	flag.Parse()
 	if n := btoi(*host != "") + btoi(*serve != "") + btoi(*save != ""); n != 1 {
@@ -67,22 +70,12 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	in := images.Inputs{Busybox: *busybox, Shell: *shell}
-	if in.Shell == "" {
-		var err error
-		if in.Shell, err = images.DebianShell(ctx, *cache); err != nil {
-			return err
-		}
+	var built []images.Tagged
+	if *load != "" {
+		built, err = loadTarball(*load)
+	} else {
+		built, err = build(ctx, images.Inputs{Busybox: *busybox, Shell: *shell}, *cache, *module)
 	}
-	bin, err := os.MkdirTemp("", "imgbuild-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(bin)
-	if in.Programs, err = images.BuildPrograms(ctx, *module, bin); err != nil {
-		return err
-	}
-	built, err := images.Build(in)
 	if err != nil {
 		return err
 	}
@@ -114,6 +107,50 @@ func run() error {
 	return nil
 }
 
+// build makes the images from in, fetching the shell into cache and
+// building the helper programs of the module at module when in lacks them.
+func build(ctx context.Context, in images.Inputs, cache, module string) ([]images.Tagged, error) {
+	if in.Shell == "" {
+		var err error
+		if in.Shell, err = images.DebianShell(ctx, cache); err != nil {
+			return nil, err
+		}
+	}
+	bin, err := os.MkdirTemp("", "imgbuild-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(bin)
+	if in.Programs, err = images.BuildPrograms(ctx, module, bin); err != nil {
+		return nil, err
+	}
+	return images.Build(in)
+}
+
+// loadTarball reads back the images saveTarball wrote.
+func loadTarball(file string) ([]images.Tagged, error) {
+	opener := func() (io.ReadCloser, error) { return os.Open(file) }
+	manifest, err := tarball.LoadManifest(opener)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", file, err)
+	}
+	var out []images.Tagged
+	for _, d := range manifest {
+		for _, ref := range d.RepoTags {
+			tag, err := name.NewTag(ref)
+			if err != nil {
+				return nil, fmt.Errorf("load %s: %w", file, err)
+			}
+			img, err := tarball.Image(opener, &tag)
+			if err != nil {
+				return nil, fmt.Errorf("load %s: %s: %w", file, ref, err)
+			}
+			out = append(out, images.Tagged{Ref: strings.TrimPrefix(ref, savedRegistry+"/"), Image: img})
+		}
+	}
+	return out, nil
+}
+
 func push(ctx context.Context, host string, built []images.Tagged) error {
 	if err := images.Push(ctx, host, built); err != nil {
 		return err
@@ -128,6 +165,10 @@ func push(ctx context.Context, host string, built []images.Tagged) error {
 	return nil
 }
 
+// savedRegistry names the images in a saved tarball: critest and the demo
+// use registry.k8s.io names.
+const savedRegistry = "registry.k8s.io"
+
 // saveTarball writes the images whose path keep matches as one docker save
 // tarball, under the registry.k8s.io names critest and the demo use.
 func saveTarball(file string, built []images.Tagged, keep *regexp.Regexp) error {
@@ -136,7 +177,7 @@ func saveTarball(file string, built []images.Tagged, keep *regexp.Regexp) error 
 		if !keep.MatchString(t.Ref) {
 			continue
 		}
-		tag, err := name.NewTag("registry.k8s.io/" + t.Ref)
+		tag, err := name.NewTag(savedRegistry + "/" + t.Ref)
 		if err != nil {
 			return fmt.Errorf("image reference %s: %w", t.Ref, err)
 		}
