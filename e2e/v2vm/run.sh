@@ -32,8 +32,11 @@ crictl=$(command -v crictl || echo "$(go env GOPATH)/bin/crictl")
 cp "$crictl" "$out/crictl"
 for suite in "$@"; do
 	case $suite in
-	critest) cp "$(e2e/critest/build.sh)" "$out/critest" ;;
-	kubelet) cp "$(e2e/kubelet/build.sh)" "$out/kubelet" ;;
+	critest | kubelet)
+		# the cached binary e2e/SUITE/build.sh prints, and the offline images
+		cp "$(e2e/"$suite"/build.sh)" "$out/$suite"
+		[[ -f $out/images.tar ]] || "$out/imgbuild" -save "$out/images.tar" >/dev/null
+		;;
 	*) go test -c -o "$out/${suite//\//_}.test" "./$suite" ;;
 	esac
 done

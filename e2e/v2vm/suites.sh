@@ -7,18 +7,20 @@
 #   e2e/v2vm/suites.sh BINDIR SUITE...
 #
 # BINDIR holds what run.sh builds on the host (nothing is compiled here):
-# cri-mini, cri-mini-shim, imgbuild, crictl, critest, kubelet and one
-# PKG.test per Go package ("container/cgroups" -> container_cgroups.test).
+# cri-mini, cri-mini-shim, imgbuild and the images it saved (images.tar),
+# crictl, critest, kubelet and one PKG.test per Go package
+# ("container/cgroups" -> container_cgroups.test).
 # A SUITE is a Go package directory (its root tests run with -test.v from
 # that directory, as go test does), "critest" or "kubelet".
 # CRI_MINI_CGROUP_DRIVER (default cgroupfs) is the driver of critest's and
-# kubelet's daemon, and kubelet's. Exit status: 0 when every suite passed.
+# kubelet's daemon, and kubelet's; their logs are kept in BINDIR/artifacts.
+# Exit status: 0 when every suite passed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 top=$PWD
 bin=$(cd "$1" && pwd)
 shift
-export PATH=$bin:$PATH CRI_MINI_BIN=$bin/cri-mini IMGBUILD_BIN=$bin/imgbuild \
+export PATH=$bin:$PATH CRI_MINI_BIN=$bin/cri-mini IMGBUILD_BIN=$bin/imgbuild IMGBUILD_LOAD=$bin/images.tar \
 	CRITEST_BIN=$bin/critest KUBELET_BIN=$bin/kubelet
 logs=$(mktemp -d /tmp/cri-mini-suites.XXXXXX)
 summary=() failed=0
@@ -48,12 +50,12 @@ for suite in "$@"; do
 	case $suite in
 	critest)
 		rc=0
-		e2e/critest/run.sh 2>&1 | tee "$logs/critest.log" || rc=$?
+		E2E_ARTIFACTS=$bin/artifacts/critest e2e/critest/run.sh 2>&1 | tee "$logs/critest.log" || rc=$?
 		result critest "$rc" "$(grep -o '^critest: .*' "$logs/critest.log" | tail -n 1 | cut -d' ' -f2-)"
 		;;
 	kubelet)
 		rc=0
-		e2e/kubelet/run.sh 2>&1 | tee "$logs/kubelet.log" || rc=$?
+		E2E_ARTIFACTS=$bin/artifacts/kubelet e2e/kubelet/run.sh 2>&1 | tee "$logs/kubelet.log" || rc=$?
 		# The table's rows: "N description PASS|FAIL measured".
 		n=$(grep -cE '^[0-9]+ +.* (PASS|FAIL) ' "$logs/kubelet.log")
 		ok=$(grep -cE '^[0-9]+ +.* PASS ' "$logs/kubelet.log")

@@ -109,7 +109,7 @@ ctl=/run/v2vm
 say() { echo "v2vm: $*" >/dev/ttyS0; }
 while read -r tag dir mode; do
 	mkdir -p "$dir"
-	mount -t 9p -o "trans=virtio,version=9p2000.L,msize=524288,$mode" "$tag" "$dir" || say "cannot mount $dir"
+	mount -t 9p -o "trans=virtio,version=9p2000.L,msize=524288,cache=loose,$mode" "$tag" "$dir" || say "cannot mount $dir"
 done <$ctl/shares
 [[ -f $ctl/interactive ]] && exit 0 # the serial getty takes over
 for _ in $(seq 100); do [[ -c /dev/hvc0 ]] && break; sleep 0.1; done
