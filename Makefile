@@ -11,13 +11,16 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(dir $(BIN))cri-mini-shim ./cmd/cri-mini-shim
 
 # test: unit tests, the root integration tests (namespaces, mounts, cgroups,
-# a loopback registry, CNI), the CRI validation suite (make e2e) and a real
+# a loopback registry, CNI), the CRI validation suite (make e2e), a real
 # kubelet with static pods (make kubelet-e2e; its first build takes ~5 min,
-# then it is cached). Run as root.
+# then it is cached), all on this host's cgroups, and then all of it again
+# where production nodes run: cgroup v2 with systemd (make test-v2). Run as
+# root.
 test: vet
 	$(GO) test -count=1 -timeout 30m ./...
 	$(MAKE) e2e
 	$(MAKE) kubelet-e2e
+	$(MAKE) test-v2
 
 vet:
 	$(GO) vet ./...
@@ -37,8 +40,9 @@ e2e: build
 # with systemd as PID 1 and the unified cgroup v2 hierarchy runs the root
 # suites of container/cgroups, container, sandbox, netns and e2e, then
 # critest and the kubelet scenarios with the systemd cgroup driver, all built
-# on the host. The guest image is built once and cached in
-# ~/.cache/cri-mini-v2vm. V2_SUITES picks suites. Run as root.
+# on the host. The guest image is built once (~2.5 min) and cached in
+# ~/.cache/cri-mini-v2vm. V2_SUITES="container sandbox ..." runs a part.
+# Run as root.
 .PHONY: test-v2
 test-v2:
 	e2e/v2vm/run.sh $(V2_SUITES)

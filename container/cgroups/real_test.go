@@ -2,7 +2,9 @@ package cgroups
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -250,6 +252,123 @@ func TestStatsAndThrottling(t *testing.T) {
 		}
 		if m.Version() == 2 && (st.Pressure.CPU == nil || st.Pressure.CPU.SomeMicros == 0) {
 			t.Errorf("cpu pressure %+v: two spinners on a fifth of a CPU stall", st.Pressure.CPU)
+		}
+	})
+}
+
+// TestV2Limits: every kind of limit on the real v2 controllers, as each v2
+// driver sets it, read back from the files and, for the device filter, by
+// opening devices from inside; every cgroup above enables the controllers.
+// With systemd the cgroup is a delegated scope in its slice holding the
+// limits as properties: a daemon-reload (systemd writes every unit's files
+// again) leaves every one in force, also after Update, and Destroy leaves
+// no unit.
+func TestV2Limits(t *testing.T) {
+	forEachDriver(t, []string{"cpu", "cpuset", "io", "memory", "pids"}, func(t *testing.T, m Manager, path string) {
+		if m.Version() == 1 {
+			t.Skip("unified resources and eBPF device filters are v2's")
+		}
+		r := &specs.LinuxResources{
+			CPU:            &specs.LinuxCPU{Shares: ptr[uint64](512), Quota: ptr[int64](50000), Period: ptr[uint64](100000), Cpus: "0"},
+			Memory:         &specs.LinuxMemory{Limit: ptr[int64](64 << 20), Reservation: ptr[int64](8 << 20)},
+			Pids:           &specs.LinuxPids{Limit: ptr[int64](50)},
+			Unified:        map[string]string{"memory.high": "50331648", "memory.oom.group": "1"},
+			HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "2MB", Limit: 4 << 20}},
+			Devices: append(DefaultDevices(), specs.LinuxDeviceCgroup{Allow: false, Type: "c", Major: ptr[int64](1), Minor: ptr[int64](5),
+				Access: "w"}),
+		}
+		if dev, ok := rootDisk(); ok {
+			r.Unified["io.max"] = dev + " rbps=1048576 wbps=max riops=max wiops=max"
+		}
+		create(t, m, path, r)
+		h := startHeld(t, m, path, "sleep 600")
+		d := cgroupDir(t, m, "", path)
+		want := map[string]string{
+			"memory.max": "67108864", "memory.low": "8388608", "memory.high": "50331648", "memory.oom.group": "1",
+			"cpu.max": "50000 100000", "cpu.weight": "20", "cpuset.cpus": "0", "pids.max": "50",
+		}
+		if io, ok := r.Unified["io.max"]; ok {
+			want["io.max"] = io
+		}
+		root := strings.TrimSuffix(d, mustPath(t, m, path))
+		if avail, _ := readFile(root, "cgroup.controllers"); strings.Contains(avail, "hugetlb") {
+			want["hugetlb.2MB.max"] = "4194304"
+		}
+		check := func(when string) {
+			t.Helper()
+			for file, v := range want {
+				if got, err := readFile(d, file); err != nil || got != v {
+					t.Errorf("%s: %s = %q (%v), want %q", when, file, got, err, v)
+				}
+			}
+			// /dev/zero (1:5) may be read, not written.
+			probe := exec.Command("/bin/busybox", "sh", "-c", "echo $$ > "+d+"/cgroup.procs; head -c1 /dev/zero >/dev/null && echo r; echo > /dev/zero && echo w")
+			if out, _ := probe.Output(); string(out) != "r\n" {
+				t.Errorf("%s: /dev/zero from the cgroup: %q, want only read", when, out)
+			}
+		}
+		check("created")
+		for above := filepath.Dir(d); strings.HasPrefix(above, root); above = filepath.Dir(above) {
+			enabled := strings.Fields(mustRead(t, above, "cgroup.subtree_control"))
+			for _, c := range []string{"cpu", "cpuset", "io", "memory", "pids"} {
+				if !slices.Contains(enabled, c) {
+					t.Errorf("%s/cgroup.subtree_control %q lacks %s", above, enabled, c)
+				}
+			}
+			if above == root {
+				break
+			}
+		}
+		_, isSystemd := m.(*systemd)
+		var u systemdUnit
+		if isSystemd {
+			u, _ = parseSystemd(path)
+			props := unitShow(t, u.Name, "ActiveState", "Slice", "Delegate", "MemoryMax", "MemoryHigh", "MemoryLow", "CPUWeight",
+				"CPUQuotaPerSecUSec", "CPUQuotaPeriodUSec", "TasksMax", "AllowedCPUs", "OOMPolicy", "ControlGroup")
+			for k, v := range map[string]string{"ActiveState": "active", "Slice": u.Slice, "Delegate": "yes", "MemoryMax": "67108864",
+				"MemoryHigh": "50331648", "MemoryLow": "8388608", "CPUWeight": "20", "CPUQuotaPerSecUSec": "500ms", "CPUQuotaPeriodUSec": "100ms",
+				"TasksMax": "50", "AllowedCPUs": "0", "OOMPolicy": "kill", "ControlGroup": u.Path} {
+				if props[k] != v {
+					t.Errorf("unit %s: %s=%q, want %q", u.Name, k, props[k], v)
+				}
+			}
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", os.Getpid())); strings.Contains(string(b), u.Name) {
+				t.Errorf("the test process itself landed in the scope: %s", b)
+			}
+		}
+		reload := func(when string) {
+			t.Helper()
+			if !isSystemd {
+				return
+			}
+			if out, err := exec.Command("systemctl", "daemon-reload").CombinedOutput(); err != nil {
+				t.Fatalf("daemon-reload: %v %s", err, out)
+			}
+			check(when + ", after daemon-reload")
+		}
+		reload("created")
+
+		if err := m.Update(path, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr[int64](96 << 20)},
+			CPU: &specs.LinuxCPU{Quota: ptr[int64](-1)}, Pids: &specs.LinuxPids{Limit: ptr[int64](-1)}}); err != nil {
+			t.Fatal(err)
+		}
+		want["memory.max"], want["cpu.max"], want["pids.max"] = "100663296", "max 100000", "max"
+		check("updated")
+		reload("updated")
+
+		if err := m.Destroy(path); err != nil {
+			t.Fatal(err)
+		}
+		if sig := signaled(h.cmd.Wait()); sig != syscall.SIGKILL {
+			t.Errorf("the cgroup's process ended by %v, want SIGKILL", sig)
+		}
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s remains after Destroy", d)
+		}
+		if isSystemd {
+			if p := unitShow(t, u.Name, "LoadState"); p["LoadState"] != "not-found" {
+				t.Errorf("unit after Destroy: %v", p)
+			}
 		}
 	})
 }
