@@ -14,12 +14,15 @@ build:
 # a loopback registry, CNI), the CRI validation suite (make e2e), a real
 # kubelet with static pods (make kubelet-e2e; its first build takes ~5 min,
 # then it is cached) and the fixed CI part of Kubernetes' node e2e suite
-# (make node-e2e-ci). Run as root.
+# (make node-e2e-ci), all on this host's cgroups, and then the suites again
+# where production nodes run: cgroup v2 with systemd (make test-v2). Run as
+# root.
 test: vet
 	$(GO) test -count=1 -timeout 30m ./...
 	$(MAKE) e2e
 	$(MAKE) kubelet-e2e
 	$(MAKE) node-e2e-ci
+	$(MAKE) test-v2
 
 vet:
 	$(GO) vet ./...
@@ -33,6 +36,18 @@ clean:
 .PHONY: e2e
 e2e: build
 	e2e/critest/run.sh
+
+# test-v2: the suites where production nodes run (e2e/v2vm): a throw-away
+# Debian 12 guest (qemu; KVM where the host allows it, else a software CPU)
+# with systemd as PID 1 and the unified cgroup v2 hierarchy runs the root
+# suites of container/cgroups, container, sandbox, netns and e2e, then
+# critest and the kubelet scenarios with the systemd cgroup driver, all built
+# on the host. The guest image is built once (~2.5 min) and cached in
+# ~/.cache/cri-mini-v2vm. V2_SUITES="container sandbox ..." runs a part.
+# Run as root.
+.PHONY: test-v2
+test-v2:
+	e2e/v2vm/run.sh $(V2_SUITES)
 
 # bench: cri-mini side by side with containerd v2.4.2 + runc v1.5.3 (built
 # from the Go module proxy, cached); CRI_MINI_BIN=bin/cri-mini adds cri-mini.

@@ -191,6 +191,10 @@ func renderCgroup(w func(string, ...any), c *CgroupStep) {
 			order = append(order, fw.Root)
 			w("mkdir -p %s\"$CGROUP\"", shellQuote(fw.Root))
 		}
+		if fw.Ancestors {
+			w("d=%s; for p in ${CGROUP//\\// }; do echo %s > \"$d\"/%s; d=$d/$p; done", shellQuote(fw.Root), shellQuote(fw.Value), shellQuote(fw.File))
+			continue
+		}
 		w("echo %s > %s\"$CGROUP\"/%s", shellQuote(fw.Value), shellQuote(fw.Root), shellQuote(fw.File))
 	}
 	for _, r := range order {

@@ -59,7 +59,8 @@ func FuzzRenderShell(f *testing.F) {
 		u.Mounts[len(u.Mounts)-2].UIDMappings, u.Mounts[len(u.Mounts)-2].GIDMappings = m, m
 		for _, s := range []*specs.Spec{s, &u} {
 			plan, err := BuildPlan(s, PlanInput{EtcFiles: map[string]string{"/etc/hosts": src},
-				Cgroup:      &CgroupStep{Path: "/kubepods/" + id, Writes: []CgroupFileWrite{{Root: "/sys/fs/cgroup/memory", File: "memory.limit_in_bytes", Value: sysctl}}},
+				Cgroup: &CgroupStep{Path: "/kubepods/" + id, Writes: []CgroupFileWrite{{Root: "/sys/fs/cgroup/memory", File: "memory.limit_in_bytes", Value: sysctl},
+					{Root: "/sys/fs/cgroup", File: "cgroup.subtree_control", Value: sysctl, Ancestors: true}}},
 				HostCgroups: []CgroupHierarchy{{Dir: "memory", FSType: "cgroup", Params: []string{"memory"}}}})
 			if err != nil {
 				continue // refused specs render nothing

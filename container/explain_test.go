@@ -108,8 +108,13 @@ func explainAndCompare(t *testing.T, host uint32, adjust func(*specs.Spec)) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Where the memory limit goes, and how the cgroup namespace root reads.
+	limitFile, limitDir, nsRoot := "memory.limit_in_bytes", "/sys/fs/cgroup/memory", ":memory:/\n"
+	if unifiedHost(t) {
+		limitFile, limitDir, nsRoot = "memory.max", "/sys/fs/cgroup", "0::/\n"
+	}
 	if c := plan[0].Cgroup; plan[0].Kind != KindCgroup || !slices.ContainsFunc(c.Writes, func(w CgroupFileWrite) bool {
-		return w.File == "memory.limit_in_bytes" && w.Value == strconv.FormatInt(limit, 10)
+		return w.File == limitFile && w.Value == strconv.FormatInt(limit, 10)
 	}) {
 		t.Errorf("plan's cgroup step %+v: want the memory limit written", plan[0])
 	}
@@ -207,16 +212,15 @@ func explainAndCompare(t *testing.T, host uint32, adjust func(*specs.Spec)) {
 	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err != nil || cwd != b.Spec.Process.Cwd {
 		t.Errorf("script's container cwd %q (%v)", cwd, err)
 	}
-	limitFile := filepath.Join("/sys/fs/cgroup/memory", copyCgroup, "memory.limit_in_bytes")
-	if v, err := os.ReadFile(limitFile); err != nil || strings.TrimSpace(string(v)) != strconv.FormatInt(limit, 10) {
-		t.Errorf("the script's cgroup %s: %q, %v", limitFile, v, err)
+	if v, err := os.ReadFile(filepath.Join(limitDir, copyCgroup, limitFile)); err != nil || strings.TrimSpace(string(v)) != strconv.FormatInt(limit, 10) {
+		t.Errorf("the script's cgroup %s: %q, %v", filepath.Join(limitDir, copyCgroup, limitFile), v, err)
 	}
 	// Both cgroup namespaces are rooted at the container's cgroup.
 	for _, p := range []int{st.Pid, pid} {
 		ns := fmt.Sprintf("--cgroup=/proc/%d/ns/cgroup", p)
 		cg, err := exec.Command("nsenter", ns, "cat", fmt.Sprintf("/proc/%d/cgroup", p)).Output()
-		if err != nil || !strings.Contains(string(cg), ":memory:/\n") {
-			t.Errorf("process %d in its cgroup namespace: %q (%v), want the memory cgroup as its root", p, cg, err)
+		if err != nil || !strings.Contains(string(cg), nsRoot) {
+			t.Errorf("process %d in its cgroup namespace: %q (%v), want its memory cgroup as the root (%q)", p, cg, err, nsRoot)
 		}
 	}
 }

@@ -194,7 +194,7 @@ func assertGone(t testing.TB, dir string, cfg config, procs ...procRecord) {
 		t.Errorf("state dir %s left after delete (%v)", dir, err)
 	}
 	if cfg.CgroupPath != "" {
-		for _, h := range []string{"memory", "pids", "cpu", "freezer", "devices"} {
+		for _, h := range []string{"", "memory", "pids", "cpu", "freezer", "devices"} {
 			p := filepath.Join("/sys/fs/cgroup", h, cfg.CgroupPath)
 			if _, err := os.Stat(p); !os.IsNotExist(err) {
 				t.Errorf("cgroup %s left after delete (%v)", p, err)
@@ -312,6 +312,27 @@ func (rt *testRuntime) execOut(t testing.TB, id string, args ...string) (int, st
 		t.Fatalf("exec %v in %s: %v", args, id, err)
 	}
 	return code, out.String()
+}
+
+// unifiedHost: the host mounts the cgroup2 tree at /sys/fs/cgroup (v2),
+// and so does every container.
+func unifiedHost(t testing.TB) bool {
+	t.Helper()
+	hier, err := hostCgroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(hier) == 1 && hier[0].Dir == "" && hier[0].FSType == "cgroup2"
+}
+
+// ctrCgroupFile is where a container sees a file of its cgroup: right in
+// /sys/fs/cgroup on v2, in the controller's hierarchy on v1.
+func ctrCgroupFile(t testing.TB, controller, file string) string {
+	t.Helper()
+	if unifiedHost(t) {
+		return "/sys/fs/cgroup/" + file
+	}
+	return "/sys/fs/cgroup/" + controller + "/" + file
 }
 
 // startRunning creates and starts a container that runs until deleted.

@@ -65,6 +65,11 @@ func TestMounts(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", st.ExitCode, errOut)
 	}
 
+	// v1: a tmpfs holding a mount of each hierarchy; v2: the cgroup2 tree.
+	cgroupFS := "tmpfs"
+	if unifiedHost(t) {
+		cgroupFS = "cgroup2"
+	}
 	mounts := map[string]mountEntry{}
 	for _, m := range parseMountinfo(t, section(out, "mountinfo")) {
 		mounts[m.point] = m
@@ -77,7 +82,7 @@ func TestMounts(t *testing.T) {
 		"/dev/mqueue":      {"mqueue", "rw,nosuid,nodev,noexec", ""},
 		"/dev/shm":         {"tmpfs", "rw,nosuid,nodev,noexec", "size=65536k"},
 		"/sys":             {"sysfs", "ro,nosuid,nodev,noexec", ""},
-		"/sys/fs/cgroup":   {"tmpfs", "ro,nosuid,nodev,noexec", ""},
+		"/sys/fs/cgroup":   {cgroupFS, "ro,nosuid,nodev,noexec", ""},
 		"/proc/sys":        {"proc", "ro,nosuid,nodev,noexec", ""},
 		"/proc/interrupts": {"tmpfs", "rw,nosuid", ""}, // /dev/null bound over it
 		"/sys/firmware":    {"tmpfs", "ro,nosuid,nodev,noexec", ""},

@@ -119,11 +119,14 @@ type CgroupStep struct {
 }
 
 // CgroupFileWrite is Value written to File in the cgroup's directory of
-// the hierarchy mounted at Root ("/sys/fs/cgroup/memory").
+// the hierarchy mounted at Root ("/sys/fs/cgroup/memory"), or with
+// Ancestors to File of every cgroup above it, from the root down (v2's
+// cgroup.subtree_control).
 type CgroupFileWrite struct {
-	Root  string `json:"root"`
-	File  string `json:"file"`
-	Value string `json:"value"`
+	Root      string `json:"root"`
+	File      string `json:"file"`
+	Value     string `json:"value"`
+	Ancestors bool   `json:"ancestors,omitempty"`
 }
 
 // Sysctl is a namespaced kernel parameter set through /proc/sys.
@@ -383,12 +386,17 @@ func (r *Runtime) Plan(id string) ([]Step, error) {
 	if cfg.CgroupPath != "" {
 		in.Cgroup = &CgroupStep{Path: cfg.CgroupPath}
 		if w, ok := r.Cgroups.(cgroupWriter); ok && cfg.Spec.Linux != nil {
+			// The path as a directory below each hierarchy (a systemd
+			// driver path names a unit).
+			if in.Cgroup.Path, err = w.Path(cfg.CgroupPath); err != nil {
+				return nil, fmt.Errorf("container %s: cgroup path: %w", id, err)
+			}
 			writes, err := w.Writes(cfg.CgroupPath, cfg.Spec.Linux.Resources)
 			if err != nil {
 				return nil, fmt.Errorf("container %s: cgroup writes: %w", id, err)
 			}
 			for _, fw := range writes {
-				in.Cgroup.Writes = append(in.Cgroup.Writes, CgroupFileWrite{Root: fw.Root, File: fw.File, Value: fw.Value})
+				in.Cgroup.Writes = append(in.Cgroup.Writes, CgroupFileWrite{Root: fw.Root, File: fw.File, Value: fw.Value, Ancestors: fw.Ancestors})
 			}
 		}
 	}
@@ -400,7 +408,8 @@ func (r *Runtime) Plan(id string) ([]Step, error) {
 }
 
 // cgroupWriter is the cgroup manager's account of the files its Create
-// writes (container/cgroups.Manager has it).
+// writes and of where (container/cgroups.Manager has it).
 type cgroupWriter interface {
 	Writes(path string, r *specs.LinuxResources) ([]cgroups.FileWrite, error)
+	Path(path string) (string, error)
 }

@@ -40,8 +40,8 @@ func TestPidsLimit(t *testing.T) {
 		stdout string
 	}{
 		// The cgroup namespace is rooted at the container's cgroup.
-		{5, "cat /sys/fs/cgroup/pids/pids.max; grep -vc ':/$' /proc/self/cgroup; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 1 & done; echo done", "5\n0\n"},
-		{1, "read max < /sys/fs/cgroup/pids/pids.max; echo $max; sleep 0 & wait", "1\n"},
+		{5, "cat " + ctrCgroupFile(t, "pids", "pids.max") + "; grep -vc ':/$' /proc/self/cgroup; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 1 & done; echo done", "5\n0\n"},
+		{1, "read max < " + ctrCgroupFile(t, "pids", "pids.max") + "; echo $max; sleep 0 & wait", "1\n"},
 	} {
 		id := "pids-" + strconv.FormatInt(tc.limit, 10)
 		b := rt.bundle(t, id, rootfs, "sh", "-c", tc.script)
@@ -175,7 +175,7 @@ func TestExecUnderPidsLimit(t *testing.T) {
 	b.Spec.Linux.Resources = &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &limit}}
 	rt.startRunning(t, "execpids", b)
 	for range 10 {
-		code, out := rt.execOut(t, "execpids", "sh", "-c", "read n < /sys/fs/cgroup/pids/pids.current; echo $n; grep -vc ':/$' /proc/self/cgroup")
+		code, out := rt.execOut(t, "execpids", "sh", "-c", "read n < "+ctrCgroupFile(t, "pids", "pids.current")+"; echo $n; grep -vc ':/$' /proc/self/cgroup")
 		if code != 1 || out != "2\n0\n" {
 			t.Fatalf("exec under pids.max 2: exit %d, output %q; want 2 tasks and every cgroup the container's", code, out)
 		}

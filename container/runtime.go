@@ -521,7 +521,7 @@ func (r *Runtime) State(id string) (*State, error) {
 	s.Started = started.Started
 	switch {
 	case haveExit:
-		s.Status, s.ExitCode, s.Signal, s.Finished = StatusStopped, ex.ExitCode, ex.Signal, ex.Finished
+		s.Status, s.ExitCode, s.Signal, s.Finished, s.OOMKilled = StatusStopped, ex.ExitCode, ex.Signal, ex.Finished, ex.OOMKilled
 	case haveInit && (init.alive() || sup.alive()):
 		s.Status, s.Pid = StatusCreated, init.Pid
 		if haveStarted {
@@ -531,7 +531,9 @@ func (r *Runtime) State(id string) (*State, error) {
 		// Both gone without a record: the exit code is lost.
 		s.Status, s.ExitCode, s.ExitLost = StatusStopped, 255, true
 	}
-	if s.Status == StatusStopped && cfg.CgroupPath != "" && r.Cgroups != nil {
+	// The supervisor's record, or the cgroup where it is still there (v1,
+	// or an exit the supervisor did not record).
+	if s.Status == StatusStopped && !s.OOMKilled && cfg.CgroupPath != "" && r.Cgroups != nil {
 		s.OOMKilled, _ = r.Cgroups.OOMKilled(cfg.CgroupPath)
 	}
 	return s, nil
@@ -639,7 +641,8 @@ func (r *Runtime) remove(ctx context.Context, id, dir string, cfg *config) error
 		return fmt.Errorf("container %s: wait for init: %w", id, err)
 	}
 	if cfg.CgroupPath != "" && r.Cgroups != nil {
-		if err := r.Cgroups.KillAll(cfg.CgroupPath); err != nil {
+		// A systemd scope is gone with its last process.
+		if err := r.Cgroups.KillAll(cfg.CgroupPath); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			klog.Warningf("container %s: kill what remains in cgroup %s: %v", id, cfg.CgroupPath, err)
 		}
 		if err := r.Cgroups.Destroy(cfg.CgroupPath); err != nil {

@@ -98,6 +98,9 @@ type exitRecord struct {
 	ExitCode int       `json:"exitCode"`
 	Signal   int       `json:"signal,omitempty"`
 	Finished time.Time `json:"finished"`
+	// OOMKilled: the OOM killer killed a process of the container's
+	// cgroup while the supervisor watched it (v2).
+	OOMKilled bool `json:"oomKilled,omitempty"`
 }
 
 func writeJSON(dir, name string, v any) error {

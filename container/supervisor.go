@@ -117,6 +117,7 @@ func supervise(dir string, ctl *net.UnixConn) error {
 	if _, _, err := expectMsg(ctl, msgGo); err != nil {
 		return fmt.Errorf("wait for go: %w", err)
 	}
+	oom := watchOOM(cmd.Process.Pid) // the init is in its cgroup now
 	if err := sendMsg(conn, syncMsg{Type: msgGo}); err != nil {
 		return err
 	}
@@ -200,6 +201,7 @@ func supervise(dir string, ctl *net.UnixConn) error {
 		ex.Signal = int(ws.Signal())
 		ex.ExitCode = 128 + ex.Signal
 	}
+	ex.OOMKilled = oom.stop(ex.ExitCode == 128+int(syscall.SIGKILL))
 	return writeJSON(dir, exitFile, ex)
 }
 

@@ -692,9 +692,9 @@ func linuxResources(r *runtimeapi.LinuxContainerResources) *specs.LinuxResources
 // systemd scope (cri-mini-ID.scope).
 func cgroupPath(driver, parent, id string) string {
 	if driver == "systemd" {
-		return firstNonEmpty(parent, "system.slice") + ":cri-mini:" + id
+		return cgroups.ChildPath(driver, firstNonEmpty(parent, "system.slice"), id)
 	}
-	return filepath.Join(firstNonEmpty(parent, "/cri-mini"), id)
+	return cgroups.ChildPath(driver, firstNonEmpty(parent, "/cri-mini"), id)
 }
 
 func containerAnnotations(in specInput) (map[string]string, error) {

@@ -472,7 +472,7 @@ func TestResourcesOOMAndLogReopen(t *testing.T) {
 		t.Fatalf("cgroup path in %s: %v", data, err)
 	}
 	limit := func() string {
-		b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", rec.CgroupPath, "memory.limit_in_bytes"))
+		b, err := os.ReadFile(cgroupFile("memory", rec.CgroupPath, "memory.limit_in_bytes", "memory.max"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -504,7 +504,8 @@ func TestResourcesOOMAndLogReopen(t *testing.T) {
 		t.Errorf("new log file: %q", fresh)
 	}
 
-	hog := containerConfig("hog", "/bin/sh", "-c", "x=$(yes | head -c 200000000); echo survived")
+	// dd's 64 MiB buffer is over the limit at once, on any CPU.
+	hog := containerConfig("hog", "/bin/busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1")
 	hog.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}}
 	st := waitExited(t, runContainer(t, podID, podCfg, hog))
 	if st.Reason != "OOMKilled" {

@@ -136,7 +136,7 @@ func eventStatus(ev *runtimeapi.ContainerEventResponse) *runtimeapi.ContainerSta
 // lines; the test interrupts it at the end and checks it ended cleanly.
 func crictlEvents(t *testing.T, template string) <-chan string {
 	t.Helper()
-	cmd := exec.Command(suite.crictl, "--runtime-endpoint", "unix://"+suite.socket, "events", "-o", "go-template", "--template", template)
+	cmd := exec.Command(suite.crictl, "--runtime-endpoint", "unix://"+suite.socket, "--timeout", "30s", "events", "-o", "go-template", "--template", template)
 	cmd.Env = append(os.Environ(), "CRI_CONFIG_FILE=/dev/null")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -183,7 +183,9 @@ func TestEventsAfterDaemonRestart(t *testing.T) {
 	podCfg := podConfig("events-restart")
 	podID := runPod(t, podCfg)
 	early := runContainer(t, podID, podCfg, containerConfig("early", "/bin/sh", "-c", "sleep 0.3; exit 5"))
-	late := runContainer(t, podID, podCfg, containerConfig("late", "/bin/sh", "-c", "sleep 4; exit 4"))
+	// late exits when told, once the restarted daemon is watched: however
+	// long the restart takes.
+	late := runContainer(t, podID, podCfg, containerConfig("late", "/bin/sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 4"))
 	if err := stopDaemon(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -198,6 +200,12 @@ func TestEventsAfterDaemonRestart(t *testing.T) {
 	defer cancel()
 	stream, err := suite.rt.GetContainerEvents(sctx, &runtimeapi.GetEventsRequest{})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Header(); err != nil { // sent once subscribed
+		t.Fatal(err)
+	}
+	if _, err := suite.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: late, Cmd: []string{"touch", "/tmp/go"}, Timeout: 30}); err != nil {
 		t.Fatal(err)
 	}
 	ev, err := stream.Recv()

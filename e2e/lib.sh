@@ -52,19 +52,21 @@ unmount_below() {
 
 # remove_cgroup_tree DIR KEEP PODS: kills what is left in cgroup DIR (in
 # one hierarchy) and below it and removes them all. A cgroup below DIR is
-# reported, once (from the memory hierarchy), unless its path below DIR
-# matches the extended glob KEEP (kubelet's own levels, "" for DIR): a
-# cgroup below a pod's (a container's, named by its ID, or the pause's) as
-# cri-mini's always, another (a pod's, kubelet's) when PODS is 1.
+# reported, once (from the memory hierarchy on v1, the one tree on v2),
+# unless its path below DIR matches the extended glob KEEP (kubelet's own
+# levels, "" for DIR): a cgroup below a pod's (a container's, named by its
+# ID, or the pause's) as cri-mini's always, another (a pod's, kubelet's)
+# when PODS is 1.
 remove_cgroup_tree() {
-	local top=$1 keep=$2 pods=$3 d pid
+	local top=$1 keep=$2 pods=$3 d pid report=''
 	[[ -d $top ]] || return 0
+	[[ $top != /sys/fs/cgroup/memory/* && ! -f /sys/fs/cgroup/cgroup.controllers ]] || report=1
 	while IFS= read -r d; do
 		# shellcheck disable=SC2254 # KEEP is a pattern
 		case ${d#"$top"} in
 		$keep) ;;
-		*/pod*/*) [[ $top != /sys/fs/cgroup/memory/* ]] || leak "cgroup ${d#/sys/fs/cgroup/}" ;;
-		*) [[ $top != /sys/fs/cgroup/memory/* || $pods != 1 ]] || leak "cgroup ${d#/sys/fs/cgroup/}" ;;
+		*/pod*/*) [[ -z $report ]] || leak "cgroup ${d#/sys/fs/cgroup/}" ;;
+		*) [[ -z $report || $pods != 1 ]] || leak "cgroup ${d#/sys/fs/cgroup/}" ;;
 		esac
 		while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$d/cgroup.procs"
 	done < <(find "$top" -depth -type d)

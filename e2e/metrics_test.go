@@ -68,7 +68,10 @@ func TestPodSandboxMetrics(t *testing.T) {
 				}
 			}
 		}
-		if cpu, _ := value(ctrMetrics, "container_cpu_usage_seconds_total", ""); cpu > 0 || time.Now().After(deadline) {
+		// The pod's figure is read before its container's: both must have
+		// passed the second.
+		podCPU, _ := value(pod, "container_cpu_usage_seconds_total", "")
+		if cpu, _ := value(ctrMetrics, "container_cpu_usage_seconds_total", ""); cpu > 0 && podCPU > 0 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)

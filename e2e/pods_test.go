@@ -182,9 +182,10 @@ func TestCrictlPodLifecycle(t *testing.T) {
 	if !pauseRuns(int(pause)) {
 		t.Errorf("pod pause process %v not running as PID 1 of the pod", inspect.Info["pausePid"])
 	}
-	cgroupDir := filepath.Join("/sys/fs/cgroup/pids", cgroupParent)
-	if procs, err := os.ReadFile(filepath.Join(cgroupDir, "cgroup.procs")); err != nil || !strings.Contains(string(procs), fmt.Sprint(pause)) {
-		t.Errorf("pause process not in the pod cgroup %s: %q %v", cgroupParent, procs, err)
+	// The pause process has a cgroup of its own below the pod's.
+	cgroupDir := filepath.Dir(cgroupFile("pids", cgroupParent, "cgroup.procs", "cgroup.procs"))
+	if procs, err := os.ReadFile(filepath.Join(cgroupDir, id, "cgroup.procs")); err != nil || strings.TrimSpace(string(procs)) != fmt.Sprint(pause) {
+		t.Errorf("pause process not in its cgroup below the pod's %s: %q %v", cgroupParent, procs, err)
 	}
 
 	crictl(t, "stopp", id)

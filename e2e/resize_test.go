@@ -20,7 +20,7 @@ import (
 
 // cgroupFile reads a file of a cgroup (cgroupfs path) in the v1 hierarchy
 // of controller.
-func cgroupFile(t *testing.T, controller, cgroup, file string) string {
+func readV1CgroupFile(t *testing.T, controller, cgroup, file string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", controller, cgroup, file))
 	if err != nil {
@@ -69,8 +69,8 @@ func TestInPlaceResize(t *testing.T) {
 	cfg.Linux.Resources, cfg.Linux.Overhead = res(512, 50000, 64<<20), overhead
 	podID := runPod(t, cfg)
 	podCgroup := func() string {
-		return fmt.Sprintf("shares %s quota %s memory %s", cgroupFile(t, "cpu", parent, "cpu.shares"),
-			cgroupFile(t, "cpu", parent, "cpu.cfs_quota_us"), cgroupFile(t, "memory", parent, "memory.limit_in_bytes"))
+		return fmt.Sprintf("shares %s quota %s memory %s", readV1CgroupFile(t, "cpu", parent, "cpu.shares"),
+			readV1CgroupFile(t, "cpu", parent, "cpu.cfs_quota_us"), readV1CgroupFile(t, "memory", parent, "memory.limit_in_bytes"))
 	}
 	if got, want := podCgroup(), fmt.Sprintf("shares 614 quota 60000 memory %d", 80<<20); got != want {
 		t.Errorf("pod cgroup at start: %s, want resources plus overhead: %s", got, want)
@@ -99,7 +99,7 @@ func TestInPlaceResize(t *testing.T) {
 		if r.CpuShares != 1024 || r.CpuQuota != 100000 || r.CpuPeriod != 100000 || r.MemoryLimitInBytes != 128<<20 {
 			t.Errorf("%s: ContainerStatus resources %+v, want shares 1024, quota 100000/100000, 128 MiB", when, r)
 		}
-		if got := cgroupFile(t, "memory", cgroup, "memory.limit_in_bytes"); got != strconv.Itoa(128<<20) {
+		if got := readV1CgroupFile(t, "memory", cgroup, "memory.limit_in_bytes"); got != strconv.Itoa(128<<20) {
 			t.Errorf("%s: container memory.limit_in_bytes %s", when, got)
 		}
 		out, err := exec.Command(suite.bin, "explain", "--runroot", suite.run, "--json", id).Output()

@@ -283,6 +283,19 @@ func mountCopy(layers []string, copyDir, target string, readOnly bool, userNS *o
 // limits how many layers an image may have; older kernels get the classic
 // lowerdir list, and kernels without fsopen a plain mount(2).
 func mountOverlay(lowers []string, upper, work, target string) error {
+	err := mountOverlayLowers(lowers, upper, work, target, true)
+	if errors.Is(err, unix.EINVAL) {
+		// No "lowerdir+": refused when it is set (Linux 6.5-6.7), or only
+		// at create (before 6.5 overlayfs took its options as one string
+		// and accepted any key until then).
+		err = mountOverlayLowers(lowers, upper, work, target, false)
+	}
+	return err
+}
+
+// mountOverlayLowers is mountOverlay with the lower layers given one by
+// one (perLayer) or as one list.
+func mountOverlayLowers(lowers []string, upper, work, target string, perLayer bool) error {
 	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
 	if errors.Is(err, unix.ENOSYS) {
 		opts := "lowerdir=" + strings.Join(lowers, ":")
@@ -295,20 +308,16 @@ func mountOverlay(lowers []string, upper, work, target string) error {
 		return os.NewSyscallError("fsopen overlay", err)
 	}
 	defer unix.Close(fsfd)
-	perLayer := true
-	for _, l := range lowers {
-		if err := unix.FsconfigSetString(fsfd, "lowerdir+", l); err != nil {
-			perLayer = false
-			break
+	params := [][2]string{{"lowerdir", strings.Join(lowers, ":")}}
+	if perLayer {
+		params = params[:0]
+		for _, l := range lowers {
+			params = append(params, [2]string{"lowerdir+", l})
 		}
 	}
-	if !perLayer {
-		unix.Close(fsfd)
-		if fsfd, err = unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC); err != nil {
-			return os.NewSyscallError("fsopen overlay", err)
-		}
-		if err := unix.FsconfigSetString(fsfd, "lowerdir", strings.Join(lowers, ":")); err != nil {
-			return os.NewSyscallError("overlay lowerdir", err)
+	for _, kv := range params {
+		if err := unix.FsconfigSetString(fsfd, kv[0], kv[1]); err != nil {
+			return os.NewSyscallError("overlay "+kv[0], err)
 		}
 	}
 	return finishOverlay(fsfd, upper, work, target)

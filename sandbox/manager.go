@@ -401,12 +401,17 @@ func (m *Manager) createCgroup(p *Pod) error {
 	return nil
 }
 
+// pauseCgroup is the cgroup of the pod's pause process, below the pod's.
+func pauseCgroup(driver string, p *Pod) string {
+	return cgroups.ChildPath(driver, p.Spec.CgroupParent, p.ID)
+}
+
 // cgroupAncestor returns the parent of cgroup cg in the driver's syntax, or
 // false at the top: /a/b -> /a; a-b.slice -> a.slice (systemd nests slices
 // by their dash-separated name).
 func cgroupAncestor(driver, cg string) (string, bool) {
 	if driver == "systemd" {
-		name := strings.TrimSuffix(cg, ".slice")
+		name := strings.TrimSuffix(filepath.Base(cg), ".slice")
 		i := strings.LastIndex(name, "-")
 		if i <= 0 {
 			return "", false
@@ -443,6 +448,11 @@ func (m *Manager) release(ctx context.Context, p *Pod) error {
 	}
 	if err := unmount(filepath.Join(dir, "shm")); err != nil {
 		errs = append(errs, err)
+	}
+	if p.Spec.SharedPID && p.Spec.CgroupParent != "" && m.cgroups != nil {
+		if err := m.cgroups.Destroy(pauseCgroup(m.cgroupDriver, p)); err != nil {
+			errs = append(errs, fmt.Errorf("remove pause process cgroup: %w", err))
+		}
 	}
 	if p.CgroupCreated != "" && m.cgroups != nil {
 		if err := m.cgroups.Destroy(p.CgroupCreated); err != nil {

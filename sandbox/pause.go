@@ -71,15 +71,19 @@ func (m *Manager) startPause(ctx context.Context, p *Pod) error {
 	}
 	p.PIDNS, p.PausePID = s.pidNS, pid
 	if m.cgroups != nil && p.Spec.CgroupParent != "" {
-		// kubelet makes pod cgroups only in the hierarchies it manages
-		// (on v1 not in devices): the missing levels are made (cpusets
-		// seeded), as runc makes them for a container; kubelet removes
-		// the pod cgroup from every hierarchy.
-		if err := m.cgroups.Create(p.Spec.CgroupParent, nil); err != nil {
-			return fmt.Errorf("pod cgroup of the pause process: %w", err)
+		// A cgroup of its own below the pod's: on v2 a cgroup holding
+		// processes cannot enable controllers for its children (the
+		// containers), and a systemd slice holds none, only units.
+		// kubelet makes pod cgroups only in the hierarchies it manages (on
+		// v1 not in devices): the missing levels are made (cpusets seeded),
+		// as runc makes them for a container; kubelet removes the pod
+		// cgroup from every hierarchy.
+		cg := pauseCgroup(m.cgroupDriver, p)
+		if err := m.cgroups.Create(cg, nil); err != nil {
+			return fmt.Errorf("pause process cgroup: %w", err)
 		}
-		if err := m.cgroups.Apply(p.Spec.CgroupParent, pid); err != nil {
-			return fmt.Errorf("move pause process into the pod cgroup: %w", err)
+		if err := m.cgroups.Apply(cg, pid); err != nil {
+			return fmt.Errorf("move pause process into its cgroup: %w", err)
 		}
 	}
 	return nil

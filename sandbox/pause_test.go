@@ -241,8 +241,8 @@ func TestPauseIsConfined(t *testing.T) {
 	if exe, err := os.Readlink(proc + "exe"); err != nil || !strings.HasPrefix(exe, "/memfd:") {
 		t.Errorf("pause runs %q (%v), want a sealed copy", exe, err)
 	}
-	if pids, err := m.cgroups.Pids(s.CgroupParent); err != nil || !slices.Contains(pids, p.PausePID) {
-		t.Errorf("pause %d not in the pod cgroup %s: %v (%v)", p.PausePID, s.CgroupParent, pids, err)
+	if pids, err := m.cgroups.Pids(s.CgroupParent + "/" + p.ID); err != nil || !slices.Equal(pids, []int{p.PausePID}) {
+		t.Errorf("pause %d not in its cgroup below the pod's %s: %v (%v)", p.PausePID, s.CgroupParent, pids, err)
 	}
 	// A Go runtime would be 20 MiB: the pause stays C and small.
 	if rss, err := strconv.Atoi(strings.TrimSuffix(status["VmRSS"], " kB")); err != nil || rss > 4096 {

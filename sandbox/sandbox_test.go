@@ -465,9 +465,10 @@ func TestPodCgroupParent(t *testing.T) {
 	m := e.manager(t)
 	ctx := context.Background()
 	top := fmt.Sprintf("/cri-mini-sbtest-%d", os.Getpid())
+	// The pids hierarchy on v1, the one tree on v2.
 	pidsDir := "/sys/fs/cgroup/pids"
 	if _, err := os.Stat(pidsDir); err != nil {
-		t.Skipf("test reads the v1 pids hierarchy: %v", err)
+		pidsDir = "/sys/fs/cgroup"
 	}
 
 	s := spec("cg")
@@ -481,9 +482,10 @@ func TestPodCgroupParent(t *testing.T) {
 	if p.CgroupCreated != top {
 		t.Errorf("pod records %q as made, want %q", p.CgroupCreated, top)
 	}
-	procs, err := os.ReadFile(filepath.Join(pidsDir, s.CgroupParent, "cgroup.procs"))
-	if err != nil || !strings.Contains(string(procs), fmt.Sprint(p.PausePID)) {
-		t.Errorf("pause %d not in the pod cgroup: %q %v", p.PausePID, procs, err)
+	// The pause process has a cgroup of its own below the pod's.
+	procs, err := os.ReadFile(filepath.Join(pidsDir, s.CgroupParent, p.ID, "cgroup.procs"))
+	if err != nil || strings.TrimSpace(string(procs)) != fmt.Sprint(p.PausePID) {
+		t.Errorf("pause %d not in its cgroup below the pod's: %q %v", p.PausePID, procs, err)
 	}
 	// A second pod in an existing parent does not own it.
 	s2 := spec("cg2")
@@ -565,9 +567,9 @@ func TestSharedPIDPodInKubeletCgroup(t *testing.T) {
 		t.Errorf("the pod claims %q, which kubelet made", p.CgroupCreated)
 	}
 	for _, h := range append(made, devices) {
-		procs, err := os.ReadFile(filepath.Join(h, parent, "cgroup.procs"))
-		if err != nil || !strings.Contains(string(procs), fmt.Sprint(p.PausePID)) {
-			t.Errorf("pause %d not in the pod cgroup of %s: %q %v", p.PausePID, h, procs, err)
+		procs, err := os.ReadFile(filepath.Join(h, parent, p.ID, "cgroup.procs"))
+		if err != nil || strings.TrimSpace(string(procs)) != fmt.Sprint(p.PausePID) {
+			t.Errorf("pause %d not in its cgroup below the pod's in %s: %q %v", p.PausePID, h, procs, err)
 		}
 	}
 	if err := m.Remove(ctx, p.ID); err != nil {

@@ -93,7 +93,9 @@ func validCgroupParent(driver, parent string) error {
 	}
 	switch driver {
 	case "systemd":
-		if !strings.HasSuffix(parent, ".slice") || strings.Contains(parent, "/") {
+		// Also as its cgroupfs path, as kubelet sends it: the last
+		// component names the slice.
+		if !strings.HasSuffix(parent, ".slice") {
 			return fmt.Errorf("cgroup parent %q: the systemd cgroup driver wants a slice name like kubepods-besteffort.slice: %w", parent, errdefs.ErrInvalidArgument)
 		}
 	default:

@@ -10,8 +10,8 @@
 // not to the cgroup the runtime itself runs in: kubelet sizes the kubepods
 // tree from the root, and a runtime running inside its own cgroup (as this
 // one may, e.g. memory:/process_api/...) must not nest pods below itself.
-// Without systemd as PID 1 the systemd driver only converts names; the
-// cgroups are made directly in cgroupfs, where systemd would put them.
+// The systemd driver asks systemd for a transient unit per container (see
+// systemd.go) and needs systemd as PID 1 and cgroup v2.
 //
 // Device rules (linux.resources.devices) go to the devices controller on
 // v1 and become an eBPF device program on v2, with the same meaning.
@@ -205,6 +205,11 @@ func Open(o Options) (Manager, error) {
 			o.Version = 2
 		}
 	}
+	if o.Driver == "systemd" {
+		if err := checkSystemd(o.Version, o.Root); err != nil {
+			return nil, err
+		}
+	}
 	switch o.Version {
 	case 1:
 		return openV1(o.Root, conv)
@@ -212,7 +217,11 @@ func Open(o Options) (Manager, error) {
 		if _, err := os.Stat(o.Root); err != nil {
 			return nil, fmt.Errorf("cgroup v2 root: %w", err)
 		}
-		return &v2{root: o.Root, conv: conv}, nil
+		m := &v2{root: o.Root, conv: conv}
+		if o.Driver == "systemd" {
+			return openSystemd(m)
+		}
+		return m, nil
 	}
 	return nil, fmt.Errorf("cgroup version %d: %w", o.Version, errdefs.ErrInvalidArgument)
 }
@@ -235,38 +244,93 @@ func cgroupfsPath(p string) (string, error) {
 	return clean, nil
 }
 
-// systemdPath converts "parent.slice:prefix:name" into the cgroupfs path
-// systemd would give that unit: the slice expanded along its dashes, then
-// "prefix-name.scope" (or name itself when it is a slice). A lone slice
-// name is accepted too.
-func systemdPath(p string) (string, error) {
+// ChildPath is the cgroup the runtime makes below parent for the process
+// group id (a container, or a pod's pause process), in the driver's
+// syntax: parent/ID with cgroupfs (as containerd names them), the scope
+// cri-mini-ID.scope in the slice parent with systemd.
+func ChildPath(driver, parent, id string) string {
+	if driver == "systemd" {
+		return parent + ":cri-mini:" + id
+	}
+	return filepath.Join(parent, id)
+}
+
+// systemdUnit is a cgroup named in the systemd driver's syntax: the unit
+// that owns it, the slice that unit is in, and where systemd puts its
+// cgroup.
+type systemdUnit struct {
+	// Name is a scope ("cri-mini-abc.scope") or a slice
+	// ("kubepods-besteffort-pod1.slice").
+	Name string
+	// Slice is the slice a scope is in ("-.slice" at the top); empty for
+	// a slice, whose parent systemd derives from its name.
+	Slice string
+	// Path is its cgroupfs path.
+	Path string
+}
+
+// parseSystemd reads "parent.slice:prefix:name" (the scope
+// "prefix-name.scope" in that slice, or name itself when it is a slice or
+// there is no prefix) or a lone slice name, as runc and kubelet do. A slice
+// may come as its cgroupfs path: kubelet sends a pod's cgroup parent as
+// "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice"
+// and critest as "/test.slice"; its last component names it, as for
+// containerd and CRI-O.
+func parseSystemd(p string) (systemdUnit, error) {
 	parts := strings.Split(p, ":")
-	var dir, unit string
+	var u systemdUnit
 	switch len(parts) {
 	case 1:
-		dir = p
+		u.Name = sliceName(p)
 	case 3:
-		dir, unit = parts[0], parts[2]
-		if unit == "" {
-			return "", fmt.Errorf("systemd cgroup %q: no unit name: %w", p, errdefs.ErrInvalidArgument)
+		u.Slice, u.Name = sliceName(parts[0]), parts[2]
+		if u.Name == "" {
+			return u, fmt.Errorf("systemd cgroup %q: no unit name: %w", p, errdefs.ErrInvalidArgument)
 		}
-		if parts[1] != "" && !strings.HasSuffix(unit, ".slice") {
-			unit = parts[1] + "-" + unit + ".scope"
+		switch {
+		case strings.HasSuffix(u.Name, ".slice"):
+		case parts[1] != "":
+			u.Name = parts[1] + "-" + u.Name + ".scope"
+		case !strings.HasSuffix(u.Name, ".scope"):
+			return u, fmt.Errorf("systemd cgroup %q: without a prefix the name must be a scope or slice unit: %w", p, errdefs.ErrInvalidArgument)
 		}
-		if strings.ContainsAny(unit, "/") {
-			return "", fmt.Errorf("systemd cgroup %q: bad unit name: %w", p, errdefs.ErrInvalidArgument)
+		if strings.ContainsAny(u.Name, "/") {
+			return u, fmt.Errorf("systemd cgroup %q: bad unit name: %w", p, errdefs.ErrInvalidArgument)
+		}
+		if u.Slice == "" {
+			u.Slice = "-.slice"
 		}
 	default:
-		return "", fmt.Errorf("systemd cgroup %q: want slice:prefix:name: %w", p, errdefs.ErrInvalidArgument)
+		return u, fmt.Errorf("systemd cgroup %q: want slice:prefix:name: %w", p, errdefs.ErrInvalidArgument)
 	}
-	if dir == "" {
-		dir = "-.slice"
+	dir, unit := u.Slice, u.Name
+	if strings.HasSuffix(u.Name, ".slice") {
+		// A slice's place follows from its own name.
+		dir, unit, u.Slice = u.Name, "", ""
 	}
 	expanded, err := expandSlice(dir)
 	if err != nil {
-		return "", fmt.Errorf("systemd cgroup %q: %w", p, err)
+		return u, fmt.Errorf("systemd cgroup %q: %w", p, err)
 	}
-	return cgroupfsPath(filepath.Join(expanded, unit))
+	if u.Path, err = cgroupfsPath(filepath.Join(expanded, unit)); err != nil {
+		return u, err
+	}
+	return u, nil
+}
+
+// sliceName is a slice given by name or by its cgroupfs path.
+func sliceName(s string) string {
+	if strings.Contains(s, "/") {
+		return filepath.Base(s)
+	}
+	return s
+}
+
+// systemdPath converts a systemd driver path into the cgroupfs path systemd
+// gives its unit.
+func systemdPath(p string) (string, error) {
+	u, err := parseSystemd(p)
+	return u.Path, err
 }
 
 // expandSlice: "a-b-c.slice" lives at /a.slice/a-b.slice/a-b-c.slice.

@@ -32,6 +32,11 @@ func TestMain(m *testing.M) {
 		_ = removeTree(l)
 		code = 1
 	}
+	units, err := leakedUnits()
+	if err != nil || len(units) > 0 {
+		fmt.Fprintln(os.Stderr, "leaked systemd units:", units, err)
+		code = 1
+	}
 	os.Exit(code)
 }
 
@@ -64,12 +69,13 @@ func TestSystemdPath(t *testing.T) {
 		"-.slice:cri-mini:x":                           "/cri-mini-x.scope",
 		"system.slice:crio:y":                          "/system.slice/crio-y.scope",
 		"kubepods.slice::kubepods-pod1.slice":          "/kubepods.slice/kubepods-pod1.slice",
+		"/kubepods.slice/kubepods-pod2.slice:p:n":      "/kubepods.slice/kubepods-pod2.slice/p-n.scope",
 	} {
 		if got, err := systemdPath(in); err != nil || got != want {
 			t.Errorf("%q: got %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "kubepods", "a--b.slice:p:n", "-a.slice:p:n", "a.slice:p", "a/b.slice:p:n",
+	for _, bad := range []string{"", "kubepods", "a--b.slice:p:n", "-a.slice:p:n", "a.slice:p",
 		"a.slice:p:n/../../x", "a.slice:p:", "-.slice", "a.slice:p:n:x"} {
 		if _, err := systemdPath(bad); !errors.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("%q: got %v, want ErrInvalidArgument", bad, err)

@@ -47,6 +47,16 @@ func (m *v2) Create(path string, r *specs.LinuxResources) error {
 	if err != nil {
 		return err
 	}
+	// A cgroup has the files of the controllers enabled for it only, limits
+	// or not: all of them are enabled down to it (as runc does), so that a
+	// container without limits still shows its memory, pids and I/O to
+	// kubelet's stats. One that cannot be enabled here fails only a limit
+	// that needs it, in Update.
+	if avail, err := readFile(m.root, "cgroup.controllers"); err == nil {
+		if _, err := m.enable(p, strings.Fields(avail)); err != nil {
+			klog.V(2).InfoS("Not every cgroup controller could be enabled", "cgroup", p, "err", err)
+		}
+	}
 	if err := m.Update(path, r); err != nil {
 		removeAll(created)
 		return err
@@ -119,14 +129,13 @@ func (m *v2) Update(path string, r *specs.LinuxResources) error {
 	if err != nil {
 		return err
 	}
-	var controllers []string
-	for _, w := range writes {
-		c, _, _ := strings.Cut(w.file, ".")
-		if !slices.Contains(controllers, c) {
-			controllers = append(controllers, c)
-		}
-	}
-	enabled, err := m.enable(p, controllers)
+	return m.apply(p, d, writes, r.Devices)
+}
+
+// apply enables the controllers of writes along p, makes the writes in
+// the cgroup d (at p) and sets the device filter when there are rules.
+func (m *v2) apply(p, d string, writes []kv, devices []specs.LinuxDeviceCgroup) error {
+	enabled, err := m.enable(p, controllersOf(writes))
 	if err != nil {
 		return err
 	}
@@ -142,8 +151,8 @@ func (m *v2) Update(path string, r *specs.LinuxResources) error {
 			return err
 		}
 	}
-	if len(r.Devices) > 0 {
-		return setDeviceFilter(d, r.Devices)
+	if len(devices) > 0 {
+		return setDeviceFilter(d, devices)
 	}
 	return nil
 }
@@ -159,11 +168,32 @@ func (m *v2) Writes(path string, r *specs.LinuxResources) ([]FileWrite, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]FileWrite, len(writes))
-	for i, w := range writes {
-		out[i] = FileWrite{Root: m.root, File: w.file, Value: w.value}
+	// As apply: the controllers enabled above first; hugetlb limits only
+	// where there is a hugetlb controller.
+	avail, _ := readFile(m.root, "cgroup.controllers")
+	writes = slices.DeleteFunc(writes, func(w kv) bool {
+		return strings.HasPrefix(w.file, "hugetlb.") && !slices.Contains(strings.Fields(avail), "hugetlb")
+	})
+	var out []FileWrite
+	if cs := controllersOf(writes); len(cs) > 0 {
+		out = append(out, FileWrite{Root: m.root, File: "cgroup.subtree_control", Value: "+" + strings.Join(cs, " +"), Ancestors: true})
+	}
+	for _, w := range writes {
+		out = append(out, FileWrite{Root: m.root, File: w.file, Value: w.value})
 	}
 	return out, nil
+}
+
+// controllersOf lists the controllers whose files writes name, in order.
+func controllersOf(writes []kv) []string {
+	var controllers []string
+	for _, w := range writes {
+		c, _, _ := strings.Cut(w.file, ".")
+		if !slices.Contains(controllers, c) {
+			controllers = append(controllers, c)
+		}
+	}
+	return controllers
 }
 
 // v2Writes translates OCI resources (v1 terms) and the unified map into

@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -31,56 +30,6 @@ func realV2(t *testing.T) Manager {
 	}
 	t.Skip("no cgroup2 mount")
 	return nil
-}
-
-func TestV2RealLifecycle(t *testing.T) {
-	m := realV2(t)
-	path := testPath(t)
-	create(t, m, path, nil)
-	d := filepath.Join(m.(*v2).root, mustPath(t, m, path))
-	h := startHeld(t, m, path, "sleep 600 & wait")
-	h.release(t)
-	pid := h.cmd.Process.Pid
-	if b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup"); !strings.Contains(string(b), "0::"+mustPath(t, m, path)+"\n") {
-		t.Errorf("process not in the v2 cgroup: %s", b)
-	}
-	if err := m.Freeze(path); err != nil {
-		t.Fatal(err)
-	}
-	if ev := mustRead(t, d, "cgroup.events"); !strings.Contains(ev, "frozen 1") {
-		t.Errorf("cgroup.events after Freeze: %s", ev)
-	}
-	if err := m.Thaw(path); err != nil {
-		t.Fatal(err)
-	}
-	if ev := mustRead(t, d, "cgroup.events"); !strings.Contains(ev, "frozen 0") {
-		t.Errorf("cgroup.events after Thaw: %s", ev)
-	}
-	if _, err := m.Stats(path); err != nil {
-		t.Error(err)
-	}
-	pids, err := m.Pids(path)
-	if err != nil || len(pids) == 0 || !slices.Contains(pids, pid) {
-		t.Errorf("Pids = %v, %v; want %d among them", pids, err, pid)
-	}
-	if err := m.KillAll(path); err != nil {
-		t.Fatal(err)
-	}
-	if sig := signaled(h.cmd.Wait()); sig != syscall.SIGKILL {
-		t.Errorf("shell ended by %v, want SIGKILL", sig)
-	}
-	if err := m.Destroy(path); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("%s remains after Destroy", d)
-	}
-	if err := m.Destroy(path); err != nil {
-		t.Errorf("second Destroy: %v", err)
-	}
-	if _, err := m.Stats(path); !errors.Is(err, errdefs.ErrNotFound) {
-		t.Errorf("Stats after Destroy: %v", err)
-	}
 }
 
 func TestV2RealMissingController(t *testing.T) {

@@ -7,4 +7,8 @@ package cgroups
 // uses, so a plan that shows them cannot disagree with what is written.
 type FileWrite struct {
 	Root, File, Value string
+	// Ancestors: the write goes to File of every cgroup above this one,
+	// from the root down, not to its own (v2's cgroup.subtree_control,
+	// which makes a controller's files appear below).
+	Ancestors bool
 }

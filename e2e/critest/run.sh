@@ -14,7 +14,11 @@
 #
 # Environment: CRI_MINI_BIN (default bin/cri-mini), CRITEST_FOCUS (a ginkgo
 # focus regex, to run a part), CRITEST_TIMEOUT (default 45m),
-# E2E_ARTIFACTS (a directory to keep the daemon log and the JSON report in).
+# E2E_ARTIFACTS (a directory to keep the daemon log and the JSON report in),
+# CRI_MINI_CGROUP_DRIVER (cgroupfs, the default, or systemd: the daemon's
+# driver; critest then puts its pods in system.slice), and where nothing is
+# to be built (e2e/v2vm): CRITEST_BIN and IMGBUILD_BIN, prebuilt binaries,
+# and IMGBUILD_LOAD, the images as imgbuild -save wrote them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -26,7 +30,8 @@ CNI_PLUGINS=/usr/lib/cni
 command -v ipcmk >/dev/null || echo "run.sh: warning: ipcmk (util-linux) missing: the HostIpc specs will fail" >&2
 crictl=$(command -v crictl || echo "$(go env GOPATH)/bin/crictl")
 
-critest=$(e2e/critest/build.sh)
+critest=${CRITEST_BIN:-$(e2e/critest/build.sh)}
+driver=${CRI_MINI_CGROUP_DRIVER:-cgroupfs}
 
 work=$(mktemp -d /tmp/cri-mini-critest.XXXXXX)
 sock=$work/cri-mini.sock
@@ -82,6 +87,14 @@ cleanup() {
 	if ip link show "$bridge" >/dev/null 2>&1; then
 		ip link delete "$bridge" || true
 	fi
+	# With the systemd driver every container was a scope of systemd's.
+	if [[ $driver == systemd ]]; then
+		for m in $(systemctl list-units --all --plain --no-legend 'cri-mini-*.scope' | awk '{print $1}'); do
+			echo "run.sh: left behind: unit $m" >&2
+			systemctl stop "$m" || true
+			left=1
+		done
+	fi
 	rm -rf "$work"
 	((left == 0)) || rc=1
 	exit "$rc"
@@ -90,8 +103,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "run.sh: building and serving the offline images"
-go build -o "$work/imgbuild" ./e2e/cmd/imgbuild
-"$work/imgbuild" -serve 127.0.0.1:0 -addr-file "$work/registry.addr" >"$work/imgbuild.log" 2>&1 &
+imgbuild=${IMGBUILD_BIN:-$work/imgbuild}
+[[ -n ${IMGBUILD_BIN:-} ]] || go build -o "$imgbuild" ./e2e/cmd/imgbuild
+"$imgbuild" -serve 127.0.0.1:0 ${IMGBUILD_LOAD:+-load "$IMGBUILD_LOAD"} -addr-file "$work/registry.addr" >"$work/imgbuild.log" 2>&1 &
 registry_pid=$!
 for _ in $(seq 600); do
 	[[ -s $work/registry.addr ]] && break
@@ -110,8 +124,8 @@ cat >"$work/net.d/10-critest.conflist" <<EOF
  {"type":"loopback"}]}
 EOF
 
-echo "run.sh: starting cri-mini (images from $registry)"
-"$BIN" --root "$work/root" --runroot "$work/run" --listen "unix://$sock" \
+echo "run.sh: starting cri-mini (images from $registry, $driver cgroup driver)"
+"$BIN" --root "$work/root" --runroot "$work/run" --listen "unix://$sock" --cgroup-driver "$driver" \
 	--cni-config-dir "$work/net.d" --cni-plugin-dir "$CNI_PLUGINS" -v 2 \
 	--registry-mirror "registry.k8s.io=http://$registry" \
 	--registry-mirror "gcr.io=http://$registry" \

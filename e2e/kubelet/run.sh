@@ -34,6 +34,12 @@
 #
 # Environment: CRI_MINI_BIN (default: make build, bin/cri-mini),
 # E2E_ARTIFACTS (a directory to keep the daemon and kubelet logs in),
+# CRI_MINI_CGROUP_DRIVER (cgroupfs, the default: kubelet's cgroup root is
+# this run's own; or systemd, as kubeadm sets nodes up: kubelet and cri-mini
+# both on systemd's slices and scopes, kubelet's cgroup root and
+# failCgroupV1 at their defaults), KUBELET_BIN and IMGBUILD_BIN (prebuilt
+# binaries, where nothing is to be built, as in e2e/v2vm) and IMGBUILD_LOAD
+# (the images as imgbuild -save wrote them),
 # KUBELET_FEATURE_GATES (passed to kubelet --feature-gates; for instance
 # EventedPLEG=true,PLEGOnDemandRelist=true to have kubelet follow
 # GetContainerEvents instead of relisting every second).
@@ -52,7 +58,10 @@ crictl_bin=$(command -v crictl || echo "$(go env GOPATH)/bin/crictl")
 if [[ -z ${CRI_MINI_BIN:-} ]]; then
 	make -s build
 fi
-kubelet=$(e2e/kubelet/build.sh)
+kubelet=${KUBELET_BIN:-$(e2e/kubelet/build.sh)}
+driver=${CRI_MINI_CGROUP_DRIVER:-cgroupfs}
+unified=''
+[[ ! -f /sys/fs/cgroup/cgroup.controllers ]] || unified=1
 
 work=$(mktemp -d /tmp/cri-mini-kubelet.XXXXXX)
 # The daemon runs from a copy (with cri-mini-shim, when built, next to it):
@@ -123,11 +132,20 @@ cleanup() {
 	done
 	# kubelet's own cgroups (kubepods and its QoS classes, also made in the
 	# v2 hierarchy) go with the root; a pod cgroup still there is a leak of
-	# kubelet's, a cgroup below one (a container's, named by its ID) one of
-	# cri-mini's.
-	for h in /sys/fs/cgroup/*"$cgroot"; do
+	# kubelet's, a cgroup below one (a container's, named by its ID, or a
+	# pause's) one of cri-mini's.
+	for h in /sys/fs/cgroup/*"$cgroot" /sys/fs/cgroup"$cgroot"; do
+		[[ $driver == cgroupfs ]] || continue
 		remove_cgroup_tree "$h" '@(|/kubepods|/kubepods/burstable|/kubepods/besteffort)' "$([[ -n $cut_short ]] || echo 1)"
 	done
+	# With systemd, kubelet's slices and cri-mini's scopes are units: a
+	# container scope left is cri-mini's leak, a pod slice kubelet's.
+	if [[ $driver == systemd ]]; then
+		for m in $(systemctl list-units --all --plain --no-legend 'cri-mini-*.scope' 'kubepods-*pod*.slice' | awk '{print $1}'); do
+			[[ $m == *.slice && -n $cut_short ]] || leak "unit $m"
+		done
+		systemctl stop kubepods.slice 2>/dev/null || true
+	fi
 	remove_bridge "$bridge"
 	# The device plugin socket directory is fixed: /var/lib/kubelet/device-plugins.
 	[[ -z $made_state_dir ]] || rm -rf /var/lib/kubelet
@@ -160,8 +178,9 @@ watch_while() {
 }
 
 echo "run.sh: building and serving the offline images"
-go build -o "$work/imgbuild" ./e2e/cmd/imgbuild
-"$work/imgbuild" -serve 127.0.0.1:0 -addr-file "$work/registry.addr" >"$work/imgbuild.log" 2>&1 &
+imgbuild=${IMGBUILD_BIN:-$work/imgbuild}
+[[ -n ${IMGBUILD_BIN:-} ]] || go build -o "$imgbuild" ./e2e/cmd/imgbuild
+"$imgbuild" -serve 127.0.0.1:0 ${IMGBUILD_LOAD:+-load "$IMGBUILD_LOAD"} -addr-file "$work/registry.addr" >"$work/imgbuild.log" 2>&1 &
 registry_pid=$!
 watch_while "$registry_pid" imgbuild 300 test -s "$work/registry.addr" >/dev/null ||
 	{ tail -n 20 "$work/imgbuild.log" >&2; exit 1; }
@@ -177,7 +196,7 @@ printf '{"cniVersion": "1.0.0", "name": "cri-mini-kubelet-e2e", "plugins": [
 daemon_up() { crictl version >/dev/null 2>&1; }
 # start_daemon: starts cri-mini (again, after a crash: same state dirs).
 start_daemon() {
-	"$BIN" --root "$work/root" --runroot "$work/run" --listen "unix://$sock" \
+	"$BIN" --root "$work/root" --runroot "$work/run" --listen "unix://$sock" --cgroup-driver "$driver" \
 		--cni-config-dir "$work/net.d" --cni-plugin-dir "$CNI_PLUGINS" -v 2 \
 		--registry-mirror "registry.k8s.io=http://$registry" \
 		--insecure-registry "$registry" >>"$work/daemon.log" 2>&1 &
@@ -191,16 +210,27 @@ start_daemon() {
 echo "run.sh: starting cri-mini (images from $registry)"
 start_daemon
 
-# kubelet wants its cgroup root in every v1 hierarchy, cpusets filled in.
-for h in /sys/fs/cgroup/*/; do
-	h=${h%/}
-	[[ $h == */unified ]] && continue
-	mkdir "$h$cgroot"
-	if [[ -f $h/cpuset.cpus ]]; then
-		cat "$h/cpuset.cpus" >"$h$cgroot/cpuset.cpus"
-		cat "$h/cpuset.mems" >"$h$cgroot/cpuset.mems"
-	fi
-done
+# With cgroupfs, kubelet wants its cgroup root to exist: in the one tree
+# (v2), or in every v1 hierarchy with cpusets filled in. With systemd it
+# keeps its default, kubepods.slice at the top.
+if [[ $driver == systemd ]]; then
+	cgroup_config="cgroupDriver: systemd"
+elif [[ -n $unified ]]; then
+	mkdir "/sys/fs/cgroup$cgroot"
+	cgroup_config="cgroupDriver: cgroupfs"$'\n'"cgroupRoot: $cgroot"
+else
+	for h in /sys/fs/cgroup/*/; do
+		h=${h%/}
+		[[ $h == */unified ]] && continue
+		mkdir "$h$cgroot"
+		if [[ -f $h/cpuset.cpus ]]; then
+			cat "$h/cpuset.cpus" >"$h$cgroot/cpuset.cpus"
+			cat "$h/cpuset.mems" >"$h$cgroot/cpuset.mems"
+		fi
+	done
+	# kubelet refuses cgroup v1 unless told otherwise.
+	cgroup_config="cgroupDriver: cgroupfs"$'\n'"cgroupRoot: $cgroot"$'\n'"failCgroupV1: false"
+fi
 save_sysctls
 [[ -e /var/log/containers ]] || made_logs_dir=1
 [[ -e /var/lib/kubelet ]] || made_state_dir=1
@@ -211,9 +241,7 @@ apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 containerRuntimeEndpoint: unix://$sock
 imageServiceEndpoint: unix://$sock
-cgroupDriver: cgroupfs
-cgroupRoot: $cgroot
-failCgroupV1: false
+$cgroup_config
 failSwapOn: false
 oomScoreAdj: 0
 staticPodPath: $work/static
@@ -299,8 +327,9 @@ for m in e2e-logger e2e-emptydir e2e-crashloop e2e-liveness e2e-resize e2e-privi
 added=$(now)
 
 # ticks: the number of the logger's last line, read through crictl logs
-# (a count of lines would drop when kubelet rotates the log).
-ticks() { crictl logs --tail 1 "$(newest e2e-logger logger 3)" 2>/dev/null | awk '$1 == "tick" {n = $2} END {print n + 0}'; }
+# (a count of lines would drop when kubelet rotates the log); 0 while there
+# is no logger to read, so that a failed scenario does not end the run.
+ticks() { crictl logs --tail 1 "$(newest e2e-logger logger 3)" 2>/dev/null | awk '$1 == "tick" {n = $2} END {print n + 0}' || true; }
 ticks_above() { (($(ticks) > $1)); }
 
 # 1. Logs keep coming.

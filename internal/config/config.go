@@ -368,7 +368,7 @@ var keyDocs = []struct{ key, doc string }{
 	{"runroot", "Runtime state: pods, containers, pinned namespaces, sockets. One daemon per runroot."},
 	{"cni_config_dir", "CNI network configurations; the first file (by name) is used, a built-in\n# bridge network (bridge + host-local + portmap + loopback) while it is empty."},
 	{"cni_plugin_dir", "Colon-separated directories searched for CNI plugin binaries."},
-	{"cgroup_driver", "How cgroup parents are named: \"cgroupfs\" (paths) or \"systemd\" (slices)."},
+	{"cgroup_driver", "Who makes the cgroups: \"cgroupfs\" (cri-mini, named by paths) or \"systemd\" (a\n# transient scope per container in its pod's slice; needs systemd as init and\n# cgroup v2). Keep it equal to kubelet's cgroupDriver."},
 	{"stream_address", "host:port of the exec/attach/port-forward server; port 0 picks a free one."},
 	{"metrics_address", "host:port of the Prometheus metrics endpoint; empty turns it off."},
 	{"verbosity", "Log verbosity (klog -v): 2 logs every CRI call with its duration and code."},

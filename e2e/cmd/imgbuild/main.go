@@ -10,7 +10,8 @@
 // suite's images instead (images.BuildNode).
 //
 // Run it from the module root (or give -module): the helper programs are
-// built from e2e/cmd.
+// built from e2e/cmd. Where nothing can be built (e2e/v2vm's guest), -load
+// takes the images from a tarball -save wrote instead.
 package main
 
 import (
@@ -26,6 +27,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -62,6 +64,7 @@ func run() error {
 		tls      = flag.String("agnhost-tls", "", "with -agnhost: the directory of agnhost's localhost.crt and localhost.key (the kubernetes module's test/images/agnhost/porter)")
 		bash     = flag.String("bash", "/bin/bash", "with -agnhost: the shell of the busybox stand-ins")
 		curl     = flag.String("curl", "/usr/bin/curl", "with -agnhost: the curl of the agnhost image (its libraries come along)")
+		load     = flag.String("load", "", "push or serve the images of a tarball -save wrote instead of building them")
 	)
 	flag.Parse()
 	if n := btoi(*host != "") + btoi(*serve != "") + btoi(*save != ""); n != 1 {
@@ -74,30 +77,15 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	in := images.Inputs{Busybox: *busybox, Shell: *shell}
-	if in.Shell == "" {
-		var err error
-		if in.Shell, err = images.DebianShell(ctx, *cache); err != nil {
-			return err
-		}
-	}
-	bin, err := os.MkdirTemp("", "imgbuild-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(bin)
-	if in.Programs, err = images.BuildPrograms(ctx, *module, bin); err != nil {
-		return err
-	}
 	var built []images.Tagged
-	if *agnhost == "" {
-		built, err = images.Build(in)
+	if *load != "" {
+		built, err = loadTarball(*load)
 	} else {
-		node := images.NodeInputs{Inputs: in, Agnhost: *agnhost, AgnhostTLS: *tls, Bash: *bash, Curl: *curl}
-		if node.Netcat, err = images.DebianBinary(ctx, *cache, "netcat-openbsd", "bin/nc.openbsd"); err != nil {
-			return err
+		var node *images.NodeInputs
+		if *agnhost != "" {
+			node = &images.NodeInputs{Agnhost: *agnhost, AgnhostTLS: *tls, Bash: *bash, Curl: *curl}
 		}
-		built, err = images.BuildNode(node)
+		built, err = build(ctx, images.Inputs{Busybox: *busybox, Shell: *shell}, node, *cache, *module)
 	}
 	if err != nil {
 		return err
@@ -130,6 +118,58 @@ func run() error {
 	return nil
 }
 
+// build makes the images from in (with node, the node e2e suite's),
+// fetching the shell and netcat into cache and building the helper programs
+// of the module at module when in lacks them.
+func build(ctx context.Context, in images.Inputs, node *images.NodeInputs, cache, module string) ([]images.Tagged, error) {
+	if in.Shell == "" {
+		var err error
+		if in.Shell, err = images.DebianShell(ctx, cache); err != nil {
+			return nil, err
+		}
+	}
+	bin, err := os.MkdirTemp("", "imgbuild-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(bin)
+	if in.Programs, err = images.BuildPrograms(ctx, module, bin); err != nil {
+		return nil, err
+	}
+	if node == nil {
+		return images.Build(in)
+	}
+	node.Inputs = in
+	if node.Netcat, err = images.DebianBinary(ctx, cache, "netcat-openbsd", "bin/nc.openbsd"); err != nil {
+		return nil, err
+	}
+	return images.BuildNode(*node)
+}
+
+// loadTarball reads back the images saveTarball wrote.
+func loadTarball(file string) ([]images.Tagged, error) {
+	opener := func() (io.ReadCloser, error) { return os.Open(file) }
+	manifest, err := tarball.LoadManifest(opener)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", file, err)
+	}
+	var out []images.Tagged
+	for _, d := range manifest {
+		for _, ref := range d.RepoTags {
+			tag, err := name.NewTag(ref)
+			if err != nil {
+				return nil, fmt.Errorf("load %s: %w", file, err)
+			}
+			img, err := tarball.Image(opener, &tag)
+			if err != nil {
+				return nil, fmt.Errorf("load %s: %s: %w", file, ref, err)
+			}
+			out = append(out, images.Tagged{Ref: strings.TrimPrefix(ref, savedRegistry+"/"), Image: img})
+		}
+	}
+	return out, nil
+}
+
 func push(ctx context.Context, host string, built []images.Tagged) error {
 	if err := images.Push(ctx, host, built); err != nil {
 		return err
@@ -144,6 +184,10 @@ func push(ctx context.Context, host string, built []images.Tagged) error {
 	return nil
 }
 
+// savedRegistry names the images in a saved tarball: critest and the demo
+// use registry.k8s.io names.
+const savedRegistry = "registry.k8s.io"
+
 // saveTarball writes the images whose path keep matches as one docker save
 // tarball, under the registry.k8s.io names critest and the demo use.
 func saveTarball(file string, built []images.Tagged, keep *regexp.Regexp) error {
@@ -152,7 +196,7 @@ func saveTarball(file string, built []images.Tagged, keep *regexp.Regexp) error 
 		if !keep.MatchString(t.Ref) {
 			continue
 		}
-		tag, err := name.NewTag("registry.k8s.io/" + t.Ref)
+		tag, err := name.NewTag(savedRegistry + "/" + t.Ref)
 		if err != nil {
 			return fmt.Errorf("image reference %s: %w", t.Ref, err)
 		}
