@@ -383,7 +383,7 @@ func TestBadRequestsGetTheRightCodes(t *testing.T) {
 		{"unknown handler", func() error {
 			_, err := suite.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podConfig("h"), RuntimeHandler: "kata"})
 			return err
-		}, codes.InvalidArgument},
+		}, codes.NotFound},
 		{"host sysctl", func() error {
 			cfg := podConfig("sysctl")
 			cfg.Linux.Sysctls = map[string]string{"kernel.panic": "1"}
