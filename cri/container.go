@@ -388,8 +388,11 @@ func (s *Service) releaseRootfs(id string) error {
 	return nil
 }
 
-// StopPodContainers kills every container of the pod (the pod is stopping).
-func (s *Service) StopPodContainers(ctx context.Context, podID string) error {
+// stopPodContainers kills every container of the pod (the pod is stopping).
+func (s *Service) stopPodContainers(ctx context.Context, podID string) error {
+	if s.containers == nil {
+		return nil
+	}
 	var errs []error
 	for _, st := range s.podContainers(podID) {
 		errs = append(errs, s.stopContainer(ctx, st, 0))
@@ -397,8 +400,11 @@ func (s *Service) StopPodContainers(ctx context.Context, podID string) error {
 	return errors.Join(errs...)
 }
 
-// RemovePodContainers removes every container of the pod.
-func (s *Service) RemovePodContainers(ctx context.Context, podID string) error {
+// removePodContainers removes every container of the pod.
+func (s *Service) removePodContainers(ctx context.Context, podID string) error {
+	if s.containers == nil {
+		return nil
+	}
 	var errs []error
 	for _, st := range s.podContainers(podID) {
 		errs = append(errs, s.removeContainer(ctx, st.ID))

@@ -210,6 +210,12 @@ func (s *Service) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi
 
 func (s *Service) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
 	pod, _ := s.sandboxes.Get(req.GetPodSandboxId()) // an unknown pod stops fine, without an event
+	// Its containers first, then the pod, as containerd's sandbox stop.
+	if pod != nil {
+		if err := s.stopPodContainers(ctx, pod.ID); err != nil {
+			return nil, fmt.Errorf("stop pod sandbox %s: %w", pod.ID, err)
+		}
+	}
 	if err := s.sandboxes.Stop(ctx, req.GetPodSandboxId()); err != nil {
 		return nil, err
 	}
@@ -221,6 +227,19 @@ func (s *Service) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSan
 
 func (s *Service) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
 	pod, _ := s.sandboxes.Get(req.GetPodSandboxId())
+	// As containerd: the pod stopped (its containers, then itself), its
+	// containers removed, then the pod.
+	if pod != nil {
+		if err := s.stopPodContainers(ctx, pod.ID); err != nil {
+			return nil, fmt.Errorf("remove pod sandbox %s: %w", pod.ID, err)
+		}
+		if err := s.sandboxes.Stop(ctx, pod.ID); err != nil {
+			return nil, err
+		}
+		if err := s.removePodContainers(ctx, pod.ID); err != nil {
+			return nil, fmt.Errorf("remove pod sandbox %s: %w", pod.ID, err)
+		}
+	}
 	if err := s.sandboxes.Remove(ctx, req.GetPodSandboxId()); err != nil {
 		return nil, err
 	}

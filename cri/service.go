@@ -80,9 +80,6 @@ func NewService(o Options) *Service {
 		if err := s.watchExits(); err != nil {
 			klog.ErrorS(err, "Container exits will not be sent as CONTAINER_STOPPED events")
 		}
-		if s.sandboxes != nil {
-			s.sandboxes.SetContainers(s)
-		}
 	}
 	return s
 }

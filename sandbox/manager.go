@@ -51,14 +51,6 @@ type Config struct {
 	UserNamespaces UserNamespacePolicy
 }
 
-// Containers stops and removes the containers of a pod; the CRI layer,
-// which knows which containers belong to which pod, provides it. Both must
-// be safe to repeat.
-type Containers interface {
-	StopPodContainers(ctx context.Context, podID string) error
-	RemovePodContainers(ctx context.Context, podID string) error
-}
-
 // Manager runs pod sandboxes and keeps their state on disk. It is safe for
 // concurrent use.
 type Manager struct {
@@ -70,16 +62,11 @@ type Manager struct {
 	// pauseFilter is the pause processes' seccomp program: the default
 	// profile for a process without capabilities, compiled once.
 	pauseFilter func() ([]unix.SockFilter, error)
-	containers  Containers
 	userNS      UserNamespacePolicy
 
 	mu   sync.Mutex
 	pods map[string]*entry
 }
-
-// SetContainers makes Stop and Remove stop and remove the pod's containers
-// first. Call it before the manager is used.
-func (m *Manager) SetContainers(c Containers) { m.containers = c }
 
 // entry is one pod in the index. mu serialises the operations that change
 // the pod (which can take seconds of CNI work); readers take the snapshot
@@ -527,10 +514,10 @@ func (m *Manager) List() []*Pod {
 	return pods
 }
 
-// Stop stops the pod's containers, ends its shared pid namespace (with
-// every process in it), detaches the pod from its network and marks it not ready. Its other
-// namespaces stay until Remove. Stopping a stopped or unknown pod does
-// nothing.
+// Stop ends the pod's shared pid namespace (with every process in it),
+// detaches the pod from its network and marks it not ready; its containers
+// are the caller's to stop first. Its other namespaces stay until Remove.
+// Stopping a stopped or unknown pod does nothing.
 func (m *Manager) Stop(ctx context.Context, id string) error {
 	e, err := m.lookup(id)
 	if errors.Is(err, errdefs.ErrNotFound) {
@@ -546,11 +533,6 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 
 func (m *Manager) stopLocked(ctx context.Context, e *entry) error {
 	p := e.pod
-	if m.containers != nil {
-		if err := m.containers.StopPodContainers(ctx, p.ID); err != nil {
-			return fmt.Errorf("stop pod sandbox %s: %w", p.ID, err)
-		}
-	}
 	if p.Spec.SharedPID {
 		if err := killPause(p.ID); err != nil {
 			return fmt.Errorf("stop pod sandbox %s: %w", p.ID, err)
@@ -573,8 +555,9 @@ func (m *Manager) stopLocked(ctx context.Context, e *entry) error {
 	return nil
 }
 
-// Remove stops the pod if needed and deletes everything of it. Removing an
-// unknown pod is not an error (the CRI asks for idempotent removal).
+// Remove stops the pod if needed and deletes everything of it; its
+// containers are the caller's to remove first. Removing an unknown pod is
+// not an error (the CRI asks for idempotent removal).
 func (m *Manager) Remove(ctx context.Context, id string) error {
 	e, err := m.lookup(id)
 	if errors.Is(err, errdefs.ErrNotFound) {
@@ -591,11 +574,6 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	}
 	if err := m.stopLocked(ctx, e); err != nil {
 		return err
-	}
-	if m.containers != nil {
-		if err := m.containers.RemovePodContainers(ctx, p.ID); err != nil {
-			return fmt.Errorf("remove pod sandbox %s: %w", p.ID, err)
-		}
 	}
 	if err := m.release(ctx, p); err != nil {
 		return fmt.Errorf("remove pod sandbox %s: %w", p.ID, err)
