@@ -19,6 +19,7 @@ import (
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/mountinfo"
+	"github.com/cri-mini/cri-mini/internal/proc"
 )
 
 // TestCgroupNamespaceDelegation (v2): a container's cgroup is the root of
@@ -108,7 +109,7 @@ func TestSystemdDriver(t *testing.T) {
 	if got, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", st.Pid)); string(got) != "0::"+cgPath+"\n" {
 		t.Errorf("init in %q, want %s", got, cgPath)
 	}
-	var sup procRecord
+	var sup proc.ID
 	if err := readJSON(filepath.Join(rt.StateDir, id), supFile, &sup); err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/cri-mini/cri-mini/container/caps"
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/internal/mountinfo"
+	"github.com/cri-mini/cri-mini/internal/proc"
 )
 
 // The test binary is re-executed for the supervisor, init and exec roles,
@@ -171,7 +172,7 @@ func (rt *testRuntime) deleteAndCheck(t testing.TB, id string) {
 	if err := readJSON(dir, configFile, &cfg); os.IsNotExist(err) {
 		return // deleted by the test itself
 	}
-	var init, sup procRecord
+	var init, sup proc.ID
 	_ = readJSON(dir, initFile, &init)
 	_ = readJSON(dir, supFile, &sup)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -183,10 +184,10 @@ func (rt *testRuntime) deleteAndCheck(t testing.TB, id string) {
 	assertGone(t, dir, cfg, init, sup)
 }
 
-func assertGone(t testing.TB, dir string, cfg config, procs ...procRecord) {
+func assertGone(t testing.TB, dir string, cfg config, procs ...proc.ID) {
 	t.Helper()
 	for _, p := range procs {
-		if p.alive() {
+		if p.Alive() {
 			t.Errorf("process %d still alive after delete", p.Pid)
 		}
 	}

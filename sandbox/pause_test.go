@@ -19,6 +19,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/internal/nspin"
 	"github.com/cri-mini/cri-mini/internal/nstest"
+	"github.com/cri-mini/cri-mini/internal/proc"
 	"github.com/cri-mini/cri-mini/sandbox/pause"
 )
 
@@ -66,15 +67,6 @@ func startIn(t *testing.T, nsPath string, cmd *exec.Cmd) {
 	go func() { _ = cmd.Wait() }()
 }
 
-func alive(pid int) bool {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	fields := strings.Fields(string(data))
-	return len(fields) > 2 && fields[2] != "Z"
-}
-
 func TestSharedPidNamespace(t *testing.T) {
 	e := newEnv(t, 6)
 	m := e.manager(t)
@@ -109,10 +101,10 @@ func TestSharedPidNamespace(t *testing.T) {
 	}
 	for _, pid := range []int{p.PausePID, member.Process.Pid} {
 		deadline := time.Now().Add(5 * time.Second)
-		for alive(pid) && time.Now().Before(deadline) {
+		for proc.Alive(pid) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
-		if alive(pid) {
+		if proc.Alive(pid) {
 			t.Errorf("pid %d still alive after Stop", pid)
 		}
 	}
@@ -141,7 +133,7 @@ func TestOrphanPauseCollected(t *testing.T) {
 	}
 	pid := p.PausePID
 	e.manager(t) // start-up collects the orphan
-	if alive(pid) {
+	if proc.Alive(pid) {
 		t.Errorf("orphan pause %d still alive", pid)
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
@@ -164,7 +156,7 @@ func TestPodWhosePauseDiedIsNotReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for alive(p.PausePID) && time.Now().Before(deadline) {
+	for proc.Alive(p.PausePID) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	got, err := m.Get(p.ID)
