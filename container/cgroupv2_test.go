@@ -2,8 +2,6 @@ package container
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -20,6 +18,7 @@ import (
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/mountinfo"
 	"github.com/cri-mini/cri-mini/internal/proc"
+	"github.com/cri-mini/cri-mini/internal/randid"
 )
 
 // TestCgroupNamespaceDelegation (v2): a container's cgroup is the root of
@@ -67,9 +66,7 @@ func TestSystemdDriver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := make([]byte, 4)
-	_, _ = rand.Read(r)
-	suffix := hex.EncodeToString(r)
+	suffix := randid.New()[:8]
 	slice := "crimini_test_" + suffix + ".slice"
 	rt := &testRuntime{Runtime: &Runtime{StateDir: filepath.Join(t.TempDir(), "state"), Cgroups: cg}}
 	t.Cleanup(func() {

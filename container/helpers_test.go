@@ -3,8 +3,6 @@ package container
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"os"
 	"path/filepath"
@@ -19,6 +17,7 @@ import (
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/internal/mountinfo"
 	"github.com/cri-mini/cri-mini/internal/proc"
+	"github.com/cri-mini/cri-mini/internal/randid"
 )
 
 // The test binary is re-executed for the supervisor, init and exec roles,
@@ -83,11 +82,9 @@ func newTestRuntime(t testing.TB) *testRuntime {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
 	rt := &testRuntime{
 		Runtime:      &Runtime{StateDir: filepath.Join(t.TempDir(), "state"), Cgroups: cg},
-		cgroupParent: "/cri-mini-test-" + hex.EncodeToString(b),
+		cgroupParent: "/cri-mini-test-" + randid.New()[:12],
 	}
 	t.Cleanup(func() {
 		if err := cg.Destroy(rt.cgroupParent); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/cri-mini/cri-mini/internal/nspin"
 	"github.com/cri-mini/cri-mini/internal/nstest"
 	"github.com/cri-mini/cri-mini/internal/proc"
+	"github.com/cri-mini/cri-mini/internal/randid"
 	"github.com/cri-mini/cri-mini/sandbox/pause"
 )
 
@@ -119,7 +120,7 @@ func TestSharedPidNamespace(t *testing.T) {
 func TestOrphanPauseCollected(t *testing.T) {
 	e := newEnv(t, 7)
 	m := e.manager(t)
-	id := newID()
+	id := randid.New()
 	dir := m.podDir(id)
 	if err := os.MkdirAll(nsDir(dir), 0o700); err != nil {
 		t.Fatal(err)
@@ -280,7 +281,7 @@ func TestPauseRunsAsThePodUser(t *testing.T) {
 func TestPauseFailureReported(t *testing.T) {
 	e := newEnv(t, 15)
 	m := e.manager(t)
-	id := newID()
+	id := randid.New()
 	dir := m.podDir(id)
 	if err := os.MkdirAll(nsDir(dir), 0o700); err != nil {
 		t.Fatal(err)
