@@ -28,15 +28,11 @@ const (
 	IPC Kind = "ipc"
 )
 
-// nsType is the OCI name of kind k, which internal/nsexec joins by.
+// nsType is the OCI name of kind k, which internal/nsexec joins by; its
+// table, not this package, knows the names.
 func (k Kind) nsType() (specs.LinuxNamespaceType, error) {
-	switch k {
-	case Net:
-		return specs.NetworkNamespace, nil
-	case UTS:
-		return specs.UTSNamespace, nil
-	case IPC:
-		return specs.IPCNamespace, nil
+	if k == Net || k == UTS || k == IPC {
+		return nsexec.TypeOf(string(k))
 	}
 	return "", fmt.Errorf("namespace kind %q (want net, uts or ipc): %w", k, errdefs.ErrInvalidArgument)
 }
