@@ -2,8 +2,6 @@ package container
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -19,6 +17,8 @@ import (
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/mountinfo"
+	"github.com/cri-mini/cri-mini/internal/proc"
+	"github.com/cri-mini/cri-mini/internal/randid"
 )
 
 // TestCgroupNamespaceDelegation (v2): a container's cgroup is the root of
@@ -66,9 +66,7 @@ func TestSystemdDriver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := make([]byte, 4)
-	_, _ = rand.Read(r)
-	suffix := hex.EncodeToString(r)
+	suffix := randid.New()[:8]
 	slice := "crimini_test_" + suffix + ".slice"
 	rt := &testRuntime{Runtime: &Runtime{StateDir: filepath.Join(t.TempDir(), "state"), Cgroups: cg}}
 	t.Cleanup(func() {
@@ -108,7 +106,7 @@ func TestSystemdDriver(t *testing.T) {
 	if got, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", st.Pid)); string(got) != "0::"+cgPath+"\n" {
 		t.Errorf("init in %q, want %s", got, cgPath)
 	}
-	var sup procRecord
+	var sup proc.ID
 	if err := readJSON(filepath.Join(rt.StateDir, id), supFile, &sup); err != nil {
 		t.Fatal(err)
 	}

@@ -9,9 +9,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cri-mini/cri-mini/internal/treetest"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/cri-mini/cri-mini/internal/proc"
+	"github.com/cri-mini/cri-mini/internal/treetest"
 )
 
 // TestRootfsSymlinkEscapes is R18: an image whose mount targets are
@@ -228,7 +230,7 @@ func TestHelpersRunFromSealedCopy(t *testing.T) {
 // supervisorPid is the pid of container id's supervisor.
 func supervisorPid(t *testing.T, rt *testRuntime, id string) int {
 	t.Helper()
-	var sup procRecord
+	var sup proc.ID
 	if err := readJSON(filepath.Join(rt.StateDir, id), supFile, &sup); err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/proc"
 )
 
 // ExecOptions describe a further process in a running container. Fields left
@@ -66,8 +67,8 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 	if len(o.Args) == 0 {
 		return -1, fmt.Errorf("exec in %s: no command: %w", id, errdefs.ErrInvalidArgument)
 	}
-	var init procRecord
-	if readJSON(dir, initFile, &init) != nil || !init.alive() {
+	var init proc.ID
+	if readJSON(dir, initFile, &init) != nil || !init.Alive() {
 		return -1, fmt.Errorf("exec in %s: container is not running: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	p := *cfg.Spec.Process
@@ -331,16 +332,10 @@ func killDescendants(pid int) {
 	// zombie), so the caller's "the command was killed" is true on return.
 	deadline := time.Now().Add(2 * time.Second)
 	for p := range stopped {
-		for alive(p) && time.Now().Before(deadline) {
+		for proc.Alive(p) && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-}
-
-// alive reports whether pid exists and is not a zombie.
-func alive(pid int) bool {
-	f, err := statFields(pid)
-	return err == nil && f[0] != "Z" && f[0] != "X"
 }
 
 // descendants lists the processes below pid, from the parent pids in /proc.
@@ -355,8 +350,8 @@ func descendants(pid int) []int {
 		if err != nil {
 			continue
 		}
-		if pp, err := parentPid(p); err == nil {
-			children[pp] = append(children[pp], p)
+		if st, err := proc.ReadStat(p); err == nil {
+			children[st.PPid] = append(children[st.PPid], p)
 		}
 	}
 	var out []int
@@ -368,13 +363,4 @@ func descendants(pid int) []int {
 		queue = append(queue, children[p]...)
 	}
 	return out
-}
-
-// parentPid reads field 4 of /proc/<pid>/stat.
-func parentPid(pid int) (int, error) {
-	f, err := statFields(pid)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(f[1])
 }

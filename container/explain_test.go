@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cri-mini/cri-mini/internal/nspin"
+	"github.com/cri-mini/cri-mini/internal/proc"
 )
 
 // TestExplainScriptBuildsSameContainer: the script explain prints for a
@@ -335,15 +336,6 @@ func findDescendant(ancestor int, cmdline string) int {
 }
 
 func parentOf(pid int) int {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	// The command name may hold spaces: the fields start after its ")".
-	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
-	if len(f) < 2 {
-		return 0
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
+	st, _ := proc.ReadStat(pid)
+	return st.PPid
 }

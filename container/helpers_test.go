@@ -3,8 +3,6 @@ package container
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"os"
 	"path/filepath"
@@ -18,6 +16,8 @@ import (
 	"github.com/cri-mini/cri-mini/container/caps"
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/internal/mountinfo"
+	"github.com/cri-mini/cri-mini/internal/proc"
+	"github.com/cri-mini/cri-mini/internal/randid"
 )
 
 // The test binary is re-executed for the supervisor, init and exec roles,
@@ -82,11 +82,9 @@ func newTestRuntime(t testing.TB) *testRuntime {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
 	rt := &testRuntime{
 		Runtime:      &Runtime{StateDir: filepath.Join(t.TempDir(), "state"), Cgroups: cg},
-		cgroupParent: "/cri-mini-test-" + hex.EncodeToString(b),
+		cgroupParent: "/cri-mini-test-" + randid.New()[:12],
 	}
 	t.Cleanup(func() {
 		if err := cg.Destroy(rt.cgroupParent); err != nil {
@@ -171,7 +169,7 @@ func (rt *testRuntime) deleteAndCheck(t testing.TB, id string) {
 	if err := readJSON(dir, configFile, &cfg); os.IsNotExist(err) {
 		return // deleted by the test itself
 	}
-	var init, sup procRecord
+	var init, sup proc.ID
 	_ = readJSON(dir, initFile, &init)
 	_ = readJSON(dir, supFile, &sup)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -183,10 +181,10 @@ func (rt *testRuntime) deleteAndCheck(t testing.TB, id string) {
 	assertGone(t, dir, cfg, init, sup)
 }
 
-func assertGone(t testing.TB, dir string, cfg config, procs ...procRecord) {
+func assertGone(t testing.TB, dir string, cfg config, procs ...proc.ID) {
 	t.Helper()
 	for _, p := range procs {
-		if p.alive() {
+		if p.Alive() {
 			t.Errorf("process %d still alive after delete", p.Pid)
 		}
 	}

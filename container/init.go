@@ -12,6 +12,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/cri-mini/cri-mini/internal/mountfd"
 )
 
 // runInit is the container's init: started by the supervisor in new
@@ -173,8 +175,7 @@ func stopPropagation(s Step) error {
 	// pivot_root refuses a new root whose parent mount is shared: the
 	// mount holding the rootfs (the working directory) goes private, its
 	// submounts stay shared.
-	attr := unix.MountAttr{Propagation: unix.MS_PRIVATE}
-	if err := unix.MountSetattr(unix.AT_FDCWD, ".", 0, &attr); err != nil {
+	if err := mountfd.SetAttrAt(".", 0, 0, unix.MS_PRIVATE, false); err != nil {
 		return fmt.Errorf("make the mount holding the rootfs private: %w", err)
 	}
 	return nil
@@ -187,16 +188,16 @@ func stopPropagation(s Step) error {
 // its new mount namespace. It returns the rootfs, in which the next steps
 // resolve their paths.
 func bindRootfs(rootPath string) (*os.File, error) {
-	tree, err := unix.OpenTree(unix.AT_FDCWD, ".", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	tree, err := mountfd.Clone(".", true)
 	if err != nil {
 		return nil, fmt.Errorf("bind rootfs %s: %w", rootPath, err)
 	}
 	root := os.NewFile(uintptr(tree), rootPath)
-	if err := setAttr(tree, 0, 0, unix.MS_PRIVATE, true); err != nil {
+	if err := mountfd.SetAttr(tree, 0, 0, unix.MS_PRIVATE, true); err != nil {
 		root.Close()
 		return nil, fmt.Errorf("make rootfs private: %w", err)
 	}
-	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, ".", unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+	if err := mountfd.MoveTo(tree, "."); err != nil {
 		root.Close()
 		return nil, fmt.Errorf("bind rootfs %s onto itself: %w", rootPath, err)
 	}
@@ -288,7 +289,7 @@ func hardenRootfs(plan []Step) error {
 				return err
 			}
 		case KindReadonlyRoot:
-			if err := unix.MountSetattr(int(root.Fd()), "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
+			if err := mountfd.SetAttr(int(root.Fd()), unix.MOUNT_ATTR_RDONLY, 0, 0, false); err != nil {
 				return fmt.Errorf("make rootfs read-only: %w", err)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/cri-mini/cri-mini/internal/mountfd"
 	"github.com/cri-mini/cri-mini/internal/mountinfo"
 )
 
@@ -169,7 +170,7 @@ func bindDevice(root *os.File, d DeviceNode, src *os.File) error {
 		return fmt.Errorf("device /dev/%s: %w", d.Path, err)
 	}
 	defer target.Close()
-	if err := attach(int(src.Fd()), target); err != nil {
+	if err := mountfd.Attach(int(src.Fd()), target); err != nil {
 		return fmt.Errorf("device /dev/%s: %w", d.Path, err)
 	}
 	return nil
@@ -216,19 +217,19 @@ func mountCgroups(root *os.File, m specs.Mount, hier []CgroupHierarchy) error {
 	}
 	defer target.Close()
 	if len(hier) == 1 && hier[0].Dir == "" {
-		mfd, err := newFSMount(hier[0].FSType, "cgroup", nil, attrs)
+		mfd, err := mountfd.New(hier[0].FSType, "cgroup", nil, attrs)
 		if err != nil {
 			return fmt.Errorf("mount /sys/fs/cgroup: %w", err)
 		}
 		defer unix.Close(mfd)
-		return attach(mfd, target)
+		return mountfd.Attach(mfd, target)
 	}
-	tfd, err := newFSMount("tmpfs", "cgroup", []string{"mode=755"}, attrs&^unix.MOUNT_ATTR_RDONLY)
+	tfd, err := mountfd.New("tmpfs", "cgroup", []string{"mode=755"}, attrs&^unix.MOUNT_ATTR_RDONLY)
 	if err != nil {
 		return fmt.Errorf("mount /sys/fs/cgroup: %w", err)
 	}
 	defer unix.Close(tfd)
-	if err := attach(tfd, target); err != nil {
+	if err := mountfd.Attach(tfd, target); err != nil {
 		return fmt.Errorf("mount /sys/fs/cgroup: %w", err)
 	}
 	for _, h := range hier {
@@ -243,9 +244,9 @@ func mountCgroups(root *os.File, m specs.Mount, hier []CgroupHierarchy) error {
 			return fmt.Errorf("mount /sys/fs/cgroup/%s: %w", h.Dir, err)
 		}
 		d := os.NewFile(uintptr(dfd), "/sys/fs/cgroup/"+h.Dir)
-		mfd, err := newFSMount(h.FSType, "cgroup", h.Params, attrs)
+		mfd, err := mountfd.New(h.FSType, "cgroup", h.Params, attrs)
 		if err == nil {
-			err = attach(mfd, d)
+			err = mountfd.Attach(mfd, d)
 			unix.Close(mfd)
 		}
 		d.Close()
@@ -253,7 +254,7 @@ func mountCgroups(root *os.File, m specs.Mount, hier []CgroupHierarchy) error {
 			return fmt.Errorf("mount /sys/fs/cgroup/%s: %w", h.Dir, err)
 		}
 	}
-	return setAttr(tfd, attrs&unix.MOUNT_ATTR_RDONLY, 0, 0, false)
+	return mountfd.SetAttr(tfd, attrs&unix.MOUNT_ATTR_RDONLY, 0, 0, false)
 }
 
 // maskPath is R17 for one path: an empty read-only tmpfs over a directory,
@@ -269,15 +270,15 @@ func maskPath(root, devNull *os.File, p string) error {
 	defer target.Close()
 	var mfd int
 	if isDirFD(target) {
-		mfd, err = newFSMount("tmpfs", "tmpfs", []string{"size=0"}, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
+		mfd, err = mountfd.New("tmpfs", "tmpfs", []string{"size=0"}, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
 	} else {
-		mfd, err = cloneFD(devNull, false)
+		mfd, err = mountfd.CloneFD(devNull, false)
 	}
 	if err != nil {
 		return fmt.Errorf("mask %s: %w", p, err)
 	}
 	defer unix.Close(mfd)
-	if err := attach(mfd, target); err != nil {
+	if err := mountfd.Attach(mfd, target); err != nil {
 		return fmt.Errorf("mask %s: %w", p, err)
 	}
 	return nil
@@ -294,15 +295,15 @@ func readonlyPath(root *os.File, p string) error {
 		return fmt.Errorf("read-only %s: %w", p, err)
 	}
 	defer target.Close()
-	mfd, err := cloneFD(target, true)
+	mfd, err := mountfd.CloneFD(target, true)
 	if err != nil {
 		return fmt.Errorf("read-only %s: %w", p, err)
 	}
 	defer unix.Close(mfd)
-	if err := setAttr(mfd, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC, 0, 0, true); err != nil {
+	if err := mountfd.SetAttr(mfd, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC, 0, 0, true); err != nil {
 		return fmt.Errorf("read-only %s: %w", p, err)
 	}
-	if err := attach(mfd, target); err != nil {
+	if err := mountfd.Attach(mfd, target); err != nil {
 		return fmt.Errorf("read-only %s: %w", p, err)
 	}
 	return nil

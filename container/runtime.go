@@ -22,6 +22,7 @@ import (
 	"github.com/cri-mini/cri-mini/container/seccomp"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/fsutil"
+	"github.com/cri-mini/cri-mini/internal/proc"
 	"github.com/cri-mini/cri-mini/internal/safeexec"
 )
 
@@ -339,7 +340,7 @@ func (r *Runtime) startSupervisor(ctx context.Context, dir string, cfg *config) 
 	}
 	// The supervisor is our child only until we restart; reap it meanwhile.
 	go func() { _ = cmd.Wait() }()
-	if err := writeJSON(dir, supFile, newProcRecord(cmd.Process.Pid)); err != nil {
+	if err := writeJSON(dir, supFile, proc.Identify(cmd.Process.Pid)); err != nil {
 		_ = cmd.Process.Kill()
 		return err
 	}
@@ -391,7 +392,7 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	var init procRecord
+	var init proc.ID
 	if err := readJSON(dir, initFile, &init); err != nil {
 		return fmt.Errorf("container %s: not created: %w", id, errdefs.ErrFailedPrecondition)
 	}
@@ -419,7 +420,7 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 				break
 			}
 		}
-		if !init.alive() {
+		if !init.Alive() {
 			return fmt.Errorf("container %s: init exited before start: %w", id, errdefs.ErrFailedPrecondition)
 		}
 	}
@@ -437,7 +438,7 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 	if err != nil {
 		return err
 	}
-	var init procRecord
+	var init proc.ID
 	if err := readJSON(dir, initFile, &init); err != nil {
 		return fmt.Errorf("container %s: no init to signal: %w", id, errdefs.ErrFailedPrecondition)
 	}
@@ -445,38 +446,30 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 }
 
 // signalProc signals through a pidfd, so a recycled pid is never hit.
-func signalProc(p procRecord, sig syscall.Signal) error {
-	fd, err := p.pidfd()
+func signalProc(p proc.ID, sig syscall.Signal) error {
+	fd, err := p.Open()
 	if err != nil {
 		return nil // gone already
 	}
 	defer unix.Close(fd)
-	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil && err != unix.ESRCH {
+	if err := proc.Signal(fd, sig); err != nil {
 		return fmt.Errorf("signal %d to pid %d: %w", sig, p.Pid, err)
 	}
 	return nil
 }
 
 // waitProc blocks until the recorded process has exited or ctx ends.
-func waitProc(ctx context.Context, p procRecord) error {
-	fd, err := p.pidfd()
+func waitProc(ctx context.Context, p proc.ID) error {
+	fd, err := p.Open()
 	if err != nil {
 		return nil
 	}
 	defer unix.Close(fd)
-	for {
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd, 100)
-		if n > 0 {
-			return nil
-		}
-		if err != nil && err != unix.EINTR {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return errors.Join(err, errdefs.ErrDeadlineExceeded)
-		}
+	err = proc.Wait(ctx, fd)
+	if err != nil && ctx.Err() != nil {
+		return errors.Join(err, errdefs.ErrDeadlineExceeded)
 	}
+	return err
 }
 
 // Wait blocks until the container has stopped and returns its state (exit
@@ -486,7 +479,7 @@ func (r *Runtime) Wait(ctx context.Context, id string) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	var sup procRecord
+	var sup proc.ID
 	if err := readJSON(dir, supFile, &sup); err == nil {
 		if err := waitProc(ctx, sup); err != nil {
 			return nil, fmt.Errorf("container %s: wait: %w", id, err)
@@ -494,7 +487,7 @@ func (r *Runtime) Wait(ctx context.Context, id string) (*State, error) {
 	}
 	// A supervisor that died abnormally leaves the init orphaned: wait for
 	// the init itself.
-	var init procRecord
+	var init proc.ID
 	if err := readJSON(dir, initFile, &init); err == nil {
 		if err := waitProc(ctx, init); err != nil {
 			return nil, fmt.Errorf("container %s: wait: %w", id, err)
@@ -511,7 +504,7 @@ func (r *Runtime) State(id string) (*State, error) {
 	}
 	s := &State{ID: id, Status: StatusCreating, Created: cfg.Created, Spec: cfg.Spec,
 		LogPath: cfg.LogPath, CgroupPath: cfg.CgroupPath, Tty: cfg.Tty}
-	var init, sup procRecord
+	var init, sup proc.ID
 	var started startedRecord
 	var ex exitRecord
 	_ = readJSON(dir, supFile, &sup)
@@ -522,7 +515,7 @@ func (r *Runtime) State(id string) (*State, error) {
 	switch {
 	case haveExit:
 		s.Status, s.ExitCode, s.Signal, s.Finished, s.OOMKilled = StatusStopped, ex.ExitCode, ex.Signal, ex.Finished, ex.OOMKilled
-	case haveInit && (init.alive() || sup.alive()):
+	case haveInit && (init.Alive() || sup.Alive()):
 		s.Status, s.Pid = StatusCreated, init.Pid
 		if haveStarted {
 			s.Status = StatusRunning
@@ -571,8 +564,8 @@ func (r *Runtime) ReopenLog(id string) error {
 	if err != nil {
 		return err
 	}
-	var sup procRecord
-	if err := readJSON(dir, supFile, &sup); err != nil || !sup.alive() {
+	var sup proc.ID
+	if err := readJSON(dir, supFile, &sup); err != nil || !sup.Alive() {
 		return fmt.Errorf("container %s: not running: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	if err := signalProc(sup, unix.SIGUSR1); err != nil {
@@ -621,7 +614,7 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 }
 
 func (r *Runtime) remove(ctx context.Context, id, dir string, cfg *config) error {
-	var init, sup procRecord
+	var init, sup proc.ID
 	if readJSON(dir, initFile, &init) == nil {
 		if err := signalProc(init, unix.SIGKILL); err != nil {
 			return fmt.Errorf("container %s: %w", id, err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/nspin"
+	"github.com/cri-mini/cri-mini/internal/proc"
 )
 
 func TestLifecycle(t *testing.T) {
@@ -454,14 +455,14 @@ func TestDeleteCreated(t *testing.T) {
 func TestSupervisorKilled(t *testing.T) {
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	rt.startRunning(t, "orphan", rt.bundle(t, "orphan", rootfs, "sleep", "999"))
-	var sup procRecord
+	var sup proc.ID
 	if err := readJSON(filepath.Join(rt.StateDir, "orphan"), supFile, &sup); err != nil {
 		t.Fatal(err)
 	}
 	if err := syscall.Kill(sup.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return !sup.alive() })
+	waitFor(t, func() bool { return !sup.Alive() })
 	if st, err := rt.State("orphan"); err != nil || st.Status != StatusRunning {
 		t.Errorf("state with the supervisor gone and the init alive: %+v, %v", st, err)
 	}

@@ -2,16 +2,12 @@ package container
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 
 	"github.com/cri-mini/cri-mini/internal/fsutil"
 )
@@ -83,13 +79,6 @@ func (c *config) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// procRecord identifies a process across daemon restarts: a pid plus the
-// start time the kernel gives it, so a recycled pid is not mistaken for it.
-type procRecord struct {
-	Pid       int    `json:"pid"`
-	StartTime uint64 `json:"startTime"`
-}
-
 type startedRecord struct {
 	Started time.Time `json:"started"`
 }
@@ -121,66 +110,4 @@ func readJSON(dir, name string, v any) error {
 		return fmt.Errorf("decode %s: %w", filepath.Join(dir, name), err)
 	}
 	return nil
-}
-
-// processStartTime returns field 22 of /proc/<pid>/stat (start time in clock
-// ticks since boot).
-func processStartTime(pid int) (uint64, error) {
-	f, err := statFields(pid)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseUint(f[19], 10, 64)
-}
-
-// statFields returns the fields of /proc/<pid>/stat from field 3 (state)
-// on: f[0] is the state, f[1] the parent pid, f[19] the start time.
-func statFields(pid int) ([]string, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return nil, err
-	}
-	// The command name (field 2) may hold spaces; fields after it are plain.
-	i := strings.LastIndexByte(string(data), ')')
-	if i < 0 {
-		return nil, errors.New("malformed /proc/pid/stat")
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 20 {
-		return nil, errors.New("malformed /proc/pid/stat")
-	}
-	return f, nil
-}
-
-func newProcRecord(pid int) procRecord {
-	st, _ := processStartTime(pid)
-	return procRecord{Pid: pid, StartTime: st}
-}
-
-// alive reports whether the recorded process still exists (and is not a
-// zombie waiting for its parent).
-func (p procRecord) alive() bool {
-	if p.Pid <= 0 {
-		return false
-	}
-	f, err := statFields(p.Pid)
-	if err != nil {
-		return false
-	}
-	st, err := strconv.ParseUint(f[19], 10, 64)
-	return err == nil && st == p.StartTime && f[0] != "Z"
-}
-
-// pidfd opens a descriptor on the recorded process, or fails when it has
-// gone (or its pid now belongs to another process).
-func (p procRecord) pidfd() (int, error) {
-	fd, err := unix.PidfdOpen(p.Pid, 0)
-	if err != nil {
-		return -1, fmt.Errorf("process %d: %w", p.Pid, err)
-	}
-	if st, err := processStartTime(p.Pid); err != nil || st != p.StartTime {
-		unix.Close(fd)
-		return -1, fmt.Errorf("process %d: %w", p.Pid, os.ErrProcessDone)
-	}
-	return fd, nil
 }

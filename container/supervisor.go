@@ -17,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/cri-mini/cri-mini/internal/nsexec"
+	"github.com/cri-mini/cri-mini/internal/proc"
 )
 
 // runSupervisor is the small detached process (own session) that is the
@@ -91,7 +92,7 @@ func supervise(dir string, ctl *net.UnixConn) error {
 		defer outW.Close()
 		defer errW.Close()
 	}
-	proc, err := startInit(cmd, dir, &cfg)
+	initProc, err := startInit(cmd, dir, &cfg)
 	peer.Close()
 	if cmd.Stdout != nil {
 		cmd.Stdout.(*os.File).Close()
@@ -106,12 +107,12 @@ func supervise(dir string, ctl *net.UnixConn) error {
 	failed := true
 	defer func() {
 		if failed {
-			_ = proc.Kill()
-			_, _ = proc.Wait()
+			_ = initProc.Kill()
+			_, _ = initProc.Wait()
 		}
 	}()
 	// The daemon puts the init into its cgroup between "pid" and "go".
-	if err := sendMsg(ctl, syncMsg{Type: msgPid, Pid: proc.Pid}); err != nil {
+	if err := sendMsg(ctl, syncMsg{Type: msgPid, Pid: initProc.Pid}); err != nil {
 		return err
 	}
 	if _, _, err := expectMsg(ctl, msgGo); err != nil {
@@ -145,11 +146,11 @@ func supervise(dir string, ctl *net.UnixConn) error {
 		return err
 	}
 	defer attach.close()
-	if err := writeJSON(dir, initFile, newProcRecord(proc.Pid)); err != nil {
+	if err := writeJSON(dir, initFile, proc.Identify(initProc.Pid)); err != nil {
 		return err
 	}
 	failed = false
-	if err := sendMsg(ctl, syncMsg{Type: msgReady, Pid: proc.Pid}); err != nil {
+	if err := sendMsg(ctl, syncMsg{Type: msgReady, Pid: initProc.Pid}); err != nil {
 		klog.Warningf("supervisor %s: daemon gone after create: %v", dir, err)
 	}
 	ctl.Close()
@@ -182,9 +183,9 @@ func supervise(dir string, ctl *net.UnixConn) error {
 			}
 		}
 	}()
-	state, err := proc.Wait()
+	state, err := initProc.Wait()
 	if err != nil {
-		return fmt.Errorf("wait for init %d: %w", proc.Pid, err)
+		return fmt.Errorf("wait for init %d: %w", initProc.Pid, err)
 	}
 	// Output still buffered in the pipes belongs in the log before the exit
 	// is recorded; processes that outlive the init in a shared pid

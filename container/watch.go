@@ -10,6 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"github.com/cri-mini/cri-mini/internal/proc"
 )
 
 // WatchExits sends the id of each container whose init has exited, once its
@@ -230,8 +232,8 @@ func (r *Runtime) Supervisors() ([]Supervisor, error) {
 	}
 	var out []Supervisor
 	for _, e := range entries {
-		var sup procRecord
-		if e.IsDir() && readJSON(filepath.Join(r.StateDir, e.Name()), supFile, &sup) == nil && sup.alive() {
+		var sup proc.ID
+		if e.IsDir() && readJSON(filepath.Join(r.StateDir, e.Name()), supFile, &sup) == nil && sup.Alive() {
 			out = append(out, Supervisor{ID: e.Name(), Pid: sup.Pid})
 		}
 	}

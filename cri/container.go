@@ -2,8 +2,6 @@ package cri
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +26,7 @@ import (
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/fsutil"
 	"github.com/cri-mini/cri-mini/internal/idprefix"
+	"github.com/cri-mini/cri-mini/internal/randid"
 	"github.com/cri-mini/cri-mini/sandbox"
 )
 
@@ -55,7 +54,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 
 	// The name is reserved, not locked: what follows reads the image and
 	// builds the container, and must not hold up creates in other pods.
-	id := newContainerID()
+	id := randid.New()
 	if holder, ok := s.names.reserve(ctrName{pod: pod.ID, name: md.GetName(), attempt: md.GetAttempt()}, id); !ok {
 		return nil, fmt.Errorf("container %s (attempt %d) already exists in pod %s as %s: %w",
 			md.GetName(), md.GetAttempt(), pod.ID, holder, errdefs.ErrAlreadyExists)
@@ -192,12 +191,6 @@ func prepareLog(logDir, logPath string) (string, error) {
 	}
 	f.Close()
 	return filepath.Join(logDir, logPath), nil
-}
-
-func newContainerID() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // containerState finds a container by id or unique id prefix.

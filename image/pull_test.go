@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/proc"
 )
 
 // richImage has three layers exercising what unpacking must get right:
@@ -539,14 +540,14 @@ func waitDead(t *testing.T, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		st, err := proc.ReadStat(pid)
 		if err != nil {
 			t.Fatal(err)
 		}
 		// The leader is a zombie as soon as it exits; the files, shared by
 		// all threads, are closed once the last other thread has gone.
 		threads, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-		if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) > 0 && f[0] == "Z" && len(threads) == 1 {
+		if st.State == 'Z' && len(threads) == 1 {
 			return
 		}
 		if time.Now().After(deadline) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/fsutil"
+	"github.com/cri-mini/cri-mini/internal/mountfd"
 )
 
 // containerRecord is written before a container's rootfs is mounted, so the
@@ -179,11 +180,11 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool, idmap *IDMap
 // mount itself cannot be idmapped (overlayfs does not allow it), nor can a
 // file system without idmap support be a layer: FailedPrecondition.
 func mountIdmappedOverlay(lowers []string, upper, work, target string, userNS *os.File) error {
-	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	fs, err := mountfd.Open("overlay")
 	if err != nil {
-		return os.NewSyscallError("fsopen overlay", err)
+		return err
 	}
-	defer unix.Close(fsfd)
+	defer fs.Close()
 	for _, l := range lowers {
 		mfd, err := idmappedTree(l, userNS)
 		if err != nil {
@@ -192,23 +193,22 @@ func mountIdmappedOverlay(lowers []string, upper, work, target string, userNS *o
 		// Held until the overlay is made: overlayfs clones the layer's
 		// mount then, and a detached mount goes with its last descriptor.
 		defer unix.Close(mfd)
-		if err := unix.FsconfigSetFd(fsfd, "lowerdir+", mfd); err != nil {
+		if err := fs.SetFD("lowerdir+", mfd); err != nil {
 			return fmt.Errorf("idmapped layer %s: overlayfs takes no layer by descriptor on this kernel (Linux 6.13 or later needed): %v: %w", l, err, errdefs.ErrFailedPrecondition)
 		}
 	}
-	return finishOverlay(fsfd, upper, work, target)
+	return finishOverlay(fs, upper, work, target)
 }
 
 // idmappedTree returns a detached mount of dir idmapped with userNS.
 func idmappedTree(dir string, userNS *os.File) (int, error) {
-	mfd, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	mfd, err := mountfd.Clone(dir, false)
 	if err != nil {
-		return -1, os.NewSyscallError("open_tree", err)
+		return -1, err
 	}
-	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userNS.Fd())}
-	if err := unix.MountSetattr(mfd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+	if err := mountfd.Idmap(mfd, userNS, false); err != nil {
 		unix.Close(mfd)
-		return -1, fmt.Errorf("idmapped mount of %s: its file system cannot be idmapped on this kernel: %v: %w", dir, err, errdefs.ErrFailedPrecondition)
+		return -1, fmt.Errorf("%s: %w", dir, err)
 	}
 	return mfd, nil
 }
@@ -262,20 +262,19 @@ func mountCopy(layers []string, copyDir, target string, readOnly bool, userNS *o
 	var err error
 	if userNS != nil {
 		mfd, err = idmappedTree(copyDir, userNS)
-	} else if mfd, err = unix.OpenTree(unix.AT_FDCWD, copyDir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC); err != nil {
-		err = os.NewSyscallError("open_tree", err)
+	} else {
+		mfd, err = mountfd.Clone(copyDir, false)
 	}
 	if err != nil {
 		return err
 	}
 	defer unix.Close(mfd)
 	if readOnly {
-		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
-		if err := unix.MountSetattr(mfd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
-			return os.NewSyscallError("mount_setattr", err)
+		if err := mountfd.SetAttr(mfd, unix.MOUNT_ATTR_RDONLY, 0, 0, false); err != nil {
+			return err
 		}
 	}
-	return os.NewSyscallError("move_mount", unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH))
+	return mountfd.MoveTo(mfd, target)
 }
 
 // mountOverlay mounts an overlay (read-only when upper is "") through the file-descriptor mount API,
@@ -296,7 +295,7 @@ func mountOverlay(lowers []string, upper, work, target string) error {
 // mountOverlayLowers is mountOverlay with the lower layers given one by
 // one (perLayer) or as one list.
 func mountOverlayLowers(lowers []string, upper, work, target string, perLayer bool) error {
-	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	fs, err := mountfd.Open("overlay")
 	if errors.Is(err, unix.ENOSYS) {
 		opts := "lowerdir=" + strings.Join(lowers, ":")
 		if upper != "" {
@@ -305,9 +304,9 @@ func mountOverlayLowers(lowers []string, upper, work, target string, perLayer bo
 		return os.NewSyscallError("mount overlay", unix.Mount("overlay", target, "overlay", 0, opts))
 	}
 	if err != nil {
-		return os.NewSyscallError("fsopen overlay", err)
+		return err
 	}
-	defer unix.Close(fsfd)
+	defer fs.Close()
 	params := [][2]string{{"lowerdir", strings.Join(lowers, ":")}}
 	if perLayer {
 		params = params[:0]
@@ -316,37 +315,34 @@ func mountOverlayLowers(lowers []string, upper, work, target string, perLayer bo
 		}
 	}
 	for _, kv := range params {
-		if err := unix.FsconfigSetString(fsfd, kv[0], kv[1]); err != nil {
-			return os.NewSyscallError("overlay "+kv[0], err)
+		if err := fs.Set(kv[0], kv[1]); err != nil {
+			return err
 		}
 	}
-	return finishOverlay(fsfd, upper, work, target)
+	return finishOverlay(fs, upper, work, target)
 }
 
-// finishOverlay gives the overlay being configured on fsfd its writable
+// finishOverlay gives the overlay being configured on fs its writable
 // layer (none when upper is ""), creates it and mounts it at target.
-func finishOverlay(fsfd int, upper, work, target string) error {
+func finishOverlay(fs *mountfd.FS, upper, work, target string) error {
 	for _, kv := range [][2]string{{"upperdir", upper}, {"workdir", work}} {
 		if kv[1] == "" {
 			continue // read-only overlay
 		}
-		if err := unix.FsconfigSetString(fsfd, kv[0], kv[1]); err != nil {
-			return os.NewSyscallError("overlay "+kv[0], err)
+		if err := fs.Set(kv[0], kv[1]); err != nil {
+			return err
 		}
 	}
-	if err := unix.FsconfigCreate(fsfd); err != nil {
-		return os.NewSyscallError("overlay create", err)
-	}
-	var attrs int
+	var attrs uint64
 	if upper == "" {
 		attrs = unix.MOUNT_ATTR_RDONLY
 	}
-	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, attrs)
+	mfd, err := fs.Mount(attrs)
 	if err != nil {
-		return os.NewSyscallError("fsmount overlay", err)
+		return err
 	}
 	defer unix.Close(mfd)
-	return os.NewSyscallError("move_mount overlay", unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH))
+	return mountfd.MoveTo(mfd, target)
 }
 
 // ReleaseRootfs unmounts a container's root filesystem from target and

@@ -3,8 +3,6 @@ package sandbox
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +25,7 @@ import (
 	"github.com/cri-mini/cri-mini/internal/fsutil"
 	"github.com/cri-mini/cri-mini/internal/idprefix"
 	"github.com/cri-mini/cri-mini/internal/nspin"
+	"github.com/cri-mini/cri-mini/internal/randid"
 	"github.com/cri-mini/cri-mini/netns"
 )
 
@@ -197,19 +196,13 @@ func (m *Manager) save(p *Pod) error {
 	return nil
 }
 
-func newID() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails on Linux
-	return hex.EncodeToString(b)
-}
-
 // Run creates and starts a pod sandbox for spec and returns it. The pod is
 // recorded before anything is made, and a failure half way undoes all of it.
 func (m *Manager) Run(ctx context.Context, spec Spec) (*Pod, error) {
 	if err := m.validate(&spec); err != nil {
 		return nil, err
 	}
-	p := &Pod{ID: newID(), Spec: spec, State: Creating, CreatedAt: time.Now().UnixNano()}
+	p := &Pod{ID: randid.New(), Spec: spec, State: Creating, CreatedAt: time.Now().UnixNano()}
 	e := &entry{pod: p}
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/internal/nsexec"
 	"github.com/cri-mini/cri-mini/internal/nspin"
+	"github.com/cri-mini/cri-mini/internal/proc"
 	"github.com/cri-mini/cri-mini/internal/safeexec"
 	"github.com/cri-mini/cri-mini/sandbox/pause"
 )
@@ -195,10 +196,7 @@ func pauseAlive(pid int, podID string) bool {
 	if err != nil || !bytes.Equal(bytes.TrimRight(env, "\x00"), []byte(pauseEnv+"="+podID)) {
 		return false
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	// A zombie (state Z, after the comm in parentheses) has exited.
-	i := bytes.LastIndexByte(stat, ')')
-	return err == nil && i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z'
+	return proc.Alive(pid)
 }
 
 // killPause kills the pause process of podID, if one runs, and waits for it
@@ -217,7 +215,7 @@ func killPause(podID string) error {
 		if err != nil {
 			continue
 		}
-		fd, err := unix.PidfdOpen(pid, 0)
+		fd, err := proc.Open(pid)
 		if err != nil {
 			continue // gone already
 		}
@@ -226,7 +224,7 @@ func killPause(podID string) error {
 			unix.Close(fd)
 			continue
 		}
-		if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		if err := proc.Signal(fd, unix.SIGKILL); err != nil {
 			errs = append(errs, fmt.Errorf("kill pod pause process %d: %w", pid, err))
 		} else if err := waitExit(fd, 10*time.Second); err != nil {
 			errs = append(errs, fmt.Errorf("pod pause process %d: %w", pid, err))
@@ -240,22 +238,11 @@ func killPause(podID string) error {
 
 // waitExit waits until the process of pidfd has exited.
 func waitExit(pidfd int, timeout time.Duration) error {
-	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-	deadline := time.Now().Add(timeout)
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return errors.New("did not exit after SIGKILL")
-		}
-		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			return nil
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := proc.Wait(ctx, pidfd)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return errors.New("did not exit after SIGKILL")
 	}
+	return err
 }

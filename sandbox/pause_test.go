@@ -19,6 +19,8 @@ import (
 
 	"github.com/cri-mini/cri-mini/internal/nspin"
 	"github.com/cri-mini/cri-mini/internal/nstest"
+	"github.com/cri-mini/cri-mini/internal/proc"
+	"github.com/cri-mini/cri-mini/internal/randid"
 	"github.com/cri-mini/cri-mini/sandbox/pause"
 )
 
@@ -66,15 +68,6 @@ func startIn(t *testing.T, nsPath string, cmd *exec.Cmd) {
 	go func() { _ = cmd.Wait() }()
 }
 
-func alive(pid int) bool {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	fields := strings.Fields(string(data))
-	return len(fields) > 2 && fields[2] != "Z"
-}
-
 func TestSharedPidNamespace(t *testing.T) {
 	e := newEnv(t, 6)
 	m := e.manager(t)
@@ -109,10 +102,10 @@ func TestSharedPidNamespace(t *testing.T) {
 	}
 	for _, pid := range []int{p.PausePID, member.Process.Pid} {
 		deadline := time.Now().Add(5 * time.Second)
-		for alive(pid) && time.Now().Before(deadline) {
+		for proc.Alive(pid) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
-		if alive(pid) {
+		if proc.Alive(pid) {
 			t.Errorf("pid %d still alive after Stop", pid)
 		}
 	}
@@ -127,7 +120,7 @@ func TestSharedPidNamespace(t *testing.T) {
 func TestOrphanPauseCollected(t *testing.T) {
 	e := newEnv(t, 7)
 	m := e.manager(t)
-	id := newID()
+	id := randid.New()
 	dir := m.podDir(id)
 	if err := os.MkdirAll(nsDir(dir), 0o700); err != nil {
 		t.Fatal(err)
@@ -141,7 +134,7 @@ func TestOrphanPauseCollected(t *testing.T) {
 	}
 	pid := p.PausePID
 	e.manager(t) // start-up collects the orphan
-	if alive(pid) {
+	if proc.Alive(pid) {
 		t.Errorf("orphan pause %d still alive", pid)
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
@@ -164,7 +157,7 @@ func TestPodWhosePauseDiedIsNotReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for alive(p.PausePID) && time.Now().Before(deadline) {
+	for proc.Alive(p.PausePID) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	got, err := m.Get(p.ID)
@@ -288,7 +281,7 @@ func TestPauseRunsAsThePodUser(t *testing.T) {
 func TestPauseFailureReported(t *testing.T) {
 	e := newEnv(t, 15)
 	m := e.manager(t)
-	id := newID()
+	id := randid.New()
 	dir := m.podDir(id)
 	if err := os.MkdirAll(nsDir(dir), 0o700); err != nil {
 		t.Fatal(err)

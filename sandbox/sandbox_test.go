@@ -15,6 +15,7 @@ import (
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/nspin"
+	"github.com/cri-mini/cri-mini/internal/randid"
 	"github.com/cri-mini/cri-mini/netns"
 )
 
@@ -289,7 +290,7 @@ func TestOrphansCollectedAtStart(t *testing.T) {
 
 	// A pod a crash caught half way: recorded as creating, namespaces
 	// pinned, shm mounted, a network namespace made.
-	id := newID()
+	id := randid.New()
 	p := &Pod{ID: id, State: Creating, Spec: spec("half")}
 	dir := m.podDir(id)
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -308,7 +309,7 @@ func TestOrphansCollectedAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A network namespace whose pod is gone altogether.
-	stray := newID()
+	stray := randid.New()
 	if _, err := m.net.Create(stray); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/fsutil"
+	"github.com/cri-mini/cri-mini/internal/mountfd"
 	"github.com/cri-mini/cri-mini/internal/nspin"
 )
 
@@ -190,31 +191,18 @@ func mountShm(target string, u *UserNamespace) error {
 	if err := os.Mkdir(target, 0o1777); err != nil {
 		return fmt.Errorf("pod shm: %w", err)
 	}
-	fsfd, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
-	if err != nil {
-		return fmt.Errorf("pod shm: fsopen tmpfs: %w", err)
-	}
-	defer unix.Close(fsfd)
-	params := [][2]string{{"size", shmSize}, {"mode", "1777"}}
+	params := []string{"size=" + shmSize, "mode=1777"}
 	if u != nil {
 		uid, gid := u.HostIDs()
-		params = append(params, [2]string{"uid", strconv.Itoa(uid)}, [2]string{"gid", strconv.Itoa(gid)})
+		params = append(params, "uid="+strconv.Itoa(uid), "gid="+strconv.Itoa(gid))
 	}
-	for _, kv := range params {
-		if err := unix.FsconfigSetString(fsfd, kv[0], kv[1]); err != nil {
-			return fmt.Errorf("pod shm: tmpfs %s=%s: %w", kv[0], kv[1], err)
-		}
-	}
-	if err := unix.FsconfigCreate(fsfd); err != nil {
-		return fmt.Errorf("pod shm: create tmpfs: %w", err)
-	}
-	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
+	mfd, err := mountfd.New("tmpfs", "", params, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
 	if err != nil {
-		return fmt.Errorf("pod shm: fsmount: %w", err)
+		return fmt.Errorf("pod shm: %w", err)
 	}
 	defer unix.Close(mfd)
-	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("pod shm: move mount to %s: %w", target, err)
+	if err := mountfd.MoveTo(mfd, target); err != nil {
+		return fmt.Errorf("pod shm: %w", err)
 	}
 	return nil
 }

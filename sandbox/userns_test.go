@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/nspin"
 	"github.com/cri-mini/cri-mini/internal/nstest"
+	"github.com/cri-mini/cri-mini/internal/proc"
 )
 
 // testRange is a host range for a test's user namespace: kubelet's shape,
@@ -274,15 +276,16 @@ func children(t *testing.T) []string {
 	}
 	var out []string
 	for _, p := range procs {
-		stat, err := os.ReadFile("/proc/" + p.Name() + "/stat")
+		pid, err := strconv.Atoi(p.Name())
 		if err != nil {
 			continue
 		}
-		// pid (comm) state ppid ...
-		i := strings.LastIndexByte(string(stat), ')')
-		f := strings.Fields(string(stat[i+1:]))
+		st, err := proc.ReadStat(pid)
+		if err != nil {
+			continue
+		}
 		cmdline, _ := os.ReadFile("/proc/" + p.Name() + "/cmdline")
-		if len(f) > 1 && f[0] != "Z" && f[1] == fmt.Sprint(os.Getpid()) && strings.HasPrefix(string(cmdline), "cri-mini-") {
+		if st.Running() && st.PPid == os.Getpid() && strings.HasPrefix(string(cmdline), "cri-mini-") {
 			out = append(out, p.Name()+" "+string(cmdline))
 		}
 	}

@@ -5,6 +5,10 @@
 // and user namespaces need a single-threaded process (a C constructor, as in
 // container/nsenter) and are not here.
 //
+// Its table of those namespace types (the OCI name, the clone(2) and
+// setns(2) flag, the /proc/<pid>/ns entry) is cri-mini's only one:
+// CloneFlag and TypeOf read it.
+//
 // The sandbox manager starts a pod's pause process with it and
 // internal/nspin pins namespaces on it. A container's init is started by
 // the nsenter constructor (container/nsenter), which can also join a user
@@ -47,6 +51,17 @@ func CloneFlag(t specs.LinuxNamespaceType) (int, error) {
 		return 0, fmt.Errorf("%s namespace: cannot be joined from a thread: %w", t, errdefs.ErrInvalidArgument)
 	}
 	return k.flag, nil
+}
+
+// TypeOf returns the namespace type a thread can join whose entry under
+// /proc/<pid>/ns/ is name ("net"), or ErrInvalidArgument.
+func TypeOf(name string) (specs.LinuxNamespaceType, error) {
+	for t, k := range kinds {
+		if k.proc == name {
+			return t, nil
+		}
+	}
+	return "", fmt.Errorf("namespace %q: no namespace a thread can join is named so: %w", name, errdefs.ErrInvalidArgument)
 }
 
 // OnThread runs fn on a locked OS thread and afterwards returns that thread

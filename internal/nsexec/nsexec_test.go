@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/nsexec"
@@ -74,5 +75,39 @@ func TestStartRefusesWhatAThreadCannotJoin(t *testing.T) {
 	err = nsexec.Start(cmd, map[specs.LinuxNamespaceType]string{specs.NetworkNamespace: "/nonexistent/net"})
 	if !errors.Is(err, errdefs.ErrNotFound) || cmd.Process != nil {
 		t.Errorf("joining a missing namespace: %v, want NotFound and nothing started", err)
+	}
+}
+
+// TestTable: every name's type has the clone flag the kernel itself gives
+// the namespace (NS_GET_NSTYPE); mount and user namespaces are not there.
+func TestTable(t *testing.T) {
+	for _, name := range []string{"pid", "net", "uts", "ipc", "cgroup"} {
+		typ, terr := nsexec.TypeOf(name)
+		flag, ferr := nsexec.CloneFlag(typ)
+		if err := errors.Join(terr, ferr); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		f, err := os.Open("/proc/self/ns/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kernel, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if flag != kernel {
+			t.Errorf("%s (%s): flag %#x, the kernel says %#x", name, typ, flag, kernel)
+		}
+	}
+	for _, name := range []string{"mnt", "user", "time", "network"} {
+		if typ, err := nsexec.TypeOf(name); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("TypeOf(%q) = %q, %v: want InvalidArgument", name, typ, err)
+		}
+	}
+	for _, typ := range []specs.LinuxNamespaceType{specs.MountNamespace, specs.UserNamespace, specs.TimeNamespace} {
+		if _, err := nsexec.CloneFlag(typ); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("CloneFlag(%s): %v, want InvalidArgument", typ, err)
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/mountfd"
 	"github.com/cri-mini/cri-mini/internal/nsexec"
 )
 
@@ -27,15 +28,11 @@ const (
 	IPC Kind = "ipc"
 )
 
-// nsType is the OCI name of kind k, which internal/nsexec joins by.
+// nsType is the OCI name of kind k, which internal/nsexec joins by; its
+// table, not this package, knows the names.
 func (k Kind) nsType() (specs.LinuxNamespaceType, error) {
-	switch k {
-	case Net:
-		return specs.NetworkNamespace, nil
-	case UTS:
-		return specs.UTSNamespace, nil
-	case IPC:
-		return specs.IPCNamespace, nil
+	if k == Net || k == UTS || k == IPC {
+		return nsexec.TypeOf(string(k))
 	}
 	return "", fmt.Errorf("namespace kind %q (want net, uts or ipc): %w", k, errdefs.ErrInvalidArgument)
 }
@@ -147,15 +144,15 @@ func PinFile(src, target string) error {
 		return fmt.Errorf("pin %s: %w", src, err)
 	}
 	f.Close()
-	treeFD, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	treeFD, err := mountfd.Clone(src, false)
 	if err != nil {
 		os.Remove(target)
-		return fmt.Errorf("pin %s: open_tree: %w", src, err)
+		return fmt.Errorf("pin %s: %w", src, err)
 	}
 	defer unix.Close(treeFD)
-	if err := unix.MoveMount(treeFD, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+	if err := mountfd.MoveTo(treeFD, target); err != nil {
 		os.Remove(target)
-		return fmt.Errorf("pin %s: move_mount to %s: %w", src, target, err)
+		return fmt.Errorf("pin %s: %w", src, err)
 	}
 	return nil
 }

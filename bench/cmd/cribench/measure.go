@@ -15,6 +15,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cri-mini/cri-mini/bench"
+	"github.com/cri-mini/cri-mini/internal/proc"
 )
 
 // cgroupParent holds every pod's cgroup of this run, so that clean-up
@@ -330,24 +331,12 @@ func processes() map[int]procInfo {
 		if err != nil {
 			continue
 		}
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		st, err := proc.ReadStat(pid)
 		if err != nil {
 			continue
 		}
-		// comm is in parentheses and may hold spaces: fields after the
-		// last ')' are state, ppid, ...
-		s := string(stat)
-		open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || closing < open {
-			continue
-		}
-		rest := strings.Fields(s[closing+1:])
-		if len(rest) < 2 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(rest[1])
 		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		out[pid] = procInfo{ppid: ppid, exe: exe, comm: s[open+1 : closing]}
+		out[pid] = procInfo{ppid: st.PPid, exe: exe, comm: st.Comm}
 	}
 	return out
 }

@@ -1,7 +1,6 @@
 package container
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/mountfd"
 )
 
 // mountOpts is a spec mount's option list split into what the new mount API
@@ -89,93 +89,6 @@ func parseMountOptions(opts []string) mountOpts {
 	return o
 }
 
-// newFSMount creates a detached mount of a fresh file system (fsopen,
-// fsconfig, fsmount) and returns its descriptor.
-func newFSMount(fstype, source string, params []string, attrs uint64) (int, error) {
-	fsfd, err := unix.Fsopen(fstype, unix.FSOPEN_CLOEXEC)
-	if err != nil {
-		return -1, fmt.Errorf("fsopen %s: %w", fstype, err)
-	}
-	defer unix.Close(fsfd)
-	if source != "" {
-		if err := unix.FsconfigSetString(fsfd, "source", source); err != nil {
-			return -1, fmt.Errorf("fsconfig %s source=%s: %w", fstype, source, err)
-		}
-	}
-	for _, p := range params {
-		k, v, hasValue := strings.Cut(p, "=")
-		if hasValue {
-			err = unix.FsconfigSetString(fsfd, k, v)
-		} else {
-			err = unix.FsconfigSetFlag(fsfd, k)
-		}
-		if err != nil {
-			return -1, fmt.Errorf("fsconfig %s %s: %w", fstype, p, err)
-		}
-	}
-	if err := unix.FsconfigCreate(fsfd); err != nil {
-		return -1, fmt.Errorf("create %s file system: %w", fstype, err)
-	}
-	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, int(attrs))
-	if err != nil {
-		return -1, fmt.Errorf("fsmount %s: %w", fstype, err)
-	}
-	return mfd, nil
-}
-
-// cloneTree returns a detached copy of the mount (tree, when recursive) at
-// the host path source: the source of a bind mount.
-func cloneTree(source string, recursive bool) (int, error) {
-	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
-	if recursive {
-		flags |= unix.AT_RECURSIVE
-	}
-	fd, err := unix.OpenTree(unix.AT_FDCWD, source, flags)
-	if err != nil {
-		return -1, fmt.Errorf("open_tree %s: %w", source, err)
-	}
-	return fd, nil
-}
-
-// cloneFD is cloneTree for a source already held as a descriptor.
-func cloneFD(src *os.File, recursive bool) (int, error) {
-	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC | unix.AT_EMPTY_PATH)
-	if recursive {
-		flags |= unix.AT_RECURSIVE
-	}
-	fd, err := unix.OpenTree(int(src.Fd()), "", flags)
-	if err != nil {
-		return -1, fmt.Errorf("open_tree %s: %w", src.Name(), err)
-	}
-	return fd, nil
-}
-
-// setAttr changes the attributes and propagation of the mount mfd refers to
-// (and of the mounts below it when recursive).
-func setAttr(mfd int, set, clr, propagation uint64, recursive bool) error {
-	if set == 0 && clr == 0 && propagation == 0 {
-		return nil
-	}
-	flags := uint(unix.AT_EMPTY_PATH)
-	if recursive {
-		flags |= unix.AT_RECURSIVE
-	}
-	attr := unix.MountAttr{Attr_set: set, Attr_clr: clr, Propagation: propagation}
-	if err := unix.MountSetattr(mfd, "", flags, &attr); err != nil {
-		return fmt.Errorf("mount_setattr set %#x clear %#x propagation %#x: %w", set, clr, propagation, err)
-	}
-	return nil
-}
-
-// attach moves the detached mount mfd onto the target handle.
-func attach(mfd int, target *os.File) error {
-	err := unix.MoveMount(mfd, "", int(target.Fd()), "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
-	if err != nil {
-		return fmt.Errorf("move_mount onto %s: %w", target.Name(), err)
-	}
-	return nil
-}
-
 // isBind reports whether m is a bind mount (of a host path).
 func isBind(m specs.Mount) bool { return m.Type == "bind" || parseMountOptions(m.Options).bind }
 
@@ -187,7 +100,7 @@ func isBind(m specs.Mount) bool { return m.Type == "bind" || parseMountOptions(m
 // host's root may idmap a mount of the host's file systems.
 func bindSource(m specs.Mount, userNS *os.File) (*os.File, error) {
 	o := parseMountOptions(m.Options)
-	mfd, err := cloneTree(m.Source, o.rbind)
+	mfd, err := mountfd.Clone(m.Source, o.rbind)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", m.Destination, err)
 	}
@@ -197,40 +110,21 @@ func bindSource(m specs.Mount, userNS *os.File) (*os.File, error) {
 			src.Close()
 			return nil, fmt.Errorf("mount %s has id mappings but the container has no user namespace: %w", m.Destination, errdefs.ErrInvalidArgument)
 		}
-		if err := idmap(mfd, userNS, o.rbind); err != nil {
+		if err := mountfd.Idmap(mfd, userNS, o.rbind); err != nil {
 			src.Close()
 			return nil, fmt.Errorf("mount %s: %w", m.Destination, err)
 		}
 	}
 	// The tree's attributes first, then the top mount's own.
-	if err := setAttr(mfd, o.recAttrSet, o.recAttrClr, 0, true); err != nil {
+	if err := mountfd.SetAttr(mfd, o.recAttrSet, o.recAttrClr, 0, true); err != nil {
 		src.Close()
 		return nil, fmt.Errorf("mount %s: %w", m.Destination, err)
 	}
-	if err := setAttr(mfd, o.attrSet, o.attrClr, 0, false); err != nil {
+	if err := mountfd.SetAttr(mfd, o.attrSet, o.attrClr, 0, false); err != nil {
 		src.Close()
 		return nil, fmt.Errorf("mount %s: %w", m.Destination, err)
 	}
 	return src, nil
-}
-
-// idmap makes the detached mount mfd (and the mounts below it when
-// recursive) show the files of ids 0..n-1 on disk as the user namespace's
-// (MOUNT_ATTR_IDMAP): a file of uid 0 is its root's. A file system that
-// cannot be idmapped (overlayfs, proc; EINVAL) is FailedPrecondition.
-func idmap(mfd int, userNS *os.File, recursive bool) error {
-	flags := uint(unix.AT_EMPTY_PATH)
-	if recursive {
-		flags |= unix.AT_RECURSIVE
-	}
-	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userNS.Fd())}
-	if err := unix.MountSetattr(mfd, "", flags, &attr); err != nil {
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
-			return fmt.Errorf("idmapped mount: its file system cannot be idmapped on this kernel (%v): %w", err, errdefs.ErrFailedPrecondition)
-		}
-		return fmt.Errorf("idmapped mount: %w", err)
-	}
-	return nil
 }
 
 // mountSpec performs one spec mount inside root: its target is resolved (and
@@ -248,7 +142,7 @@ func mountSpec(root *os.File, m specs.Mount, src *os.File) error {
 		mfd, srcIsDir = int(src.Fd()), isDirFD(src)
 	} else {
 		var err error
-		if mfd, err = newFSMount(m.Type, m.Source, o.fsParams, o.attrSet|o.recAttrSet); err != nil {
+		if mfd, err = mountfd.New(m.Type, m.Source, o.fsParams, o.attrSet|o.recAttrSet); err != nil {
 			return fmt.Errorf("mount %s: %w", m.Destination, err)
 		}
 		defer unix.Close(mfd)
@@ -264,10 +158,10 @@ func mountSpec(root *os.File, m specs.Mount, src *os.File) error {
 		return fmt.Errorf("mount %s: %w", m.Destination, err)
 	}
 	defer target.Close()
-	if err := attach(mfd, target); err != nil {
+	if err := mountfd.Attach(mfd, target); err != nil {
 		return fmt.Errorf("mount %s: %w", m.Destination, err)
 	}
-	if err := setAttr(mfd, 0, 0, o.propagation, o.recursiveProp); err != nil {
+	if err := mountfd.SetAttr(mfd, 0, 0, o.propagation, o.recursiveProp); err != nil {
 		return fmt.Errorf("mount %s: %w", m.Destination, err)
 	}
 	return nil
