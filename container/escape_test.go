@@ -9,15 +9,18 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cri-mini/cri-mini/internal/treetest"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/cri-mini/cri-mini/internal/roottest"
+	"github.com/cri-mini/cri-mini/internal/treetest"
 )
 
 // TestRootfsSymlinkEscapes is R18: an image whose mount targets are
 // symlinks out of the rootfs (absolute and "../.." ones) gets its mounts
 // inside the rootfs; nothing outside is created, written or mounted over.
 func TestRootfsSymlinkEscapes(t *testing.T) {
+	roottest.Require(t)
 	rt := newTestRuntime(t)
 	base := t.TempDir()
 	rootfs := filepath.Join(base, "a", "rootfs")
@@ -91,6 +94,7 @@ func TestRootfsSymlinkEscapes(t *testing.T) {
 // TestRootfsSymlinkLoop: a mount target that cannot be resolved fails
 // create cleanly, leaving nothing behind.
 func TestRootfsSymlinkLoop(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	if err := os.Symlink("../proc", filepath.Join(rootfs, "proc")); err != nil {
 		t.Fatal(err)
@@ -108,6 +112,7 @@ func TestRootfsSymlinkLoop(t *testing.T) {
 // (the CVE-2024-21626 class): neither the waiting init, nor the application,
 // nor an exec'd process has it or can read the secret through it.
 func TestInheritedDescriptorsStayOut(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	secretDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(secretDir, "secret"), []byte("host secret\n"), 0o644); err != nil {
@@ -174,6 +179,7 @@ func descriptorsOn(t *testing.T, pid int, path string) []string {
 // with the supervisors, not the host file: the container can neither reach
 // the host binary through it nor write it.
 func TestHelpersRunFromSealedCopy(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	self, err := os.Executable()
 	if err != nil {

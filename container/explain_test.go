@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cri-mini/cri-mini/internal/nspin"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // TestExplainScriptBuildsSameContainer: the script explain prints for a
@@ -25,6 +26,7 @@ import (
 // order, the same /dev, the hostname, the pod's network namespace joined
 // and the other namespaces new, the same credentials and capabilities.
 func TestExplainScriptBuildsSameContainer(t *testing.T) {
+	roottest.Require(t)
 	t.Run("root", func(t *testing.T) { explainAndCompare(t, 0, nil) })
 	// In a pod's user namespace: the script stages the bind mounts'
 	// sources and the rootfs (the pod's root cannot reach them) and joins

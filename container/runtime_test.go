@@ -19,9 +19,11 @@ import (
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/nspin"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 func TestLifecycle(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "life", rootfs, "sh", "-c", "echo pid=$$; echo to-stderr >&2; exit 3")
 	rt.create(t, "life", b)
@@ -63,6 +65,7 @@ func TestLifecycle(t *testing.T) {
 }
 
 func TestKill(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	for _, tc := range []struct {
 		name   string
@@ -121,6 +124,7 @@ func waitForLog(t *testing.T, path, want string) {
 }
 
 func TestDeleteRunningLeavesNothing(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "running", rootfs, "sh", "-c", "sleep 1000 & sleep 1000")
 	st := rt.startRunning(t, "running", b)
@@ -139,6 +143,7 @@ func TestDeleteRunningLeavesNothing(t *testing.T) {
 }
 
 func TestCreateBadInput(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	good := rt.bundle(t, "x", rootfs, "true")
 	for name, id := range map[string]string{"empty id": "", "slash": "a/b", "dots": ".."} {
@@ -186,6 +191,7 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func TestExec(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "exec", rootfs, "sleep", "999")
 	st := rt.startRunning(t, "exec", b)
@@ -245,6 +251,7 @@ func TestExec(t *testing.T) {
 // (hostPID) the exec's parent is visible to its child; the check that the
 // parent still lives must take it for alive (critest's HostPID spec).
 func TestExecOnHostPIDNamespace(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "hostpid", rootfs, "sleep", "999")
 	b.Spec.Linux.Namespaces = slices.DeleteFunc(b.Spec.Linux.Namespaces, func(ns specs.LinuxNamespace) bool { return ns.Type == specs.PIDNamespace })
@@ -256,6 +263,7 @@ func TestExecOnHostPIDNamespace(t *testing.T) {
 }
 
 func TestExecStoppedContainer(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	rt.run(t, "stopped", rt.bundle(t, "stopped", rootfs, "true"))
 	if _, err := rt.Exec(context.Background(), "stopped", ExecOptions{Args: []string{"true"}}); !errors.Is(err, errdefs.ErrFailedPrecondition) {
@@ -266,6 +274,7 @@ func TestExecStoppedContainer(t *testing.T) {
 // TestExecTimeout: when the exec's context ends, the exec'd process and
 // what it started in the container are killed, and the error says why.
 func TestExecTimeout(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	st := rt.startRunning(t, "timeout", rt.bundle(t, "timeout", rootfs, "sleep", "999"))
 	pidns := nsOf(t, st.Pid, "pid")
@@ -296,6 +305,7 @@ func TestExecTimeout(t *testing.T) {
 // process that called Exec (the daemon, killed with kill -9), whatever user
 // it runs as (a change of user clears a parent-death signal).
 func TestExecDiesWithItsCaller(t *testing.T) {
+	roottest.Require(t)
 	if id := os.Getenv("CRI_MINI_TEST_EXEC_IN"); id != "" {
 		// The caller, in a process of its own that the test kills.
 		rt := &Runtime{StateDir: os.Getenv("CRI_MINI_TEST_STATE")}
@@ -349,6 +359,7 @@ func TestExecDiesWithItsCaller(t *testing.T) {
 }
 
 func TestCRILog(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "log", rootfs, "sh", "-c", `echo out1; echo err1 >&2; head -c 20000 /dev/zero | tr '\0' a; echo; printf 'no newline'`)
 	st, _, _ := rt.run(t, "log", b)
@@ -387,6 +398,7 @@ func TestCRILog(t *testing.T) {
 // TestReopenLog: after the log file is rotated away, ReopenLog makes the
 // container's further output go to a new file at the log path.
 func TestReopenLog(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "reopen", rootfs, "sh", "-c", "echo one; while [ ! -e /tmp/go ]; do sleep 0.02; done; echo two")
 	rt.startRunning(t, "reopen", b)
@@ -419,6 +431,7 @@ func TestReopenLog(t *testing.T) {
 }
 
 func TestCreateCancelled(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "cancelled", rootfs, "true")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -435,6 +448,7 @@ func TestCreateCancelled(t *testing.T) {
 }
 
 func TestDeleteCreated(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "created", rootfs, "sh", "-c", "echo ran")
 	rt.create(t, "created", b)
@@ -452,6 +466,7 @@ func TestDeleteCreated(t *testing.T) {
 // TestSupervisorKilled: a supervisor that dies leaves the container to
 // Delete, which still removes all of it.
 func TestSupervisorKilled(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	rt.startRunning(t, "orphan", rt.bundle(t, "orphan", rootfs, "sleep", "999"))
 	var sup procRecord
@@ -471,6 +486,7 @@ func TestSupervisorKilled(t *testing.T) {
 // TestReopenLogRightAfterCreate: the supervisor handles the reopen signal
 // from the moment Create returns (its default action would kill it).
 func TestReopenLogRightAfterCreate(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	for i := range 10 {
 		id := "early-" + strconv.Itoa(i)
@@ -489,6 +505,7 @@ func TestReopenLogRightAfterCreate(t *testing.T) {
 
 // TestConcurrentContainers: the daemon drives many containers at once.
 func TestConcurrentContainers(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	const n = 6
 	bundles := make([]Bundle, n)
@@ -555,6 +572,7 @@ func BenchmarkRunTrue(b *testing.B) {
 // TestJoinPodNamespaces: a container joins a pod's pinned network, uts and
 // ipc namespaces by path, and an exec into it lands in them too.
 func TestJoinPodNamespaces(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	podDir := filepath.Join(t.TempDir(), "pod")
 	kinds := []nspin.Kind{nspin.Net, nspin.UTS, nspin.IPC}
@@ -600,6 +618,7 @@ func TestJoinPodNamespaces(t *testing.T) {
 // TestKillCreated: a created container killed before start is stopped and
 // cannot be started any more.
 func TestKillCreated(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	rt.create(t, "killed", rt.bundle(t, "killed", rootfs, "true"))
 	if err := rt.Kill(context.Background(), "killed", syscall.SIGKILL); err != nil {
