@@ -24,6 +24,12 @@ test: vet
 	$(MAKE) node-e2e-ci
 	$(MAKE) test-v2
 
+# unit: the quick loop, as any user, in well under a minute: the tests that
+# need no root (go test -short; a test that needs root skips under -short
+# and without root, through internal/roottest).
+unit:
+	$(GO) test -short -count=1 ./...
+
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }

@@ -126,7 +126,7 @@ func (s *attachServer) serve(c net.Conn) {
 			s.mu.Unlock()
 			if in != nil {
 				if _, err := in.Write(payload); err != nil {
-					klog.V(2).Infof("attach: write to container stdin: %v", err)
+					klog.V(2).InfoS("Attach: write to container stdin", "err", err)
 				}
 			}
 		case frameClose:

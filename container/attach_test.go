@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // lockedBuffer collects output written from another goroutine.
@@ -30,6 +31,7 @@ func (b *lockedBuffer) String() string {
 }
 
 func TestAttach(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	for _, tc := range []struct {
 		name  string

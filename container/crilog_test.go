@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // TestLogSymlinksNotFollowed: a symlink planted at a container's log path,
@@ -17,6 +18,7 @@ import (
 // supervisor, on create or on reopen, and a log path out of the log
 // directory is refused.
 func TestLogSymlinksNotFollowed(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	logDir := t.TempDir()
 	target := filepath.Join(t.TempDir(), "host-file")

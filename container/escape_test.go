@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cri-mini/cri-mini/internal/proc"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 	"github.com/cri-mini/cri-mini/internal/treetest"
 )
 
@@ -20,6 +21,7 @@ import (
 // symlinks out of the rootfs (absolute and "../.." ones) gets its mounts
 // inside the rootfs; nothing outside is created, written or mounted over.
 func TestRootfsSymlinkEscapes(t *testing.T) {
+	roottest.Require(t)
 	rt := newTestRuntime(t)
 	base := t.TempDir()
 	rootfs := filepath.Join(base, "a", "rootfs")
@@ -93,6 +95,7 @@ func TestRootfsSymlinkEscapes(t *testing.T) {
 // TestRootfsSymlinkLoop: a mount target that cannot be resolved fails
 // create cleanly, leaving nothing behind.
 func TestRootfsSymlinkLoop(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	if err := os.Symlink("../proc", filepath.Join(rootfs, "proc")); err != nil {
 		t.Fatal(err)
@@ -110,6 +113,7 @@ func TestRootfsSymlinkLoop(t *testing.T) {
 // (the CVE-2024-21626 class): neither the waiting init, nor the application,
 // nor an exec'd process has it or can read the secret through it.
 func TestInheritedDescriptorsStayOut(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	secretDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(secretDir, "secret"), []byte("host secret\n"), 0o644); err != nil {
@@ -176,6 +180,7 @@ func descriptorsOn(t *testing.T, pid int, path string) []string {
 // with the supervisors, not the host file: the container can neither reach
 // the host binary through it nor write it.
 func TestHelpersRunFromSealedCopy(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	self, err := os.Executable()
 	if err != nil {

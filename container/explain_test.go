@@ -18,6 +18,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/internal/nspin"
 	"github.com/cri-mini/cri-mini/internal/proc"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // TestExplainScriptBuildsSameContainer: the script explain prints for a
@@ -26,6 +27,7 @@ import (
 // order, the same /dev, the hostname, the pod's network namespace joined
 // and the other namespaces new, the same credentials and capabilities.
 func TestExplainScriptBuildsSameContainer(t *testing.T) {
+	roottest.Require(t)
 	t.Run("root", func(t *testing.T) { explainAndCompare(t, 0, nil) })
 	// In a pod's user namespace: the script stages the bind mounts'
 	// sources and the rootfs (the pod's root cannot reach them) and joins

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/container/caps"
 	"github.com/cri-mini/cri-mini/internal/mountinfo"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // mountsScript prints, section by section, what TestMounts checks.
@@ -35,6 +36,7 @@ echo "== end"
 `
 
 func TestMounts(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	host := t.TempDir()
 	rw, ro := filepath.Join(host, "rw"), filepath.Join(host, "ro")
@@ -158,6 +160,7 @@ func TestMounts(t *testing.T) {
 // TestBindReadOnlyRecursion: "ro" on an rbind makes only the top mount
 // read-only, as runc does; "rro" makes every submount read-only too.
 func TestBindReadOnlyRecursion(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	src := t.TempDir()
 	sub := filepath.Join(src, "sub")
@@ -204,6 +207,7 @@ func TestBindReadOnlyRecursion(t *testing.T) {
 // below its source after the container started; a "rprivate" one does not,
 // and nothing the container mounts comes back to the host.
 func TestBindPropagation(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	src := t.TempDir()
 	// The source must be a shared mount for anything to propagate.

@@ -40,7 +40,7 @@ func watchOOM(pid int) *oomWatch {
 	}
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
-		klog.Warningf("OOM watch: %v", err)
+		klog.InfoS("No OOM watch", "pid", pid, "err", err)
 		return nil
 	}
 	path, ok := strings.CutPrefix(strings.TrimSpace(string(data)), "0::")
@@ -52,13 +52,13 @@ func watchOOM(pid int) *oomWatch {
 	w.parentBase, _ = oomKills(w.parentEvents)
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
-		klog.Warningf("OOM watch: inotify: %v", err)
+		klog.InfoS("No OOM watch: inotify", "pid", pid, "err", err)
 		return nil
 	}
 	if _, err := unix.InotifyAddWatch(fd, w.events, unix.IN_MODIFY); err != nil {
 		unix.Close(fd)
 		if !errors.Is(err, unix.ENOENT) {
-			klog.Warningf("OOM watch: %s: %v", w.events, err)
+			klog.InfoS("No OOM watch", "pid", pid, "path", w.events, "err", err)
 		}
 		return nil
 	}

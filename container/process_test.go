@@ -10,9 +10,11 @@ import (
 
 	"github.com/cri-mini/cri-mini/container/caps"
 	"github.com/cri-mini/cri-mini/container/seccomp"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 func TestProcessUserEnvCwdUmask(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "user", rootfs, "sh", "-c", `id; env | grep -v '^PWD=\|^SHLVL='; pwd; umask; touch f; stat -c '%a %u:%g' f; grep CapEff /proc/self/status`)
 	umask := uint32(0o027)
@@ -31,6 +33,7 @@ func TestProcessUserEnvCwdUmask(t *testing.T) {
 }
 
 func TestProcessSecurity(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	script := `grep -E '^(NoNewPrivs|Seccomp|CapInh|CapPrm|CapEff|CapBnd|CapAmb):' /proc/self/status; hostname x 2>/dev/null && echo renamed || echo "hostname refused"`
 	mask, err := caps.Mask(caps.DefaultSet())
@@ -63,6 +66,7 @@ func TestProcessSecurity(t *testing.T) {
 }
 
 func TestProcessRlimits(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "rlimits", rootfs, "sh", "-c", "ulimit -n; ulimit -Hn")
 	b.Spec.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 123, Hard: 456}}

@@ -16,9 +16,11 @@ import (
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/container/seccomp"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 func TestMemoryLimitOOMKill(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "oom", rootfs, "sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived")
 	limit := int64(32 << 20)
@@ -33,6 +35,7 @@ func TestMemoryLimitOOMKill(t *testing.T) {
 // limit lets the init build the container (its Go threads are not held
 // against the application's limit).
 func TestPidsLimit(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	for _, tc := range []struct {
 		limit  int64
@@ -57,6 +60,7 @@ func TestPidsLimit(t *testing.T) {
 // TestSeccompDenies: CAP_SYS_ADMIN allows mount; the default profile for
 // the default capabilities still refuses it with EPERM.
 func TestSeccompDenies(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	for _, withSeccomp := range []bool{false, true} {
 		id := fmt.Sprintf("seccomp-%v", withSeccomp)
@@ -76,6 +80,7 @@ func TestSeccompDenies(t *testing.T) {
 }
 
 func TestReadonlyRoot(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "roroot", rootfs, "sh", "-c", "touch /tmp/x 2>/dev/null && echo written || echo refused; echo y > /dev/shm/y && echo shm")
 	b.Spec.Root.Readonly = true
@@ -86,6 +91,7 @@ func TestReadonlyRoot(t *testing.T) {
 }
 
 func TestTerminal(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "tty", rootfs, "sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty; tty")
 	b.Tty = true
@@ -99,6 +105,7 @@ func TestTerminal(t *testing.T) {
 // same state directory and finds, execs into, kills and waits for the
 // containers it had.
 func TestRestartedRuntime(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	st := rt.startRunning(t, "restart", rt.bundle(t, "restart", rootfs, "sh", "-c", "trap 'exit 9' TERM; while :; do sleep 0.05; done"))
 	again := &testRuntime{Runtime: &Runtime{StateDir: rt.StateDir, Cgroups: rt.Cgroups}, cgroupParent: rt.cgroupParent}
@@ -122,6 +129,7 @@ func TestRestartedRuntime(t *testing.T) {
 // TestJoinPidNamespace: a container that joins another's pid namespace by
 // path (a pod's shared one) sees its processes.
 func TestJoinPidNamespace(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	first := rt.startRunning(t, "first", rt.bundle(t, "first", rootfs, "sleep", "999"))
 	b := rt.bundle(t, "second", rootfs, "sh", "-c", "cat /proc/1/cmdline; echo; echo $$")
@@ -140,6 +148,7 @@ func TestJoinPidNamespace(t *testing.T) {
 }
 
 func TestOOMScoreAdjAndDefaultPath(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	// No PATH in the environment: the command is found in the default one.
 	b := rt.bundle(t, "oomscore", rootfs, "cat", "/proc/self/oom_score_adj")
@@ -169,6 +178,7 @@ func TestUnsupportedNamespace(t *testing.T) {
 // it is about to exec, so its setup threads do not count against a pids
 // limit the container nearly uses up.
 func TestExecUnderPidsLimit(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "execpids", rootfs, "sleep", "999")
 	limit := int64(2)
@@ -187,6 +197,7 @@ func TestExecUnderPidsLimit(t *testing.T) {
 // the kernel refuses half way leaves both as they were; a stopped
 // container cannot be resized.
 func TestUpdateResources(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "resize", rootfs, "sleep", "999")
 	limit, shares := int64(64<<20), uint64(512)

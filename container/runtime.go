@@ -191,7 +191,7 @@ func (r *Runtime) Create(ctx context.Context, id string, b Bundle) (err error) {
 	defer func() {
 		if err != nil {
 			if derr := r.remove(ctx, id, dir, &cfg); derr != nil {
-				klog.Errorf("container %s: roll back create: %v", id, derr)
+				klog.ErrorS(derr, "Roll back of a failed create", "container", id)
 			}
 		}
 	}()
@@ -382,7 +382,7 @@ func orCtxErr(ctx context.Context, err error) error {
 func setOOMScoreAdj(pid, score int) {
 	p := "/proc/" + strconv.Itoa(pid) + "/oom_score_adj"
 	if err := os.WriteFile(p, []byte(strconv.Itoa(score)), 0); err != nil {
-		klog.Warningf("set oom_score_adj %d of pid %d (clamped to the inherited value): %v", score, pid, err)
+		klog.InfoS("oom_score_adj clamped to the inherited value", "pid", pid, "score", score, "err", err)
 	}
 }
 
@@ -636,7 +636,7 @@ func (r *Runtime) remove(ctx context.Context, id, dir string, cfg *config) error
 	if cfg.CgroupPath != "" && r.Cgroups != nil {
 		// A systemd scope is gone with its last process.
 		if err := r.Cgroups.KillAll(cfg.CgroupPath); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-			klog.Warningf("container %s: kill what remains in cgroup %s: %v", id, cfg.CgroupPath, err)
+			klog.ErrorS(err, "Kill what remains in the cgroup", "container", id, "cgroup", cfg.CgroupPath)
 		}
 		if err := r.Cgroups.Destroy(cfg.CgroupPath); err != nil {
 			return fmt.Errorf("container %s: remove cgroup %s: %w", id, cfg.CgroupPath, err)

@@ -20,9 +20,11 @@ import (
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/nspin"
 	"github.com/cri-mini/cri-mini/internal/proc"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 func TestLifecycle(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "life", rootfs, "sh", "-c", "echo pid=$$; echo to-stderr >&2; exit 3")
 	rt.create(t, "life", b)
@@ -64,6 +66,7 @@ func TestLifecycle(t *testing.T) {
 }
 
 func TestKill(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	for _, tc := range []struct {
 		name   string
@@ -122,6 +125,7 @@ func waitForLog(t *testing.T, path, want string) {
 }
 
 func TestDeleteRunningLeavesNothing(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "running", rootfs, "sh", "-c", "sleep 1000 & sleep 1000")
 	st := rt.startRunning(t, "running", b)
@@ -140,6 +144,7 @@ func TestDeleteRunningLeavesNothing(t *testing.T) {
 }
 
 func TestCreateBadInput(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	good := rt.bundle(t, "x", rootfs, "true")
 	for name, id := range map[string]string{"empty id": "", "slash": "a/b", "dots": ".."} {
@@ -187,6 +192,7 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func TestExec(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "exec", rootfs, "sleep", "999")
 	st := rt.startRunning(t, "exec", b)
@@ -246,6 +252,7 @@ func TestExec(t *testing.T) {
 // (hostPID) the exec's parent is visible to its child; the check that the
 // parent still lives must take it for alive (critest's HostPID spec).
 func TestExecOnHostPIDNamespace(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "hostpid", rootfs, "sleep", "999")
 	b.Spec.Linux.Namespaces = slices.DeleteFunc(b.Spec.Linux.Namespaces, func(ns specs.LinuxNamespace) bool { return ns.Type == specs.PIDNamespace })
@@ -257,6 +264,7 @@ func TestExecOnHostPIDNamespace(t *testing.T) {
 }
 
 func TestExecStoppedContainer(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	rt.run(t, "stopped", rt.bundle(t, "stopped", rootfs, "true"))
 	if _, err := rt.Exec(context.Background(), "stopped", ExecOptions{Args: []string{"true"}}); !errors.Is(err, errdefs.ErrFailedPrecondition) {
@@ -267,6 +275,7 @@ func TestExecStoppedContainer(t *testing.T) {
 // TestExecTimeout: when the exec's context ends, the exec'd process and
 // what it started in the container are killed, and the error says why.
 func TestExecTimeout(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	st := rt.startRunning(t, "timeout", rt.bundle(t, "timeout", rootfs, "sleep", "999"))
 	pidns := nsOf(t, st.Pid, "pid")
@@ -297,6 +306,7 @@ func TestExecTimeout(t *testing.T) {
 // process that called Exec (the daemon, killed with kill -9), whatever user
 // it runs as (a change of user clears a parent-death signal).
 func TestExecDiesWithItsCaller(t *testing.T) {
+	roottest.Require(t)
 	if id := os.Getenv("CRI_MINI_TEST_EXEC_IN"); id != "" {
 		// The caller, in a process of its own that the test kills.
 		rt := &Runtime{StateDir: os.Getenv("CRI_MINI_TEST_STATE")}
@@ -350,6 +360,7 @@ func TestExecDiesWithItsCaller(t *testing.T) {
 }
 
 func TestCRILog(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "log", rootfs, "sh", "-c", `echo out1; echo err1 >&2; head -c 20000 /dev/zero | tr '\0' a; echo; printf 'no newline'`)
 	st, _, _ := rt.run(t, "log", b)
@@ -388,6 +399,7 @@ func TestCRILog(t *testing.T) {
 // TestReopenLog: after the log file is rotated away, ReopenLog makes the
 // container's further output go to a new file at the log path.
 func TestReopenLog(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "reopen", rootfs, "sh", "-c", "echo one; while [ ! -e /tmp/go ]; do sleep 0.02; done; echo two")
 	rt.startRunning(t, "reopen", b)
@@ -420,6 +432,7 @@ func TestReopenLog(t *testing.T) {
 }
 
 func TestCreateCancelled(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "cancelled", rootfs, "true")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -436,6 +449,7 @@ func TestCreateCancelled(t *testing.T) {
 }
 
 func TestDeleteCreated(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	b := rt.bundle(t, "created", rootfs, "sh", "-c", "echo ran")
 	rt.create(t, "created", b)
@@ -453,6 +467,7 @@ func TestDeleteCreated(t *testing.T) {
 // TestSupervisorKilled: a supervisor that dies leaves the container to
 // Delete, which still removes all of it.
 func TestSupervisorKilled(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	rt.startRunning(t, "orphan", rt.bundle(t, "orphan", rootfs, "sleep", "999"))
 	var sup proc.ID
@@ -472,6 +487,7 @@ func TestSupervisorKilled(t *testing.T) {
 // TestReopenLogRightAfterCreate: the supervisor handles the reopen signal
 // from the moment Create returns (its default action would kill it).
 func TestReopenLogRightAfterCreate(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	for i := range 10 {
 		id := "early-" + strconv.Itoa(i)
@@ -490,6 +506,7 @@ func TestReopenLogRightAfterCreate(t *testing.T) {
 
 // TestConcurrentContainers: the daemon drives many containers at once.
 func TestConcurrentContainers(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	const n = 6
 	bundles := make([]Bundle, n)
@@ -556,6 +573,7 @@ func BenchmarkRunTrue(b *testing.B) {
 // TestJoinPodNamespaces: a container joins a pod's pinned network, uts and
 // ipc namespaces by path, and an exec into it lands in them too.
 func TestJoinPodNamespaces(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	podDir := filepath.Join(t.TempDir(), "pod")
 	kinds := []nspin.Kind{nspin.Net, nspin.UTS, nspin.IPC}
@@ -601,6 +619,7 @@ func TestJoinPodNamespaces(t *testing.T) {
 // TestKillCreated: a created container killed before start is stopped and
 // cannot be started any more.
 func TestKillCreated(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	rt.create(t, "killed", rt.bundle(t, "killed", rootfs, "true"))
 	if err := rt.Kill(context.Background(), "killed", syscall.SIGKILL); err != nil {

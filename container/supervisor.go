@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -33,7 +34,7 @@ func runSupervisor() {
 		err = supervise(dir, conn)
 	}
 	if err != nil {
-		klog.Errorf("supervisor %s: %v", dir, err)
+		klog.ErrorS(err, "Supervisor failed", "container", filepath.Base(dir), "dir", dir)
 		if conn != nil {
 			_ = sendMsg(conn, errorMsg(err))
 		}
@@ -151,7 +152,7 @@ func supervise(dir string, ctl *net.UnixConn) error {
 	}
 	failed = false
 	if err := sendMsg(ctl, syncMsg{Type: msgReady, Pid: initProc.Pid}); err != nil {
-		klog.Warningf("supervisor %s: daemon gone after create: %v", dir, err)
+		klog.InfoS("Supervisor: daemon gone after create", "container", filepath.Base(dir), "err", err)
 	}
 	ctl.Close()
 
@@ -178,7 +179,7 @@ func supervise(dir string, ctl *net.UnixConn) error {
 		for range reopen {
 			if logw != nil {
 				if err := logw.reopen(); err != nil {
-					klog.Errorf("reopen log %s: %v", cfg.LogPath, err)
+					klog.ErrorS(err, "Reopen container log", "container", filepath.Base(dir), "path", cfg.LogPath)
 				}
 			}
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/nspin"
 	"github.com/cri-mini/cri-mini/internal/nstest"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 	"github.com/cri-mini/cri-mini/internal/treetest"
 )
 
@@ -95,6 +96,7 @@ func usernsRootfs(t testing.TB, host uint32) string {
 // recipe's /dev, /proc, /sys, cgroups, mqueue and shm work; exec joins the
 // user namespace first.
 func TestUserNamespaceContainer(t *testing.T) {
+	roottest.Require(t)
 	rt := newTestRuntime(t)
 	pins := podNamespaces(t, usernsHost)
 	rootfs := usernsRootfs(t, usernsHost)
@@ -192,6 +194,7 @@ exec sleep 600`)
 // in a user namespace are InvalidArgument; an idmapped mount of a file
 // system that cannot be idmapped is FailedPrecondition. Nothing is left.
 func TestUserNamespaceContainerRefused(t *testing.T) {
+	roottest.Require(t)
 	rt := newTestRuntime(t)
 	pins := podNamespaces(t, usernsHost)
 	rootfs := usernsRootfs(t, usernsHost)
@@ -258,6 +261,7 @@ try link /usr/sbin/ip link add "$LINK" type bridge
 // The same script as the host's root does all of it: the harness sees an
 // escape that works.
 func TestUserNamespaceEscapeHoldsNothing(t *testing.T) {
+	roottest.Require(t)
 	rt := newTestRuntime(t)
 	pins := podNamespaces(t, usernsHost)
 	b := rt.usernsBundle(t, "escape", usernsRootfs(t, usernsHost), pins, usernsHost, "sleep", "600")

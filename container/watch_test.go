@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // TestWatchExits: exits of containers started before and after the watch
@@ -16,6 +18,7 @@ import (
 // recorded before the watch is not sent; cancelling ends the watch and
 // closes its inotify descriptor.
 func TestWatchExits(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	rt.run(t, "done", rt.bundle(t, "done", rootfs, "true"))
 	rt.startRunning(t, "before", rt.bundle(t, "before", rootfs, "sleep", "999"))
@@ -83,6 +86,7 @@ func TestWatchExits(t *testing.T) {
 // TestWatchExitsNewStateDir: the watch makes the state directory when it
 // is missing (before the first container) and sees containers made in it.
 func TestWatchExitsNewStateDir(t *testing.T) {
+	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -18,6 +18,7 @@ import (
 	"github.com/cri-mini/cri-mini/container"
 	"github.com/cri-mini/cri-mini/container/caps"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 	"github.com/cri-mini/cri-mini/sandbox"
 )
 
@@ -116,6 +117,7 @@ func TestProcessUser(t *testing.T) {
 }
 
 func TestCapabilities(t *testing.T) {
+	roottest.Require(t)
 	sc := func(add, drop []string) *runtimeapi.LinuxContainerSecurityContext {
 		return &runtimeapi.LinuxContainerSecurityContext{Capabilities: &runtimeapi.Capability{AddCapabilities: add, DropCapabilities: drop}}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -183,7 +184,7 @@ func (s *Service) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.Lis
 		}
 		// The pod is read after its containers, so its counters (which
 		// include theirs) are never below theirs in one answer.
-		pm.Metrics = s.podMetrics(p)
+		pm.Metrics = s.podMetrics(p, states)
 		resp.PodMetrics = append(resp.PodMetrics, pm)
 	}
 	return resp, nil
@@ -191,14 +192,32 @@ func (s *Service) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.Lis
 
 // podMetrics are the pod-level figures: its cgroup (the sum of its
 // containers and the pause process, as cAdvisor shows a pod's cgroup) and
-// its network namespace.
-func (s *Service) podMetrics(p *sandbox.Pod) []*runtimeapi.Metric {
+// its network namespace. A pod without a cgroup parent has no cgroup of its
+// own: its figures are the sum of its running containers' (of states,
+// every container there is).
+func (s *Service) podMetrics(p *sandbox.Pod, states []*container.State) []*runtimeapi.Metric {
 	set := &metricSet{base: []string{"", s.cgroupID(p.Spec.CgroupParent), "", p.ID, p.Spec.Metadata.Namespace, p.Spec.Metadata.Name}}
-	if s.cgroups != nil && p.Spec.CgroupParent != "" {
+	switch {
+	case s.cgroups == nil:
+	case p.Spec.CgroupParent != "":
 		if cg, err := s.cgroups.Stats(p.Spec.CgroupParent); err == nil {
 			s.cgroupMetrics(set, cg)
 		} else {
 			klog.V(2).InfoS("No cgroup metrics for pod", "pod", p.ID, "err", err)
+		}
+	default:
+		var sum *cgroups.Stats
+		for _, st := range states {
+			if st.Spec.Annotations[annoSandboxID] != p.ID || st.Status != container.StatusRunning || st.CgroupPath == "" {
+				continue
+			}
+			// One that exits while it is read is left out.
+			if cg, err := s.cgroups.Stats(st.CgroupPath); err == nil {
+				sum = addUsage(sum, cg)
+			}
+		}
+		if sum != nil {
+			s.cgroupMetrics(set, sum)
 		}
 	}
 	if p.NetNS != "" && p.State == sandbox.Ready {
@@ -207,6 +226,42 @@ func (s *Service) podMetrics(p *sandbox.Pod) []*runtimeapi.Metric {
 		}
 	}
 	return set.out
+}
+
+// addUsage adds the usage counters of b to a (nil: none yet), for a pod
+// without a cgroup of its own. Settings (shares, quota, limits), peaks and
+// pressure, which do not add up, are left at zero (unlimited) or out.
+func addUsage(a, b *cgroups.Stats) *cgroups.Stats {
+	if a == nil {
+		a = &cgroups.Stats{CPU: cgroups.CPUStats{QuotaMicros: -1}}
+	}
+	c, d, m, n := &a.CPU, &b.CPU, &a.Memory, &b.Memory
+	for _, f := range [][2]*uint64{
+		{&c.UsageNanos, &d.UsageNanos}, {&c.UserNanos, &d.UserNanos}, {&c.SystemNanos, &d.SystemNanos},
+		{&c.Periods, &d.Periods}, {&c.ThrottledPeriods, &d.ThrottledPeriods}, {&c.ThrottledNanos, &d.ThrottledNanos},
+		{&m.Usage, &n.Usage}, {&m.WorkingSet, &n.WorkingSet}, {&m.RSS, &n.RSS}, {&m.Cache, &n.Cache},
+		{&m.MappedFile, &n.MappedFile}, {&m.KernelUsage, &n.KernelUsage}, {&m.Swap, &n.Swap}, {&m.Failcnt, &n.Failcnt},
+		{&m.PageFaults, &n.PageFaults}, {&m.MajorPageFaults, &n.MajorPageFaults}, {&m.OOMKills, &n.OOMKills},
+		{&a.Pids.Current, &b.Pids.Current},
+	} {
+		*f[0] += *f[1]
+	}
+	for _, io := range b.IO {
+		i := slices.IndexFunc(a.IO, func(d cgroups.IODevice) bool { return d.Major == io.Major && d.Minor == io.Minor })
+		if i < 0 {
+			a.IO = append(a.IO, cgroups.IODevice{Major: io.Major, Minor: io.Minor})
+			i = len(a.IO) - 1
+		}
+		d := &a.IO[i]
+		d.ReadBytes, d.WriteBytes, d.Reads, d.Writes = d.ReadBytes+io.ReadBytes, d.WriteBytes+io.WriteBytes, d.Reads+io.Reads, d.Writes+io.Writes
+	}
+	for size, h := range b.Hugetlb {
+		if a.Hugetlb == nil {
+			a.Hugetlb = map[string]cgroups.HugetlbStats{}
+		}
+		a.Hugetlb[size] = cgroups.HugetlbStats{Usage: a.Hugetlb[size].Usage + h.Usage}
+	}
+	return a
 }
 
 // cgroupID is a cgroup in cgroupfs form, the way cAdvisor's id label shows

@@ -112,20 +112,40 @@ func (r *cpuRates) sample(path string, now int64, usage uint64) (uint64, bool) {
 }
 
 // podStats gathers a pod's usage: CPU, memory and processes of its cgroup
-// parent (when it has one), the traffic of the interfaces in its network
-// namespace, and the stats of its running containers (ctrs, every
-// container there is), as kubelet reads them all from the runtime with
-// PodAndContainerStatsFromCRI.
+// parent, the traffic of the interfaces in its network namespace, and the
+// stats of its running containers (ctrs, every container there is), as
+// kubelet reads them all from the runtime with
+// PodAndContainerStatsFromCRI. A pod without a cgroup parent has no cgroup
+// of its own: its usage is the sum of its running containers'. The pod is
+// read after its containers, so its counters are never below theirs.
 func (s *Service) podStats(p *sandbox.Pod, ctrs []*container.State) (*runtimeapi.PodSandboxStats, error) {
 	md := p.Spec.Metadata
 	linux := &runtimeapi.LinuxPodSandboxStats{}
+	var sum *cgroupUsage
+	for _, st := range ctrs {
+		if st.Spec.Annotations[annoSandboxID] != p.ID || st.Status != container.StatusRunning {
+			continue
+		}
+		// One that exits while it is read is left out.
+		cs, u, err := s.containerUsage(st)
+		if err != nil {
+			continue
+		}
+		linux.Containers = append(linux.Containers, cs)
+		if u != nil {
+			sum = sum.plus(u)
+		}
+	}
 	if p.Spec.CgroupParent != "" && s.cgroups != nil {
 		u, err := s.readCgroupUsage(p.Spec.CgroupParent)
 		if err != nil {
 			return nil, fmt.Errorf("pod %s: %w", p.ID, err)
 		}
-		linux.Cpu, linux.Memory, linux.Io = u.cpu, u.mem, u.io
-		linux.Process = &runtimeapi.ProcessUsage{Timestamp: u.cpu.Timestamp, ProcessCount: u64(u.tasks)}
+		sum = &u
+	}
+	if sum != nil {
+		linux.Cpu, linux.Memory, linux.Io = sum.cpu, sum.mem, sum.io
+		linux.Process = &runtimeapi.ProcessUsage{Timestamp: sum.cpu.Timestamp, ProcessCount: u64(sum.tasks)}
 	}
 	if p.NetNS != "" && p.State == sandbox.Ready {
 		var err error
@@ -133,20 +153,41 @@ func (s *Service) podStats(p *sandbox.Pod, ctrs []*container.State) (*runtimeapi
 			return nil, fmt.Errorf("pod %s: %w", p.ID, err)
 		}
 	}
-	for _, st := range ctrs {
-		if st.Spec.Annotations[annoSandboxID] != p.ID || st.Status != container.StatusRunning {
-			continue
-		}
-		// One that exits while it is read is left out.
-		if cs, err := s.containerStats(st); err == nil {
-			linux.Containers = append(linux.Containers, cs)
-		}
-	}
 	return &runtimeapi.PodSandboxStats{
 		Attributes: &runtimeapi.PodSandboxAttributes{Id: p.ID, Labels: p.Spec.Labels, Annotations: p.Spec.Annotations,
 			Metadata: &runtimeapi.PodSandboxMetadata{Name: md.Name, Namespace: md.Namespace, Uid: md.UID, Attempt: md.Attempt}},
 		Linux: linux,
 	}, nil
+}
+
+// plus is the usage of u's cgroups and v's together (u may be nil), as a
+// pod without a cgroup of its own reports its containers': the counters,
+// rates and sizes add up; available bytes and pressure, which do not, are
+// left out, and so is swap, which the CRI has no place for in a pod.
+func (u *cgroupUsage) plus(v *cgroupUsage) *cgroupUsage {
+	add := func(a, b *runtimeapi.UInt64Value) *runtimeapi.UInt64Value {
+		if a == nil || b == nil {
+			return nil
+		}
+		return u64(a.Value + b.Value)
+	}
+	if u == nil {
+		cpu := &runtimeapi.CpuUsage{Timestamp: v.cpu.Timestamp, UsageCoreNanoSeconds: v.cpu.UsageCoreNanoSeconds, UsageNanoCores: v.cpu.UsageNanoCores}
+		m := v.mem
+		mem := &runtimeapi.MemoryUsage{Timestamp: m.Timestamp, WorkingSetBytes: m.WorkingSetBytes, UsageBytes: m.UsageBytes,
+			RssBytes: m.RssBytes, PageFaults: m.PageFaults, MajorPageFaults: m.MajorPageFaults}
+		return &cgroupUsage{cpu: cpu, mem: mem, tasks: v.tasks}
+	}
+	u.cpu.Timestamp = max(u.cpu.Timestamp, v.cpu.Timestamp)
+	u.cpu.UsageCoreNanoSeconds = add(u.cpu.UsageCoreNanoSeconds, v.cpu.UsageCoreNanoSeconds)
+	// A rate only where every container has one (none on the first call).
+	u.cpu.UsageNanoCores = add(u.cpu.UsageNanoCores, v.cpu.UsageNanoCores)
+	m, n := u.mem, v.mem
+	m.Timestamp = max(m.Timestamp, n.Timestamp)
+	m.WorkingSetBytes, m.UsageBytes, m.RssBytes = add(m.WorkingSetBytes, n.WorkingSetBytes), add(m.UsageBytes, n.UsageBytes), add(m.RssBytes, n.RssBytes)
+	m.PageFaults, m.MajorPageFaults = add(m.PageFaults, n.PageFaults), add(m.MajorPageFaults, n.MajorPageFaults)
+	u.tasks += v.tasks
+	return u
 }
 
 // allContainers lists every container for podStats; none without a

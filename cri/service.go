@@ -109,7 +109,7 @@ func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 			resp, err = nil, status.Errorf(codes.Internal, "internal error in %s: %v", info.FullMethod, r)
 		}
 		err = toStatus(ctx, info.FullMethod, err)
-		s.logCall(info.FullMethod, start, err)
+		s.logCall(info.FullMethod, start, err, callObjects(req, resp))
 	}()
 	return handler(ctx, req)
 }
@@ -122,18 +122,82 @@ func (s *Service) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.St
 			err = status.Errorf(codes.Internal, "internal error in %s: %v", info.FullMethod, r)
 		}
 		err = toStatus(ss.Context(), info.FullMethod, err)
-		s.logCall(info.FullMethod, start, err)
+		s.logCall(info.FullMethod, start, err, nil)
 	}()
 	return handler(srv, ss)
 }
 
-func (s *Service) logCall(method string, start time.Time, err error) {
+// logCall counts a call and logs it: every call at -v 2; at the default
+// verbosity a failed one (an error for Internal and Unknown, which are
+// cri-mini's own faults) and a mutating one that succeeded, with the pod,
+// container or image it names (objects).
+func (s *Service) logCall(method string, start time.Time, err error, objects []any) {
 	code, took := status.Code(err), time.Since(start)
 	s.metrics.observe(method, code, took)
-	klog.V(2).InfoS("CRI call", "method", method, "duration", took, "code", code)
-	if code == codes.Internal || code == codes.Unknown {
-		klog.ErrorS(err, "CRI call failed", "method", method)
+	kv := append([]any{"method", method, "duration", took, "code", code}, objects...)
+	switch {
+	case code == codes.Internal || code == codes.Unknown:
+		klog.ErrorS(err, "CRI call failed", kv...)
+	case code != codes.OK:
+		klog.InfoS("CRI call failed", append(kv, "err", err)...)
+	case mutating(method):
+		klog.InfoS("CRI call", kv...)
+	default:
+		klog.V(2).InfoS("CRI call", kv...)
 	}
+}
+
+// mutating tells the CRI calls that change pods, containers, images or
+// the runtime's configuration.
+func mutating(method string) bool {
+	name := method[strings.LastIndexByte(method, '/')+1:]
+	for _, verb := range []string{"Run", "Create", "Start", "Stop", "Remove", "Update", "Pull", "Reopen"} {
+		if strings.HasPrefix(name, verb) {
+			return true
+		}
+	}
+	return false
+}
+
+// callObjects are the pod, container and image a call names, in its
+// request or (an ID it made) its response, as log key/value pairs; a pod or
+// container not made yet by its name.
+func callObjects(req, resp any) []any {
+	var kv []any
+	if pod := field(func(m interface{ GetPodSandboxId() string }) string { return m.GetPodSandboxId() }, req, resp); pod != "" {
+		kv = append(kv, "pod", pod)
+	} else if md := field(func(m interface {
+		GetConfig() *runtimeapi.PodSandboxConfig
+	}) string {
+		return m.GetConfig().GetMetadata().GetNamespace() + "/" + m.GetConfig().GetMetadata().GetName()
+	}, req); md != "" && md != "/" {
+		kv = append(kv, "podName", md)
+	}
+	if ctr := field(func(m interface{ GetContainerId() string }) string { return m.GetContainerId() }, req, resp); ctr != "" {
+		kv = append(kv, "container", ctr)
+	} else if name := field(func(m interface {
+		GetConfig() *runtimeapi.ContainerConfig
+	}) string {
+		return m.GetConfig().GetMetadata().GetName()
+	}, req); name != "" {
+		kv = append(kv, "containerName", name)
+	}
+	if img := field(func(m interface{ GetImage() *runtimeapi.ImageSpec }) string { return m.GetImage().GetImage() }, req); img != "" {
+		kv = append(kv, "image", img)
+	}
+	return kv
+}
+
+// field is get of the first message that has it, non-empty.
+func field[T any](get func(T) string, msgs ...any) string {
+	for _, m := range msgs {
+		if g, ok := m.(T); ok {
+			if v := get(g); v != "" {
+				return v
+			}
+		}
+	}
+	return ""
 }
 
 // kindCodes maps each errdefs kind to its gRPC code; the first match wins,

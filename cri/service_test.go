@@ -1,9 +1,11 @@
 package cri
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -11,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 )
@@ -66,6 +69,63 @@ func TestInterceptorNamesUnimplementedAndSurvivesPanics(t *testing.T) {
 	})
 	if resp != nil || status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "internal error") {
 		t.Errorf("panic: %v, %v", resp, err)
+	}
+}
+
+// TestInterceptorLogsIDs: at the default verbosity every failed call logs
+// the pod or container it names (the one made, for a call that makes one;
+// the name, when it failed before), and a mutating call logs its IDs when
+// it succeeds; a read that succeeds logs nothing.
+func TestInterceptorLogsIDs(t *testing.T) {
+	var buf bytes.Buffer
+	klog.LogToStderr(false)
+	klog.SetOutput(&buf)
+	t.Cleanup(func() {
+		klog.SetOutput(os.Stderr)
+		klog.LogToStderr(true)
+	})
+	svc := NewService(Options{})
+	call := func(method string, req, resp any, err error) string {
+		buf.Reset()
+		info := &grpc.UnaryServerInfo{FullMethod: "/runtime.v1.RuntimeService/" + method}
+		_, _ = svc.unaryInterceptor(context.Background(), req, info, func(context.Context, any) (any, error) { return resp, err })
+		klog.Flush()
+		return buf.String()
+	}
+	notFound := fmt.Errorf("gone: %w", errdefs.ErrNotFound)
+	for _, tc := range []struct {
+		method    string
+		req, resp any
+		err       error
+		want      []string // nil: nothing logged
+	}{
+		{"StopPodSandbox", &runtimeapi.StopPodSandboxRequest{PodSandboxId: "pod123"}, (*runtimeapi.StopPodSandboxResponse)(nil), notFound,
+			[]string{"CRI call failed", `method="/runtime.v1.RuntimeService/StopPodSandbox"`, `code="NotFound"`, `pod="pod123"`, "gone"}},
+		{"ContainerStatus", &runtimeapi.ContainerStatusRequest{ContainerId: "ctr456"}, (*runtimeapi.ContainerStatusResponse)(nil), notFound,
+			[]string{"CRI call failed", `container="ctr456"`}},
+		{"ExecSync", &runtimeapi.ExecSyncRequest{ContainerId: "ctr456"}, (*runtimeapi.ExecSyncResponse)(nil), errors.New("odd"),
+			[]string{"CRI call failed", `container="ctr456"`, `code="Unknown"`}},
+		{"RunPodSandbox", &runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "web", Namespace: "ns"}}},
+			(*runtimeapi.RunPodSandboxResponse)(nil), fmt.Errorf("bad: %w", errdefs.ErrInvalidArgument),
+			[]string{"CRI call failed", `podName="ns/web"`, `code="InvalidArgument"`}},
+		{"RunPodSandbox", &runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "web", Namespace: "ns"}}},
+			&runtimeapi.RunPodSandboxResponse{PodSandboxId: "pod789"}, nil, []string{`"CRI call"`, `pod="pod789"`, `code="OK"`}},
+		{"CreateContainer", &runtimeapi.CreateContainerRequest{PodSandboxId: "pod789", Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "app"}}},
+			&runtimeapi.CreateContainerResponse{ContainerId: "ctr999"}, nil, []string{`pod="pod789"`, `container="ctr999"`}},
+		{"CreateContainer", &runtimeapi.CreateContainerRequest{PodSandboxId: "pod789", Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "app"}}},
+			(*runtimeapi.CreateContainerResponse)(nil), fmt.Errorf("no: %w", errdefs.ErrAlreadyExists), []string{`pod="pod789"`, `containerName="app"`, `code="AlreadyExists"`}},
+		{"RemoveContainer", &runtimeapi.RemoveContainerRequest{ContainerId: "ctr999"}, &runtimeapi.RemoveContainerResponse{}, nil, []string{`container="ctr999"`}},
+		{"ContainerStatus", &runtimeapi.ContainerStatusRequest{ContainerId: "ctr456"}, &runtimeapi.ContainerStatusResponse{}, nil, nil},
+	} {
+		got := call(tc.method, tc.req, tc.resp, tc.err)
+		if tc.want == nil && got != "" {
+			t.Errorf("%s that succeeded logged %q", tc.method, got)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s (%v): log %q lacks %s", tc.method, tc.err, got, w)
+			}
+		}
 	}
 }
 

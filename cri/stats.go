@@ -10,25 +10,32 @@ import (
 )
 
 func (s *Service) containerStats(st *container.State) (*runtimeapi.ContainerStats, error) {
+	out, _, err := s.containerUsage(st)
+	return out, err
+}
+
+// containerUsage is containerStats with the usage of the container's
+// cgroup it was made of; nil usage when there is none to read.
+func (s *Service) containerUsage(st *container.State) (*runtimeapi.ContainerStats, *cgroupUsage, error) {
 	out := &runtimeapi.ContainerStats{Attributes: &runtimeapi.ContainerAttributes{
 		Id: st.ID, Metadata: containerMetadata(st),
 		Labels: decodeMap(st.Spec.Annotations[annoLabels]), Annotations: decodeMap(st.Spec.Annotations[annoAnnotation]),
 	}}
 	if st.CgroupPath == "" || s.cgroups == nil || st.Status != container.StatusRunning {
-		return out, nil
+		return out, nil, nil
 	}
 	u, err := s.readCgroupUsage(st.CgroupPath)
 	if err != nil {
-		return out, err
+		return out, nil, err
 	}
 	out.Cpu, out.Memory, out.Swap, out.Io = u.cpu, u.mem, u.swap, u.io
 	if s.images != nil {
-		if u, err := s.images.ContainerUsage(st.ID); err == nil {
+		if l, err := s.images.ContainerUsage(st.ID); err == nil {
 			out.WritableLayer = &runtimeapi.FilesystemUsage{Timestamp: out.Cpu.Timestamp,
-				FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: u.Mountpoint}, UsedBytes: u64(u.Bytes), InodesUsed: u64(u.Inodes)}
+				FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: l.Mountpoint}, UsedBytes: u64(l.Bytes), InodesUsed: u64(l.Inodes)}
 		}
 	}
-	return out, nil
+	return out, &u, nil
 }
 
 func (s *Service) ContainerStats(ctx context.Context, req *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {

@@ -14,6 +14,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // rootfsWith is an image root with the given /etc files.
@@ -104,6 +105,7 @@ func TestIDsOutOfRangeAreRefused(t *testing.T) {
 // a device, a directory or huge makes the create fail at once, saying
 // which file and why; a missing one is no error (scratch images).
 func TestHostileIDFiles(t *testing.T) {
+	roottest.Require(t)
 	cases := map[string]func(p string) error{
 		"a FIFO":             func(p string) error { return unix.Mkfifo(p, 0o644) },
 		"a directory":        func(p string) error { return os.Mkdir(p, 0o755) },

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -49,6 +50,7 @@ var suite struct {
 }
 
 func TestMain(m *testing.M) {
+	flag.Parse()
 	if reason := missing(); reason != "" {
 		fmt.Printf("e2e: SKIP: %s\n", reason)
 		os.Exit(0)
@@ -65,6 +67,9 @@ func TestMain(m *testing.M) {
 
 // missing says why the suite cannot run here, or "" when it can.
 func missing() string {
+	if testing.Short() {
+		return "-short: the suite needs root and a daemon"
+	}
 	if os.Geteuid() != 0 {
 		return "needs root (namespaces, mounts, veths, iptables)"
 	}

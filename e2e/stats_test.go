@@ -63,3 +63,83 @@ func TestContainerStatsSwapIOAndPressure(t *testing.T) {
 		t.Errorf("pod stats: %v %v", pod, err)
 	}
 }
+
+// TestPodWithoutCgroupParentStats: a pod without a cgroup parent has no
+// cgroup of its own; PodSandboxStats, ListPodSandboxStats and the pod-level
+// ListPodSandboxMetrics report the sum of its containers' (here one busy
+// loop), not 0.
+func TestPodWithoutCgroupParentStats(t *testing.T) {
+	pullTestImage(t)
+	cfg := podConfig("no-parent")
+	podID := runPod(t, cfg)
+	ctrID := runContainer(t, podID, cfg, containerConfig("busy", "sh", "-c", "while :; do :; done"))
+
+	// Container metrics are whole seconds: spin until the pod's passed one.
+	var pod, ctrMetrics []*runtimeapi.Metric
+	value := func(ms []*runtimeapi.Metric, name string) uint64 {
+		for _, m := range ms {
+			if m.Name == name {
+				return m.Value.GetValue()
+			}
+		}
+		return 0
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := suite.rt.ListPodSandboxMetrics(ctx(t), &runtimeapi.ListPodSandboxMetricsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pm := range resp.PodMetrics {
+			if pm.PodSandboxId == podID {
+				pod = pm.Metrics
+				for _, cm := range pm.ContainerMetrics {
+					if cm.ContainerId == ctrID {
+						ctrMetrics = cm.Metrics
+					}
+				}
+			}
+		}
+		if value(pod, "container_cpu_usage_seconds_total") > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, name := range []string{"container_cpu_usage_seconds_total", "container_memory_working_set_bytes"} {
+		if pv, cv := value(pod, name), value(ctrMetrics, name); pv == 0 || pv < cv {
+			t.Errorf("pod metric %s = %d, its container's %d", name, pv, cv)
+		}
+	}
+
+	// Two calls: the second has a CPU rate over the interval.
+	var stats *runtimeapi.PodSandboxStats
+	for range 2 {
+		resp, err := suite.rt.PodSandboxStats(ctx(t), &runtimeapi.PodSandboxStatsRequest{PodSandboxId: podID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stats = resp.Stats
+		time.Sleep(500 * time.Millisecond)
+	}
+	l := stats.GetLinux()
+	if len(l.GetContainers()) != 1 {
+		t.Fatalf("pod stats: %d containers, want 1", len(l.GetContainers()))
+	}
+	c := l.GetContainers()[0]
+	if cpu := l.GetCpu().GetUsageCoreNanoSeconds().GetValue(); cpu < uint64(time.Second) || cpu != c.GetCpu().GetUsageCoreNanoSeconds().GetValue() {
+		t.Errorf("pod CPU %d ns, its only container's %d", cpu, c.GetCpu().GetUsageCoreNanoSeconds().GetValue())
+	}
+	if rate := l.GetCpu().GetUsageNanoCores().GetValue(); rate < 1e8 {
+		t.Errorf("pod CPU rate %d nano-cores for a busy loop", rate)
+	}
+	if ws := l.GetMemory().GetWorkingSetBytes().GetValue(); ws == 0 || ws != c.GetMemory().GetWorkingSetBytes().GetValue() {
+		t.Errorf("pod working set %d, its only container's %d", ws, c.GetMemory().GetWorkingSetBytes().GetValue())
+	}
+	if n := l.GetProcess().GetProcessCount().GetValue(); n == 0 {
+		t.Errorf("pod process count %d", n)
+	}
+	list, err := suite.rt.ListPodSandboxStats(ctx(t), &runtimeapi.ListPodSandboxStatsRequest{Filter: &runtimeapi.PodSandboxStatsFilter{Id: podID}})
+	if err != nil || len(list.Stats) != 1 || list.Stats[0].GetLinux().GetCpu().GetUsageCoreNanoSeconds().GetValue() < uint64(time.Second) {
+		t.Errorf("ListPodSandboxStats: %v %v", list, err)
+	}
+}

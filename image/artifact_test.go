@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // blob is one blob of a test artifact: content, media type, title ("" for none).
@@ -71,6 +72,7 @@ func gzipTar(t *testing.T, entries ...entry) []byte {
 // read-only as a directory tree; it is refused as a container's image;
 // two artifacts with the same (empty) config stay apart.
 func TestArtifactAsImageVolume(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	const emptyConfig = types.MediaType("application/vnd.oci.empty.v1+json")
 	noTitle := []byte("blob without a title")

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // flattenLayers unpacks each tar into its own layer directory and gives
@@ -121,6 +123,7 @@ func treeOf(t *testing.T, root string) (map[string]string, [][]string) {
 }
 
 func TestFlattenMatchesOverlay(t *testing.T) {
+	roottest.Require(t)
 	// A symlink of the base layer points at this directory outside the
 	// layers; nothing may be written through it.
 	sentinel := t.TempDir()
@@ -218,6 +221,7 @@ func TestFlattenMatchesOverlay(t *testing.T) {
 
 // A missing layer or destination is an error, not a partial copy elsewhere.
 func TestFlattenMissingDirs(t *testing.T) {
+	roottest.Require(t)
 	layers := flattenLayers(t, []entry{file("a", "a")})
 	if err := Flatten(append(layers, filepath.Join(t.TempDir(), "nope")), t.TempDir()); err == nil {
 		t.Error("flatten of a missing layer succeeded")

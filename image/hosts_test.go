@@ -13,6 +13,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/registrytest"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // newTLSRegistry serves a test registry over HTTPS with a certificate of
@@ -70,6 +71,7 @@ func tryPull(s *Store, ref string) (*Image, error) {
 // path relative to the host's directory); the file written while the store
 // is open takes effect at the next pull.
 func TestHostsTLSWithTestCA(t *testing.T) {
+	roottest.Require(t)
 	pki := registrytest.NewPKI(t)
 	reg := newTLSRegistry(t, pki, false)
 	reg.push(t, "app:1", imageOf(t, layer(t, file("tls", "ok"))))
@@ -95,6 +97,7 @@ func TestHostsTLSWithTestCA(t *testing.T) {
 // (mTLS) serves the pull only with one of hosts.toml's client pairs, in
 // each of containerd's three spellings.
 func TestHostsClientCertificate(t *testing.T) {
+	roottest.Require(t)
 	pki := registrytest.NewPKI(t)
 	reg := newTLSRegistry(t, pki, true)
 	reg.push(t, "private:1", imageOf(t, layer(t, file("mtls", "ok"))))
@@ -132,6 +135,7 @@ func must[T any](v T, err error) T {
 // the second serves the image with the registry named in "ns"; the image
 // keeps the registry's name and the registry itself is never asked.
 func TestDeadFirstMirrorFallsThrough(t *testing.T) {
+	roottest.Require(t)
 	upstream, mirror := newTestRegistry(t), newTestRegistry(t)
 	img := imageOf(t, layer(t, file("m", "from the mirror")))
 	upstream.push(t, "team/app:1", img)
@@ -198,6 +202,7 @@ func TestMirrorsOnlyNeverContactsUpstream(t *testing.T) {
 // HEAD) and the content comes from the mirror by digest, so the mirror's
 // own (different) image under the tag is not what is pulled.
 func TestPullOnlyMirrorDoesNotResolveTags(t *testing.T) {
+	roottest.Require(t)
 	upstream, mirror := newTestRegistry(t), newTestRegistry(t)
 	real := imageOf(t, layer(t, file("who", "upstream")))
 	upstream.push(t, "app:1", real)
@@ -233,6 +238,7 @@ func TestPullOnlyMirrorDoesNotResolveTags(t *testing.T) {
 // path its URL gives: with override_path the path is the API root, without
 // it "/v2" is appended.
 func TestOverridePath(t *testing.T) {
+	roottest.Require(t)
 	for _, c := range []struct{ url, root, extra string }{
 		{"/artifactory/api/docker/remote", "/artifactory/api/docker/remote", "override_path = true"},
 		{"/prefix", "/prefix/v2", ""},
@@ -268,6 +274,7 @@ func TestOverridePath(t *testing.T) {
 // TestHostHeaders: the [header] table of a mirror goes with every request
 // to that mirror, a list as several values.
 func TestHostHeaders(t *testing.T) {
+	roottest.Require(t)
 	upstream, mirror := newTestRegistry(t), newTestRegistry(t)
 	mirror.push(t, "app:1", imageOf(t, layer(t, file("h", "headers"))))
 	pushes := len(mirror.log())
@@ -298,6 +305,7 @@ func TestHostHeaders(t *testing.T) {
 // directory; a registry's own directory wins over it; a directory without
 // hosts.toml is read in Docker's certs.d layout (ca.crt).
 func TestHostDirectories(t *testing.T) {
+	roottest.Require(t)
 	pki := registrytest.NewPKI(t)
 	tlsReg := newTLSRegistry(t, pki, false)
 	tlsReg.push(t, "app:1", imageOf(t, layer(t, file("d", "certs.d"))))
@@ -353,6 +361,7 @@ func TestBrokenHostsFile(t *testing.T) {
 // a certificate nobody vouches for serve (verification skipped), and
 // --registry-mirror is a one-mirror hosts.toml.
 func TestInsecureRegistryShorthand(t *testing.T) {
+	roottest.Require(t)
 	pki := registrytest.NewPKI(t)
 	reg := newTLSRegistry(t, pki, false)
 	reg.push(t, "app:1", imageOf(t, layer(t, file("i", "insecure"))))

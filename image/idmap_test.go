@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 	"github.com/cri-mini/cri-mini/internal/treetest"
 )
 
@@ -54,6 +55,7 @@ func asUser(t *testing.T, id int, script string) {
 // idmapped alike, and the shared layers are byte for byte and owner for
 // owner what they were.
 func TestIdmappedRootfs(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	user := entry{name: "home/app/data", body: "app's", typ: tar.TypeReg, mode: 0o600, uid: 1000, gid: 1000}
 	reg.push(t, "idmap:1", withVolumes(t, imageOf(t, layer(t, dir("etc"), file("etc/passwd", "root:x:0:0::/:/bin/sh\n"),

@@ -17,9 +17,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 func TestImportDockerSave(t *testing.T) {
+	roottest.Require(t)
 	one := imageOf(t, layer(t, file("one", "1")))
 	two := imageOf(t, layer(t, file("two", "2")), layer(t, file("more", "3")))
 	archive := filepath.Join(t.TempDir(), "images.tar")
@@ -56,6 +58,7 @@ func TestImportDockerSave(t *testing.T) {
 }
 
 func TestImportOCIArchive(t *testing.T) {
+	roottest.Require(t)
 	img := imageOf(t, layer(t, file("oci", "yes")))
 	dir := t.TempDir()
 	p, err := layout.Write(dir, empty.Index)

@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // withEnv is img with an environment of about n bytes in its config.
@@ -48,6 +49,7 @@ func assertOverCap(t *testing.T, what string, err error) {
 // whose config or manifest is over 4 MiB fails with InvalidArgument naming
 // the cap, and stores nothing; one just under the cap is accepted.
 func TestOversizedConfigAndManifestRefused(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	base := imageOf(t, layer(t, file("a", "1")))
 	reg.push(t, "bigconfig:1", withEnv(t, base, 5<<20))

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // TestPinnedImages: images pinned by name (a short name too) or by ID are
@@ -12,6 +13,7 @@ import (
 // their names or their ID; a pinned image's other tag can go, its pinned
 // tag cannot; unpinned images are removed as before.
 func TestPinnedImages(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	reg.push(t, "pause:3.10", imageOf(t, layer(t, file("p", "pause"))))
 	reg.push(t, "app:1", imageOf(t, layer(t, file("a", "app"))))

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/registrytest"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // writePolicy writes a policy file (atomically: renamed into place).
@@ -39,6 +40,7 @@ func writePolicy(t *testing.T, file, content string) {
 // signed (matchRepoDigestOrExact) are refused with FailedPrecondition before
 // any layer is fetched; "reject" refuses, "insecureAcceptAnything" admits.
 func TestSignaturePolicyAtPull(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	key, other := registrytest.NewKey(t), registrytest.NewKey(t)
 	images := map[string]v1.Image{}
@@ -129,6 +131,7 @@ func mustLayerDigest(t *testing.T, img v1.Image) string {
 // signatures found at pull are what is checked; an imported image (no
 // pull) passes only a policy that accepts its name without signatures.
 func TestSignaturePolicyAtCreate(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	key := registrytest.NewKey(t)
 	img := imageOf(t, layer(t, file("a", "signed")))

@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // captureLog sends klog's output to a file until the test ends; the
@@ -54,6 +55,7 @@ func randomLayer(t *testing.T, size int) []byte {
 // (bytes of its layers, received and expected) while it runs, and the
 // bytes it received go to cri_mini_image_pull_bytes_total.
 func TestPullProgressLogged(t *testing.T) {
+	roottest.Require(t)
 	defer func(d time.Duration) { progressEvery = d }(progressEvery)
 	progressEvery = 100 * time.Millisecond
 	reg := newTestRegistry(t)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/proc"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // richImage has three layers exercising what unpacking must get right:
@@ -58,6 +59,7 @@ func richImage(t *testing.T) v1.Image {
 // TestRootfsMatchesFlatten pulls an image and compares the container's
 // overlay root file by file with go-containerregistry's flatten (crane export).
 func TestRootfsMatchesFlatten(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	img := richImage(t)
 	reg.push(t, "rich:1", img)
@@ -141,6 +143,7 @@ func TestRootfsMatchesFlatten(t *testing.T) {
 }
 
 func TestPullNamesAndLookup(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	img := imageOf(t, layer(t, file("a", "1")))
 	reg.push(t, "app:v1", img)
@@ -205,6 +208,7 @@ func TestParseReferenceNormalises(t *testing.T) {
 var zeros64 = strings.Repeat("0", 64)
 
 func TestPullSelectsPlatformFromIndex(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	amd := imageOf(t, layer(t, file("arch", "amd64")))
 	arm := imageOf(t, layer(t, file("arch", "arm64")))
@@ -247,6 +251,7 @@ func TestPullSelectsPlatformFromIndex(t *testing.T) {
 }
 
 func TestPullWithBasicAuth(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	reg.user, reg.pass = "alice", "s3cret"
 	reg.push(t, "private:1", imageOf(t, layer(t, file("a", "1"))))
@@ -291,6 +296,7 @@ func TestCorruptBlobFailsAndLeavesNothing(t *testing.T) {
 }
 
 func TestConcurrentPullsFetchEachLayerOnce(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	shared := layer(t, file("shared", strings.Repeat("s", 1<<20)))
 	reg.push(t, "one:1", imageOf(t, shared, layer(t, file("one", "1"))))
@@ -321,6 +327,7 @@ func TestConcurrentPullsFetchEachLayerOnce(t *testing.T) {
 }
 
 func TestMirrorKeepsOriginalName(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	img := imageOf(t, layer(t, file("m", "mirrored")))
 	reg.push(t, "library/busybox:1.36", img)
@@ -400,6 +407,7 @@ func startPull(t *testing.T, test string, reg *testRegistry, root, ref string) *
 // second layer hangs) and checks the store on reopening: no image, the
 // half-unpacked layer is collected, and the next pull completes.
 func TestKilledPullLeavesNoImage(t *testing.T) {
+	roottest.Require(t)
 	if pullInChild(t) {
 		return
 	}
@@ -445,6 +453,7 @@ func TestKilledPullLeavesNoImage(t *testing.T) {
 // belongs to another process by then. The debris is gone after that first
 // start, and the complete image pulled before is untouched.
 func TestKilledPullDebrisCollectedAtFirstStart(t *testing.T) {
+	roottest.Require(t)
 	if pullInChild(t) {
 		return
 	}
@@ -558,6 +567,7 @@ func waitDead(t *testing.T, pid int) {
 }
 
 func TestRemoveTagsAndLayers(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	shared := layer(t, file("shared", "s"))
 	imgA := imageOf(t, shared, layer(t, file("a", "a")))
@@ -611,6 +621,7 @@ func TestRemoveTagsAndLayers(t *testing.T) {
 }
 
 func TestFsInfoCountsImagesAndContainers(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	reg.push(t, "fs:1", imageOf(t, layer(t, file("a", strings.Repeat("a", 10000)), file("b", "b"))))
 	s := openStore(t, reg, Options{})
@@ -634,6 +645,7 @@ func TestFsInfoCountsImagesAndContainers(t *testing.T) {
 // TestTwoStoresShareOneDirectory is the daemon and `cri-mini image import`
 // working on one store: each sees what the other recorded.
 func TestTwoStoresShareOneDirectory(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	reg.push(t, "shared:1", imageOf(t, layer(t, file("a", "1"))))
 	dir := t.TempDir()
@@ -658,6 +670,7 @@ func TestTwoStoresShareOneDirectory(t *testing.T) {
 }
 
 func TestMountImageIsReadOnly(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	reg.push(t, "one:1", imageOf(t, layer(t, dir("etc"), file("etc/passwd", "root:x:0:0::/:/bin/sh\n"))))
 	reg.push(t, "two:1", imageOf(t, layer(t, file("a", "1")), layer(t, file("b", "2"))))
@@ -686,6 +699,7 @@ func TestMountImageIsReadOnly(t *testing.T) {
 // TestMountCopyWithoutOverlay is the root filesystem of hosts without
 // overlayfs: the flattened layers, bind-mounted, read-only when asked.
 func TestMountCopyWithoutOverlay(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	reg.push(t, "rich:1", richImage(t))
 	s := openStore(t, reg, Options{})
@@ -750,6 +764,7 @@ func BenchmarkPrepareRootfs(b *testing.B) {
 // TestPrepareRootfsTwice: a second rootfs for the same container is
 // AlreadyExists and leaves the first one (mount and writable layer) alone.
 func TestPrepareRootfsTwice(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	reg.push(t, "twice:1", imageOf(t, layer(t, file("a", "1"))))
 	s := openStore(t, reg, Options{})

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 func TestShortNameCandidates(t *testing.T) {
@@ -57,6 +58,7 @@ func TestShortNameCandidates(t *testing.T) {
 // refused with InvalidArgument when nothing is configured, and an alias
 // overrides the search.
 func TestShortNamesThroughPull(t *testing.T) {
+	roottest.Require(t)
 	empty, has, aliased := newTestRegistry(t), newTestRegistry(t), newTestRegistry(t)
 	img := imageOf(t, layer(t, file("s", "short")))
 	has.push(t, "team/app:1", img)

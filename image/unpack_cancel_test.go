@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // Cases HU found: cancellation and directory times after a replacement.
@@ -26,6 +28,7 @@ func TestUnpackCancelled(t *testing.T) {
 // turns into a symlink gives its times to nothing, not to the symlink's
 // target.
 func TestUnpackDirTimesAfterReplacement(t *testing.T) {
+	roottest.Require(t)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, h := range []*tar.Header{

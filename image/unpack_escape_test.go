@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // outsideDir is a directory next to the layer, with a file, whose state
@@ -60,6 +61,7 @@ func (o *outsideDir) assertUntouched(t *testing.T) {
 // the layer made earlier (pointing outside) replaces the symlink; no type
 // of entry writes, chmods, chowns, links or marks through it.
 func TestUnpackEntriesOverEscapingSymlinks(t *testing.T) {
+	roottest.Require(t)
 	o := newOutsideDir(t)
 	// Over esc the symlink is replaced; below escdir RESOLVE_IN_ROOT finds
 	// no such directory inside the layer, and the entry is refused.
@@ -106,6 +108,7 @@ func TestUnpackEntriesOverEscapingSymlinks(t *testing.T) {
 // TestUnpackHardLinkThroughInsideSymlink: a hard link names its target
 // exactly; even a symlink that stays inside the layer is not followed.
 func TestUnpackHardLinkThroughInsideSymlink(t *testing.T) {
+	roottest.Require(t)
 	_, _, err := unpackDir(t, tarOf(t,
 		file("real/f", "data"),
 		entry{name: "alias", link: "real", typ: tar.TypeSymlink},

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // tarOf writes headers (with bodies for regular files) into a tar stream.
@@ -67,6 +68,7 @@ func lstat(t *testing.T, p string) unix.Stat_t {
 }
 
 func TestUnpackMetadata(t *testing.T) {
+	roottest.Require(t)
 	dir, stats, err := unpackDir(t, tarOf(t,
 		entry{name: "./", typ: tar.TypeDir, mode: 0o755},
 		entry{name: "bin/", typ: tar.TypeDir, mode: 0o711, uid: 5, gid: 6},
@@ -134,6 +136,7 @@ func TestUnpackMetadata(t *testing.T) {
 // made resolve inside the layer (RESOLVE_IN_ROOT), never outside; a symlink
 // that leads nowhere inside the layer makes the entry fail.
 func TestUnpackSymlinksStayInside(t *testing.T) {
+	roottest.Require(t)
 	outside := t.TempDir()
 	sentinel := filepath.Join(outside, "sentinel")
 	os.WriteFile(sentinel, []byte("untouched"), 0o644)
@@ -172,6 +175,7 @@ func TestUnpackSymlinksStayInside(t *testing.T) {
 }
 
 func TestUnpackRefusesEscapes(t *testing.T) {
+	roottest.Require(t)
 	outside := t.TempDir()
 	os.WriteFile(filepath.Join(outside, "secret"), []byte("x"), 0o600)
 	for name, entries := range map[string][]entry{
@@ -195,6 +199,7 @@ func TestUnpackRefusesEscapes(t *testing.T) {
 }
 
 func TestUnpackLimits(t *testing.T) {
+	roottest.Require(t)
 	big := strings.Repeat("x", 1000)
 	_, _, err := unpackDir(t, tarOf(t, file("a", big), file("b", big)), UnpackOptions{MaxBytes: 1500})
 	if !errors.Is(err, errdefs.ErrResourceExhausted) {
@@ -254,6 +259,7 @@ func (slowZeros) Read(p []byte) (int, error) {
 }
 
 func TestUnpackReplacesEntries(t *testing.T) {
+	roottest.Require(t)
 	dir, _, err := unpackDir(t, tarOf(t,
 		file("x", "first"), file("x", "second"),
 		dir("d"), file("d/inner", "1"), file("d", "file over dir"),

@@ -9,9 +9,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 func TestContainerUsageCountsWritableLayer(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	reg.push(t, "small:1", imageOf(t, layer(t, dir("etc"), file("etc/base", "image content"))))
 	s := openStore(t, reg, Options{})

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // withVolumes is img with VOLUMEs in its config.
@@ -39,6 +40,7 @@ func withVolumes(t *testing.T, img v1.Image, volumes ...string) v1.Image {
 // inside the root; a file where a VOLUME should be fails the create with
 // InvalidArgument and leaves nothing; IgnoreImageVolumes makes none.
 func TestImageVolumesMadeInWritableLayer(t *testing.T) {
+	roottest.Require(t)
 	reg := newTestRegistry(t)
 	host := t.TempDir() // what an absolute symlink in the image names on the host
 	img := withVolumes(t, imageOf(t, layer(t,

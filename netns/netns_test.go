@@ -18,15 +18,14 @@ import (
 	"github.com/cri-mini/cri-mini/internal/mountinfo"
 	"github.com/cri-mini/cri-mini/internal/nettest"
 	"github.com/cri-mini/cri-mini/internal/nspin"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 const debianPlugins = "/usr/lib/cni"
 
 func requireNetworking(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for namespaces, veths and iptables")
-	}
+	roottest.Require(t)
 	if _, err := os.Stat(filepath.Join(debianPlugins, "bridge")); err != nil {
 		t.Skipf("CNI plugins not installed (apt-get install containernetworking-plugins): %v", err)
 	}
@@ -468,9 +467,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestDeleteMissingBridge(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	roottest.Require(t)
 	if err := DeleteBridge("crimt-none"); err != nil {
 		t.Errorf("DeleteBridge of a missing bridge: %v", err)
 	}

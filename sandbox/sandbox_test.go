@@ -16,6 +16,7 @@ import (
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/nspin"
 	"github.com/cri-mini/cri-mini/internal/randid"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 	"github.com/cri-mini/cri-mini/netns"
 )
 
@@ -30,9 +31,7 @@ type env struct {
 // subnet and IPAM dir), removed afterwards.
 func newEnv(t testing.TB, n int) env {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for namespaces, mounts and veths")
-	}
+	roottest.Require(t)
 	if _, err := os.Stat(filepath.Join(cniPlugins, "bridge")); err != nil {
 		t.Skipf("CNI plugins missing (apt-get install containernetworking-plugins): %v", err)
 	}

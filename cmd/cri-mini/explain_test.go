@@ -73,3 +73,38 @@ func TestExplainFromStateDir(t *testing.T) {
 		t.Errorf("explain without an ID: exit %d, want 2", code)
 	}
 }
+
+// TestExplainFindsRunrootInConfig: explain reads the daemon's runroot from
+// the --config file the daemon uses, wherever --config is given: before
+// the command, after it, or after the container ID.
+func TestExplainFindsRunrootInConfig(t *testing.T) {
+	runroot := t.TempDir()
+	dir := filepath.Join(runroot, "containers", "cfg123")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	spec := &specs.Spec{Root: &specs.Root{Path: "/rootfs"}, Process: &specs.Process{Args: []string{"sleep", "1"}, Cwd: "/"}, Linux: &specs.Linux{}}
+	data, err := json.Marshal(map[string]any{"id": "cfg123", "spec": spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(cfgFile, []byte("runroot = \""+runroot+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"--config", cfgFile, "explain", "cfg"},
+		{"explain", "--config", cfgFile, "cfg"},
+		{"explain", "cfg", "--config", cfgFile},
+		{"explain", "cfg", "--config=" + cfgFile, "--json"},
+		{"--config", cfgFile, "explain", "--json", "cfg"},
+	} {
+		var out, errOut bytes.Buffer
+		if code := run(args, &out, &errOut); code != 0 || !strings.Contains(out.String(), "sleep") {
+			t.Errorf("%q: exit %d, %s%s", args, code, errOut.String(), out.String())
+		}
+	}
+}

@@ -9,11 +9,14 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // TestImageCommands imports a docker save tarball into a store with the
 // CLI, lists it, removes it, and checks what bad input gets.
 func TestImageCommands(t *testing.T) {
+	roottest.Require(t)
 	img, err := random.Image(1024, 2)
 	if err != nil {
 		t.Fatal(err)

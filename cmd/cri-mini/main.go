@@ -39,7 +39,8 @@ const usage = `usage: cri-mini [serve] [flags]   serve the CRI on --listen (defa
                                   print a shell script of stock tools that builds the container
                                   as cri-mini did (--json: the same plan as data)
        cri-mini version           print the version
-The configuration flags (cri-mini config --help) may come before the command or after it.
+The configuration flags (cri-mini config --help) may come before the command, after it or after its
+arguments; give explain the daemon's --config (e.g. /etc/cri-mini/cri-mini.toml) to read its runroot.
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -116,24 +117,36 @@ func splitCommand(args []string) (global []string, cmd string, rest []string) {
 }
 
 // loadConfig parses the configuration flags of a command (defaults, then
-// the --config file, then flags) and returns the positional arguments. A
-// code of 0 or more means the command ends with it (-h, or bad flags).
+// the --config file, then flags) and returns the positional arguments. The
+// flags may also follow positional arguments (cri-mini explain ID --config
+// F), up to a "--". A code of 0 or more means the command ends with it (-h,
+// or bad flags).
 func loadConfig(name string, args []string, stderr io.Writer) (config.Config, []string, int) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	flags := config.RegisterFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return config.Config{}, nil, 0
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return config.Config{}, nil, 0
+			}
+			return config.Config{}, nil, 2
 		}
-		return config.Config{}, nil, 2
+		n := len(args) - fs.NArg()
+		if fs.NArg() == 0 || (n > 0 && args[n-1] == "--") {
+			positional = append(positional, fs.Args()...)
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
 	cfg, err := flags.Load()
 	if err != nil {
 		fmt.Fprintf(stderr, "cri-mini: %v\n", err)
 		return config.Config{}, nil, 2
 	}
-	return cfg, fs.Args(), -1
+	return cfg, positional, -1
 }
 
 // setVerbosity hands -v to klog without exposing klog's other flags.

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // The child role: the test binary re-executed with childEnv set applies the
@@ -211,6 +212,7 @@ func TestApplyRejectsUnknownBeforeChanging(t *testing.T) {
 }
 
 func TestApplyRootDefaultSet(t *testing.T) {
+	roottest.Require(t)
 	def := DefaultSet()
 	m := mustMask(t, def...)
 	c := &specs.LinuxCapabilities{Bounding: def, Effective: def, Permitted: def}
@@ -224,6 +226,7 @@ func TestApplyRootDefaultSet(t *testing.T) {
 }
 
 func TestApplyNonRootKeepsAmbient(t *testing.T) {
+	roottest.Require(t)
 	def := DefaultSet()
 	keep := []string{"CAP_NET_BIND_SERVICE", "CAP_KILL"}
 	c := &specs.LinuxCapabilities{Bounding: def, Effective: keep, Permitted: keep, Inheritable: keep, Ambient: keep}
@@ -242,6 +245,7 @@ func TestApplyNonRootKeepsAmbient(t *testing.T) {
 }
 
 func TestApplyAmbientNeedsInheritable(t *testing.T) {
+	roottest.Require(t)
 	c := &specs.LinuxCapabilities{
 		Bounding: DefaultSet(), Effective: []string{"CAP_KILL"}, Permitted: []string{"CAP_KILL"},
 		Ambient: []string{"CAP_KILL"},
@@ -260,6 +264,7 @@ func TestApplyNilOnlySetsUser(t *testing.T) {
 }
 
 func TestApplyPrivilegedWithHeld(t *testing.T) {
+	roottest.Require(t)
 	held, err := Held()
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // TestV1HybridUnified: on a hybrid host a cgroup is made and joined in
@@ -16,6 +18,7 @@ import (
 // pressure stall information, and goes with Destroy. A busy loop under a
 // small CPU quota shows CPU pressure.
 func TestV1HybridUnified(t *testing.T) {
+	roottest.Require(t)
 	m := v1Manager(t, "")
 	if m.unified == "" {
 		t.Skip("not a hybrid host: no cgroup2 mount beside the v1 hierarchies")

@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // The tests here run against the kernel's real controllers with every
@@ -66,6 +67,7 @@ func cgroupDir(t *testing.T, m Manager, controller, path string) string {
 }
 
 func TestLifecycle(t *testing.T) {
+	roottest.Require(t)
 	forEachDriver(t, nil, func(t *testing.T, m Manager, path string) {
 		create(t, m, path, nil)
 		h := startHeld(t, m, path, "sleep 600 & wait")
@@ -129,6 +131,7 @@ func TestLifecycle(t *testing.T) {
 // the kernel's OOM killer, its sleep lives on, and the kill shows in
 // OOMKilled and the stats.
 func TestOOMKill(t *testing.T) {
+	roottest.Require(t)
 	forEachDriver(t, []string{"memory"}, func(t *testing.T, m Manager, path string) {
 		const limit = 32 << 20
 		create(t, m, path, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr[int64](limit), Swap: ptr[int64](limit)}})
@@ -166,6 +169,7 @@ func TestOOMKill(t *testing.T) {
 // TestPidsLimit: a fork loop stops at pids.max; the sleeps that fitted
 // outlive their shell, and Destroy kills them.
 func TestPidsLimit(t *testing.T) {
+	roottest.Require(t)
 	forEachDriver(t, []string{"pids"}, func(t *testing.T, m Manager, path string) {
 		create(t, m, path, &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: ptr[int64](8)}})
 		h := startHeld(t, m, path, "i=0; while [ $i -lt 40 ]; do sleep 60 >/dev/null 2>&1 & i=$((i+1)); done; wait")
@@ -204,6 +208,7 @@ func TestPidsLimit(t *testing.T) {
 // memory limit and reservation, and reads back both the settings and what
 // the kernel counted against them.
 func TestStatsAndThrottling(t *testing.T) {
+	roottest.Require(t)
 	forEachDriver(t, []string{"cpu", "cpuset", "memory", "pids"}, func(t *testing.T, m Manager, path string) {
 		create(t, m, path, &specs.LinuxResources{
 			CPU:    &specs.LinuxCPU{Shares: ptr[uint64](256), Quota: ptr[int64](20000), Period: ptr[uint64](100000), Cpus: "0"},

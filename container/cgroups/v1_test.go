@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 func v1Manager(t *testing.T, driver string) *v1 {
@@ -54,6 +55,7 @@ func create(t *testing.T, m Manager, path string, r *specs.LinuxResources) {
 }
 
 func TestV1CPUAndCpuset(t *testing.T) {
+	roottest.Require(t)
 	m := v1Manager(t, "")
 	path := testPath(t)
 	r := &specs.LinuxResources{CPU: &specs.LinuxCPU{
@@ -93,6 +95,7 @@ func TestV1CPUAndCpuset(t *testing.T) {
 }
 
 func TestV1CreateRollsBack(t *testing.T) {
+	roottest.Require(t)
 	m := v1Manager(t, "")
 	path := testPath(t)
 	err := m.Create(path, &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "64-65"}})
@@ -112,6 +115,7 @@ func TestV1CreateRollsBack(t *testing.T) {
 }
 
 func TestV1Devices(t *testing.T) {
+	roottest.Require(t)
 	m := v1Manager(t, "")
 	path := testPath(t)
 	create(t, m, path, &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{

@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // realV2 is the host's cgroup2 mount: /sys/fs/cgroup itself on a unified
@@ -33,6 +34,7 @@ func realV2(t *testing.T) Manager {
 }
 
 func TestV2RealMissingController(t *testing.T) {
+	roottest.Require(t)
 	m := realV2(t)
 	root := m.(*v2).root
 	if avail, _ := readFile(root, "cgroup.controllers"); strings.Contains(avail, "pids") {
@@ -162,6 +164,7 @@ func TestV2BadResources(t *testing.T) {
 // TestV2DeviceFilter attaches the eBPF device filter to a real cgroup2
 // cgroup and opens devices from inside it.
 func TestV2DeviceFilter(t *testing.T) {
+	roottest.Require(t)
 	m := realV2(t)
 	path := testPath(t)
 	nullOnly := []specs.LinuxDeviceCgroup{

@@ -19,6 +19,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/container/caps"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // Filters cannot be removed, so every real load happens in a child: the
@@ -168,6 +169,7 @@ func TestLoadEnforces(t *testing.T) {
 }
 
 func TestLoadNeedsNoNewPrivsOrSysAdmin(t *testing.T) {
+	roottest.Require(t)
 	out := child(t, "no-nnp", &specs.LinuxSeccomp{DefaultAction: specs.ActAllow}, "")
 	if !strings.HasPrefix(out, "precondition: true") {
 		t.Errorf("want ErrFailedPrecondition, got %q", out)
@@ -181,6 +183,7 @@ func TestLoadNil(t *testing.T) {
 }
 
 func TestRuntimeDefaultRunsBusybox(t *testing.T) {
+	roottest.Require(t)
 	p := RuntimeDefault()
 	script := `echo start; ls / >/dev/null && echo ls-ok; cat /proc/self/status | grep '^Seccomp:'; ` +
 		`id -u; echo x | sha256sum >/dev/null && echo sha-ok; sleep 0 && echo sleep-ok; ` +

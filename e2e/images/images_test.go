@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -40,7 +41,8 @@ var (
 // TestMain builds the images once (helper programs, Debian's shell), pushes
 // them to an in-process registry and pulls them back for the tests.
 func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
+	flag.Parse()
+	if testing.Short() || os.Geteuid() != 0 {
 		fmt.Println("e2e/images: tests need root (chroot, setuid files, namespaces); skipped")
 		os.Exit(0)
 	}

@@ -371,7 +371,7 @@ var keyDocs = []struct{ key, doc string }{
 	{"cgroup_driver", "Who makes the cgroups: \"cgroupfs\" (cri-mini, named by paths) or \"systemd\" (a\n# transient scope per container in its pod's slice; needs systemd as init and\n# cgroup v2). Keep it equal to kubelet's cgroupDriver."},
 	{"stream_address", "host:port of the exec/attach/port-forward server; port 0 picks a free one."},
 	{"metrics_address", "host:port of the Prometheus metrics endpoint; empty turns it off."},
-	{"verbosity", "Log verbosity (klog -v): 2 logs every CRI call with its duration and code."},
+	{"verbosity", "Log verbosity (klog -v): 0 logs the failed CRI calls and those that change pods,\n# containers or images, with their IDs; 2 logs every CRI call with its duration and code."},
 	{"insecure_registries", "Registries (HOST[:PORT]) reached over plain HTTP or with unverified TLS."},
 	{"enable_unprivileged_ports", "Pods with a network namespace of their own get net.ipv4.ip_unprivileged_port_start=0\n# (a non-root server may bind :80), unless they set it; as containerd does."},
 	{"enable_unprivileged_icmp", "Pods with a network namespace of their own get net.ipv4.ping_group_range=\"0 2147483647\"\n# (ping without CAP_NET_RAW), unless they set it; as containerd does."},

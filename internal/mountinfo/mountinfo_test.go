@@ -6,12 +6,12 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 func TestReadSeesATmpfsWithASpace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount")
-	}
+	roottest.Require(t)
 	dir := filepath.Join(t.TempDir(), "with space")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)

@@ -16,15 +16,14 @@ import (
 	"github.com/cri-mini/cri-mini/internal/nsexec"
 	"github.com/cri-mini/cri-mini/internal/nspin"
 	"github.com/cri-mini/cri-mini/internal/nstest"
+	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
 // TestStartJoinsAndReturns: the child is born in the joined network and uts
 // namespaces, and no thread of ours stays in them afterwards (a thread left
 // there would keep the namespace alive after it is unpinned).
 func TestStartJoinsAndReturns(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create namespaces")
-	}
+	roottest.Require(t)
 	dir := filepath.Join(t.TempDir(), "ns")
 	pins, err := nspin.Pin(dir, []nspin.Kind{nspin.Net, nspin.UTS}, nil)
 	if err != nil {
