@@ -60,6 +60,12 @@ type Runtime struct {
 	// listing containers does not decode every spec, with the image's
 	// environment, on every call. An update stores a new value.
 	configs sync.Map
+	// records holds each container's records that are final once written
+	// (*records): what the supervisor wrote at create and start, and its
+	// exit. State then reads none of them again: a list of a full node
+	// costs a liveness check per running container, not four file reads
+	// and decodes per container.
+	records sync.Map
 	// updateMu serialises resource updates (see Update).
 	updateMu sync.Mutex
 }
@@ -145,6 +151,7 @@ func (r *Runtime) existing(id string) (string, *config, error) {
 			return dir, cached.(*config), nil
 		}
 		r.configs.Delete(id)
+		r.records.Delete(id)
 	}
 	var cfg config
 	if err := readJSON(dir, configFile, &cfg); err != nil {
@@ -188,6 +195,7 @@ func (r *Runtime) Create(ctx context.Context, id string, b Bundle) (err error) {
 		return fmt.Errorf("container %s: %w", id, err)
 	}
 	r.configs.Store(id, &cfg)
+	r.records.Delete(id)
 	defer func() {
 		if err != nil {
 			if derr := r.remove(ctx, id, dir, &cfg); derr != nil {
@@ -504,23 +512,18 @@ func (r *Runtime) State(id string) (*State, error) {
 	}
 	s := &State{ID: id, Status: StatusCreating, Created: cfg.Created, Spec: cfg.Spec,
 		LogPath: cfg.LogPath, CgroupPath: cfg.CgroupPath, Tty: cfg.Tty}
-	var init, sup proc.ID
-	var started startedRecord
-	var ex exitRecord
-	_ = readJSON(dir, supFile, &sup)
-	haveInit := readJSON(dir, initFile, &init) == nil
-	haveStarted := readJSON(dir, startedFile, &started) == nil
-	haveExit := readJSON(dir, exitFile, &ex) == nil
-	s.Started = started.Started
+	rec := r.readRecords(id, dir)
+	s.Started = rec.started.Started
 	switch {
-	case haveExit:
+	case rec.exit != nil:
+		ex := rec.exit
 		s.Status, s.ExitCode, s.Signal, s.Finished, s.OOMKilled = StatusStopped, ex.ExitCode, ex.Signal, ex.Finished, ex.OOMKilled
-	case haveInit && (init.Alive() || sup.Alive()):
-		s.Status, s.Pid = StatusCreated, init.Pid
-		if haveStarted {
+	case rec.haveInit && (rec.init.Alive() || rec.sup.Alive()):
+		s.Status, s.Pid = StatusCreated, rec.init.Pid
+		if rec.haveStarted {
 			s.Status = StatusRunning
 		}
-	case haveInit:
+	case rec.haveInit:
 		// Both gone without a record: the exit code is lost.
 		s.Status, s.ExitCode, s.ExitLost = StatusStopped, 255, true
 	}
@@ -530,6 +533,44 @@ func (r *Runtime) State(id string) (*State, error) {
 		s.OOMKilled, _ = r.Cgroups.OOMKilled(cfg.CgroupPath)
 	}
 	return s, nil
+}
+
+// records are a container's records that never change once written:
+// the supervisor's and the init's process identities, the start, the exit.
+type records struct {
+	sup, init             proc.ID
+	started               startedRecord
+	haveInit, haveStarted bool
+	exit                  *exitRecord
+}
+
+// readRecords reads what is not yet known of the container's records. Once
+// the container has started every record but the exit is final, and once
+// it has exited all are: they are kept and not read again.
+func (r *Runtime) readRecords(id, dir string) *records {
+	if cached, ok := r.records.Load(id); ok {
+		rec := cached.(*records)
+		if rec.exit == nil {
+			var ex exitRecord
+			if readJSON(dir, exitFile, &ex) == nil {
+				rec = &records{sup: rec.sup, init: rec.init, started: rec.started, haveInit: true, haveStarted: true, exit: &ex}
+				r.records.Store(id, rec)
+			}
+		}
+		return rec
+	}
+	rec := &records{}
+	_ = readJSON(dir, supFile, &rec.sup)
+	rec.haveInit = readJSON(dir, initFile, &rec.init) == nil
+	rec.haveStarted = readJSON(dir, startedFile, &rec.started) == nil
+	var ex exitRecord
+	if readJSON(dir, exitFile, &ex) == nil {
+		rec.exit = &ex
+	}
+	if rec.haveInit && (rec.haveStarted || rec.exit != nil) {
+		r.records.Store(id, rec)
+	}
+	return rec
 }
 
 // List returns the state of every container in StateDir.
@@ -646,5 +687,6 @@ func (r *Runtime) remove(ctx context.Context, id, dir string, cfg *config) error
 		return fmt.Errorf("container %s: remove state: %w", id, err)
 	}
 	r.configs.Delete(id)
+	r.records.Delete(id)
 	return nil
 }

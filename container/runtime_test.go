@@ -634,3 +634,83 @@ func TestKillCreated(t *testing.T) {
 		t.Errorf("start after kill: %v, want FailedPrecondition", err)
 	}
 }
+
+// TestStateReadsFinalRecordsOnce: a started container's records and an
+// exited one's exit are read once and kept; what still changes is seen.
+// The records are spoiled on disk after they were read: a State that
+// decoded them again would fail or report them wrong. A running container
+// is still seen to exit (its exit record is new), one removed by another
+// Runtime on the same directory is gone, and a later container of the same
+// ID starts from its own records.
+func TestStateReadsFinalRecordsOnce(t *testing.T) {
+	roottest.Require(t)
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	b := rt.bundle(t, "cached", rootfs, "sh", "-c", "read x; exit 5")
+	b.Stdin = true
+	running := rt.startRunning(t, "cached", b)
+	dir := filepath.Join(rt.StateDir, "cached")
+	kept := map[string][]byte{}
+	for _, f := range []string{initFile, supFile, startedFile} {
+		data, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept[f] = data
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("{spoiled"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := rt.State("cached")
+	if err != nil || st.Status != StatusRunning || st.Pid != running.Pid || !st.Started.Equal(running.Started) {
+		t.Fatalf("running, records spoiled after the first read: %+v %v, want %+v", st, err, running)
+	}
+	// Kill and Delete read the records themselves.
+	for f, data := range kept {
+		if err := os.WriteFile(filepath.Join(dir, f), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rt.Kill(context.Background(), "cached", syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if st, err = rt.Wait(ctx, "cached"); err != nil || st.Status != StatusStopped || st.ExitCode != 137 {
+		t.Fatalf("after SIGKILL: %+v %v, want stopped with 137", st, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, exitFile), []byte(`{"exitCode": 1}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := rt.List(); err != nil || len(list) != 1 || list[0].ExitCode != 137 || list[0].Finished.IsZero() {
+		t.Errorf("list after the exit record was read: %+v %v, want the exit as first read", list, err)
+	}
+
+	other := &Runtime{StateDir: rt.StateDir}
+	if err := other.Delete(context.Background(), "cached"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.State("cached"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("state of a container another runtime removed: %v, want NotFound", err)
+	}
+	b = rt.bundle(t, "cached", rootfs, "sleep", "600")
+	again := rt.startRunning(t, "cached", b)
+	if st, err := rt.State("cached"); err != nil || st.Status != StatusRunning || st.Pid != again.Pid {
+		t.Errorf("a new container of the same ID: %+v %v, want running as pid %d", st, err, again.Pid)
+	}
+}
+
+// BenchmarkList: List of 20 running containers, the call behind every
+// kubelet relist (once a second).
+func BenchmarkList(b *testing.B) {
+	roottest.Require(b)
+	rt, rootfs := newTestRuntime(b), busyboxRootfs(b)
+	for i := range 20 {
+		id := fmt.Sprintf("list-%d", i)
+		rt.startRunning(b, id, rt.bundle(b, id, rootfs, "sleep", "600"))
+	}
+	for b.Loop() {
+		if list, err := rt.List(); err != nil || len(list) != 20 {
+			b.Fatalf("list: %d containers, %v", len(list), err)
+		}
+	}
+}
