@@ -43,9 +43,9 @@ type Service struct {
 	cpuRates  cpuRates     // last CPU samples, for usage in nano-cores
 
 	containers *container.Runtime
-	rootfsDir  string     // mount points of container root file systems
-	names      *nameIndex // names of the containers that exist or are being created
-	cdi        *cdi.Cache // the CDI specs of config.CDISpecDirs
+	fs         *image.ContainerFS // the containers' root file systems and image volumes
+	names      *nameIndex         // names of the containers that exist or are being created
+	cdi        *cdi.Cache         // the CDI specs of config.CDISpecDirs
 }
 
 // Options are what a Service is built from.
@@ -56,15 +56,15 @@ type Options struct {
 	Sandboxes *sandbox.Manager
 	Cgroups   cgroups.Manager
 	Images    *image.Store
-	// Containers and RootfsDir serve the container RPCs.
-	Containers *container.Runtime
-	RootfsDir  string
+	// Containers and ContainerFS serve the container RPCs.
+	Containers  *container.Runtime
+	ContainerFS *image.ContainerFS
 }
 
 // NewService returns a Service over the given managers.
 func NewService(o Options) *Service {
 	s := &Service{config: o.Config, version: o.Version, network: o.Network, sandboxes: o.Sandboxes,
-		metrics: newMetrics(o.Sandboxes, o.Containers), cgroups: o.Cgroups, images: o.Images, containers: o.Containers, rootfsDir: o.RootfsDir,
+		metrics: newMetrics(o.Sandboxes, o.Containers), cgroups: o.Cgroups, images: o.Images, containers: o.Containers, fs: o.ContainerFS,
 		events: newEventBroker(), names: newNameIndex(), cdi: newCDICache(o.Config.CDISpecDirs)}
 	s.metrics.registry.MustRegister(s.events.streamsGauge())
 	if s.images != nil {
