@@ -15,6 +15,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/container"
 	"github.com/cri-mini/cri-mini/container/cgroups"
+	"github.com/cri-mini/cri-mini/internal/proc"
 	"github.com/cri-mini/cri-mini/sandbox"
 )
 
@@ -324,7 +325,7 @@ func (s *Service) containerMetrics(p *sandbox.Pod, st *container.State) ([]*runt
 			klog.V(2).InfoS("No writable layer usage", "container", st.ID, "err", err)
 		}
 	}
-	if soft, ok := openFilesSoftLimit(st.Pid); ok {
+	if soft, ok := proc.OpenFilesSoftLimit(st.Pid); ok {
 		set.add("container_ulimits_soft", soft, "max_open_files")
 	}
 	set.add("container_start_time_seconds", uint64(st.Started.Unix()))
@@ -397,53 +398,17 @@ func (s *Service) cgroupMetrics(set *metricSet, cg *cgroups.Stats) {
 func processMetrics(set *metricSet, pids []int) {
 	var threads, fds, sockets uint64
 	for _, pid := range pids {
-		proc := filepath.Join("/proc", strconv.Itoa(pid))
-		if status, err := os.ReadFile(filepath.Join(proc, "status")); err == nil {
-			for line := range strings.SplitSeq(string(status), "\n") {
-				if v, ok := strings.CutPrefix(line, "Threads:"); ok {
-					n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-					threads += n
-				}
-			}
+		if n, err := proc.Threads(pid); err == nil {
+			threads += n
 		}
-		entries, err := os.ReadDir(filepath.Join(proc, "fd"))
-		if err != nil {
-			continue
-		}
-		fds += uint64(len(entries))
-		for _, e := range entries {
-			if target, err := os.Readlink(filepath.Join(proc, "fd", e.Name())); err == nil && strings.HasPrefix(target, "socket:[") {
-				sockets++
-			}
+		if n, s, err := proc.FDs(pid); err == nil {
+			fds, sockets = fds+n, sockets+s
 		}
 	}
 	set.add("container_processes", uint64(len(pids)))
 	set.add("container_threads", threads)
 	set.add("container_file_descriptors", fds)
 	set.add("container_sockets", sockets)
-}
-
-// openFilesSoftLimit reads the soft RLIMIT_NOFILE of pid from
-// /proc/<pid>/limits.
-func openFilesSoftLimit(pid int) (uint64, bool) {
-	if pid <= 0 {
-		return 0, false
-	}
-	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "limits"))
-	if err != nil {
-		return 0, false
-	}
-	for line := range strings.SplitSeq(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "Max open files"); ok {
-			f := strings.Fields(rest)
-			if len(f) == 0 {
-				return 0, false
-			}
-			n, err := strconv.ParseUint(f[0], 10, 64)
-			return n, err == nil
-		}
-	}
-	return 0, false
 }
 
 // blockDeviceName names a device as cAdvisor's device label does

@@ -10,6 +10,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cri-mini/cri-mini/container/cgroups"
+	"github.com/cri-mini/cri-mini/internal/proc"
 )
 
 // critestMetrics is the list critest v1.37.0 expects from
@@ -134,7 +135,7 @@ func TestCgroupAndProcessMetrics(t *testing.T) {
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
 	}
-	if soft, ok := openFilesSoftLimit(os.Getpid()); !ok || soft != lim.Cur {
+	if soft, ok := proc.OpenFilesSoftLimit(os.Getpid()); !ok || soft != lim.Cur {
 		t.Errorf("open files soft limit %d (%v), want %d", soft, ok, lim.Cur)
 	}
 }
