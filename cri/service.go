@@ -20,6 +20,7 @@ import (
 	"github.com/cri-mini/cri-mini/image"
 	"github.com/cri-mini/cri-mini/internal/config"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/stats"
 	"github.com/cri-mini/cri-mini/netns"
 	"github.com/cri-mini/cri-mini/sandbox"
 )
@@ -37,10 +38,10 @@ type Service struct {
 	sandboxes *sandbox.Manager
 	metrics   *metrics
 	stream    streaming.Server // set by StartStreaming
-	cgroups   cgroups.Manager  // reads pod (and container) cgroup usage; may be nil
+	cgroups   cgroups.Manager  // may be nil: no cgroup to update
 	images    *image.Store
-	events    *eventBroker // container events for GetContainerEvents
-	cpuRates  cpuRates     // last CPU samples, for usage in nano-cores
+	events    *eventBroker  // container events for GetContainerEvents
+	stats     *stats.Reader // container and pod figures
 
 	containers *container.Runtime
 	fs         *image.ContainerFS // the containers' root file systems and image volumes
@@ -65,7 +66,7 @@ type Options struct {
 func NewService(o Options) *Service {
 	s := &Service{config: o.Config, version: o.Version, network: o.Network, sandboxes: o.Sandboxes,
 		metrics: newMetrics(o.Sandboxes, o.Containers), cgroups: o.Cgroups, images: o.Images, containers: o.Containers, fs: o.ContainerFS,
-		events: newEventBroker(), names: newNameIndex(), cdi: newCDICache(o.Config.CDISpecDirs)}
+		stats: &stats.Reader{Cgroups: o.Cgroups, Images: o.Images}, events: newEventBroker(), names: newNameIndex(), cdi: newCDICache(o.Config.CDISpecDirs)}
 	s.metrics.registry.MustRegister(s.events.streamsGauge())
 	if s.images != nil {
 		s.metrics.registry.MustRegister(s.images.Collectors()...)
