@@ -8,8 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,14 +21,13 @@ import (
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/cri-mini/cri-mini/container"
+	"github.com/cri-mini/cri-mini/image"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/fsutil"
 	"github.com/cri-mini/cri-mini/internal/idprefix"
 	"github.com/cri-mini/cri-mini/internal/randid"
 	"github.com/cri-mini/cri-mini/sandbox"
 )
-
-func (s *Service) rootfsPath(id string) string { return filepath.Join(s.rootfsDir, id) }
 
 func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
 	cfg := req.GetConfig()
@@ -41,7 +38,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 	if cfg.GetImage().GetImage() == "" {
 		return nil, fmt.Errorf("container %s: no image given: %w", md.GetName(), errdefs.ErrInvalidArgument)
 	}
-	if s.containers == nil || s.images == nil {
+	if s.containers == nil || s.fs == nil {
 		return nil, fmt.Errorf("this daemon has no container runtime or image store: %w", errdefs.ErrUnimplemented)
 	}
 	pod, err := s.sandboxes.Get(req.GetPodSandboxId())
@@ -70,31 +67,23 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
 	}
-	img, imgCfg, err := s.resolveImage(cfg.GetImage().GetImage())
+	fsSpec, err := imageFS(pod, cfg)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
 	}
-	rootfs := s.rootfsPath(id)
-	if err := os.MkdirAll(rootfs, 0o700); err != nil {
-		return nil, fmt.Errorf("container %s: rootfs dir: %w", md.GetName(), err)
+	fs, err := s.fs.Prepare(id, fsSpec)
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
 	}
 	release := func() {
-		if err := s.releaseRootfs(id); err != nil {
+		if err := s.fs.Release(id); err != nil {
 			klog.ErrorS(err, "Roll back container rootfs", "container", id)
 		}
 	}
-	if err := s.images.PrepareRootfs(id, img.ID, rootfs, rootfsIDMap(pod)); err != nil {
-		_ = os.Remove(rootfs)
-		return nil, fmt.Errorf("container %s: rootfs: %w", md.GetName(), err)
-	}
-	volumes, err := s.mountImageVolumes(id, pod, cfg.GetMounts())
-	if err != nil {
-		release()
-		return nil, fmt.Errorf("container %s: %w", md.GetName(), err)
-	}
-	spec, cgroup, err := containerSpec(specInput{ID: id, Config: cfg, Pod: pod, Image: imgCfg, ImageRef: img.ID,
+	img, volumes := fs.Image, imageVolumes(cfg.GetMounts(), fs.Volumes)
+	spec, cgroup, err := containerSpec(specInput{ID: id, Config: cfg, Pod: pod, Image: imageConfigOf(img), ImageRef: img.ID,
 		ImageName: statusImage(cfg.GetImage(), img), RepoDigest: firstNonEmpty(img.RepoDigests...),
-		Rootfs: rootfs, Driver: s.config.CgroupDriver, ImageVolumes: volumes, Target: target,
+		Rootfs: fs.Rootfs, Driver: s.config.CgroupDriver, ImageVolumes: volumes, Target: target,
 		DeviceOwnership: s.config.DeviceOwnershipFromSecurityContext})
 	if err == nil {
 		err = s.injectCDI(spec, cfg)
@@ -291,94 +280,44 @@ func (s *Service) removeContainer(ctx context.Context, id string) error {
 	}
 	s.names.release(id)
 	s.containerEvent(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, id, podID)
-	return s.releaseRootfs(id)
+	if s.fs == nil {
+		return nil
+	}
+	return s.fs.Release(id)
 }
 
-// imageVolumeSep joins a container ID and the index of an image volume
-// into the name of the volume's mount (in the rootfs directory and the
-// image store).
-const imageVolumeSep = ".vol"
+// imageFS is what the container of cfg in pod mounts from the image store:
+// its image, and its image volumes (their mounts, in order), each idmapped
+// as its pod's user namespace asks.
+func imageFS(pod *sandbox.Pod, cfg *runtimeapi.ContainerConfig) (image.FSSpec, error) {
+	spec := image.FSSpec{Image: cfg.GetImage().GetImage(), IDMap: rootfsIDMap(pod)}
+	for _, m := range cfg.GetMounts() {
+		if m.GetImage() == nil {
+			continue
+		}
+		idmap, err := mountIDMap(pod, m)
+		if err != nil {
+			return spec, err
+		}
+		spec.Volumes = append(spec.Volumes, image.VolumeSpec{Image: m.GetImage().GetImage(), IDMap: idmap, Path: m.GetContainerPath()})
+	}
+	return spec, nil
+}
 
-// mountImageVolumes mounts, read-only, the image of every image-volume mount
-// (idmapped as mountIDMap says) and returns where, by mount index.
-func (s *Service) mountImageVolumes(id string, pod *sandbox.Pod, mounts []*runtimeapi.Mount) (map[int]string, error) {
+// imageVolumes maps the index of each image-volume mount to where its
+// volume (of mounted, in the order of imageFS) is, and records the image's
+// ID in the mount, which the container's status reports.
+func imageVolumes(mounts []*runtimeapi.Mount, mounted []image.MountedVolume) map[int]string {
 	volumes := map[int]string{}
 	for i, m := range mounts {
 		if m.GetImage() == nil {
 			continue
 		}
-		img, _, err := s.resolveImage(m.GetImage().GetImage())
-		if err != nil {
-			return nil, fmt.Errorf("image volume at %s: %w", m.GetContainerPath(), err)
-		}
-		idmap, err := mountIDMap(pod, m)
-		if err != nil {
-			return nil, err
-		}
-		name := id + imageVolumeSep + strconv.Itoa(i)
-		target := s.rootfsPath(name)
-		if err := os.MkdirAll(target, 0o700); err != nil {
-			return nil, fmt.Errorf("image volume at %s: %w", m.GetContainerPath(), err)
-		}
-		if err := s.images.MountImage(name, img.ID, target, idmap); err != nil {
-			return nil, fmt.Errorf("image volume at %s: %w", m.GetContainerPath(), err)
-		}
-		volumes[i] = target
-		m.Image.ImageRef = img.ID // reported in the container's status
+		volumes[i] = mounted[0].Path
+		m.Image.ImageRef = mounted[0].ImageID
+		mounted = mounted[1:]
 	}
-	return volumes, nil
-}
-
-// containerMounts lists, by container ID, the names of the root
-// filesystems and image volumes there are traces of: a mount point in the
-// rootfs directory or a record in the image store.
-func (s *Service) containerMounts() (map[string][]string, error) {
-	var names []string
-	if entries, err := os.ReadDir(s.rootfsDir); err == nil {
-		for _, e := range entries {
-			names = append(names, e.Name())
-		}
-	}
-	if s.images != nil {
-		recorded, err := s.images.Containers()
-		if err != nil {
-			return nil, err
-		}
-		names = append(names, recorded...)
-	}
-	byID := map[string][]string{}
-	for _, name := range names {
-		id, _, _ := strings.Cut(name, imageVolumeSep)
-		if !slices.Contains(byID[id], name) {
-			byID[id] = append(byID[id], name)
-		}
-	}
-	return byID, nil
-}
-
-// releaseRootfs unmounts the container's root filesystem and image volumes
-// and releases their layers; idempotent.
-func (s *Service) releaseRootfs(id string) error {
-	mounts, err := s.containerMounts()
-	if err != nil {
-		return err
-	}
-	names := mounts[id]
-	if !slices.Contains(names, id) {
-		names = append(names, id) // a rootfs whose mount point is already gone
-	}
-	for _, name := range names {
-		target := s.rootfsPath(name)
-		if s.images != nil {
-			if err := s.images.ReleaseRootfs(name, target); err != nil {
-				return fmt.Errorf("container %s: release rootfs: %w", id, err)
-			}
-		}
-		if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("container %s: %w", id, err)
-		}
-	}
-	return nil
+	return volumes
 }
 
 // stopPodContainers kills every container of the pod (the pod is stopping).
@@ -424,17 +363,11 @@ func (s *Service) podContainers(podID string) []*container.State {
 // was cut short by a crash, or a reboot emptied the run directory), and
 // removes containers a crash left half created.
 func (s *Service) collectOrphanRootfs() {
-	mounts, err := s.containerMounts()
-	if err != nil {
-		klog.ErrorS(err, "List container root filesystems")
-	}
-	for id := range mounts {
-		if _, err := s.containers.State(id); errors.Is(err, errdefs.ErrNotFound) {
-			klog.InfoS("Releasing the root filesystem of a container that no longer exists", "container", id)
-			if err := s.removeContainer(context.Background(), id); err != nil {
-				klog.ErrorS(err, "Release orphaned root filesystem", "container", id)
-			}
-		}
+	if s.fs != nil {
+		s.fs.CollectOrphans(func(id string) bool {
+			_, err := s.containers.State(id)
+			return !errors.Is(err, errdefs.ErrNotFound)
+		})
 	}
 	// A create a crash cut short never answered kubelet, which will not ask
 	// for that container again: it goes, with everything it had made.

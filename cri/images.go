@@ -116,20 +116,11 @@ func criImage(img *image.Image) *runtimeapi.Image {
 	return out
 }
 
-// resolveImage finds the image a container (or an image volume) names and
-// the parts of its config a container inherits; the signature policy, as
-// it is now, must allow it.
-func (s *Service) resolveImage(ref string) (*image.Image, imageConfig, error) {
-	img, err := s.images.Get(ref)
-	if err != nil {
-		return nil, imageConfig{}, fmt.Errorf("image %q: %w", ref, err)
-	}
-	if err := s.images.CheckPolicy(img.ID); err != nil {
-		return nil, imageConfig{}, err
-	}
+// imageConfigOf is the part of an image's config a container inherits.
+func imageConfigOf(img *image.Image) imageConfig {
 	c := img.Config.Config
-	return img, imageConfig{Entrypoint: c.Entrypoint, Cmd: c.Cmd, Env: c.Env, WorkingDir: c.WorkingDir,
-		User: c.User, StopSignal: c.StopSignal}, nil
+	return imageConfig{Entrypoint: c.Entrypoint, Cmd: c.Cmd, Env: c.Env, WorkingDir: c.WorkingDir,
+		User: c.User, StopSignal: c.StopSignal}
 }
 
 // statusImage is the image a container's status names: the one the pod

@@ -2,463 +2,51 @@ package cri
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
-	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-	"k8s.io/klog/v2"
 
-	"github.com/cri-mini/cri-mini/container"
-	"github.com/cri-mini/cri-mini/container/cgroups"
-	"github.com/cri-mini/cri-mini/sandbox"
+	"github.com/cri-mini/cri-mini/internal/stats"
 )
 
 // The CRI metrics (ListMetricDescriptors, ListPodSandboxMetrics) let
-// kubelet serve /metrics/cadvisor without cAdvisor. Names, units and
-// label keys follow cAdvisor's. Every metric starts with the labels
-// below, valued as cAdvisor values them for a CRI container:
-//
-//	container  the container's name in the pod ("" for pod-level figures)
-//	id         its cgroup (cgroupfs form; the pod's cgroup for pod-level figures)
-//	image      the image as the container config named it
-//	name       the container ID (the pod ID for pod-level figures)
-//	namespace  the pod's namespace
-//	pod        the pod's name
-//
-// The CRI carries values as unsigned integers, so *_seconds figures are
-// whole seconds (truncated). Unlimited settings read 0, as in cAdvisor.
-var containerLabels = []string{"container", "id", "image", "name", "namespace", "pod"}
+// kubelet serve /metrics/cadvisor without cAdvisor: internal/stats reads
+// them, with cAdvisor's names, units and labels.
 
-// metricDesc describes one metric: extra are its label keys after
-// containerLabels.
-type metricDesc struct {
-	name  string
-	help  string
-	typ   runtimeapi.MetricType
-	extra []string
+var metricTypes = map[stats.MetricType]runtimeapi.MetricType{
+	stats.Counter: runtimeapi.MetricType_COUNTER,
+	stats.Gauge:   runtimeapi.MetricType_GAUGE,
 }
-
-const (
-	counter = runtimeapi.MetricType_COUNTER
-	gauge   = runtimeapi.MetricType_GAUGE
-)
-
-var (
-	deviceLabel = []string{"device"}
-	ifaceLabel  = []string{"interface"}
-)
-
-// metricDescs is every metric cri-mini reports; both RPCs use it, so a
-// value cannot carry other labels than its descriptor declares.
-var metricDescs = []metricDesc{
-	{"container_cpu_usage_seconds_total", "Cumulative CPU time consumed in seconds.", counter, nil},
-	{"container_cpu_user_seconds_total", "Cumulative user CPU time consumed in seconds.", counter, nil},
-	{"container_cpu_system_seconds_total", "Cumulative system CPU time consumed in seconds.", counter, nil},
-	{"container_cpu_cfs_periods_total", "Number of elapsed enforcement period intervals.", counter, nil},
-	{"container_cpu_cfs_throttled_periods_total", "Number of throttled period intervals.", counter, nil},
-	{"container_cpu_cfs_throttled_seconds_total", "Total time duration the container has been throttled, in seconds.", counter, nil},
-	{"container_spec_cpu_period", "CPU period of the container, in microseconds.", gauge, nil},
-	{"container_spec_cpu_quota", "CPU quota of the container, in microseconds per period (absent when unlimited).", gauge, nil},
-	{"container_spec_cpu_shares", "CPU share of the container.", gauge, nil},
-
-	{"container_memory_usage_bytes", "Current memory usage in bytes, including all memory regardless of when it was accessed.", gauge, nil},
-	{"container_memory_working_set_bytes", "Current working set in bytes.", gauge, nil},
-	{"container_memory_rss", "Size of RSS in bytes.", gauge, nil},
-	{"container_memory_cache", "Number of bytes of page cache memory.", gauge, nil},
-	{"container_memory_mapped_file", "Size of memory mapped files in bytes.", gauge, nil},
-	{"container_memory_kernel_usage", "Size of kernel memory allocated in bytes.", gauge, nil},
-	{"container_memory_swap", "Container swap usage in bytes.", gauge, nil},
-	{"container_memory_max_usage_bytes", "Maximum memory usage recorded in bytes.", gauge, nil},
-	{"container_memory_failcnt", "Number of memory usage hits limits.", counter, nil},
-	{"container_memory_failures_total", "Cumulative count of memory allocation failures (page faults).", counter, []string{"failure_type", "scope"}},
-	{"container_oom_events_total", "Count of out of memory events observed for the container.", counter, nil},
-	{"container_spec_memory_limit_bytes", "Memory limit for the container, in bytes (0 when unlimited).", gauge, nil},
-	{"container_spec_memory_reservation_limit_bytes", "Memory reservation (soft limit) for the container, in bytes.", gauge, nil},
-	{"container_spec_memory_swap_limit_bytes", "Memory plus swap limit for the container, in bytes (0 when unlimited).", gauge, nil},
-	{"container_hugetlb_usage_bytes", "Huge page usage of the container, in bytes.", gauge, []string{"pagesize"}},
-	{"container_hugetlb_max_usage_bytes", "Maximum huge page usage recorded, in bytes.", gauge, []string{"pagesize"}},
-
-	{"container_pressure_cpu_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to CPU congestion, in seconds.", counter, nil},
-	{"container_pressure_cpu_waiting_seconds_total", "Total time duration tasks in the container have waited due to CPU congestion, in seconds.", counter, nil},
-	{"container_pressure_memory_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to memory congestion, in seconds.", counter, nil},
-	{"container_pressure_memory_waiting_seconds_total", "Total time duration tasks in the container have waited due to memory congestion, in seconds.", counter, nil},
-	{"container_pressure_io_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to IO congestion, in seconds.", counter, nil},
-	{"container_pressure_io_waiting_seconds_total", "Total time duration tasks in the container have waited due to IO congestion, in seconds.", counter, nil},
-
-	{"container_blkio_device_usage_total", "Blkio device bytes usage.", counter, []string{"device", "major", "minor", "operation"}},
-	{"container_fs_reads_bytes_total", "Cumulative count of bytes read.", counter, deviceLabel},
-	{"container_fs_reads_total", "Cumulative count of reads completed.", counter, deviceLabel},
-	{"container_fs_writes_bytes_total", "Cumulative count of bytes written.", counter, deviceLabel},
-	{"container_fs_writes_total", "Cumulative count of writes completed.", counter, deviceLabel},
-	{"container_fs_usage_bytes", "Number of bytes consumed by the container's writable layer.", gauge, deviceLabel},
-	{"container_fs_limit_bytes", "Number of bytes the container's writable layer can grow to (the size of its file system).", gauge, deviceLabel},
-	{"container_fs_inodes_total", "Number of inodes of the file system holding the container's writable layer.", gauge, deviceLabel},
-	{"container_fs_inodes_free", "Number of free inodes on the file system holding the container's writable layer.", gauge, deviceLabel},
-
-	{"container_network_receive_bytes_total", "Cumulative count of bytes received.", counter, ifaceLabel},
-	{"container_network_receive_packets_total", "Cumulative count of packets received.", counter, ifaceLabel},
-	{"container_network_receive_packets_dropped_total", "Cumulative count of packets dropped while receiving.", counter, ifaceLabel},
-	{"container_network_receive_errors_total", "Cumulative count of errors encountered while receiving.", counter, ifaceLabel},
-	{"container_network_transmit_bytes_total", "Cumulative count of bytes transmitted.", counter, ifaceLabel},
-	{"container_network_transmit_packets_total", "Cumulative count of packets transmitted.", counter, ifaceLabel},
-	{"container_network_transmit_packets_dropped_total", "Cumulative count of packets dropped while transmitting.", counter, ifaceLabel},
-	{"container_network_transmit_errors_total", "Cumulative count of errors encountered while transmitting.", counter, ifaceLabel},
-
-	{"container_processes", "Number of processes running inside the container.", gauge, nil},
-	{"container_threads", "Number of threads running inside the container.", gauge, nil},
-	{"container_threads_max", "Maximum number of tasks allowed in the container (0 when unlimited).", gauge, nil},
-	{"container_file_descriptors", "Number of open file descriptors of the container's processes.", gauge, nil},
-	{"container_sockets", "Number of open sockets of the container's processes.", gauge, nil},
-	{"container_ulimits_soft", "Soft ulimit values of the container's init process.", gauge, []string{"ulimit"}},
-	{"container_start_time_seconds", "Start time of the container since unix epoch in seconds.", gauge, nil},
-	{"container_last_seen", "Last time the container was seen by the runtime, in seconds since the unix epoch.", gauge, nil},
-}
-
-var metricDescByName = func() map[string]*metricDesc {
-	m := make(map[string]*metricDesc, len(metricDescs))
-	for i := range metricDescs {
-		m[metricDescs[i].name] = &metricDescs[i]
-	}
-	return m
-}()
 
 func (s *Service) ListMetricDescriptors(ctx context.Context, req *runtimeapi.ListMetricDescriptorsRequest) (*runtimeapi.ListMetricDescriptorsResponse, error) {
 	resp := &runtimeapi.ListMetricDescriptorsResponse{}
-	for _, d := range metricDescs {
-		resp.Descriptors = append(resp.Descriptors, &runtimeapi.MetricDescriptor{
-			Name: d.name, Help: d.help, LabelKeys: append(append([]string{}, containerLabels...), d.extra...),
-		})
+	for _, d := range stats.Descriptors() {
+		resp.Descriptors = append(resp.Descriptors, &runtimeapi.MetricDescriptor{Name: d.Name, Help: d.Help, LabelKeys: d.LabelKeys})
 	}
 	return resp, nil
 }
 
-// metricSet collects the metrics of one container (or of a pod), all
-// starting with the same container label values.
-type metricSet struct {
-	base []string
-	out  []*runtimeapi.Metric
-}
-
-// add appends a value. The extra label values must match the descriptor's
-// extra keys; a mismatch is a programming error the unit test catches.
-func (m *metricSet) add(name string, v uint64, extra ...string) {
-	d := metricDescByName[name]
-	if d == nil || len(extra) != len(d.extra) {
-		panic(fmt.Sprintf("metric %s: labels %q do not match its descriptor", name, extra))
+// criMetrics is the CRI's form of metrics.
+func criMetrics(metrics []stats.Metric) []*runtimeapi.Metric {
+	var out []*runtimeapi.Metric
+	for _, m := range metrics {
+		out = append(out, &runtimeapi.Metric{Name: m.Name, MetricType: metricTypes[m.Type], Value: u64(m.Value), LabelValues: m.LabelValues})
 	}
-	m.out = append(m.out, &runtimeapi.Metric{
-		Name: name, MetricType: d.typ, Value: u64(v),
-		LabelValues: append(append([]string{}, m.base...), extra...),
-	})
+	return out
 }
-
-func seconds(nanos uint64) uint64 { return nanos / uint64(time.Second) }
 
 func (s *Service) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.ListPodSandboxMetricsRequest) (*runtimeapi.ListPodSandboxMetricsResponse, error) {
 	resp := &runtimeapi.ListPodSandboxMetricsResponse{}
-	var states []*container.State
-	if s.containers != nil {
-		var err error
-		if states, err = s.containers.List(); err != nil {
-			return nil, err
-		}
+	states, err := s.allContainers()
+	if err != nil {
+		return nil, err
 	}
 	for _, p := range s.sandboxes.List() {
-		pm := &runtimeapi.PodSandboxMetrics{PodSandboxId: p.ID}
-		for _, st := range states {
-			if st.Spec.Annotations[annoSandboxID] != p.ID || st.Status != container.StatusRunning {
-				continue
-			}
-			metrics, err := s.containerMetrics(p, st)
-			if err != nil {
-				// Gone while it was read: leave it out, as a list does.
-				klog.V(2).InfoS("No metrics for container", "container", st.ID, "err", err)
-				continue
-			}
-			pm.ContainerMetrics = append(pm.ContainerMetrics, &runtimeapi.ContainerMetrics{ContainerId: st.ID, Metrics: metrics})
+		pm := s.stats.PodMetrics(statsPod(p, states))
+		out := &runtimeapi.PodSandboxMetrics{PodSandboxId: p.ID, Metrics: criMetrics(pm.Metrics)}
+		for _, c := range pm.Containers {
+			out.ContainerMetrics = append(out.ContainerMetrics, &runtimeapi.ContainerMetrics{ContainerId: c.ID, Metrics: criMetrics(c.Metrics)})
 		}
-		// The pod is read after its containers, so its counters (which
-		// include theirs) are never below theirs in one answer.
-		pm.Metrics = s.podMetrics(p, states)
-		resp.PodMetrics = append(resp.PodMetrics, pm)
+		resp.PodMetrics = append(resp.PodMetrics, out)
 	}
 	return resp, nil
-}
-
-// podMetrics are the pod-level figures: its cgroup (the sum of its
-// containers and the pause process, as cAdvisor shows a pod's cgroup) and
-// its network namespace. A pod without a cgroup parent has no cgroup of its
-// own: its figures are the sum of its running containers' (of states,
-// every container there is).
-func (s *Service) podMetrics(p *sandbox.Pod, states []*container.State) []*runtimeapi.Metric {
-	set := &metricSet{base: []string{"", s.cgroupID(p.Spec.CgroupParent), "", p.ID, p.Spec.Metadata.Namespace, p.Spec.Metadata.Name}}
-	switch {
-	case s.cgroups == nil:
-	case p.Spec.CgroupParent != "":
-		if cg, err := s.cgroups.Stats(p.Spec.CgroupParent); err == nil {
-			s.cgroupMetrics(set, cg)
-		} else {
-			klog.V(2).InfoS("No cgroup metrics for pod", "pod", p.ID, "err", err)
-		}
-	default:
-		var sum *cgroups.Stats
-		for _, st := range states {
-			if st.Spec.Annotations[annoSandboxID] != p.ID || st.Status != container.StatusRunning || st.CgroupPath == "" {
-				continue
-			}
-			// One that exits while it is read is left out.
-			if cg, err := s.cgroups.Stats(st.CgroupPath); err == nil {
-				sum = addUsage(sum, cg)
-			}
-		}
-		if sum != nil {
-			s.cgroupMetrics(set, sum)
-		}
-	}
-	if p.NetNS != "" && p.State == sandbox.Ready {
-		if err := networkMetrics(set, p.NetNS); err != nil {
-			klog.V(2).InfoS("No network metrics for pod", "pod", p.ID, "err", err)
-		}
-	}
-	return set.out
-}
-
-// addUsage adds the usage counters of b to a (nil: none yet), for a pod
-// without a cgroup of its own. Settings (shares, quota, limits), peaks and
-// pressure, which do not add up, are left at zero (unlimited) or out.
-func addUsage(a, b *cgroups.Stats) *cgroups.Stats {
-	if a == nil {
-		a = &cgroups.Stats{CPU: cgroups.CPUStats{QuotaMicros: -1}}
-	}
-	c, d, m, n := &a.CPU, &b.CPU, &a.Memory, &b.Memory
-	for _, f := range [][2]*uint64{
-		{&c.UsageNanos, &d.UsageNanos}, {&c.UserNanos, &d.UserNanos}, {&c.SystemNanos, &d.SystemNanos},
-		{&c.Periods, &d.Periods}, {&c.ThrottledPeriods, &d.ThrottledPeriods}, {&c.ThrottledNanos, &d.ThrottledNanos},
-		{&m.Usage, &n.Usage}, {&m.WorkingSet, &n.WorkingSet}, {&m.RSS, &n.RSS}, {&m.Cache, &n.Cache},
-		{&m.MappedFile, &n.MappedFile}, {&m.KernelUsage, &n.KernelUsage}, {&m.Swap, &n.Swap}, {&m.Failcnt, &n.Failcnt},
-		{&m.PageFaults, &n.PageFaults}, {&m.MajorPageFaults, &n.MajorPageFaults}, {&m.OOMKills, &n.OOMKills},
-		{&a.Pids.Current, &b.Pids.Current},
-	} {
-		*f[0] += *f[1]
-	}
-	for _, io := range b.IO {
-		i := slices.IndexFunc(a.IO, func(d cgroups.IODevice) bool { return d.Major == io.Major && d.Minor == io.Minor })
-		if i < 0 {
-			a.IO = append(a.IO, cgroups.IODevice{Major: io.Major, Minor: io.Minor})
-			i = len(a.IO) - 1
-		}
-		d := &a.IO[i]
-		d.ReadBytes, d.WriteBytes, d.Reads, d.Writes = d.ReadBytes+io.ReadBytes, d.WriteBytes+io.WriteBytes, d.Reads+io.Reads, d.Writes+io.Writes
-	}
-	for size, h := range b.Hugetlb {
-		if a.Hugetlb == nil {
-			a.Hugetlb = map[string]cgroups.HugetlbStats{}
-		}
-		a.Hugetlb[size] = cgroups.HugetlbStats{Usage: a.Hugetlb[size].Usage + h.Usage}
-	}
-	return a
-}
-
-// cgroupID is a cgroup in cgroupfs form, the way cAdvisor's id label shows
-// it; the driver's form when it cannot be converted.
-func (s *Service) cgroupID(path string) string {
-	if s.cgroups == nil || path == "" {
-		return path
-	}
-	if p, err := s.cgroups.Path(path); err == nil {
-		return p
-	}
-	return path
-}
-
-func networkMetrics(set *metricSet, nsPath string) error {
-	devs, err := netDevices(nsPath)
-	if err != nil {
-		return err
-	}
-	for _, d := range devs {
-		set.add("container_network_receive_bytes_total", d.rxBytes, d.name)
-		set.add("container_network_receive_packets_total", d.rxPackets, d.name)
-		set.add("container_network_receive_packets_dropped_total", d.rxDrops, d.name)
-		set.add("container_network_receive_errors_total", d.rxErrors, d.name)
-		set.add("container_network_transmit_bytes_total", d.txBytes, d.name)
-		set.add("container_network_transmit_packets_total", d.txPackets, d.name)
-		set.add("container_network_transmit_packets_dropped_total", d.txDrops, d.name)
-		set.add("container_network_transmit_errors_total", d.txErrors, d.name)
-	}
-	return nil
-}
-
-// containerMetrics reads one running container's figures: its cgroup, its
-// processes in /proc and its writable layer. The network is the pod's,
-// reported once at pod level (as cAdvisor reports it on the sandbox only).
-func (s *Service) containerMetrics(p *sandbox.Pod, st *container.State) ([]*runtimeapi.Metric, error) {
-	a := st.Spec.Annotations
-	set := &metricSet{base: []string{a[annoName], s.cgroupID(st.CgroupPath), a[annoImage], st.ID, p.Spec.Metadata.Namespace, p.Spec.Metadata.Name}}
-	if s.cgroups != nil && st.CgroupPath != "" {
-		cg, err := s.cgroups.Stats(st.CgroupPath)
-		if err != nil {
-			return nil, err
-		}
-		s.cgroupMetrics(set, cg)
-		pids, err := s.cgroups.Pids(st.CgroupPath)
-		if err != nil {
-			return nil, err
-		}
-		processMetrics(set, pids)
-		set.add("container_threads_max", cg.Pids.Limit)
-	}
-	if s.images != nil {
-		if u, err := s.images.ContainerUsage(st.ID); err == nil {
-			dev := blockDeviceName(uint64(u.Major), uint64(u.Minor))
-			set.add("container_fs_usage_bytes", u.Bytes, dev)
-			set.add("container_fs_limit_bytes", u.CapacityBytes, dev)
-			set.add("container_fs_inodes_total", u.InodesTotal, dev)
-			set.add("container_fs_inodes_free", u.InodesFree, dev)
-		} else {
-			klog.V(2).InfoS("No writable layer usage", "container", st.ID, "err", err)
-		}
-	}
-	if soft, ok := openFilesSoftLimit(st.Pid); ok {
-		set.add("container_ulimits_soft", soft, "max_open_files")
-	}
-	set.add("container_start_time_seconds", uint64(st.Started.Unix()))
-	set.add("container_last_seen", uint64(time.Now().Unix()))
-	return set.out, nil
-}
-
-func (s *Service) cgroupMetrics(set *metricSet, cg *cgroups.Stats) {
-	c, m := cg.CPU, cg.Memory
-	set.add("container_cpu_usage_seconds_total", seconds(c.UsageNanos))
-	set.add("container_cpu_user_seconds_total", seconds(c.UserNanos))
-	set.add("container_cpu_system_seconds_total", seconds(c.SystemNanos))
-	set.add("container_cpu_cfs_periods_total", c.Periods)
-	set.add("container_cpu_cfs_throttled_periods_total", c.ThrottledPeriods)
-	set.add("container_cpu_cfs_throttled_seconds_total", seconds(c.ThrottledNanos))
-	set.add("container_spec_cpu_period", c.PeriodMicros)
-	if c.QuotaMicros > 0 {
-		set.add("container_spec_cpu_quota", uint64(c.QuotaMicros))
-	}
-	set.add("container_spec_cpu_shares", c.Shares)
-
-	set.add("container_memory_usage_bytes", m.Usage)
-	set.add("container_memory_working_set_bytes", m.WorkingSet)
-	set.add("container_memory_rss", m.RSS)
-	set.add("container_memory_cache", m.Cache)
-	set.add("container_memory_mapped_file", m.MappedFile)
-	set.add("container_memory_kernel_usage", m.KernelUsage)
-	set.add("container_memory_swap", m.Swap)
-	set.add("container_memory_max_usage_bytes", m.MaxUsage)
-	set.add("container_memory_failcnt", m.Failcnt)
-	// Both cgroup versions count faults over the whole subtree.
-	set.add("container_memory_failures_total", m.PageFaults-m.MajorPageFaults, "pgfault", "hierarchy")
-	set.add("container_memory_failures_total", m.MajorPageFaults, "pgmajfault", "hierarchy")
-	set.add("container_oom_events_total", m.OOMKills)
-	set.add("container_spec_memory_limit_bytes", m.Limit)
-	set.add("container_spec_memory_reservation_limit_bytes", m.Reservation)
-	set.add("container_spec_memory_swap_limit_bytes", m.SwapLimit)
-
-	for size, h := range cg.Hugetlb {
-		set.add("container_hugetlb_usage_bytes", h.Usage, size)
-		if s.cgroups.Version() == 1 { // v2 keeps no peak
-			set.add("container_hugetlb_max_usage_bytes", h.MaxUsage, size)
-		}
-	}
-	for _, r := range []struct {
-		psi  *cgroups.PSI
-		name string
-	}{{cg.Pressure.CPU, "cpu"}, {cg.Pressure.Memory, "memory"}, {cg.Pressure.IO, "io"}} {
-		if r.psi != nil {
-			set.add("container_pressure_"+r.name+"_stalled_seconds_total", r.psi.FullMicros/1e6)
-			set.add("container_pressure_"+r.name+"_waiting_seconds_total", r.psi.SomeMicros/1e6)
-		}
-	}
-
-	for _, d := range cg.IO {
-		dev := blockDeviceName(d.Major, d.Minor)
-		major, minor := strconv.FormatUint(d.Major, 10), strconv.FormatUint(d.Minor, 10)
-		set.add("container_blkio_device_usage_total", d.ReadBytes, dev, major, minor, "Read")
-		set.add("container_blkio_device_usage_total", d.WriteBytes, dev, major, minor, "Write")
-		set.add("container_fs_reads_bytes_total", d.ReadBytes, dev)
-		set.add("container_fs_reads_total", d.Reads, dev)
-		set.add("container_fs_writes_bytes_total", d.WriteBytes, dev)
-		set.add("container_fs_writes_total", d.Writes, dev)
-	}
-}
-
-// processMetrics counts the processes, threads, file descriptors and
-// sockets of the container's processes from /proc. A process that exits
-// meanwhile is skipped.
-func processMetrics(set *metricSet, pids []int) {
-	var threads, fds, sockets uint64
-	for _, pid := range pids {
-		proc := filepath.Join("/proc", strconv.Itoa(pid))
-		if status, err := os.ReadFile(filepath.Join(proc, "status")); err == nil {
-			for line := range strings.SplitSeq(string(status), "\n") {
-				if v, ok := strings.CutPrefix(line, "Threads:"); ok {
-					n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-					threads += n
-				}
-			}
-		}
-		entries, err := os.ReadDir(filepath.Join(proc, "fd"))
-		if err != nil {
-			continue
-		}
-		fds += uint64(len(entries))
-		for _, e := range entries {
-			if target, err := os.Readlink(filepath.Join(proc, "fd", e.Name())); err == nil && strings.HasPrefix(target, "socket:[") {
-				sockets++
-			}
-		}
-	}
-	set.add("container_processes", uint64(len(pids)))
-	set.add("container_threads", threads)
-	set.add("container_file_descriptors", fds)
-	set.add("container_sockets", sockets)
-}
-
-// openFilesSoftLimit reads the soft RLIMIT_NOFILE of pid from
-// /proc/<pid>/limits.
-func openFilesSoftLimit(pid int) (uint64, bool) {
-	if pid <= 0 {
-		return 0, false
-	}
-	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "limits"))
-	if err != nil {
-		return 0, false
-	}
-	for line := range strings.SplitSeq(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "Max open files"); ok {
-			f := strings.Fields(rest)
-			if len(f) == 0 {
-				return 0, false
-			}
-			n, err := strconv.ParseUint(f[0], 10, 64)
-			return n, err == nil
-		}
-	}
-	return 0, false
-}
-
-// blockDeviceName names a device as cAdvisor's device label does
-// ("/dev/sda"), from sysfs; a device with no block device behind it
-// (overlay, tmpfs) is "major:minor".
-func blockDeviceName(major, minor uint64) string {
-	id := fmt.Sprintf("%d:%d", major, minor)
-	data, err := os.ReadFile(filepath.Join("/sys/dev/block", id, "uevent"))
-	if err != nil {
-		return id
-	}
-	for line := range strings.SplitSeq(string(data), "\n") {
-		if name, ok := strings.CutPrefix(line, "DEVNAME="); ok {
-			return "/dev/" + name
-		}
-	}
-	return id
 }

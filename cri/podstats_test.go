@@ -1,12 +1,16 @@
 package cri
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/cri-mini/cri-mini/internal/stats"
+)
 
 // TestCRINetwork: eth0 is the default interface; a pod without one reports
 // no network usage at all, since kubelet reads the default interface of
 // every usage reported.
 func TestCRINetwork(t *testing.T) {
-	devs := []netDevice{{name: "net1", rxBytes: 1}, {name: "eth0", rxBytes: 2, txBytes: 3}}
+	devs := []stats.NetDevice{{Name: "net1", RxBytes: 1}, {Name: "eth0", RxBytes: 2, TxBytes: 3}}
 	u := criNetwork(devs, 42)
 	if u == nil || u.GetDefaultInterface().GetName() != "eth0" || u.GetDefaultInterface().GetTxBytes().GetValue() != 3 ||
 		len(u.GetInterfaces()) != 2 || u.GetTimestamp() != 42 {

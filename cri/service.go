@@ -20,6 +20,7 @@ import (
 	"github.com/cri-mini/cri-mini/image"
 	"github.com/cri-mini/cri-mini/internal/config"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/stats"
 	"github.com/cri-mini/cri-mini/netns"
 	"github.com/cri-mini/cri-mini/sandbox"
 )
@@ -37,15 +38,15 @@ type Service struct {
 	sandboxes *sandbox.Manager
 	metrics   *metrics
 	stream    streaming.Server // set by StartStreaming
-	cgroups   cgroups.Manager  // reads pod (and container) cgroup usage; may be nil
+	cgroups   cgroups.Manager  // may be nil: no cgroup to update
 	images    *image.Store
-	events    *eventBroker // container events for GetContainerEvents
-	cpuRates  cpuRates     // last CPU samples, for usage in nano-cores
+	events    *eventBroker  // container events for GetContainerEvents
+	stats     *stats.Reader // container and pod figures
 
 	containers *container.Runtime
-	rootfsDir  string     // mount points of container root file systems
-	names      *nameIndex // names of the containers that exist or are being created
-	cdi        *cdi.Cache // the CDI specs of config.CDISpecDirs
+	fs         *image.ContainerFS // the containers' root file systems and image volumes
+	names      *nameIndex         // names of the containers that exist or are being created
+	cdi        *cdi.Cache         // the CDI specs of config.CDISpecDirs
 }
 
 // Options are what a Service is built from.
@@ -56,16 +57,16 @@ type Options struct {
 	Sandboxes *sandbox.Manager
 	Cgroups   cgroups.Manager
 	Images    *image.Store
-	// Containers and RootfsDir serve the container RPCs.
-	Containers *container.Runtime
-	RootfsDir  string
+	// Containers and ContainerFS serve the container RPCs.
+	Containers  *container.Runtime
+	ContainerFS *image.ContainerFS
 }
 
 // NewService returns a Service over the given managers.
 func NewService(o Options) *Service {
 	s := &Service{config: o.Config, version: o.Version, network: o.Network, sandboxes: o.Sandboxes,
-		metrics: newMetrics(o.Sandboxes, o.Containers), cgroups: o.Cgroups, images: o.Images, containers: o.Containers, rootfsDir: o.RootfsDir,
-		events: newEventBroker(), names: newNameIndex(), cdi: newCDICache(o.Config.CDISpecDirs)}
+		metrics: newMetrics(o.Sandboxes, o.Containers), cgroups: o.Cgroups, images: o.Images, containers: o.Containers, fs: o.ContainerFS,
+		stats: &stats.Reader{Cgroups: o.Cgroups, Images: o.Images}, events: newEventBroker(), names: newNameIndex(), cdi: newCDICache(o.Config.CDISpecDirs)}
 	s.metrics.registry.MustRegister(s.events.streamsGauge())
 	if s.images != nil {
 		s.metrics.registry.MustRegister(s.images.Collectors()...)

@@ -128,29 +128,3 @@ func TestInterceptorLogsIDs(t *testing.T) {
 		}
 	}
 }
-
-func TestCPURates(t *testing.T) {
-	var r cpuRates
-	if _, ok := r.sample("/a", 1_000_000_000, 5_000); ok {
-		t.Error("a first sample gave a rate")
-	}
-	// 0.5 s of CPU over 2 s of wall time: half a core.
-	if rate, ok := r.sample("/a", 3_000_000_000, 500_005_000); !ok || rate != 250_000_000 {
-		t.Errorf("rate %d %v, want 250000000 nano-cores", rate, ok)
-	}
-	if _, ok := r.sample("/a", 3_000_000_000, 600_000_000); ok {
-		t.Error("no time passed, yet a rate")
-	}
-	if _, ok := r.sample("/a", 4_000_000_000, 10); ok {
-		t.Error("a counter that went back (a new cgroup) gave a rate")
-	}
-	if _, ok := r.sample("/b", 4_000_000_000, 10); ok {
-		t.Error("another cgroup shares the first one's sample")
-	}
-	// A cgroup not read for longer than the TTL (a removed container's) is forgotten.
-	later := int64(4_000_000_000 + 2*cpuSampleTTL)
-	r.sample("/b", later, 20)
-	if _, kept := r.last["/a"]; kept || len(r.last) != 1 {
-		t.Errorf("readings after the TTL: %v, want only /b", r.last)
-	}
-}

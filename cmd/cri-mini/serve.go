@@ -20,6 +20,7 @@ import (
 	"github.com/cri-mini/cri-mini/container"
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/cri"
+	"github.com/cri-mini/cri-mini/image"
 	"github.com/cri-mini/cri-mini/internal/config"
 	"github.com/cri-mini/cri-mini/internal/fsutil"
 	"github.com/cri-mini/cri-mini/internal/safeexec"
@@ -89,8 +90,8 @@ func serve(cfg config.Config) error {
 		return fmt.Errorf("image configuration: %w", err)
 	}
 	svc := cri.NewService(cri.Options{Config: cfg, Version: version, Network: network, Sandboxes: pods, Cgroups: cgroupManager, Images: images,
-		Containers: &container.Runtime{StateDir: filepath.Join(cfg.RunRoot, "containers"), Cgroups: cgroupManager, Shim: shim},
-		RootfsDir:  filepath.Join(cfg.RunRoot, "rootfs")})
+		Containers:  &container.Runtime{StateDir: filepath.Join(cfg.RunRoot, "containers"), Cgroups: cgroupManager, Shim: shim},
+		ContainerFS: image.NewContainerFS(images, filepath.Join(cfg.RunRoot, "rootfs"))})
 	srv := cri.NewServer(svc)
 	streamAddr, stopStreaming, err := svc.StartStreaming(cfg.StreamAddress)
 	if err != nil {

@@ -1,0 +1,64 @@
+package proc
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Threads is the number of threads of process pid, from
+// /proc/<pid>/status.
+func Threads(pid int) (uint64, error) {
+	status, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0, err
+	}
+	var threads uint64
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			threads += n
+		}
+	}
+	return threads, nil
+}
+
+// FDs counts the open file descriptors of process pid and, of those, the
+// sockets, from /proc/<pid>/fd.
+func FDs(pid int) (fds, sockets uint64, err error) {
+	fdDir := filepath.Join("/proc", strconv.Itoa(pid), "fd")
+	entries, err := os.ReadDir(fdDir)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, e := range entries {
+		if target, err := os.Readlink(filepath.Join(fdDir, e.Name())); err == nil && strings.HasPrefix(target, "socket:[") {
+			sockets++
+		}
+	}
+	return uint64(len(entries)), sockets, nil
+}
+
+// OpenFilesSoftLimit reads the soft RLIMIT_NOFILE of process pid from
+// /proc/<pid>/limits.
+func OpenFilesSoftLimit(pid int) (uint64, bool) {
+	if pid <= 0 {
+		return 0, false
+	}
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "limits"))
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Max open files"); ok {
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				return 0, false
+			}
+			n, err := strconv.ParseUint(f[0], 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
