@@ -289,11 +289,14 @@ func renderStep(w func(string, ...any), s Step, plan []Step, source string) {
 	case KindNoNewPrivs:
 		w("# no_new_privs: setpriv --nnp in R19")
 	case KindSeccomp:
-		w("# seccomp: a filter of %d syscall rules, default action %s; no stock tool", s.Seccomp.Rules, shellQuote(string(s.Seccomp.DefaultAction)))
+		w("# seccomp: a filter of %d syscall rules, default action %s; no stock tool", len(s.Seccomp.Syscalls), shellQuote(string(s.Seccomp.DefaultAction)))
 		w("# installs one, so this script runs without it.")
 	case KindUser:
 		u := s.User
 		w("# user %d:%d, groups %v: setpriv --reuid --regid in R19", u.UID, u.GID, u.AdditionalGids)
+		if u.Umask != nil {
+			w("umask %04o", *u.Umask)
+		}
 	case KindCapabilities:
 		c := s.Capabilities
 		w("# capabilities: bounding %s; effective %s, permitted %s", capList(c.Bounding, "none"), capList(c.Effective, "none"), capList(c.Permitted, "none"))
