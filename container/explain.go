@@ -268,6 +268,11 @@ func renderStep(w func(string, ...any), s Step, plan []Step, source string) {
 		w("cd / && exec 8<&-")
 		w("bb mount --make-%s /", s.Propagation)
 	case KindHostname:
+		if s.Path != "" {
+			w("# set by the pod: the container joined the pod's uts namespace (%s) in R3,", shellQuote(s.Path))
+			w("# and with it the hostname the pod gave it")
+			return
+		}
 		w("bb hostname %s", shellQuote(s.Hostname))
 	case KindSysctl:
 		w("echo %s > %s", shellQuote(s.Sysctl.Value), shellQuote("/proc/sys/"+strings.ReplaceAll(s.Sysctl.Key, ".", "/")))

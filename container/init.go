@@ -269,6 +269,9 @@ func hardenRootfs(plan []Step) error {
 	for _, s := range plan {
 		switch s.Kind {
 		case KindHostname: // R15
+			if s.Path != "" {
+				continue // the pod's, joined in R3
+			}
 			if err := unix.Sethostname([]byte(s.Hostname)); err != nil {
 				return fmt.Errorf("set hostname %q: %w", s.Hostname, err)
 			}

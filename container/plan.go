@@ -36,7 +36,7 @@ const (
 	KindMkdir          StepKind = "mkdir"            // Path: a directory in /dev later mounts use
 	KindPivotRoot      StepKind = "pivot-root"       // Path becomes / (R13)
 	KindUnmountOldRoot StepKind = "unmount-old-root" // R14; Propagation of the new root
-	KindHostname       StepKind = "hostname"         // Hostname (R15)
+	KindHostname       StepKind = "hostname"         // Hostname set (R15); with Path, the pod's uts namespace joined there has it
 	KindSysctl         StepKind = "sysctl"           // Sysctl
 	KindReadonlyPath   StepKind = "readonly-path"    // Path (R16)
 	KindMaskPath       StepKind = "mask-path"        // Path (R17)
@@ -191,7 +191,11 @@ func BuildPlan(spec *specs.Spec, in PlanInput) ([]Step, error) {
 	add(Step{Recipe: "R13", Kind: KindPivotRoot, Path: spec.Root.Path})
 	// R14, then the new root gets the spec's propagation.
 	add(Step{Recipe: "R14", Kind: KindUnmountOldRoot, Propagation: prop})
-	if nsWanted(spec, specs.UTSNamespace) && spec.Hostname != "" {
+	// R15: the hostname, in a new uts namespace; a pod's container joins
+	// the pod's (R3), whose hostname the pod set: the step says so.
+	if uts := podNamespace(spec, specs.UTSNamespace); uts != "" {
+		add(Step{Recipe: "R15", Kind: KindHostname, Path: uts})
+	} else if nsWanted(spec, specs.UTSNamespace) && spec.Hostname != "" {
 		add(Step{Recipe: "R15", Kind: KindHostname, Hostname: spec.Hostname})
 	}
 	masked, readonly := defaultMaskedPaths, defaultReadonlyPaths
@@ -234,6 +238,19 @@ func BuildPlan(spec *specs.Spec, in PlanInput) ([]Step, error) {
 // pod's (not the host's).
 func hasUserNS(spec *specs.Spec) bool {
 	return spec.Linux != nil && slices.ContainsFunc(spec.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace })
+}
+
+// podNamespace is the path of the namespace of type t the container joins
+// (its pod's), "" when it gets a new one or stays in the host's.
+func podNamespace(spec *specs.Spec, t specs.LinuxNamespaceType) string {
+	if spec.Linux != nil {
+		for _, ns := range spec.Linux.Namespaces {
+			if ns.Type == t {
+				return ns.Path
+			}
+		}
+	}
+	return ""
 }
 
 // planNamespaces lists the container's namespaces as namespaceFlags treats
