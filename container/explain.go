@@ -268,6 +268,11 @@ func renderStep(w func(string, ...any), s Step, plan []Step, source string) {
 		w("cd / && exec 8<&-")
 		w("bb mount --make-%s /", s.Propagation)
 	case KindHostname:
+		if s.Path != "" {
+			w("# set by the pod: the container joined the pod's uts namespace (%s) in R3,", shellQuote(s.Path))
+			w("# and with it the hostname the pod gave it")
+			return
+		}
 		w("bb hostname %s", shellQuote(s.Hostname))
 	case KindSysctl:
 		w("echo %s > %s", shellQuote(s.Sysctl.Value), shellQuote("/proc/sys/"+strings.ReplaceAll(s.Sysctl.Key, ".", "/")))
@@ -289,11 +294,14 @@ func renderStep(w func(string, ...any), s Step, plan []Step, source string) {
 	case KindNoNewPrivs:
 		w("# no_new_privs: setpriv --nnp in R19")
 	case KindSeccomp:
-		w("# seccomp: a filter of %d syscall rules, default action %s; no stock tool", s.Seccomp.Rules, shellQuote(string(s.Seccomp.DefaultAction)))
+		w("# seccomp: a filter of %d syscall rules, default action %s; no stock tool", len(s.Seccomp.Syscalls), shellQuote(string(s.Seccomp.DefaultAction)))
 		w("# installs one, so this script runs without it.")
 	case KindUser:
 		u := s.User
 		w("# user %d:%d, groups %v: setpriv --reuid --regid in R19", u.UID, u.GID, u.AdditionalGids)
+		if u.Umask != nil {
+			w("umask %04o", *u.Umask)
+		}
 	case KindCapabilities:
 		c := s.Capabilities
 		w("# capabilities: bounding %s; effective %s, permitted %s", capList(c.Bounding, "none"), capList(c.Effective, "none"), capList(c.Permitted, "none"))

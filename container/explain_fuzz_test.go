@@ -19,7 +19,7 @@ var scriptCommands = map[string]bool{
 	"exec": true, "bb": true, "ldd": true, "awk": true, "sort": true, "cd": true, "pivot_root": true,
 	"[": true, "ulimit": true, "unset": true, "compgen": true, "type": true, "printf": true,
 	"declare": true, "eval": true, "nsenter": true, "unshare": true, "bash": true, "exit": true,
-	"stage": true, "mktemp": true,
+	"stage": true, "mktemp": true, "umask": true,
 	"/proc/self/fd/9": true, `"$0"`: true,
 }
 

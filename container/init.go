@@ -64,11 +64,13 @@ func initContainer(conn *net.UnixConn) error {
 	fifo := initFifoFD
 	// The plan is the single description of what follows; explain renders
 	// the same one. The daemon did its cgroup and the supervisor the
-	// namespaces; the process steps are executed from the spec below.
+	// namespaces; all the rest is executed from the plan, the process steps
+	// too: of the spec's process only the terminal is read here.
 	plan, err := BuildPlan(spec, in.Plan)
 	if err != nil {
 		return err
 	}
+	terminal := spec.Process.Terminal
 	if err := setupRootfs(plan, sources); err != nil {
 		return err
 	}
@@ -78,16 +80,15 @@ func initContainer(conn *net.UnixConn) error {
 	if err := hardenRootfs(plan); err != nil {
 		return err
 	}
-	p := spec.Process
 	var ttyFDs []int
-	if p.Terminal {
+	if terminal {
 		master, err := setupTTY()
 		if err != nil {
 			return err
 		}
 		ttyFDs = []int{master}
 	}
-	path, err := prepareProcess(p)
+	path, err := prepareSteps(plan)
 	if err != nil {
 		return err
 	}
@@ -108,7 +109,7 @@ func initContainer(conn *net.UnixConn) error {
 	unix.Close(w)
 	unix.Close(fifo)
 	conn.Close()
-	return execProcess(p, seccompOf(spec), path, false) // R19
+	return execSteps(plan, path, false) // R19
 }
 
 // nsWanted reports whether the spec asks for a new namespace of type t.
@@ -268,6 +269,9 @@ func hardenRootfs(plan []Step) error {
 	for _, s := range plan {
 		switch s.Kind {
 		case KindHostname: // R15
+			if s.Path != "" {
+				continue // the pod's, joined in R3
+			}
 			if err := unix.Sethostname([]byte(s.Hostname)); err != nil {
 				return fmt.Errorf("set hostname %q: %w", s.Hostname, err)
 			}

@@ -15,9 +15,11 @@ import (
 
 // The plan is a container's recipe (R3-R19) as data: what the runtime
 // does to build one container, step by step, in order. The init executes
-// the file-system and hardening steps from it, and `cri-mini explain`
-// renders the same list as stock-tool shell commands, so what is shown is
-// what is done.
+// it, all but the cgroup (the daemon's) and the namespaces (the
+// supervisor's): the file-system and hardening steps, then the process
+// steps (processSteps: rlimits to the exec, every default filled in there,
+// none left to the executor). `cri-mini explain` renders the same list as
+// stock-tool shell commands, so what is shown is what is done.
 
 // StepKind says what a Step does; each kind fills one of Step's fields.
 type StepKind string
@@ -34,16 +36,16 @@ const (
 	KindMkdir          StepKind = "mkdir"            // Path: a directory in /dev later mounts use
 	KindPivotRoot      StepKind = "pivot-root"       // Path becomes / (R13)
 	KindUnmountOldRoot StepKind = "unmount-old-root" // R14; Propagation of the new root
-	KindHostname       StepKind = "hostname"         // Hostname (R15)
+	KindHostname       StepKind = "hostname"         // Hostname set (R15); with Path, the pod's uts namespace joined there has it
 	KindSysctl         StepKind = "sysctl"           // Sysctl
 	KindReadonlyPath   StepKind = "readonly-path"    // Path (R16)
 	KindMaskPath       StepKind = "mask-path"        // Path (R17)
 	KindReadonlyRoot   StepKind = "readonly-root"    // the root made read-only
 	KindRlimit         StepKind = "rlimit"           // Rlimit
 	KindNoNewPrivs     StepKind = "no-new-privs"
-	KindSeccomp        StepKind = "seccomp"      // Seccomp: a filter with this many rules
-	KindUser           StepKind = "user"         // User
-	KindCapabilities   StepKind = "capabilities" // Capabilities
+	KindSeccomp        StepKind = "seccomp"      // Seccomp: the filter loaded
+	KindUser           StepKind = "user"         // User, with the umask
+	KindCapabilities   StepKind = "capabilities" // Capabilities, set with the user's change
 	KindExec           StepKind = "exec"         // Exec (R19)
 )
 
@@ -65,7 +67,7 @@ type Step struct {
 	Rlimit       *specs.POSIXRlimit       `json:"rlimit,omitempty"`
 	User         *specs.User              `json:"user,omitempty"`
 	Capabilities *specs.LinuxCapabilities `json:"capabilities,omitempty"`
-	Seccomp      *SeccompSummary          `json:"seccomp,omitempty"`
+	Seccomp      *specs.LinuxSeccomp      `json:"seccomp,omitempty"`
 	Exec         *ExecStep                `json:"exec,omitempty"`
 }
 
@@ -135,13 +137,6 @@ type Sysctl struct {
 	Value string `json:"value"`
 }
 
-// SeccompSummary is what the plan says of a seccomp filter: no stock tool
-// installs one, so it is shown, not reproduced.
-type SeccompSummary struct {
-	DefaultAction specs.LinuxSeccompAction `json:"defaultAction"`
-	Rules         int                      `json:"rules"`
-}
-
 // ExecStep is the application's start (R19).
 type ExecStep struct {
 	Args []string `json:"args"`
@@ -196,7 +191,11 @@ func BuildPlan(spec *specs.Spec, in PlanInput) ([]Step, error) {
 	add(Step{Recipe: "R13", Kind: KindPivotRoot, Path: spec.Root.Path})
 	// R14, then the new root gets the spec's propagation.
 	add(Step{Recipe: "R14", Kind: KindUnmountOldRoot, Propagation: prop})
-	if nsWanted(spec, specs.UTSNamespace) && spec.Hostname != "" {
+	// R15: the hostname, in a new uts namespace; a pod's container joins
+	// the pod's (R3), whose hostname the pod set: the step says so.
+	if uts := podNamespace(spec, specs.UTSNamespace); uts != "" {
+		add(Step{Recipe: "R15", Kind: KindHostname, Path: uts})
+	} else if nsWanted(spec, specs.UTSNamespace) && spec.Hostname != "" {
 		add(Step{Recipe: "R15", Kind: KindHostname, Hostname: spec.Hostname})
 	}
 	masked, readonly := defaultMaskedPaths, defaultReadonlyPaths
@@ -228,37 +227,30 @@ func BuildPlan(spec *specs.Spec, in PlanInput) ([]Step, error) {
 	if spec.Root.Readonly {
 		add(Step{Recipe: "runtime", Kind: KindReadonlyRoot, Path: "/"})
 	}
-	p := spec.Process
-	for i := range p.Rlimits {
-		add(Step{Recipe: "runtime", Kind: KindRlimit, Rlimit: &p.Rlimits[i]})
+	steps, err := processSteps(spec.Process, seccompOf(spec))
+	if err != nil {
+		return nil, err
 	}
-	if p.NoNewPrivileges {
-		add(Step{Recipe: "runtime", Kind: KindNoNewPrivs})
-	}
-	if sc := seccompOf(spec); sc != nil {
-		add(Step{Recipe: "runtime", Kind: KindSeccomp, Seccomp: &SeccompSummary{DefaultAction: sc.DefaultAction, Rules: len(sc.Syscalls)}})
-	}
-	user := p.User
-	add(Step{Recipe: "runtime", Kind: KindUser, User: &user})
-	if p.Capabilities != nil {
-		add(Step{Recipe: "runtime", Kind: KindCapabilities, Capabilities: p.Capabilities})
-	}
-	cwd := p.Cwd
-	if cwd == "" {
-		cwd = "/"
-	}
-	env := p.Env
-	if !hasEnv(env, "HOME") {
-		env = append(env[:len(env):len(env)], "HOME=/")
-	}
-	add(Step{Recipe: "R19", Kind: KindExec, Exec: &ExecStep{Args: p.Args, Env: env, Cwd: cwd}})
-	return plan, nil
+	return append(plan, steps...), nil
 }
 
 // hasUserNS reports whether the container is in a user namespace of its
 // pod's (not the host's).
 func hasUserNS(spec *specs.Spec) bool {
 	return spec.Linux != nil && slices.ContainsFunc(spec.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace })
+}
+
+// podNamespace is the path of the namespace of type t the container joins
+// (its pod's), "" when it gets a new one or stays in the host's.
+func podNamespace(spec *specs.Spec, t specs.LinuxNamespaceType) string {
+	if spec.Linux != nil {
+		for _, ns := range spec.Linux.Namespaces {
+			if ns.Type == t {
+				return ns.Path
+			}
+		}
+	}
+	return ""
 }
 
 // planNamespaces lists the container's namespaces as namespaceFlags treats

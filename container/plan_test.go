@@ -231,3 +231,48 @@ func TestEmptyPathListsSurviveTheRecord(t *testing.T) {
 		}
 	}
 }
+
+// TestHostnameIsR15: the hostname step is the recipe's R15, in the plan
+// and in the rendered script, whether the container sets the hostname in
+// a uts namespace of its own or joins its pod's, where the pod set it (the
+// script says so and sets none).
+func TestHostnameIsR15(t *testing.T) {
+	for _, tc := range []struct {
+		name, uts string
+		want      []string
+	}{
+		{"own", "", []string{"# R15: hostname\n  bb hostname web\n"}},
+		{"pod", "/run/pods/p1/ns/uts", []string{"# R15: hostname\n  # set by the pod: the container joined the pod's uts namespace (/run/pods/p1/ns/uts) in R3,"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := planSpec()
+			for i, ns := range s.Linux.Namespaces {
+				if ns.Type == specs.UTSNamespace {
+					s.Linux.Namespaces[i].Path = tc.uts
+				}
+			}
+			plan, err := BuildPlan(s, PlanInput{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var steps []Step
+			for _, st := range plan {
+				if st.Kind == KindHostname {
+					steps = append(steps, st)
+				}
+			}
+			if len(steps) != 1 || steps[0].Recipe != "R15" || steps[0].Path != tc.uts || (tc.uts == "") != (steps[0].Hostname == "web") {
+				t.Fatalf("hostname steps %+v, want one R15 step", steps)
+			}
+			script := RenderShell("c1", plan)
+			for _, w := range tc.want {
+				if !strings.Contains(script, w) {
+					t.Errorf("script lacks %q:\n%s", w, script)
+				}
+			}
+			if tc.uts != "" && strings.Contains(script, "hostname web") {
+				t.Errorf("the script sets the hostname the pod set:\n%s", script)
+			}
+		})
+	}
+}

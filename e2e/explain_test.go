@@ -13,8 +13,9 @@ import (
 
 // TestExplainThroughCRI: a container made through the CRI carries its plan
 // in the verbose ContainerStatus, and `cri-mini explain` prints the same
-// plan (--json) and a script that joins the pod's namespaces, from the
-// daemon's run root, by an ID prefix.
+// plan (--json) and a script that joins the pod's namespaces (and says
+// that the pod set the hostname, R15), from the daemon's run root, by an
+// ID prefix.
 func TestExplainThroughCRI(t *testing.T) {
 	pullTestImage(t)
 	podID, podCfg := podWithLogs(t, "explain")
@@ -58,7 +59,10 @@ func TestExplainThroughCRI(t *testing.T) {
 		t.Errorf("explain --json differs from the verbose status' plan:\n%s\n%s", a, b)
 	}
 	script := explain(id[:12])
-	for _, want := range []string{"nsenter --net=" + netns, "# R13: pivot_root", "pivot_root . .", "/bin/sleep", "--bounding-set=-all,"} {
+	// The pod set the hostname in its uts namespace, which the container
+	// joins: R15 says so.
+	for _, want := range []string{"nsenter --net=" + netns, "# R13: pivot_root", "pivot_root . .", "/bin/sleep", "--bounding-set=-all,",
+		"# R15: hostname\n  # set by the pod: the container joined the pod's uts namespace"} {
 		if !strings.Contains(script, want) {
 			t.Errorf("script lacks %q:\n%s", want, script)
 		}
