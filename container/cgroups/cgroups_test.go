@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -26,8 +27,13 @@ func TestMain(m *testing.M) {
 	// Leak check: no test cgroup may remain in any hierarchy.
 	leaks, _ := filepath.Glob(filepath.Join(DefaultRoot, "*", testPrefix+"*"))
 	unified, _ := filepath.Glob(filepath.Join(DefaultRoot, testPrefix+"*"))
-	leaks = append(leaks, unified...)
-	for _, l := range leaks {
+	// Only this process's: another test binary running meanwhile (go test
+	// runs packages in parallel) has its own, still in use.
+	ours := regexp.MustCompile(fmt.Sprintf(`-%d([-.]|$)`, os.Getpid()))
+	for _, l := range append(leaks, unified...) {
+		if !ours.MatchString(filepath.Base(l)) {
+			continue
+		}
 		fmt.Fprintln(os.Stderr, "leaked cgroup:", l)
 		_ = removeTree(l)
 		code = 1
