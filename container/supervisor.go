@@ -45,6 +45,10 @@ func runSupervisor() {
 	os.Exit(0)
 }
 
+// supervise is the supervisor's life, one phase after the other: start the
+// init, relay the create handshake, serve attach and the log while the
+// container runs, and record how it ended. Until the daemon has been told
+// that the container is created, a failure kills the init.
 func supervise(dir string, ctl *net.UnixConn) error {
 	// ReopenLog may signal as soon as Create has returned, which is before
 	// the log copying starts: without a handler from the first moment, the
@@ -55,12 +59,11 @@ func supervise(dir string, ctl *net.UnixConn) error {
 	if err := readJSON(dir, configFile, &cfg); err != nil {
 		return err
 	}
-	var logw *criLog
-	if cfg.LogPath != "" {
-		var err error
-		if logw, err = openCRILog(cfg.LogDir, cfg.LogPath); err != nil {
-			return fmt.Errorf("open log %s: %w", cfg.LogPath, err)
-		}
+	logw, err := openContainerLog(&cfg)
+	if err != nil {
+		return err
+	}
+	if logw != nil {
 		defer logw.close()
 	}
 	conn, peer, err := socketPair()
@@ -68,40 +71,13 @@ func supervise(dir string, ctl *net.UnixConn) error {
 		return err
 	}
 	defer conn.Close()
-	cmd := exec.Command("/proc/self/exe")
-	cmd.Args = []string{os.Args[0]}
-	cmd.Env = []string{envRole + "=" + roleInit, envStateDir + "=" + dir}
-	cmd.ExtraFiles = []*os.File{initSyncFD - 3: peer}
-	var outR, errR, stdinW *os.File
-	if cfg.Stdin && !cfg.Tty {
-		var stdinR *os.File
-		if stdinR, stdinW, err = os.Pipe(); err != nil {
-			return err
-		}
-		cmd.Stdin = stdinR
-		defer stdinR.Close()
-	}
-	if !cfg.Tty {
-		var outW, errW *os.File
-		if outR, outW, err = os.Pipe(); err != nil {
-			return err
-		}
-		if errR, errW, err = os.Pipe(); err != nil {
-			return err
-		}
-		cmd.Stdout, cmd.Stderr = outW, errW
-		defer outW.Close()
-		defer errW.Close()
+	cmd := initCommand(dir, peer)
+	pipes, err := pipeStdio(cmd, &cfg)
+	if err != nil {
+		return err
 	}
 	initProc, err := startInit(cmd, dir, &cfg)
-	peer.Close()
-	if cmd.Stdout != nil {
-		cmd.Stdout.(*os.File).Close()
-		cmd.Stderr.(*os.File).Close()
-	}
-	if cmd.Stdin != nil {
-		cmd.Stdin.(*os.File).Close()
-	}
+	closeInitEnds(cmd, peer)
 	if err != nil {
 		return fmt.Errorf("start init: %w", err)
 	}
@@ -112,37 +88,22 @@ func supervise(dir string, ctl *net.UnixConn) error {
 			_, _ = initProc.Wait()
 		}
 	}()
-	// The daemon puts the init into its cgroup between "pid" and "go".
-	if err := sendMsg(ctl, syncMsg{Type: msgPid, Pid: initProc.Pid}); err != nil {
+	if err := waitForCgroup(ctl, initProc.Pid); err != nil {
 		return err
-	}
-	if _, _, err := expectMsg(ctl, msgGo); err != nil {
-		return fmt.Errorf("wait for go: %w", err)
 	}
 	oom := watchOOM(cmd.Process.Pid) // the init is in its cgroup now
-	if err := sendMsg(conn, syncMsg{Type: msgGo}); err != nil {
+	fds, err := releaseInit(conn)
+	if err != nil {
 		return err
 	}
-	_, fds, err := expectMsg(conn, msgReady)
+	master, err := ptyMaster(&cfg, fds)
 	if err != nil {
-		return fmt.Errorf("container init: %w", err)
+		return err
 	}
-	var master *os.File
-	if cfg.Tty {
-		if len(fds) != 1 {
-			return errors.New("container init sent no pty")
-		}
-		master = os.NewFile(uintptr(fds[0]), "pty")
+	if master != nil {
 		defer master.Close()
 	}
-	var stdin io.WriteCloser
-	switch {
-	case cfg.Stdin && master != nil:
-		stdin = master
-	case stdinW != nil:
-		stdin = stdinW
-	}
-	attach, err := listenAttach(dir, stdin, cfg.StdinOnce, master)
+	attach, err := listenAttach(dir, attachStdin(&cfg, master, pipes.stdinW), cfg.StdinOnce, master)
 	if err != nil {
 		return err
 	}
@@ -151,11 +112,157 @@ func supervise(dir string, ctl *net.UnixConn) error {
 		return err
 	}
 	failed = false
-	if err := sendMsg(ctl, syncMsg{Type: msgReady, Pid: initProc.Pid}); err != nil {
+	reportCreated(ctl, dir, initProc.Pid)
+
+	copies := copyOutput(logw, attach, master, pipes)
+	go reopenLogOnSignal(reopen, logw, dir, cfg.LogPath)
+	state, err := initProc.Wait()
+	if err != nil {
+		return fmt.Errorf("wait for init %d: %w", initProc.Pid, err)
+	}
+	drainOutput(copies, 2*time.Second)
+	return recordExit(dir, state, oom)
+}
+
+// openContainerLog opens the container's CRI log; nil when it has none.
+func openContainerLog(cfg *config) (*criLog, error) {
+	if cfg.LogPath == "" {
+		return nil, nil
+	}
+	logw, err := openCRILog(cfg.LogDir, cfg.LogPath)
+	if err != nil {
+		return nil, fmt.Errorf("open log %s: %w", cfg.LogPath, err)
+	}
+	return logw, nil
+}
+
+// initCommand re-executes this binary in the init role, with peer, its end
+// of the sync socket, at initSyncFD. startInit adds the rest.
+func initCommand(dir string, peer *os.File) *exec.Cmd {
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Args = []string{os.Args[0]}
+	cmd.Env = []string{envRole + "=" + roleInit, envStateDir + "=" + dir}
+	cmd.ExtraFiles = []*os.File{initSyncFD - 3: peer}
+	return cmd
+}
+
+// initPipes are the supervisor's ends of the init's standard streams
+// without a terminal; nil where there is none.
+type initPipes struct {
+	stdinW     *os.File // attach writes the container's stdin here
+	outR, errR *os.File // the container's stdout and stderr, for the log
+}
+
+// pipeStdio connects the init's standard streams to pipes when it has no
+// terminal (with one, the init sends the pty master once it is ready).
+// The init's ends are set in cmd.
+func pipeStdio(cmd *exec.Cmd, cfg *config) (initPipes, error) {
+	var p initPipes
+	if cfg.Stdin && !cfg.Tty {
+		stdinR, stdinW, err := os.Pipe()
+		if err != nil {
+			return p, err
+		}
+		cmd.Stdin, p.stdinW = stdinR, stdinW
+	}
+	if !cfg.Tty {
+		outR, outW, err := os.Pipe()
+		if err != nil {
+			closeInitEnds(cmd, nil)
+			return p, err
+		}
+		errR, errW, err := os.Pipe()
+		if err != nil {
+			outW.Close()
+			closeInitEnds(cmd, nil)
+			return p, err
+		}
+		cmd.Stdout, cmd.Stderr = outW, errW
+		p.outR, p.errR = outR, errR
+	}
+	return p, nil
+}
+
+// closeInitEnds closes this process's copies of what the init inherits
+// (the sync socket's peer, the pipes' other ends), once startInit has
+// started it or failed: a pipe must see its end when the container's
+// processes have closed theirs.
+func closeInitEnds(cmd *exec.Cmd, peer *os.File) {
+	if peer != nil {
+		peer.Close()
+	}
+	if cmd.Stdout != nil {
+		cmd.Stdout.(*os.File).Close()
+		cmd.Stderr.(*os.File).Close()
+	}
+	if cmd.Stdin != nil {
+		cmd.Stdin.(*os.File).Close()
+	}
+}
+
+// waitForCgroup tells the daemon the init's pid and waits for its go: the
+// daemon puts the init into its cgroup between "pid" and "go".
+func waitForCgroup(ctl *net.UnixConn, pid int) error {
+	if err := sendMsg(ctl, syncMsg{Type: msgPid, Pid: pid}); err != nil {
+		return err
+	}
+	if _, _, err := expectMsg(ctl, msgGo); err != nil {
+		return fmt.Errorf("wait for go: %w", err)
+	}
+	return nil
+}
+
+// releaseInit lets the init, now in its cgroup, build the container, and
+// waits until it has (it then blocks on the start fifo). It returns the
+// descriptors the init sent with its ready: the pty master with a tty.
+func releaseInit(conn *net.UnixConn) ([]int, error) {
+	if err := sendMsg(conn, syncMsg{Type: msgGo}); err != nil {
+		return nil, err
+	}
+	_, fds, err := expectMsg(conn, msgReady)
+	if err != nil {
+		return nil, fmt.Errorf("container init: %w", err)
+	}
+	return fds, nil
+}
+
+// ptyMaster is the container's terminal from the init's ready message;
+// nil without a tty.
+func ptyMaster(cfg *config, fds []int) (*os.File, error) {
+	if !cfg.Tty {
+		return nil, nil
+	}
+	if len(fds) != 1 {
+		return nil, errors.New("container init sent no pty")
+	}
+	return os.NewFile(uintptr(fds[0]), "pty"), nil
+}
+
+// attachStdin is where attach writes the container's stdin: the terminal,
+// the stdin pipe, or nowhere when the container has no stdin.
+func attachStdin(cfg *config, master, stdinW *os.File) io.WriteCloser {
+	switch {
+	case cfg.Stdin && master != nil:
+		return master
+	case stdinW != nil:
+		return stdinW
+	}
+	return nil
+}
+
+// reportCreated tells the daemon that the container is created and lets it
+// go: from here on the supervisor lives without it.
+func reportCreated(ctl *net.UnixConn, dir string, pid int) {
+	if err := sendMsg(ctl, syncMsg{Type: msgReady, Pid: pid}); err != nil {
 		klog.InfoS("Supervisor: daemon gone after create", "container", filepath.Base(dir), "err", err)
 	}
 	ctl.Close()
+}
 
+// copyOutput copies the container's output into its log (or discards it
+// without one), through the attach sessions; the WaitGroup ends with the
+// output.
+func copyOutput(logw *criLog, attach *attachServer, master *os.File, pipes initPipes) *sync.WaitGroup {
 	var copies sync.WaitGroup
 	copyOut := func(stream string, r io.Reader, kind byte) {
 		copies.Add(1)
@@ -172,31 +279,40 @@ func supervise(dir string, ctl *net.UnixConn) error {
 	if master != nil {
 		copyOut("stdout", master, frameStdout)
 	} else {
-		copyOut("stdout", outR, frameStdout)
-		copyOut("stderr", errR, frameStderr)
+		copyOut("stdout", pipes.outR, frameStdout)
+		copyOut("stderr", pipes.errR, frameStderr)
 	}
-	go func() {
-		for range reopen {
-			if logw != nil {
-				if err := logw.reopen(); err != nil {
-					klog.ErrorS(err, "Reopen container log", "container", filepath.Base(dir), "path", cfg.LogPath)
-				}
+	return &copies
+}
+
+// reopenLogOnSignal reopens the log on each SIGUSR1 (ReopenLog, after
+// kubelet has rotated it).
+func reopenLogOnSignal(reopen <-chan os.Signal, logw *criLog, dir, path string) {
+	for range reopen {
+		if logw != nil {
+			if err := logw.reopen(); err != nil {
+				klog.ErrorS(err, "Reopen container log", "container", filepath.Base(dir), "path", path)
 			}
 		}
-	}()
-	state, err := initProc.Wait()
-	if err != nil {
-		return fmt.Errorf("wait for init %d: %w", initProc.Pid, err)
 	}
-	// Output still buffered in the pipes belongs in the log before the exit
-	// is recorded; processes that outlive the init in a shared pid
-	// namespace may hold the pipes open, so the wait is bounded.
+}
+
+// drainOutput waits, at most timeout, for the output copies to end: output
+// still buffered in the pipes belongs in the log before the exit is
+// recorded; processes that outlive the init in a shared pid namespace may
+// hold the pipes open, so the wait is bounded.
+func drainOutput(copies *sync.WaitGroup, timeout time.Duration) {
 	drained := make(chan struct{})
 	go func() { copies.Wait(); close(drained) }()
 	select {
 	case <-drained:
-	case <-time.After(2 * time.Second):
+	case <-time.After(timeout):
 	}
+}
+
+// recordExit writes how the init ended (128+n for death by signal n) and
+// whether the OOM killer struck, for the daemon to read.
+func recordExit(dir string, state *os.ProcessState, oom *oomWatch) error {
 	ws := state.Sys().(syscall.WaitStatus)
 	ex := exitRecord{ExitCode: ws.ExitStatus(), Finished: time.Now().UTC()}
 	if ws.Signaled() {
