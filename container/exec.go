@@ -60,18 +60,71 @@ type execConfig struct {
 // (through the nsenter constructor), its cgroup, capabilities, seccomp
 // profile, user and working directory.
 func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, error) {
-	dir, cfg, err := r.existing(id)
+	cfg, init, err := r.execTarget(id, o)
 	if err != nil {
 		return -1, err
 	}
-	if len(o.Args) == 0 {
-		return -1, fmt.Errorf("exec in %s: no command: %w", id, errdefs.ErrInvalidArgument)
+	payload, err := json.Marshal(execConfig{Process: execProcessSpec(cfg.Spec, o), Seccomp: seccompOf(cfg.Spec)})
+	if err != nil {
+		return -1, err
 	}
+	exe, err := r.executable()
+	if err != nil {
+		return -1, fmt.Errorf("exec in %s: %w", id, err)
+	}
+	x, err := newExecChild(ctx, exe, init.Pid, o)
+	if err != nil {
+		return -1, err
+	}
+	defer x.close()
+	if err := x.start(payload); err != nil {
+		return -1, fmt.Errorf("exec in %s: %w", id, err)
+	}
+	var ttyCopies *sync.WaitGroup
+	if o.Tty {
+		master, err := x.terminal(id)
+		if err != nil {
+			return -1, err
+		}
+		defer master.Close()
+		var stopResize func()
+		ttyCopies, stopResize = relayTerminal(master, o)
+		defer stopResize()
+	}
+	if err := r.joinCgroup(x.ctl, x.cmd.Process.Pid, cfg.CgroupPath); err != nil {
+		_ = x.cmd.Cancel()
+		_ = x.cmd.Wait()
+		return -1, fmt.Errorf("exec in %s: %w", id, err)
+	}
+	werr := x.cmd.Wait()
+	if o.Tty {
+		// The slave is gone with the process: reading the master ends in
+		// EIO once the buffered output is out.
+		ttyCopies.Wait()
+	}
+	return x.exitCode(ctx, id, werr)
+}
+
+// execTarget is the config and the live init of container id, which an
+// exec of o joins.
+func (r *Runtime) execTarget(id string, o ExecOptions) (*config, proc.ID, error) {
 	var init proc.ID
-	if readJSON(dir, initFile, &init) != nil || !init.Alive() {
-		return -1, fmt.Errorf("exec in %s: container is not running: %w", id, errdefs.ErrFailedPrecondition)
+	dir, cfg, err := r.existing(id)
+	if err != nil {
+		return nil, init, err
 	}
-	p := *cfg.Spec.Process
+	if len(o.Args) == 0 {
+		return nil, init, fmt.Errorf("exec in %s: no command: %w", id, errdefs.ErrInvalidArgument)
+	}
+	if readJSON(dir, initFile, &init) != nil || !init.Alive() {
+		return nil, init, fmt.Errorf("exec in %s: container is not running: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	return cfg, init, nil
+}
+
+// execProcessSpec is the container's process with what o sets instead.
+func execProcessSpec(spec *specs.Spec, o ExecOptions) *specs.Process {
+	p := *spec.Process
 	p.Args, p.Terminal = o.Args, o.Tty
 	if o.Env != nil {
 		p.Env = o.Env
@@ -82,43 +135,46 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 	if o.User != nil {
 		p.User = *o.User
 	}
-	ec := execConfig{Process: &p, Seccomp: seccompOf(cfg.Spec)}
-	payload, err := json.Marshal(ec)
-	if err != nil {
-		return -1, err
-	}
-	exe, err := r.executable()
-	if err != nil {
-		return -1, fmt.Errorf("exec in %s: %w", id, err)
-	}
+	return &p
+}
 
-	syncR, syncW, err := os.Pipe()
-	if err != nil {
-		return -1, err
+// execChild is the nsenter parent of an exec, whose child joins the
+// container and execs the process, with this side's ends of the
+// descriptors they share (execSyncFD, execErrFD, execCtlFD).
+type execChild struct {
+	cmd          *exec.Cmd
+	syncR, syncW *os.File // the go byte and the process description
+	errR, errW   *os.File // setup failures
+	ctl          *net.UnixConn
+	peer         *os.File // the child's end of ctl
+}
+
+// newExecChild prepares the nsenter parent that joins the namespaces of
+// the init initPid, from the sealed executable exe. close releases what
+// it holds.
+func newExecChild(ctx context.Context, exe string, initPid int, o ExecOptions) (*execChild, error) {
+	x := &execChild{}
+	var err error
+	if x.syncR, x.syncW, err = os.Pipe(); err != nil {
+		return nil, err
 	}
-	defer syncR.Close()
-	defer syncW.Close()
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		return -1, err
+	if x.errR, x.errW, err = os.Pipe(); err != nil {
+		x.close()
+		return nil, err
 	}
-	defer errR.Close()
-	defer errW.Close()
 	cmd := exec.CommandContext(ctx, exe)
 	cmd.Args = []string{os.Args[0]}
-	cmd.Env = []string{envRole + "=" + roleExec, "_CRI_MINI_NSENTER_PID=" + strconv.Itoa(init.Pid),
+	cmd.Env = []string{envRole + "=" + roleExec, "_CRI_MINI_NSENTER_PID=" + strconv.Itoa(initPid),
 		"_CRI_MINI_NSENTER_SYNC=" + strconv.Itoa(execSyncFD), "_CRI_MINI_NSENTER_ERR=" + strconv.Itoa(execErrFD),
 		// The parent-death signal follows the thread that forks, not the
 		// process: this works because no thread of ours ends while its
 		// children live (internal/nsexec returns threads to Go).
 		"_CRI_MINI_NSENTER_PPID=" + strconv.Itoa(os.Getpid())}
-	ctl, peer, err := socketPair()
-	if err != nil {
-		return -1, err
+	if x.ctl, x.peer, err = socketPair(); err != nil {
+		x.close()
+		return nil, err
 	}
-	defer ctl.Close()
-	defer peer.Close()
-	cmd.ExtraFiles = []*os.File{syncR, errW, peer}
+	cmd.ExtraFiles = []*os.File{x.syncR, x.errW, x.peer}
 	if !o.Tty {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
 	}
@@ -129,74 +185,97 @@ func (r *Runtime) Exec(ctx context.Context, id string, o ExecOptions) (int, erro
 		return cmd.Process.Kill()
 	}
 	cmd.WaitDelay = 2 * time.Second
-	if err := cmd.Start(); err != nil {
-		return -1, fmt.Errorf("exec in %s: %w", id, err)
-	}
-	syncR.Close()
-	errW.Close()
-	for _, f := range cmd.ExtraFiles[2:] {
-		f.Close()
-	}
-	_, werr := syncW.Write(append([]byte{'g'}, payload...))
-	syncW.Close()
-	if werr != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		return -1, fmt.Errorf("exec in %s: %w", id, werr)
-	}
+	x.cmd = cmd
+	return x, nil
+}
 
-	var ttyCopies sync.WaitGroup
-	if o.Tty {
-		_, fds, err := expectMsg(ctl, msgReady)
-		if err != nil || len(fds) != 1 {
-			for _, fd := range fds {
-				unix.Close(fd)
-			}
-			_ = cmd.Wait()
-			return -1, fmt.Errorf("exec in %s: no terminal: %w", id, errors.Join(err, readSetupError(errR)))
+// close closes this side's descriptors (most are closed already).
+func (x *execChild) close() {
+	if x.ctl != nil {
+		x.peer.Close()
+		x.ctl.Close()
+	}
+	if x.errR != nil {
+		x.errW.Close()
+		x.errR.Close()
+	}
+	x.syncW.Close()
+	x.syncR.Close()
+}
+
+// start starts the nsenter parent, closes the ends its child has, and
+// sends the go byte with the process description.
+func (x *execChild) start(payload []byte) error {
+	if err := x.cmd.Start(); err != nil {
+		return err
+	}
+	x.syncR.Close()
+	x.errW.Close()
+	x.peer.Close()
+	_, werr := x.syncW.Write(append([]byte{'g'}, payload...))
+	x.syncW.Close()
+	if werr != nil {
+		_ = x.cmd.Process.Kill()
+		_ = x.cmd.Wait()
+		return werr
+	}
+	return nil
+}
+
+// terminal receives the pty master the exec child made; when it sends
+// none, the child is waited for and the error says why.
+func (x *execChild) terminal(id string) (*os.File, error) {
+	_, fds, err := expectMsg(x.ctl, msgReady)
+	if err != nil || len(fds) != 1 {
+		for _, fd := range fds {
+			unix.Close(fd)
 		}
-		master := os.NewFile(uintptr(fds[0]), "pty")
-		defer master.Close()
-		if o.Stdin != nil {
-			go func() { _, _ = io.Copy(master, o.Stdin) }()
-		}
-		if o.Stdout != nil {
-			ttyCopies.Add(1)
-			go func() { defer ttyCopies.Done(); _, _ = io.Copy(o.Stdout, master) }()
-		}
-		if o.Resize != nil {
-			done := make(chan struct{})
-			defer close(done)
-			go func() {
-				for {
-					select {
-					case sz := <-o.Resize:
-						_ = unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: sz.Height, Col: sz.Width})
-					case <-done:
-						return
-					}
+		_ = x.cmd.Wait()
+		return nil, fmt.Errorf("exec in %s: no terminal: %w", id, errors.Join(err, readSetupError(x.errR)))
+	}
+	return os.NewFile(uintptr(fds[0]), "pty"), nil
+}
+
+// relayTerminal connects the caller's streams to the terminal and applies
+// its resizes. The WaitGroup ends when the output is copied; stop ends
+// the resizing.
+func relayTerminal(master *os.File, o ExecOptions) (output *sync.WaitGroup, stop func()) {
+	output, stop = &sync.WaitGroup{}, func() {}
+	if o.Stdin != nil {
+		go func() { _, _ = io.Copy(master, o.Stdin) }()
+	}
+	if o.Stdout != nil {
+		output.Add(1)
+		go func() { defer output.Done(); _, _ = io.Copy(o.Stdout, master) }()
+	}
+	if o.Resize != nil {
+		done := make(chan struct{})
+		stop = func() { close(done) }
+		go func() {
+			for {
+				select {
+				case sz := <-o.Resize:
+					_ = unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: sz.Height, Col: sz.Width})
+				case <-done:
+					return
 				}
-			}()
-		}
+			}
+		}()
 	}
-	if err := r.joinCgroup(ctl, cmd.Process.Pid, cfg.CgroupPath); err != nil {
-		_ = cmd.Cancel()
-		_ = cmd.Wait()
-		return -1, fmt.Errorf("exec in %s: %w", id, err)
-	}
-	werr = cmd.Wait()
-	if o.Tty {
-		// The slave is gone with the process: reading the master ends in
-		// EIO once the buffered output is out.
-		ttyCopies.Wait()
-	}
-	if serr := readSetupError(errR); serr != nil {
+	return output, stop
+}
+
+// exitCode is the exec'd process's exit code (128+n for death by signal
+// n) once the nsenter parent has been waited for (werr), or why there is
+// none: a setup failure the child reported, the end of ctx.
+func (x *execChild) exitCode(ctx context.Context, id string, werr error) (int, error) {
+	if serr := readSetupError(x.errR); serr != nil {
 		return -1, fmt.Errorf("exec in %s: %w", id, serr)
 	}
 	if ctx.Err() != nil {
 		return -1, fmt.Errorf("exec in %s: %w", id, orCtxErr(ctx, nil))
 	}
-	ps := cmd.ProcessState
+	ps := x.cmd.ProcessState
 	if ps == nil {
 		return -1, fmt.Errorf("exec in %s: %w", id, werr)
 	}
