@@ -165,110 +165,140 @@ func (m *v1) Writes(path string, r *specs.LinuxResources) ([]FileWrite, error) {
 	return m.writes(p, r)
 }
 
-// writes translates r into v1 file writes.
+// writes translates r into v1 file writes, controller by controller in a
+// fixed order; each controller's writes go to its hierarchy, which must be
+// mounted when there are any.
 func (m *v1) writes(p string, r *specs.LinuxResources) ([]FileWrite, error) {
 	if len(r.Unified) > 0 {
 		return nil, fmt.Errorf("unified (cgroup v2) resources on a cgroup v1 host: %w", errdefs.ErrInvalidArgument)
 	}
 	var out []FileWrite
-	// add appends the controller's writes, or says it is missing.
-	add := func(controller string, writes []kv) error {
-		if len(writes) == 0 {
-			return nil
+	for _, c := range []struct {
+		controller string
+		writes     func() ([]kv, error) // none for what r leaves unset
+	}{
+		{"cpu", func() ([]kv, error) { return cpuWrites(r.CPU), nil }},
+		{"cpuset", func() ([]kv, error) { return cpusetWrites(r.CPU), nil }},
+		{"memory", func() ([]kv, error) { return m.memoryWrites(p, r.Memory) }},
+		{"pids", func() ([]kv, error) { return pidsWrites(r.Pids), nil }},
+		{"hugetlb", func() ([]kv, error) { return m.hugetlbWrites(p, r.HugepageLimits) }},
+		{"devices", func() ([]kv, error) { return deviceWrites(r.Devices) }},
+	} {
+		writes, err := c.writes()
+		if err != nil {
+			return nil, err
 		}
-		h, ok := m.mounts[controller]
+		if len(writes) == 0 {
+			continue
+		}
+		h, ok := m.mounts[c.controller]
 		if !ok {
-			return notMounted(controller)
+			return nil, notMounted(c.controller)
 		}
 		for _, w := range writes {
 			out = append(out, FileWrite{Root: h, File: w.file, Value: w.value})
 		}
+	}
+	return out, nil
+}
+
+// cpuWrites are the cpu controller's: shares, CFS and realtime periods.
+func cpuWrites(c *specs.LinuxCPU) []kv {
+	if c == nil {
 		return nil
 	}
-	if c := r.CPU; c != nil {
-		var writes []kv
-		if c.Shares != nil && *c.Shares != 0 {
-			writes = append(writes, kv{"cpu.shares", strconv.FormatUint(*c.Shares, 10)})
-		}
-		if c.Period != nil && *c.Period != 0 {
-			writes = append(writes, kv{"cpu.cfs_period_us", strconv.FormatUint(*c.Period, 10)})
-		}
-		if c.Quota != nil && *c.Quota != 0 {
-			writes = append(writes, kv{"cpu.cfs_quota_us", strconv.FormatInt(*c.Quota, 10)})
-		}
-		if c.RealtimePeriod != nil && *c.RealtimePeriod != 0 {
-			writes = append(writes, kv{"cpu.rt_period_us", strconv.FormatUint(*c.RealtimePeriod, 10)})
-		}
-		if c.RealtimeRuntime != nil && *c.RealtimeRuntime != 0 {
-			writes = append(writes, kv{"cpu.rt_runtime_us", strconv.FormatInt(*c.RealtimeRuntime, 10)})
-		}
-		if err := add("cpu", writes); err != nil {
-			return nil, err
-		}
-		var sets []kv
-		if c.Cpus != "" {
-			sets = append(sets, kv{"cpuset.cpus", c.Cpus})
-		}
-		if c.Mems != "" {
-			sets = append(sets, kv{"cpuset.mems", c.Mems})
-		}
-		if err := add("cpuset", sets); err != nil {
-			return nil, err
-		}
+	var writes []kv
+	if c.Shares != nil && *c.Shares != 0 {
+		writes = append(writes, kv{"cpu.shares", strconv.FormatUint(*c.Shares, 10)})
 	}
-	if mem := r.Memory; mem != nil {
-		d, ok := m.dir("memory", p)
-		if !ok {
-			return nil, notMounted("memory")
-		}
-		writes, err := m.memory(d, mem)
+	if c.Period != nil && *c.Period != 0 {
+		writes = append(writes, kv{"cpu.cfs_period_us", strconv.FormatUint(*c.Period, 10)})
+	}
+	if c.Quota != nil && *c.Quota != 0 {
+		writes = append(writes, kv{"cpu.cfs_quota_us", strconv.FormatInt(*c.Quota, 10)})
+	}
+	if c.RealtimePeriod != nil && *c.RealtimePeriod != 0 {
+		writes = append(writes, kv{"cpu.rt_period_us", strconv.FormatUint(*c.RealtimePeriod, 10)})
+	}
+	if c.RealtimeRuntime != nil && *c.RealtimeRuntime != 0 {
+		writes = append(writes, kv{"cpu.rt_runtime_us", strconv.FormatInt(*c.RealtimeRuntime, 10)})
+	}
+	return writes
+}
+
+// cpusetWrites are the cpuset controller's: the CPUs and memory nodes.
+func cpusetWrites(c *specs.LinuxCPU) []kv {
+	if c == nil {
+		return nil
+	}
+	var writes []kv
+	if c.Cpus != "" {
+		writes = append(writes, kv{"cpuset.cpus", c.Cpus})
+	}
+	if c.Mems != "" {
+		writes = append(writes, kv{"cpuset.mems", c.Mems})
+	}
+	return writes
+}
+
+// memoryWrites are the memory controller's for the cgroup p (see memory);
+// they depend on its current files, so the controller must be mounted
+// even when mem sets nothing.
+func (m *v1) memoryWrites(p string, mem *specs.LinuxMemory) ([]kv, error) {
+	if mem == nil {
+		return nil, nil
+	}
+	d, ok := m.dir("memory", p)
+	if !ok {
+		return nil, notMounted("memory")
+	}
+	return m.memory(d, mem)
+}
+
+// pidsWrites is the pids controller's limit.
+func pidsWrites(pids *specs.LinuxPids) []kv {
+	if pids == nil || pids.Limit == nil || *pids.Limit == 0 {
+		return nil
+	}
+	return []kv{{"pids.max", pidsMax(*pids.Limit)}}
+}
+
+// hugetlbWrites are the hugetlb controller's limits, one per page size;
+// none without the controller.
+func (m *v1) hugetlbWrites(p string, limits []specs.LinuxHugepageLimit) ([]kv, error) {
+	_, ok := m.mounts["hugetlb"]
+	var writes []kv
+	for _, h := range limits {
+		f, err := hugepageFile(h.Pagesize)
 		if err != nil {
 			return nil, err
 		}
-		if err := add("memory", writes); err != nil {
+		if !ok {
+			// kubelet sends a limit for every page size it knows;
+			// without the controller none can be used either.
+			klog.V(2).InfoS("Hugetlb controller not mounted, limit ignored", "cgroup", p, "pagesize", h.Pagesize)
+			continue
+		}
+		writes = append(writes, kv{f + ".limit_in_bytes", strconv.FormatUint(h.Limit, 10)})
+	}
+	return writes, nil
+}
+
+// deviceWrites are the devices controller's rules, in order, each checked
+// first.
+func deviceWrites(devices []specs.LinuxDeviceCgroup) ([]kv, error) {
+	var writes []kv
+	for _, dev := range devices {
+		if _, _, err := deviceAccess(dev); err != nil {
 			return nil, err
 		}
-	}
-	if r.Pids != nil && r.Pids.Limit != nil && *r.Pids.Limit != 0 {
-		if err := add("pids", []kv{{"pids.max", pidsMax(*r.Pids.Limit)}}); err != nil {
-			return nil, err
+		file := "devices.deny"
+		if dev.Allow {
+			file = "devices.allow"
 		}
+		writes = append(writes, kv{file, deviceRule(dev)})
 	}
-	if len(r.HugepageLimits) > 0 {
-		_, ok := m.mounts["hugetlb"]
-		for _, h := range r.HugepageLimits {
-			f, err := hugepageFile(h.Pagesize)
-			if err != nil {
-				return nil, err
-			}
-			if !ok {
-				// kubelet sends a limit for every page size it knows;
-				// without the controller none can be used either.
-				klog.V(2).InfoS("Hugetlb controller not mounted, limit ignored", "cgroup", p, "pagesize", h.Pagesize)
-				continue
-			}
-			if err := add("hugetlb", []kv{{f + ".limit_in_bytes", strconv.FormatUint(h.Limit, 10)}}); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if len(r.Devices) > 0 {
-		var writes []kv
-		for _, dev := range r.Devices {
-			if _, _, err := deviceAccess(dev); err != nil {
-				return nil, err
-			}
-			file := "devices.deny"
-			if dev.Allow {
-				file = "devices.allow"
-			}
-			writes = append(writes, kv{file, deviceRule(dev)})
-		}
-		if err := add("devices", writes); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
+	return writes, nil
 }
 
 func notMounted(controller string) error {
