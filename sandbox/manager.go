@@ -206,13 +206,28 @@ func (m *Manager) Run(ctx context.Context, spec Spec) (*Pod, error) {
 	e := &entry{pod: p}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if err := m.reserve(e); err != nil {
+		return nil, err
+	}
+	if err := m.create(ctx, p); err != nil {
+		return nil, m.rollback(ctx, p, fmt.Errorf("run pod sandbox %s/%s: %w", spec.Metadata.Namespace, spec.Metadata.Name, err))
+	}
+	e.publish()
+	klog.V(1).InfoS("Pod sandbox ready", "pod", p.ID, "name", spec.Metadata.Name, "namespace", spec.Metadata.Namespace, "ips", p.IPs)
+	return p.clone(), nil
+}
 
+// reserve puts the new pod e into the index (unpublished: Get and List do
+// not see it yet), unless a pod of the same metadata exists or a running
+// pod's user namespace overlaps its.
+func (m *Manager) reserve(e *entry) error {
+	spec := &e.pod.Spec
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, other := range m.pods {
 		md := spec.Metadata
 		if other.pod.Spec.Metadata == md {
-			m.mu.Unlock()
-			return nil, fmt.Errorf("pod sandbox %s/%s (uid %s, attempt %d) already exists as %s: %w",
+			return fmt.Errorf("pod sandbox %s/%s (uid %s, attempt %d) already exists as %s: %w",
 				md.Namespace, md.Name, md.UID, md.Attempt, other.pod.ID, errdefs.ErrAlreadyExists)
 		}
 		// Two running pods sharing host ids could reach each other's
@@ -220,64 +235,119 @@ func (m *Manager) Run(ctx context.Context, spec Spec) (*Pod, error) {
 		// pod (kubelet's restart of it) takes over the pod's range, and
 		// a stopped pod runs nothing.
 		if other.pod.Spec.Metadata.UID != md.UID && other.pod.State != NotReady && spec.UserNS.overlaps(other.pod.Spec.UserNS) {
-			m.mu.Unlock()
 			omd := other.pod.Spec.Metadata
-			return nil, fmt.Errorf("pod user namespace overlaps the host ids of pod sandbox %s (%s/%s), which runs: %w",
+			return fmt.Errorf("pod user namespace overlaps the host ids of pod sandbox %s (%s/%s), which runs: %w",
 				other.pod.ID, omd.Namespace, omd.Name, errdefs.ErrInvalidArgument)
 		}
 	}
-	m.pods[p.ID] = e
-	m.mu.Unlock()
-
-	if err := m.create(ctx, p); err != nil {
-		err = fmt.Errorf("run pod sandbox %s/%s: %w", spec.Metadata.Namespace, spec.Metadata.Name, err)
-		if rbErr := m.release(context.WithoutCancel(ctx), p); rbErr != nil {
-			klog.ErrorS(rbErr, "Rolling back a failed pod sandbox left something behind", "pod", p.ID)
-			err = errors.Join(err, fmt.Errorf("roll back: %w", rbErr))
-		}
-		m.mu.Lock()
-		delete(m.pods, p.ID)
-		m.mu.Unlock()
-		return nil, err
-	}
-	e.publish()
-	klog.V(1).InfoS("Pod sandbox ready", "pod", p.ID, "name", spec.Metadata.Name, "namespace", spec.Metadata.Namespace, "ips", p.IPs)
-	return p.clone(), nil
+	m.pods[e.pod.ID] = e
+	return nil
 }
 
-// create makes the pod's pieces in order, recording each in p.
+// rollback undoes what a create that failed with err made (even when ctx
+// has ended) and takes the pod out of the index. The error is err, with
+// what the rollback left behind.
+func (m *Manager) rollback(ctx context.Context, p *Pod, err error) error {
+	if rbErr := m.release(context.WithoutCancel(ctx), p); rbErr != nil {
+		klog.ErrorS(rbErr, "Rolling back a failed pod sandbox left something behind", "pod", p.ID)
+		err = errors.Join(err, fmt.Errorf("roll back: %w", rbErr))
+	}
+	m.mu.Lock()
+	delete(m.pods, p.ID)
+	m.mu.Unlock()
+	return err
+}
+
+// create makes the pod's pieces in order, recording each in p: the pod's
+// directory and state first, so that whatever follows is found again by a
+// rollback or, after a crash, by New's orphan collection.
 func (m *Manager) create(ctx context.Context, p *Pod) error {
 	dir := m.podDir(p.ID)
+	if err := m.recordPod(p, dir); err != nil {
+		return err
+	}
+	if err := m.createCgroup(p); err != nil {
+		return err
+	}
+	if err := m.applyPodResources(&p.Spec); err != nil {
+		return err
+	}
+	if err := choosePodHostname(p); err != nil {
+		return err
+	}
+	if err := m.createNamespaces(ctx, p, dir); err != nil {
+		return err
+	}
+	if err := mountPodShm(p, dir); err != nil {
+		return err
+	}
+	if err := m.createNetNS(p); err != nil {
+		return err
+	}
+	// The pause joins the pod's namespaces, so they are all made first
+	// (with a user namespace, it made them).
+	if p.Spec.SharedPID && p.PausePID == 0 {
+		if err := m.startPause(ctx, p); err != nil {
+			return err
+		}
+	}
+	if err := applySysctls(p); err != nil {
+		return err
+	}
+	if err := m.setupNetwork(ctx, p); err != nil {
+		return err
+	}
+	if err := writeFiles(p); err != nil {
+		return err
+	}
+	p.State = Ready
+	return m.save(p)
+}
+
+// recordPod makes the pod's directory and saves the pod (Creating) in it,
+// with the paths of the files writeFiles writes last.
+func (m *Manager) recordPod(p *Pod, dir string) error {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return err
 	}
 	p.HostsPath = filepath.Join(dir, "hosts")
 	p.HostnamePath = filepath.Join(dir, "hostname")
 	p.ResolvPath = filepath.Join(dir, "resolv.conf")
-	if err := m.save(p); err != nil {
-		return err
-	}
-	spec := &p.Spec
-	if err := m.createCgroup(p); err != nil {
-		return err
-	}
-	if spec.Resources != nil && spec.CgroupParent != "" && m.cgroups != nil {
-		if err := m.cgroups.Update(spec.CgroupParent, spec.Resources); err != nil {
-			return fmt.Errorf("pod cgroup %s: resources: %w", spec.CgroupParent, err)
-		}
-	}
+	return m.save(p)
+}
 
-	// Without a hostname of its own (or with the host's network) the pod
-	// keeps the node's, as a new uts namespace starts with it.
-	p.Hostname = spec.Hostname
-	if spec.HostNetwork || p.Hostname == "" {
+// applyPodResources sets the spec's resources on the pod's cgroup parent.
+func (m *Manager) applyPodResources(spec *Spec) error {
+	if spec.Resources == nil || spec.CgroupParent == "" || m.cgroups == nil {
+		return nil
+	}
+	if err := m.cgroups.Update(spec.CgroupParent, spec.Resources); err != nil {
+		return fmt.Errorf("pod cgroup %s: resources: %w", spec.CgroupParent, err)
+	}
+	return nil
+}
+
+// choosePodHostname sets the pod's hostname. Without a hostname of its own
+// (or with the host's network) the pod keeps the node's, as a new uts
+// namespace starts with it.
+func choosePodHostname(p *Pod) error {
+	p.Hostname = p.Spec.Hostname
+	if p.Spec.HostNetwork || p.Hostname == "" {
 		h, err := os.Hostname()
 		if err != nil {
 			return fmt.Errorf("node hostname: %w", err)
 		}
 		p.Hostname = h
 	}
+	return nil
+}
 
+// createNamespaces makes the pod's user namespace when it has one, and the
+// others from inside it; otherwise it pins new uts (with the pod's
+// hostname) and ipc namespaces, unless the pod shares the host's network
+// or ipc.
+func (m *Manager) createNamespaces(ctx context.Context, p *Pod, dir string) error {
+	spec := &p.Spec
 	var kinds []nspin.Kind
 	if !spec.HostNetwork {
 		kinds = append(kinds, nspin.UTS)
@@ -287,65 +357,68 @@ func (m *Manager) create(ctx context.Context, p *Pod) error {
 	}
 	if spec.UserNS != nil {
 		// The user namespace first, the others from inside it.
-		if err := m.createUserNS(ctx, p); err != nil {
-			return err
-		}
-	} else if len(kinds) > 0 {
-		paths, err := nspin.Pin(nsDir(dir), kinds, func() error {
-			if spec.HostNetwork {
-				return nil
-			}
-			return setHostname(p.Hostname)
-		})
-		if err != nil {
-			return err
-		}
-		p.UTSNS, p.IPCNS = paths[nspin.UTS], paths[nspin.IPC]
+		return m.createUserNS(ctx, p)
 	}
+	if len(kinds) == 0 {
+		return nil
+	}
+	paths, err := nspin.Pin(nsDir(dir), kinds, func() error {
+		if spec.HostNetwork {
+			return nil
+		}
+		return setHostname(p.Hostname)
+	})
+	if err != nil {
+		return err
+	}
+	p.UTSNS, p.IPCNS = paths[nspin.UTS], paths[nspin.IPC]
+	return nil
+}
 
-	if spec.HostIPC {
+// mountPodShm gives the pod a /dev/shm of its own, or the host's with the
+// host's ipc.
+func mountPodShm(p *Pod, dir string) error {
+	if p.Spec.HostIPC {
 		p.ShmPath = "/dev/shm"
-	} else {
-		p.ShmPath = filepath.Join(dir, "shm")
-		if err := mountShm(p.ShmPath, spec.UserNS); err != nil {
-			return err
-		}
+		return nil
 	}
+	p.ShmPath = filepath.Join(dir, "shm")
+	return mountShm(p.ShmPath, p.Spec.UserNS)
+}
 
-	if !spec.HostNetwork && p.NetNS == "" {
-		nsPath, err := m.net.Create(p.ID)
-		if err != nil {
-			return err
-		}
-		p.NetNS = nsPath
+// createNetNS makes the pod's network namespace, unless it uses the host's
+// or has one already (with a user namespace, pinUserNS adopted the one its
+// holder or pause was born in).
+func (m *Manager) createNetNS(p *Pod) error {
+	if p.Spec.HostNetwork || p.NetNS != "" {
+		return nil
 	}
-	// The pause joins the pod's namespaces, so they are all made first
-	// (with a user namespace, it made them).
-	if spec.SharedPID && p.PausePID == 0 {
-		if err := m.startPause(ctx, p); err != nil {
-			return err
-		}
-	}
-	if err := applySysctls(p); err != nil {
+	nsPath, err := m.net.Create(p.ID)
+	if err != nil {
 		return err
 	}
-	if !spec.HostNetwork {
-		ips, err := m.net.Setup(ctx, p.ID, p.NetNS, netns.PodNetwork{
-			Name: spec.Metadata.Name, Namespace: spec.Metadata.Namespace, UID: spec.Metadata.UID,
-			PortMappings: spec.PortMappings, CgroupParent: spec.CgroupParent,
-		})
-		if err != nil {
-			return err
-		}
-		for _, ip := range ips {
-			p.IPs = append(p.IPs, ip.String())
-		}
+	p.NetNS = nsPath
+	return nil
+}
+
+// setupNetwork attaches the pod's network namespace (CNI) and records its
+// IPs.
+func (m *Manager) setupNetwork(ctx context.Context, p *Pod) error {
+	spec := &p.Spec
+	if spec.HostNetwork {
+		return nil
 	}
-	if err := writeFiles(p); err != nil {
+	ips, err := m.net.Setup(ctx, p.ID, p.NetNS, netns.PodNetwork{
+		Name: spec.Metadata.Name, Namespace: spec.Metadata.Namespace, UID: spec.Metadata.UID,
+		PortMappings: spec.PortMappings, CgroupParent: spec.CgroupParent,
+	})
+	if err != nil {
 		return err
 	}
-	p.State = Ready
-	return m.save(p)
+	for _, ip := range ips {
+		p.IPs = append(p.IPs, ip.String())
+	}
+	return nil
 }
 
 // createCgroup makes the pod's cgroup parent when it does not exist (kubelet
