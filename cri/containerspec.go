@@ -114,7 +114,7 @@ func containerSpec(in specInput) (*specs.Spec, string, error) {
 		proc.OOMScoreAdj = &adj
 	}
 
-	mounts, err := containerMounts(cfg, in.Pod, in.ImageVolumes)
+	mounts, err := specMounts(cfg, in.Pod, in.ImageVolumes)
 	if err != nil {
 		return nil, "", err
 	}
@@ -497,12 +497,13 @@ func rootfsPropagation(mounts []*runtimeapi.Mount) string {
 	return prop
 }
 
-// containerMounts: for a privileged container /sys and /sys/fs/cgroup
-// read-write, the pod's /dev/shm and R2 files, then the config's bind
-// mounts (which win over those for the same destination). A host path
-// that does not exist is an error, not a silent mkdir. Image volumes are
-// bound from where the image is mounted, or from a sub path of it.
-func containerMounts(cfg *runtimeapi.ContainerConfig, pod *sandbox.Pod, imageVolumes map[int]string) ([]specs.Mount, error) {
+// specMounts are the mounts of the container's OCI spec: for a privileged
+// container /sys and /sys/fs/cgroup read-write, the pod's /dev/shm and R2
+// files, then the config's bind mounts (which win over those for the same
+// destination). A host path that does not exist is an error, not a silent
+// mkdir. Image volumes are bound from where the image is mounted, or from
+// a sub path of it.
+func specMounts(cfg *runtimeapi.ContainerConfig, pod *sandbox.Pod, imageVolumes map[int]string) ([]specs.Mount, error) {
 	byDest := map[string]int{}
 	var mounts []specs.Mount
 	add := func(m specs.Mount) {

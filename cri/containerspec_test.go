@@ -330,7 +330,7 @@ func TestResourcesRoundTrip(t *testing.T) {
 	}
 }
 
-func TestContainerMountsRecursiveReadOnlyAndImageVolumes(t *testing.T) {
+func TestSpecMountsRecursiveReadOnlyAndImageVolumes(t *testing.T) {
 	host := t.TempDir()
 	image := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(image, "etc"), 0o755); err != nil {
@@ -342,7 +342,7 @@ func TestContainerMountsRecursiveReadOnlyAndImageVolumes(t *testing.T) {
 	}
 	private := runtimeapi.MountPropagation_PROPAGATION_PRIVATE
 	mounts := func(ms ...*runtimeapi.Mount) ([]specs.Mount, error) {
-		return containerMounts(&runtimeapi.ContainerConfig{Mounts: ms}, testPod(false), map[int]string{0: image})
+		return specMounts(&runtimeapi.ContainerConfig{Mounts: ms}, testPod(false), map[int]string{0: image})
 	}
 	got, err := mounts(&runtimeapi.Mount{ContainerPath: "/mnt", HostPath: host, Readonly: true, RecursiveReadOnly: true, Propagation: private})
 	if err != nil || !slices.Contains(got[len(got)-1].Options, "rro") {
