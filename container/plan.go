@@ -176,7 +176,7 @@ func BuildPlan(spec *specs.Spec, in PlanInput) ([]Step, error) {
 	prop := rootPropagationName(spec)
 	add(Step{Recipe: "R4", Kind: KindPropagation, Path: "/", Propagation: prop})
 	add(Step{Recipe: "R5", Kind: KindRootfsBind, Path: spec.Root.Path})
-	for _, m := range containerMounts(spec, in.EtcFiles) {
+	for _, m := range mountsInOrder(spec, in.EtcFiles) {
 		m := m
 		switch {
 		case m.Type == "cgroup" && m.Destination == "/sys/fs/cgroup":

@@ -49,9 +49,9 @@ var defaultDevices = []device{{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"
 var devSymlinks = [][2]string{{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
 	{"stderr", "/proc/self/fd/2"}, {"core", "/proc/kcore"}, {"ptmx", "pts/ptmx"}}
 
-// containerMounts merges the recipe's mounts, the R12 files and the spec's
+// mountsInOrder merges the recipe's mounts, the R12 files and the spec's
 // own mounts into the order in which they are made.
-func containerMounts(spec *specs.Spec, etcFiles map[string]string) []specs.Mount {
+func mountsInOrder(spec *specs.Spec, etcFiles map[string]string) []specs.Mount {
 	mounts := recipeMounts()
 	index := map[string]int{}
 	for i, m := range mounts {
