@@ -107,7 +107,10 @@ func TestTerminal(t *testing.T) {
 func TestRestartedRuntime(t *testing.T) {
 	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
-	st := rt.startRunning(t, "restart", rt.bundle(t, "restart", rootfs, "sh", "-c", "trap 'exit 9' TERM; while :; do sleep 0.05; done"))
+	b := rt.bundle(t, "restart", rootfs, "sh", "-c", "trap 'exit 9' TERM; echo ready; while :; do sleep 0.05; done")
+	st := rt.startRunning(t, "restart", b)
+	// A SIGTERM before the trap is set would go unheard (PID 1).
+	waitForLog(t, b.LogPath, "ready")
 	again := &testRuntime{Runtime: &Runtime{StateDir: rt.StateDir, Cgroups: rt.Cgroups}, cgroupParent: rt.cgroupParent}
 	st2, err := again.State("restart")
 	if err != nil || st2.Status != StatusRunning || st2.Pid != st.Pid {

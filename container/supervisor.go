@@ -91,7 +91,7 @@ func supervise(dir string, ctl *net.UnixConn) error {
 	if err := waitForCgroup(ctl, initProc.Pid); err != nil {
 		return err
 	}
-	oom := watchOOM(cmd.Process.Pid) // the init is in its cgroup now
+	oom := watchOOM(initProc.Pid) // the init is in its cgroup now (cmd ran the nsenter constructor, reaped by now)
 	fds, err := releaseInit(conn)
 	if err != nil {
 		return err
