@@ -129,6 +129,15 @@ func TestSystemdDriver(t *testing.T) {
 	if ost.ExitCode != 137 || !ost.OOMKilled || out != "" {
 		t.Errorf("memory hog under 15 MiB: exit %d, OOMKilled %v, stdout %q; want 137, true", ost.ExitCode, ost.OOMKilled, out)
 	}
+	// A child OOM-killed while the init lives on and exits 0: only the
+	// supervisor's watch of the scope can tell (the init did not die of
+	// SIGKILL, and the scope is gone with its last process).
+	childID := "sdoomchild-" + suffix
+	cb := bundle(childID, "sh", "-c", "busybox dd if=/dev/zero of=/dev/null bs=20M; sleep 0.2; exit 0")
+	cb.Spec.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit, Swap: &limit}}
+	if cst, _, _ := rt.run(t, childID, cb); cst.ExitCode != 0 || !cst.OOMKilled {
+		t.Errorf("a child OOM-killed, the init exiting 0: exit %d, OOMKilled %v; want 0, true", cst.ExitCode, cst.OOMKilled)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for show("cri-mini-"+oomID+".scope", "LoadState") != "not-found" && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
