@@ -148,7 +148,8 @@ func explainAndCompare(t *testing.T, host uint32, adjust func(*specs.Spec)) {
 		}
 	})
 	var pid int
-	for deadline := time.Now().Add(15 * time.Second); pid == 0; {
+	// Generous: under make test-v2's software CPU a script of stock tools starts slowly.
+	for deadline := time.Now().Add(60 * time.Second); pid == 0; {
 		pid = findDescendant(cmd.Process.Pid, "/bin/sleep 999")
 		select {
 		case err := <-exited:

@@ -109,6 +109,11 @@ func TestUserNamespaceContainer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The container's own cgroup, through its cgroup namespace.
+	memLimit := ctrCgroupFile(t, "memory", "memory.limit_in_bytes")
+	if unifiedHost(t) {
+		memLimit = ctrCgroupFile(t, "memory", "memory.max")
+	}
 	b := rt.usernsBundle(t, "userns", rootfs, pins, usernsHost, "sh", "-c", `
 echo "== id"; id -u; id -g
 echo "== uid_map"; cat /proc/self/uid_map
@@ -117,7 +122,7 @@ echo "== hostfile"; stat -c %u:%g /mapped/hostfile
 touch /plain/p /mapped/i /tmp/w
 echo "== devices"; echo x > /dev/null && head -c 4 /dev/urandom | wc -c
 echo "== sys"; cat /sys/class/net/lo/mtu
-echo "== cgroup"; ls /sys/fs/cgroup/memory/memory.limit_in_bytes
+echo "== cgroup"; ls `+memLimit+`
 echo "== mqueue"; touch /dev/mqueue/q && echo ok
 echo "== shm"; touch /dev/shm/s && echo ok
 echo "== ro sys"; touch /sys/x 2>&1 | grep -c Read-only
@@ -136,7 +141,7 @@ exec sleep 600`)
 	out, stderr := readCRILog(t, b.LogPath)
 	want := map[string]string{
 		"id": "0\n0", "uid_map": fmt.Sprintf("0 %d 65536", usernsHost), "gid_map": fmt.Sprintf("0 %d 65536", usernsHost),
-		"hostfile": "0:0", "devices": "4", "sys": "65536", "cgroup": "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+		"hostfile": "0:0", "devices": "4", "sys": "65536", "cgroup": memLimit,
 		"mqueue": "ok", "shm": "ok", "ro sys": "1",
 	}
 	for name, w := range want {

@@ -127,7 +127,7 @@ func pauseLeadsNowhere(t *testing.T, podID string, podCfg *runtimeapi.PodSandbox
 // the shim, which cannot be written; the shim on the host is unchanged.
 func TestHelpersRunFromSealedShim(t *testing.T) {
 	pullTestImage(t)
-	shim := filepath.Join(suite.dir, "cri-mini-shim")
+	shim := filepath.Join(filepath.Dir(suite.bin), "cri-mini-shim") // beside the daemon, built or given
 	before := sum(t, shim)
 	podID, podCfg := podWithLogs(t, "sealed")
 	watcher := runContainer(t, podID, podCfg, withCaps(containerConfig("watcher", "sleep", "600"), "SYS_PTRACE"))

@@ -91,8 +91,13 @@ func statusField(t *testing.T, name string) string {
 func TestPrivilegedContainer(t *testing.T) {
 	pullTestImage(t)
 	podID, podCfg := podWithLogs(t, "privileged")
+	// A child cgroup: in the pids hierarchy on v1, in the one tree on v2.
+	cg, wantMounts := "/sys/fs/cgroup/pids", []string{"/sys rw", "/sys/fs/cgroup rw", "/sys/fs/cgroup/pids rw"}
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		cg, wantMounts = "/sys/fs/cgroup", wantMounts[:2]
+	}
 	script := `grep -E ' /sys(/fs/cgroup(/pids)?)? ' /proc/mounts | cut -d' ' -f2,4 | cut -d, -f1
-mkdir /sys/fs/cgroup/pids/sub 2>/dev/null && rmdir /sys/fs/cgroup/pids/sub && echo child-cgroup
+mkdir ` + cg + `/sub 2>/dev/null && rmdir ` + cg + `/sub && echo child-cgroup
 ls /dev | tr '\n' ' '; echo
 ls -l /dev/ptmx | grep -o -- '-> .*'
 grep -E ' /proc/(sys|kcore) ' /proc/mounts | cut -d' ' -f2,4 | cut -d, -f1
@@ -106,8 +111,7 @@ grep -E '^(CapEff|Seccomp):' /proc/self/status | tr -d '\t'`
 	}
 	priv, plain := run("priv", true), run("plain", false)
 
-	for _, want := range []string{"/sys rw", "/sys/fs/cgroup rw", "/sys/fs/cgroup/pids rw", "child-cgroup", "-> pts/ptmx",
-		"CapEff:" + statusField(t, "CapEff"), "Seccomp:0"} {
+	for _, want := range append(wantMounts, "child-cgroup", "-> pts/ptmx", "CapEff:"+statusField(t, "CapEff"), "Seccomp:0") {
 		if !strings.Contains(priv, want+"\n") {
 			t.Errorf("privileged container: no %q in\n%s", want, priv)
 		}

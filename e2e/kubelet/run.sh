@@ -469,17 +469,30 @@ fi
 # endpoint serves for static pods, once it reads the pod's container
 # statuses again: after a resize of its own it asks for that; here the
 # stop of the pod's other container makes it. The cgroup has the limits.
+# cgroup_value PID CONTROLLER V1FILE V2FILE: a file of the cgroup process PID
+# is in: V1FILE in CONTROLLER's v1 hierarchy, or V2FILE in the one v2 tree.
+cgroup_value() {
+	local path
+	if [[ -n $unified ]]; then
+		path=$(sed -n 's/^0:://p' "/proc/$1/cgroup")
+		cat "/sys/fs/cgroup$path/$4"
+	else
+		path=$(awk -F: -v c="$2" '{n = split($2, a, ","); for (i = 1; i <= n; i++) if (a[i] == c) print $3}' "/proc/$1/cgroup")
+		cat "/sys/fs/cgroup/$2$path/$3"
+	fi
+}
 kubelet_pods() { curl -sk --max-time 10 "https://127.0.0.1:$kubelet_port/pods"; }
 resized_status() { kubelet_pods | grep -q '"limits":{"cpu":"250m","memory":"48Mi"}'; }
 if wait_for 60 running e2e-resize resized >/dev/null; then
 	id=$(newest e2e-resize resized 3)
-	cg=$(crictl inspect -o go-template --template '{{.info.cgroupPath}}' "$id")
+	pid=$(crictl inspect -o go-template --template '{{.info.pid}}' "$id")
 	if ! crictl update --cpu-period 100000 --cpu-quota 25000 --memory $((48 << 20)) "$id" >/dev/null ||
 		! crictl stop "$(newest e2e-resize nudge 3)" >/dev/null; then
 		result 10 "in-place resize: pod status shows new limits" FAIL "crictl update or stop refused"
 	elif t=$(wait_for 150 resized_status); then
-		mem=$(cat "/sys/fs/cgroup/memory$cg/memory.limit_in_bytes")
-		quota=$(cat "/sys/fs/cgroup/cpu$cg/cpu.cfs_quota_us")
+		mem=$(cgroup_value "$pid" memory memory.limit_in_bytes memory.max)
+		quota=$(cgroup_value "$pid" cpu cpu.cfs_quota_us cpu.max)
+		quota=${quota%% *} # v2's cpu.max: QUOTA PERIOD
 		if [[ $mem == $((48 << 20)) && $quota == 25000 ]]; then
 			result 10 "in-place resize: pod status shows new limits" PASS "kubelet's status has cpu 250m, memory 48Mi (was 500m, 64Mi) after ${t}s; cgroup too"
 		else
