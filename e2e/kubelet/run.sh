@@ -92,6 +92,7 @@ cleanup() {
 	# kubelet stop the pods and drop its pod cgroups itself; what kubelet
 	# keeps then (pod cgroups, log links) is removed below without being
 	# reported, as it is kubelet's, not cri-mini's.
+	[[ -z $kubelet_pid ]] || kill -CONT "$kubelet_pid" 2>/dev/null || true # scenario 11 pauses it
 	if compgen -G "$work/static/*.yaml" >/dev/null; then
 		cut_short=1
 		rm -f "$work"/static/*.yaml
@@ -336,12 +337,12 @@ ticks_above() { (($(ticks) > $1)); }
 if t=$(wait_for 180 running e2e-logger logger); then
 	sleep 2
 	n1=$(ticks)
-	sleep 5
-	n2=$(ticks)
-	if ((n2 - n1 >= 3)); then
-		result 1 "logger: a line a second in crictl logs" PASS "running after ${t}s; $((n2 - n1)) new lines in 5 s"
+	# Polled: a rotation (scenario 8's small log size) can empty the log
+	# for a moment, and a slow CPU (make test-v2) read an empty one.
+	if t2=$(wait_for 15 ticks_above $((n1 + 2))); then
+		result 1 "logger: a line a second in crictl logs" PASS "running after ${t}s; line $n1, then 3 more within ${t2}s"
 	else
-		result 1 "logger: a line a second in crictl logs" FAIL "line $n1 then line $n2 5 s later"
+		result 1 "logger: a line a second in crictl logs" FAIL "line $n1, then line $(ticks) 15 s later"
 	fi
 else
 	result 1 "logger: a line a second in crictl logs" FAIL "not running after 180 s"
@@ -507,21 +508,26 @@ fi
 
 # 11. kubectl debug --target=web: kubelet creates the ephemeral container
 # in the target's pid namespace (NamespaceMode TARGET with target_id); a
-# static pod cannot get one, so run.sh makes the same CRI calls.
+# static pod cannot get one, so run.sh makes the same CRI calls. kubelet
+# stops a container it did not make as soon as it relists its pod (on a
+# slow CPU before the exec is done), so it is paused (SIGSTOP) meanwhile.
 if wait_for 60 running e2e-port80 web >/dev/null; then
 	target=$(newest e2e-port80 web 3)
+	kill -STOP "$kubelet_pid"
 	printf '{"metadata":{"name":"debugger"},"image":{"image":"registry.k8s.io/e2e-test-images/busybox:1.29-2"},"command":["sleep","3600"],
 	 "linux":{"security_context":{"namespace_options":{"pid":3,"target_id":"%s"}}}}\n' "$target" >"$work/debugger.json"
 	printf '{"metadata":{"name":"e2e-port80-%s","namespace":"default","uid":"debug"}}\n' "$NODE" >"$work/debug-pod.json"
 	if dbg=$(crictl create "$(pod_id e2e-port80)" "$work/debugger.json" "$work/debug-pod.json" 2>&1) && crictl start "$dbg" >/dev/null; then
 		seen=$(crictl exec "$dbg" sh -c 'tr "\0" " " </proc/1/cmdline' 2>&1 || true)
 		crictl rm -f "$dbg" >/dev/null 2>&1 || true
+		kill -CONT "$kubelet_pid"
 		if [[ $seen == "nc -ll -p 80 "* ]]; then
 			result 11 "debug --target: the target's pid namespace" PASS "the debug container's PID 1 is the web container's: '$seen'"
 		else
 			result 11 "debug --target: the target's pid namespace" FAIL "PID 1 seen from the debug container: '$seen'"
 		fi
 	else
+		kill -CONT "$kubelet_pid"
 		result 11 "debug --target: the target's pid namespace" FAIL "create/start: $dbg"
 	fi
 else
