@@ -156,13 +156,19 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool, idmap *IDMap
 	} else {
 		err = mountOverlay(lowers, upper, work, target)
 	}
-	if errors.Is(err, unix.ENODEV) {
-		klog.InfoS("overlayfs is not available: copying the image's layers", "container", ctrID)
+	if copyWhy := copyReason(err); copyWhy != "" {
+		klog.InfoS("Copying the image's layers: "+copyWhy, "container", ctrID, "layers", len(rec.Layers), "reason", err)
 		layerDirs := make([]string, len(rec.Layers))
 		for i, l := range rec.Layers {
 			layerDirs[i] = s.layerDir(l)
 		}
-		err = mountCopy(layerDirs, filepath.Join(dir, "copy"), target, !writable, userNS)
+		if cerr := mountCopy(layerDirs, filepath.Join(dir, "copy"), target, !writable, userNS); cerr != nil {
+			err = fmt.Errorf("%s (%v), and copying them failed: %w", copyWhy, err, cerr)
+		} else {
+			err = nil
+		}
+	} else if err != nil {
+		err = overlayError(err, len(rec.Layers))
 	}
 	if err != nil {
 		return fmt.Errorf("container %s: root filesystem: %w", ctrID, err)
@@ -171,33 +177,6 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool, idmap *IDMap
 		return fmt.Errorf("container %s: %w", ctrID, err)
 	}
 	return nil
-}
-
-// mountIdmappedOverlay mounts at target an overlay whose lower layers are
-// idmapped with userNS: each a detached idmapped mount of its directory,
-// given to overlayfs by descriptor ("lowerdir+" with FSCONFIG_SET_FD,
-// Linux 6.13). The shared layers stay as they are on disk. An overlay
-// mount itself cannot be idmapped (overlayfs does not allow it), nor can a
-// file system without idmap support be a layer: FailedPrecondition.
-func mountIdmappedOverlay(lowers []string, upper, work, target string, userNS *os.File) error {
-	fs, err := mountfd.Open("overlay")
-	if err != nil {
-		return err
-	}
-	defer fs.Close()
-	for _, l := range lowers {
-		mfd, err := idmappedTree(l, userNS)
-		if err != nil {
-			return err
-		}
-		// Held until the overlay is made: overlayfs clones the layer's
-		// mount then, and a detached mount goes with its last descriptor.
-		defer unix.Close(mfd)
-		if err := fs.SetFD("lowerdir+", mfd); err != nil {
-			return fmt.Errorf("idmapped layer %s: overlayfs takes no layer by descriptor on this kernel (Linux 6.13 or later needed): %v: %w", l, err, errdefs.ErrFailedPrecondition)
-		}
-	}
-	return finishOverlay(fs, upper, work, target)
 }
 
 // idmappedTree returns a detached mount of dir idmapped with userNS.
@@ -277,72 +256,17 @@ func mountCopy(layers []string, copyDir, target string, readOnly bool, userNS *o
 	return mountfd.MoveTo(mfd, target)
 }
 
-// mountOverlay mounts an overlay (read-only when upper is "") through the file-descriptor mount API,
-// adding lower layers one by one ("lowerdir+", Linux 6.8) so no option page
-// limits how many layers an image may have; older kernels get the classic
-// lowerdir list, and kernels without fsopen a plain mount(2).
-func mountOverlay(lowers []string, upper, work, target string) error {
-	err := mountOverlayLowers(lowers, upper, work, target, true)
-	if errors.Is(err, unix.EINVAL) {
-		// No "lowerdir+": refused when it is set (Linux 6.5-6.7), or only
-		// at create (before 6.5 overlayfs took its options as one string
-		// and accepted any key until then).
-		err = mountOverlayLowers(lowers, upper, work, target, false)
+// copyReason says why the layers of a root filesystem that err stopped
+// are to be copied instead ("" when not): no overlayfs, or more layers
+// than this kernel's overlayfs takes.
+func copyReason(err error) string {
+	switch {
+	case errors.Is(err, unix.ENODEV):
+		return "overlayfs is not available"
+	case errors.Is(err, errLayerListTooLong):
+		return "the image has more layers than overlayfs takes on this kernel (Linux 6.8 or later takes any number)"
 	}
-	return err
-}
-
-// mountOverlayLowers is mountOverlay with the lower layers given one by
-// one (perLayer) or as one list.
-func mountOverlayLowers(lowers []string, upper, work, target string, perLayer bool) error {
-	fs, err := mountfd.Open("overlay")
-	if errors.Is(err, unix.ENOSYS) {
-		opts := "lowerdir=" + strings.Join(lowers, ":")
-		if upper != "" {
-			opts += ",upperdir=" + upper + ",workdir=" + work
-		}
-		return os.NewSyscallError("mount overlay", unix.Mount("overlay", target, "overlay", 0, opts))
-	}
-	if err != nil {
-		return err
-	}
-	defer fs.Close()
-	params := [][2]string{{"lowerdir", strings.Join(lowers, ":")}}
-	if perLayer {
-		params = params[:0]
-		for _, l := range lowers {
-			params = append(params, [2]string{"lowerdir+", l})
-		}
-	}
-	for _, kv := range params {
-		if err := fs.Set(kv[0], kv[1]); err != nil {
-			return err
-		}
-	}
-	return finishOverlay(fs, upper, work, target)
-}
-
-// finishOverlay gives the overlay being configured on fs its writable
-// layer (none when upper is ""), creates it and mounts it at target.
-func finishOverlay(fs *mountfd.FS, upper, work, target string) error {
-	for _, kv := range [][2]string{{"upperdir", upper}, {"workdir", work}} {
-		if kv[1] == "" {
-			continue // read-only overlay
-		}
-		if err := fs.Set(kv[0], kv[1]); err != nil {
-			return err
-		}
-	}
-	var attrs uint64
-	if upper == "" {
-		attrs = unix.MOUNT_ATTR_RDONLY
-	}
-	mfd, err := fs.Mount(attrs)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(mfd)
-	return mountfd.MoveTo(mfd, target)
+	return ""
 }
 
 // ReleaseRootfs unmounts a container's root filesystem from target and
