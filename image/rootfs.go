@@ -69,7 +69,7 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool, idmap *IDMap
 	defer func() {
 		if err != nil && made {
 			_ = unix.Unmount(target, unix.MNT_DETACH)
-			_ = os.RemoveAll(dir)
+			_ = removeContainerDir(dir)
 		}
 	}()
 	// Looked up and recorded under one hold of the index lock, so a
@@ -152,7 +152,7 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool, idmap *IDMap
 		lowers = append(lowers, empty)
 	}
 	if userNS != nil {
-		err = mountIdmappedOverlay(lowers, upper, work, target, userNS)
+		err = mountIdmappedOverlay(lowers, upper, work, target, userNS, filepath.Join(dir, "lower"))
 	} else {
 		err = mountOverlay(lowers, upper, work, target)
 	}
@@ -168,7 +168,7 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool, idmap *IDMap
 			err = nil
 		}
 	} else if err != nil {
-		err = overlayError(err, len(rec.Layers))
+		err = overlayError(err, len(rec.Layers), userNS != nil)
 	}
 	if err != nil {
 		return fmt.Errorf("container %s: root filesystem: %w", ctrID, err)
@@ -269,6 +269,16 @@ func copyReason(err error) string {
 	return ""
 }
 
+// removeContainerDir removes a container's directory in the store, after
+// detaching the idmapped layers a crash may have left attached in it
+// (which a recursive removal would otherwise empty).
+func removeContainerDir(dir string) error {
+	if err := detachLayers(filepath.Join(dir, "lower")); err != nil {
+		return err
+	}
+	return os.RemoveAll(dir)
+}
+
 // ReleaseRootfs unmounts a container's root filesystem from target and
 // deletes its writable layer, then the layers nothing uses any more.
 // Releasing twice, or a container that has none, is not an error.
@@ -281,7 +291,7 @@ func (s *Store) ReleaseRootfs(ctrID, target string) error {
 			return fmt.Errorf("container %s: unmount root filesystem: %w", ctrID, err)
 		}
 	}
-	if err := os.RemoveAll(s.containerDir(ctrID)); err != nil {
+	if err := removeContainerDir(s.containerDir(ctrID)); err != nil {
 		return fmt.Errorf("container %s: remove writable layer: %w", ctrID, err)
 	}
 	return s.updateAndCollect(func(*index) (bool, error) { return false, nil })
