@@ -2,6 +2,7 @@ package image
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
+	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/mountinfo"
 	"github.com/cri-mini/cri-mini/internal/roottest"
 	"github.com/cri-mini/cri-mini/internal/treetest"
@@ -288,4 +290,24 @@ func takesLayerByLayer(t *testing.T) bool {
 		t.Fatal(err)
 	}
 	return true
+}
+
+// TestCopyFailedSaysWhatToDo: a copy of the layers that fails too is
+// ResourceExhausted on a full disk, else FailedPrecondition, and says what
+// would spare it.
+func TestCopyFailedSaysWhatToDo(t *testing.T) {
+	tooLong := fmt.Errorf("90 layers: %w", errLayerListTooLong)
+	why, remedy := copyReason(tooLong)
+	for cerr, kind := range map[error]error{
+		&os.PathError{Op: "write", Path: "x", Err: unix.ENOSPC}: errdefs.ErrResourceExhausted,
+		&os.PathError{Op: "open", Path: "x", Err: unix.EIO}:     errdefs.ErrFailedPrecondition,
+	} {
+		err := copyFailed(why, remedy, tooLong, cerr)
+		if !errors.Is(err, kind) || !strings.Contains(err.Error(), "Linux 6.8") || !strings.Contains(err.Error(), cerr.Error()) {
+			t.Errorf("copy failing with %v: %v, want %v saying what to do", cerr, err, kind)
+		}
+	}
+	if why, _ := copyReason(unix.EINVAL); why != "" {
+		t.Errorf("EINVAL is copied: %s", why)
+	}
 }

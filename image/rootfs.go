@@ -156,14 +156,14 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool, idmap *IDMap
 	} else {
 		err = mountOverlay(lowers, upper, work, target)
 	}
-	if copyWhy := copyReason(err); copyWhy != "" {
-		klog.InfoS("Copying the image's layers: "+copyWhy, "container", ctrID, "layers", len(rec.Layers), "reason", err)
+	if why, remedy := copyReason(err); why != "" {
+		klog.InfoS("Copying the image's layers: "+why, "container", ctrID, "layers", len(rec.Layers), "reason", err)
 		layerDirs := make([]string, len(rec.Layers))
 		for i, l := range rec.Layers {
 			layerDirs[i] = s.layerDir(l)
 		}
 		if cerr := mountCopy(layerDirs, filepath.Join(dir, "copy"), target, !writable, userNS); cerr != nil {
-			err = fmt.Errorf("%s (%v), and copying them failed: %w", copyWhy, err, cerr)
+			err = copyFailed(why, remedy, err, cerr)
 		} else {
 			err = nil
 		}
@@ -257,16 +257,30 @@ func mountCopy(layers []string, copyDir, target string, readOnly bool, userNS *o
 }
 
 // copyReason says why the layers of a root filesystem that err stopped
-// are to be copied instead ("" when not): no overlayfs, or more layers
-// than this kernel's overlayfs takes.
-func copyReason(err error) string {
+// are to be copied instead, and what would spare the copy ("" when they
+// are not): no overlayfs, or more layers than this kernel's overlayfs
+// takes.
+func copyReason(err error) (why, remedy string) {
 	switch {
 	case errors.Is(err, unix.ENODEV):
-		return "overlayfs is not available"
+		return "overlayfs is not available", "load it (modprobe overlay)"
 	case errors.Is(err, errLayerListTooLong):
-		return "the image has more layers than overlayfs takes on this kernel (Linux 6.8 or later takes any number)"
+		return "the image has more layers than overlayfs takes on this kernel",
+			"run Linux 6.8 or later (it takes any number), or squash the image into fewer layers"
 	}
-	return ""
+	return "", ""
+}
+
+// copyFailed is the error of a copy of the layers (copyReason's why) that
+// failed too: ResourceExhausted when the disk or quota is full, else
+// FailedPrecondition (the node cannot mount the image), saying what would
+// do.
+func copyFailed(why, remedy string, err, cerr error) error {
+	kind := errdefs.ErrFailedPrecondition
+	if errors.Is(cerr, unix.ENOSPC) || errors.Is(cerr, unix.EDQUOT) {
+		kind = errdefs.ErrResourceExhausted
+	}
+	return fmt.Errorf("%s (%v), and copying them failed (%v): %s, or make room for the copy: %w", why, err, cerr, remedy, kind)
 }
 
 // removeContainerDir removes a container's directory in the store, after
