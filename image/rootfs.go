@@ -69,7 +69,7 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool, idmap *IDMap
 	defer func() {
 		if err != nil && made {
 			_ = unix.Unmount(target, unix.MNT_DETACH)
-			_ = os.RemoveAll(dir)
+			_ = removeContainerDir(dir)
 		}
 	}()
 	// Looked up and recorded under one hold of the index lock, so a
@@ -152,17 +152,23 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool, idmap *IDMap
 		lowers = append(lowers, empty)
 	}
 	if userNS != nil {
-		err = mountIdmappedOverlay(lowers, upper, work, target, userNS)
+		err = mountIdmappedOverlay(lowers, upper, work, target, userNS, filepath.Join(dir, "lower"))
 	} else {
 		err = mountOverlay(lowers, upper, work, target)
 	}
-	if errors.Is(err, unix.ENODEV) {
-		klog.InfoS("overlayfs is not available: copying the image's layers", "container", ctrID)
+	if why, remedy := copyReason(err); why != "" {
+		klog.InfoS("Copying the image's layers: "+why, "container", ctrID, "layers", len(rec.Layers), "reason", err)
 		layerDirs := make([]string, len(rec.Layers))
 		for i, l := range rec.Layers {
 			layerDirs[i] = s.layerDir(l)
 		}
-		err = mountCopy(layerDirs, filepath.Join(dir, "copy"), target, !writable, userNS)
+		if cerr := mountCopy(layerDirs, filepath.Join(dir, "copy"), target, !writable, userNS); cerr != nil {
+			err = copyFailed(why, remedy, err, cerr)
+		} else {
+			err = nil
+		}
+	} else if err != nil {
+		err = overlayError(err, len(rec.Layers), userNS != nil)
 	}
 	if err != nil {
 		return fmt.Errorf("container %s: root filesystem: %w", ctrID, err)
@@ -171,33 +177,6 @@ func (s *Store) mount(ctrID, imageID, target string, writable bool, idmap *IDMap
 		return fmt.Errorf("container %s: %w", ctrID, err)
 	}
 	return nil
-}
-
-// mountIdmappedOverlay mounts at target an overlay whose lower layers are
-// idmapped with userNS: each a detached idmapped mount of its directory,
-// given to overlayfs by descriptor ("lowerdir+" with FSCONFIG_SET_FD,
-// Linux 6.13). The shared layers stay as they are on disk. An overlay
-// mount itself cannot be idmapped (overlayfs does not allow it), nor can a
-// file system without idmap support be a layer: FailedPrecondition.
-func mountIdmappedOverlay(lowers []string, upper, work, target string, userNS *os.File) error {
-	fs, err := mountfd.Open("overlay")
-	if err != nil {
-		return err
-	}
-	defer fs.Close()
-	for _, l := range lowers {
-		mfd, err := idmappedTree(l, userNS)
-		if err != nil {
-			return err
-		}
-		// Held until the overlay is made: overlayfs clones the layer's
-		// mount then, and a detached mount goes with its last descriptor.
-		defer unix.Close(mfd)
-		if err := fs.SetFD("lowerdir+", mfd); err != nil {
-			return fmt.Errorf("idmapped layer %s: overlayfs takes no layer by descriptor on this kernel (Linux 6.13 or later needed): %v: %w", l, err, errdefs.ErrFailedPrecondition)
-		}
-	}
-	return finishOverlay(fs, upper, work, target)
 }
 
 // idmappedTree returns a detached mount of dir idmapped with userNS.
@@ -277,72 +256,41 @@ func mountCopy(layers []string, copyDir, target string, readOnly bool, userNS *o
 	return mountfd.MoveTo(mfd, target)
 }
 
-// mountOverlay mounts an overlay (read-only when upper is "") through the file-descriptor mount API,
-// adding lower layers one by one ("lowerdir+", Linux 6.8) so no option page
-// limits how many layers an image may have; older kernels get the classic
-// lowerdir list, and kernels without fsopen a plain mount(2).
-func mountOverlay(lowers []string, upper, work, target string) error {
-	err := mountOverlayLowers(lowers, upper, work, target, true)
-	if errors.Is(err, unix.EINVAL) {
-		// No "lowerdir+": refused when it is set (Linux 6.5-6.7), or only
-		// at create (before 6.5 overlayfs took its options as one string
-		// and accepted any key until then).
-		err = mountOverlayLowers(lowers, upper, work, target, false)
+// copyReason says why the layers of a root filesystem that err stopped
+// are to be copied instead, and what would spare the copy ("" when they
+// are not): no overlayfs, or more layers than this kernel's overlayfs
+// takes.
+func copyReason(err error) (why, remedy string) {
+	switch {
+	case errors.Is(err, unix.ENODEV):
+		return "overlayfs is not available", "load it (modprobe overlay)"
+	case errors.Is(err, errLayerListTooLong):
+		return "the image has more layers than overlayfs takes on this kernel",
+			"run Linux 6.8 or later (it takes any number), or squash the image into fewer layers"
 	}
-	return err
+	return "", ""
 }
 
-// mountOverlayLowers is mountOverlay with the lower layers given one by
-// one (perLayer) or as one list.
-func mountOverlayLowers(lowers []string, upper, work, target string, perLayer bool) error {
-	fs, err := mountfd.Open("overlay")
-	if errors.Is(err, unix.ENOSYS) {
-		opts := "lowerdir=" + strings.Join(lowers, ":")
-		if upper != "" {
-			opts += ",upperdir=" + upper + ",workdir=" + work
-		}
-		return os.NewSyscallError("mount overlay", unix.Mount("overlay", target, "overlay", 0, opts))
+// copyFailed is the error of a copy of the layers (copyReason's why) that
+// failed too: ResourceExhausted when the disk or quota is full, else
+// FailedPrecondition (the node cannot mount the image), saying what would
+// do.
+func copyFailed(why, remedy string, err, cerr error) error {
+	kind := errdefs.ErrFailedPrecondition
+	if errors.Is(cerr, unix.ENOSPC) || errors.Is(cerr, unix.EDQUOT) {
+		kind = errdefs.ErrResourceExhausted
 	}
-	if err != nil {
-		return err
-	}
-	defer fs.Close()
-	params := [][2]string{{"lowerdir", strings.Join(lowers, ":")}}
-	if perLayer {
-		params = params[:0]
-		for _, l := range lowers {
-			params = append(params, [2]string{"lowerdir+", l})
-		}
-	}
-	for _, kv := range params {
-		if err := fs.Set(kv[0], kv[1]); err != nil {
-			return err
-		}
-	}
-	return finishOverlay(fs, upper, work, target)
+	return fmt.Errorf("%s (%v), and copying them failed (%v): %s, or make room for the copy: %w", why, err, cerr, remedy, kind)
 }
 
-// finishOverlay gives the overlay being configured on fs its writable
-// layer (none when upper is ""), creates it and mounts it at target.
-func finishOverlay(fs *mountfd.FS, upper, work, target string) error {
-	for _, kv := range [][2]string{{"upperdir", upper}, {"workdir", work}} {
-		if kv[1] == "" {
-			continue // read-only overlay
-		}
-		if err := fs.Set(kv[0], kv[1]); err != nil {
-			return err
-		}
-	}
-	var attrs uint64
-	if upper == "" {
-		attrs = unix.MOUNT_ATTR_RDONLY
-	}
-	mfd, err := fs.Mount(attrs)
-	if err != nil {
+// removeContainerDir removes a container's directory in the store, after
+// detaching the idmapped layers a crash may have left attached in it
+// (which a recursive removal would otherwise empty).
+func removeContainerDir(dir string) error {
+	if err := detachLayers(filepath.Join(dir, "lower")); err != nil {
 		return err
 	}
-	defer unix.Close(mfd)
-	return mountfd.MoveTo(mfd, target)
+	return os.RemoveAll(dir)
 }
 
 // ReleaseRootfs unmounts a container's root filesystem from target and
@@ -357,7 +305,7 @@ func (s *Store) ReleaseRootfs(ctrID, target string) error {
 			return fmt.Errorf("container %s: unmount root filesystem: %w", ctrID, err)
 		}
 	}
-	if err := os.RemoveAll(s.containerDir(ctrID)); err != nil {
+	if err := removeContainerDir(s.containerDir(ctrID)); err != nil {
 		return fmt.Errorf("container %s: remove writable layer: %w", ctrID, err)
 	}
 	return s.updateAndCollect(func(*index) (bool, error) { return false, nil })
