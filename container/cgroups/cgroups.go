@@ -460,7 +460,7 @@ func subtreePids(dir string) ([]int, error) {
 	var all []int
 	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
+			if gone(err) {
 				return nil
 			}
 			return err
@@ -469,13 +469,20 @@ func subtreePids(dir string) ([]int, error) {
 			return nil
 		}
 		pids, err := readPids(p)
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err != nil && !gone(err) {
 			return err
 		}
 		all = append(all, pids...)
 		return nil
 	})
 	return all, err
+}
+
+// gone says err is of a cgroup that is no more: removed (ENOENT), or being
+// removed while it was read (ENODEV), as when a container's cgroup goes
+// while its pod's is walked.
+func gone(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENODEV)
 }
 
 // removeTree removes the cgroup dir and its descendants, deepest first.

@@ -223,3 +223,18 @@ func BenchmarkCreateDestroy(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+// TestGoneCgroups: a cgroup read while it is removed answers ENODEV, which
+// a walk of its parent (a pod's, while its containers go) takes as gone,
+// like ENOENT; other errors stay errors.
+func TestGoneCgroups(t *testing.T) {
+	for err, want := range map[error]bool{
+		&os.PathError{Op: "read", Path: "cgroup.procs", Err: syscall.ENODEV}: true,
+		&os.PathError{Op: "open", Path: "cgroup.procs", Err: syscall.ENOENT}: true,
+		&os.PathError{Op: "open", Path: "cgroup.procs", Err: syscall.EACCES}: false,
+	} {
+		if got := gone(err); got != want {
+			t.Errorf("gone(%v) = %v, want %v", err, got, want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 )
@@ -259,9 +260,14 @@ func setDeviceFilter(dir string, rules []specs.LinuxDeviceCgroup) error {
 	}
 	progFd, err := loadProgram(prog, 0)
 	if err != nil {
-		// Load again with the verifier's log, to say why.
-		_, err = loadProgram(prog, 1)
-		return fmt.Errorf("load device filter: %w", err)
+		// Load again with the verifier's log, to say why. A failure the
+		// kernel does not repeat (the verifier interrupted: EAGAIN) leaves
+		// the program loaded the second time: use it.
+		first := err
+		if progFd, err = loadProgram(prog, 1); err != nil {
+			return fmt.Errorf("load device filter: %w", err)
+		}
+		klog.InfoS("Device filter loaded at the second attempt", "cgroup", dir, "err", first)
 	}
 	defer unix.Close(progFd)
 
