@@ -42,13 +42,13 @@ type testRegistry struct {
 	pass    string
 }
 
-func newTestRegistry(t *testing.T) *testRegistry {
+func newTestRegistry(t testing.TB) *testRegistry {
 	t.Helper()
 	return newHookedRegistry(t, registrytest.Options{})
 }
 
 // newHookedRegistry starts a registry as o says, with testRegistry's hooks.
-func newHookedRegistry(t *testing.T, o registrytest.Options) *testRegistry {
+func newHookedRegistry(t testing.TB, o registrytest.Options) *testRegistry {
 	t.Helper()
 	r := &testRegistry{gets: map[string]int{}, corrupt: map[string]bool{}, stall: map[string]chan struct{}{}, stallAt: map[string]int64{},
 		slow: map[string]time.Duration{}}
@@ -131,7 +131,7 @@ func (r *testRegistry) hooks(inner http.Handler) http.Handler {
 // log returns the requests the registry got so far.
 func (r *testRegistry) log() []*http.Request { return r.Log() }
 
-func (r *testRegistry) push(t *testing.T, ref string, img v1.Image) name.Reference {
+func (r *testRegistry) push(t testing.TB, ref string, img v1.Image) name.Reference {
 	t.Helper()
 	r.mu.Lock()
 	user, pass := r.user, r.pass
@@ -225,7 +225,7 @@ func imageOf(t testing.TB, layers ...v1.Layer) v1.Image {
 	return img
 }
 
-func openStore(t *testing.T, reg *testRegistry, o Options) *Store {
+func openStore(t testing.TB, reg *testRegistry, o Options) *Store {
 	t.Helper()
 	if reg != nil {
 		o.InsecureRegistries = append(o.InsecureRegistries, reg.host)
@@ -239,7 +239,7 @@ func openStore(t *testing.T, reg *testRegistry, o Options) *Store {
 }
 
 // mountRootfs prepares a container rootfs and unmounts it at the end.
-func mountRootfs(t *testing.T, s *Store, ctrID, imageID string) string {
+func mountRootfs(t testing.TB, s *Store, ctrID, imageID string) string {
 	t.Helper()
 	target := t.TempDir()
 	if err := s.PrepareRootfs(ctrID, imageID, target, nil); err != nil {
@@ -254,7 +254,7 @@ func mountRootfs(t *testing.T, s *Store, ctrID, imageID string) string {
 	return target
 }
 
-func assertNotMounted(t *testing.T, path string) {
+func assertNotMounted(t testing.TB, path string) {
 	t.Helper()
 	if mounted, err := mountinfo.MountedAt(path); err != nil || mounted {
 		t.Errorf("%s is still mounted (%v)", path, err)
@@ -273,7 +273,7 @@ func assertEmptyDir(t *testing.T, dir string) {
 	}
 }
 
-func pull(t *testing.T, s *Store, ref string) *Image {
+func pull(t testing.TB, s *Store, ref string) *Image {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -139,6 +139,11 @@ type Store struct {
 	ixStat  fileID
 	flights map[string]*flight // layers being fetched, by chain ID
 	pinned  map[string]int     // layers a pull in progress relies on
+
+	// upperMount is where the file system of the writable layers is
+	// mounted, by its device: found in the mount table once, not per
+	// container and call (a full node's table has hundreds of lines).
+	upperMount sync.Map // uint64 (device) -> string
 }
 
 type index struct {

@@ -45,7 +45,7 @@ func (s *Store) ContainerUsage(ctrID string) (ContainerFsUsage, error) {
 	if err := unix.Statfs(upper, &fs); err != nil {
 		return u, fmt.Errorf("file system of container %s: %w", ctrID, err)
 	}
-	mp, err := mountinfo.MountpointOf(upper)
+	mp, err := s.mountpointOf(upper, st.Dev)
 	if err != nil {
 		return u, err
 	}
@@ -56,4 +56,18 @@ func (s *Store) ContainerUsage(ctrID string) (ContainerFsUsage, error) {
 	u.CapacityBytes, u.AvailableBytes = fs.Blocks*bsize, fs.Bavail*bsize
 	u.InodesTotal, u.InodesFree = fs.Files, fs.Ffree
 	return u, nil
+}
+
+// mountpointOf is where the file system of path (on device dev) is
+// mounted, read from the mount table the first time dev is seen.
+func (s *Store) mountpointOf(path string, dev uint64) (string, error) {
+	if mp, ok := s.upperMount.Load(dev); ok {
+		return mp.(string), nil
+	}
+	mp, err := mountinfo.MountpointOf(path)
+	if err != nil {
+		return "", err
+	}
+	s.upperMount.Store(dev, mp)
+	return mp, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -61,5 +62,33 @@ func TestContainerUsageCountsWritableLayer(t *testing.T) {
 	}
 	if _, err := s.ContainerUsage("../layers"); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("path as container id: %v", err)
+	}
+}
+
+// BenchmarkContainerUsage: the usage of one container's writable layer on
+// a node with 300 more mounts (a full node's overlays, shm and namespace
+// pins), read once per container by every ListPodSandboxStats.
+func BenchmarkContainerUsage(b *testing.B) {
+	roottest.Require(b)
+	reg := newTestRegistry(b)
+	reg.push(b, "small:1", imageOf(b, layer(b, dir("etc"), file("etc/base", "image content"))))
+	s := openStore(b, reg, Options{})
+	img := pull(b, s, reg.host+"/small:1")
+	mountRootfs(b, s, "ctr1", img.ID)
+	base := b.TempDir()
+	for i := range 300 {
+		d := filepath.Join(base, strconv.Itoa(i))
+		if err := os.Mkdir(d, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		if err := unix.Mount("tmpfs", d, "tmpfs", 0, "size=4k"); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = unix.Unmount(d, unix.MNT_DETACH) })
+	}
+	for b.Loop() {
+		if _, err := s.ContainerUsage("ctr1"); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
