@@ -115,7 +115,7 @@ func run() error {
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
-	if err := writeFile(filepath.Join(*out, "results.json"), func(w io.Writer) error { return bench.WriteJSON(w, rows) }); err != nil {
+	if err := writeFile(filepath.Join(*out, "results.json"), func(w io.Writer) error { return bench.WriteJSON(w, bench.Results{Figures: rows}) }); err != nil {
 		return err
 	}
 	return writeFile(filepath.Join(*out, "results.svg"), func(w io.Writer) error { return bench.WriteSVG(w, rows) })
