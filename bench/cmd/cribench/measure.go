@@ -37,6 +37,8 @@ const (
 	figPerPodRSS    = "per-pod overhead RSS"
 	figPerPodPSS    = "per-pod overhead PSS"
 	msUnit, mibUnit = "ms", "MiB"
+	cpuUnit         = "s/min" // CPU seconds per minute of wall time
+	countUnit       = "procs"
 )
 
 var podSeq atomic.Int64
@@ -105,10 +107,16 @@ func (r *recorder) collect(figs []string, levels []int) []bench.Samples {
 	return out
 }
 
-// unitOf is a figure's unit: MiB for memory, else milliseconds.
+// unitOf is a figure's unit: CPU seconds per minute, MiB for memory, a
+// count of processes, else milliseconds.
 func unitOf(fig string) string {
-	if strings.Contains(fig, "RSS") || strings.Contains(fig, "PSS") {
+	switch {
+	case strings.Contains(fig, "CPU"):
+		return cpuUnit
+	case strings.Contains(fig, "RSS") || strings.Contains(fig, "PSS"):
 		return mibUnit
+	case fig == figPodProcs:
+		return countUnit
 	}
 	return msUnit
 }
