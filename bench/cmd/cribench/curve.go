@@ -189,13 +189,15 @@ func idleWindow(ctx context.Context, runtimes []*runtime, rec *recorder, idle ti
 	sleep(ctx, min(idle/4, 5*time.Second))
 	type snapshot struct {
 		daemon uint64
+		seen   bool // the daemon was there to read
 		pods   map[int]uint64
 	}
 	take := func() (map[*runtime]snapshot, map[int]procInfo) {
 		procs := processes()
 		snaps := map[*runtime]snapshot{}
 		for _, rt := range runtimes {
-			s := snapshot{daemon: procs[rt.pid()].ticks, pods: map[int]uint64{}}
+			d, seen := procs[rt.pid()]
+			s := snapshot{daemon: d.ticks, seen: seen, pods: map[int]uint64{}}
 			for _, pid := range podProcesses(rt, procs, nil) {
 				s.pods[pid] = procs[pid].ticks
 			}
@@ -214,7 +216,11 @@ func idleWindow(ctx context.Context, runtimes []*runtime, rec *recorder, idle ti
 	}
 	for _, rt := range runtimes {
 		b, a := before[rt], after[rt]
-		rec.add(rt.name, figDaemonCPU, perMinute(a.daemon-b.daemon))
+		if b.seen && a.seen {
+			rec.add(rt.name, figDaemonCPU, perMinute(a.daemon-b.daemon))
+		} else {
+			rec.fail(rt.name, figDaemonCPU, fmt.Errorf("no /proc/%d/stat to read", rt.pid()))
+		}
 		var pods uint64
 		for pid, t := range a.pods {
 			if was, ok := b.pods[pid]; ok {
