@@ -1,6 +1,8 @@
 // Package bench summarises benchmark samples taken from several CRI runtimes
 // side by side: medians and 90th percentiles per figure, the ratio of
-// cri-mini to containerd, as a text table, JSON and an SVG bar chart.
+// cri-mini to containerd, as a text table, JSON and an SVG bar chart; and the
+// cost curve to a full node (figures by number of resident pods) as a table
+// and JSON.
 package bench
 
 import (
@@ -10,6 +12,7 @@ import (
 	"io"
 	"math"
 	"sort"
+	"strconv"
 	"text/tabwriter"
 )
 
@@ -26,6 +29,9 @@ type Samples struct {
 	Figure  string
 	Unit    string
 	Values  []float64
+	// Pods is the number of pods resident while the values were taken:
+	// the cost curve's level (SummarizeCurve); Summarize ignores it.
+	Pods int
 }
 
 // Row is one line of the report.
@@ -86,12 +92,118 @@ func Summarize(samples []Samples) []Row {
 	for _, s := range samples {
 		r := Row{Runtime: s.Runtime, Figure: s.Figure, Unit: s.Unit, Runs: len(s.Values),
 			Median: Median(s.Values), P90: P90(s.Values)}
-		if d, ok := ref[s.Figure]; ok && s.Runtime == Subject && d > 0 && r.Runs > 0 {
-			r.Ratio = r.Median / d
+		if d, ok := ref[s.Figure]; ok && s.Runtime == Subject && r.Runs > 0 {
+			r.Ratio, _ = ratio(r.Median, d)
 		}
 		rows = append(rows, r)
 	}
 	return rows
+}
+
+// ratio is subject over reference, when the reference is positive.
+func ratio(subject, reference float64) (float64, bool) {
+	if !(reference > 0) || math.IsNaN(subject) {
+		return 0, false
+	}
+	return subject / reference, true
+}
+
+// Stat is one runtime's summary of a figure.
+type Stat struct {
+	Runs   int     `json:"runs"`
+	Median float64 `json:"median"`
+	P90    float64 `json:"p90"`
+}
+
+// CurveRow is one line of the cost curve: a figure with Pods pods resident,
+// on Subject and on Reference (nil where the runtime gave no value).
+type CurveRow struct {
+	Figure    string `json:"figure"`
+	Pods      int    `json:"pods"`
+	Unit      string `json:"unit"`
+	Subject   *Stat  `json:"cri-mini,omitempty"`
+	Reference *Stat  `json:"containerd,omitempty"`
+	// Ratio is Subject's median over Reference's, where both were
+	// measured and Reference's is positive (0 is a ratio: an idle CPU of
+	// nothing against some).
+	Ratio *float64 `json:"ratio,omitempty"`
+}
+
+// SummarizeCurve makes the cost curve's rows, one per figure and number of
+// resident pods, in the order they first come in the samples. Runtimes other
+// than Subject and Reference are left out.
+func SummarizeCurve(samples []Samples) []CurveRow {
+	type key struct {
+		figure string
+		pods   int
+	}
+	var rows []CurveRow
+	index := map[key]int{}
+	for _, s := range samples {
+		if len(s.Values) == 0 || (s.Runtime != Subject && s.Runtime != Reference) {
+			continue
+		}
+		k := key{s.Figure, s.Pods}
+		i, ok := index[k]
+		if !ok {
+			i = len(rows)
+			index[k] = i
+			rows = append(rows, CurveRow{Figure: s.Figure, Pods: s.Pods, Unit: s.Unit})
+		}
+		st := &Stat{Runs: len(s.Values), Median: Median(s.Values), P90: P90(s.Values)}
+		if s.Runtime == Subject {
+			rows[i].Subject = st
+		} else {
+			rows[i].Reference = st
+		}
+	}
+	for i, r := range rows {
+		if r.Subject != nil && r.Reference != nil {
+			if q, ok := ratio(r.Subject.Median, r.Reference.Median); ok {
+				rows[i].Ratio = &q
+			}
+		}
+	}
+	return rows
+}
+
+// WriteCurveTable prints the cost curve as an aligned text table: a line per
+// figure and number of resident pods, the runtimes' medians side by side.
+// Runs is one count, or Subject's/Reference's where they differ.
+func WriteCurveTable(w io.Writer, rows []CurveRow) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "figure\tpods\tunit\truns\t%s\t%s\t%s/%s\t\n", Subject, Reference, Subject, Reference)
+	cell := func(s *Stat) string {
+		if s == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", s.Median)
+	}
+	for _, r := range rows {
+		var sr, rr int
+		if r.Subject != nil {
+			sr = r.Subject.Runs
+		}
+		if r.Reference != nil {
+			rr = r.Reference.Runs
+		}
+		runs := strconv.Itoa(max(sr, rr))
+		if r.Subject != nil && r.Reference != nil && sr != rr {
+			runs = fmt.Sprintf("%d/%d", sr, rr)
+		}
+		q := "-"
+		if r.Ratio != nil {
+			q = fmt.Sprintf("%.2f", *r.Ratio)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", r.Figure, r.Pods, r.Unit, runs, cell(r.Subject), cell(r.Reference), q)
+	}
+	return tw.Flush()
+}
+
+// Results is what results.json holds: the figures and the cost curve.
+type Results struct {
+	Figures []Row      `json:"figures"`
+	Curve   []CurveRow `json:"curve,omitempty"`
 }
 
 // WriteTable prints the rows as an aligned text table.
@@ -108,11 +220,11 @@ func WriteTable(w io.Writer, rows []Row) error {
 	return tw.Flush()
 }
 
-// WriteJSON writes the rows as an indented JSON array.
-func WriteJSON(w io.Writer, rows []Row) error {
+// WriteJSON writes the results as indented JSON.
+func WriteJSON(w io.Writer, res Results) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	return enc.Encode(rows)
+	return enc.Encode(res)
 }
 
 // WriteSVG draws one group of horizontal bars per figure (one bar per

@@ -2,9 +2,13 @@
 # run.sh: `make bench`. Builds the reference runtime (setup-containerd.sh,
 # cached) and the cribench driver, then measures containerd and, when
 # CRI_MINI_BIN names a cri-mini binary that serves containers, cri-mini
-# side by side. Results: the table on stdout, $BENCH_OUT/results.{json,svg}.
-# Environment: BENCH_RUNS (default 20), BENCH_BURST (30), BENCH_OUT
-# (bench-out), CRI_MINI_BIN (empty: containerd only). Needs root.
+# side by side, then the cost curve to a full node (the figures with 0, 30
+# and 110 pods resident). Results: the tables on stdout,
+# $BENCH_OUT/results.{json,svg}.
+# Environment: BENCH_RUNS (default 20), BENCH_BURST (30), BENCH_CURVE (the
+# curve's numbers of resident pods, 0,30,110; none: no curve),
+# BENCH_CURVE_RUNS (20), BENCH_OUT (bench-out), CRI_MINI_BIN (empty:
+# containerd only). Needs root.
 set -eu
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run.sh: needs root" >&2; exit 1; }
@@ -12,7 +16,8 @@ bin=$(bench/setup-containerd.sh)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 go build -o "$tmp/cribench" ./bench/cmd/cribench
-set -- -containerd-bin "$bin" -runs "${BENCH_RUNS:-20}" -burst "${BENCH_BURST:-30}" -out "${BENCH_OUT:-bench-out}"
+set -- -containerd-bin "$bin" -runs "${BENCH_RUNS:-20}" -burst "${BENCH_BURST:-30}" -out "${BENCH_OUT:-bench-out}" \
+	-curve "${BENCH_CURVE:-0,30,110}" -curve-runs "${BENCH_CURVE_RUNS:-20}"
 if [ -n "${CRI_MINI_BIN:-}" ]; then
 	set -- "$@" -cri-mini "$CRI_MINI_BIN"
 fi

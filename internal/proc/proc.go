@@ -22,6 +22,7 @@ type Stat struct {
 	Comm      string // field 2, without its parentheses
 	State     byte   // field 3: R, S, D, Z (zombie), X (dead), ...
 	PPid      int    // field 4
+	CPUTicks  uint64 // fields 14 and 15: user and system time, clock ticks
 	StartTime uint64 // field 22, clock ticks after boot
 }
 
@@ -50,11 +51,16 @@ func parseStat(pid int, data string) (Stat, error) {
 	if err != nil {
 		return Stat{}, fmt.Errorf("malformed /proc/%d/stat: parent pid: %w", pid, err)
 	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64)
+	stime, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return Stat{}, fmt.Errorf("malformed /proc/%d/stat: CPU time: %w", pid, err)
+	}
 	start, err := strconv.ParseUint(f[19], 10, 64)
 	if err != nil {
 		return Stat{}, fmt.Errorf("malformed /proc/%d/stat: start time: %w", pid, err)
 	}
-	return Stat{Comm: data[open+1 : end], State: f[0][0], PPid: ppid, StartTime: start}, nil
+	return Stat{Comm: data[open+1 : end], State: f[0][0], PPid: ppid, CPUTicks: utime + stime, StartTime: start}, nil
 }
 
 // Running reports whether a process in this state has not exited: a

@@ -18,7 +18,7 @@ func TestParseStat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (Stat{Comm: "a) b (c)", State: 'S', PPid: 1, StartTime: 4242}); st != want {
+	if want := (Stat{Comm: "a) b (c)", State: 'S', PPid: 1, CPUTicks: 11 + 12, StartTime: 4242}); st != want {
 		t.Errorf("parsed %+v, want %+v", st, want)
 	}
 	for _, bad := range []string{
@@ -27,7 +27,8 @@ func TestParseStat(t *testing.T) {
 		"7 (a) S 1 2 3",        // cut short
 		"7 (a) SS" + tail,      // a state is one letter
 		"7 (a) S x" + tail[2:], // parent pid not a number
-		"7 (a) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 -1 20", // start time
+		"7 (a) S 1 2 3 4 5 6 7 8 9 10 x 12 13 14 15 16 17 18 4242 20", // user time
+		"7 (a) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 -1 20",  // start time
 	} {
 		if _, err := parseStat(7, bad); err == nil || !strings.HasPrefix(err.Error(), "malformed /proc/7/stat") {
 			t.Errorf("parseStat(%q): %v, want malformed", bad, err)

@@ -3,10 +3,14 @@
 // with throw-away state (containerd with runc from bench/setup-containerd.sh,
 // cri-mini from its binary), drives them through the same generated CRI
 // client, interleaving the runtimes run by run, prints the table and writes
-// JSON and SVG. It removes its pods, stops the daemons, unmounts what is
-// left under its work dir and deletes its bridges and cgroups.
+// JSON and SVG. Then the cost curve to a full node (-curve): the same CRI
+// calls, the daemons' RSS and idle CPU and the memory of the processes they
+// keep per pod, with 0, 30 and 110 pods resident; its table follows and it
+// goes into the JSON. It removes its pods, stops the daemons, unmounts what
+// is left under its work dir and deletes its bridges and cgroups.
 //
-//	cribench -containerd-bin ~/.cache/cri-mini-bench/bin [-cri-mini bin/cri-mini] -runs 20 -out bench-out
+//	cribench -containerd-bin ~/.cache/cri-mini-bench/bin [-cri-mini bin/cri-mini] -runs 20 -out bench-out \
+//		[-curve 0,30,110|none] [-curve-runs 20] [-idle 20s]
 package main
 
 import (
@@ -56,10 +60,20 @@ func run() error {
 		out      = flag.String("out", "bench-out", "directory for results.json and results.svg")
 		module   = flag.String("module", ".", "cri-mini module root (the image helper programs are built from it)")
 		bigBytes = flag.Int64("big-layer-bytes", 33<<20, "size of each of the 3 layers of the pull image")
+		curve    = flag.String("curve", "0,30,110", "cost curve: the numbers of resident pods to measure at (none: no curve)")
+		cRuns    = flag.Int("curve-runs", 20, "runs per figure and level of the cost curve")
+		idle     = flag.Duration("idle", 20*time.Second, "cost curve: the idle window the CPU time is taken over")
 	)
 	flag.Parse()
 	if *ctrdBin == "" && *criMini == "" {
 		return fmt.Errorf("give -containerd-bin and/or -cri-mini")
+	}
+	levels, err := parseLevels(*curve)
+	if err != nil {
+		return err
+	}
+	if *idle <= 0 {
+		return fmt.Errorf("-idle %v: must be positive", *idle)
 	}
 	// Ctrl-C ends the runs early; clean-up still happens.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -107,18 +121,28 @@ func run() error {
 		}
 	}
 
-	samples := measure(ctx, runtimes, *runs, *burst)
-	rows := bench.Summarize(samples)
-	if err := bench.WriteTable(os.Stdout, rows); err != nil {
-		return err
+	res := bench.Results{Figures: bench.Summarize(measure(ctx, runtimes, *runs, *burst))}
+	if len(res.Figures) > 0 {
+		if err := bench.WriteTable(os.Stdout, res.Figures); err != nil {
+			return err
+		}
+	}
+	if len(levels) > 0 && ctx.Err() == nil {
+		res.Curve = bench.SummarizeCurve(costCurve(ctx, runtimes, levels, *cRuns, *idle))
+		fmt.Printf("\nCost curve to a full node: pods resident (each with 1 or 2 sleeping containers, both runtimes at once); "+
+			"calls and daemon RSS: medians of %d runs, each starting one more pod; idle CPU: CPU seconds per minute over %v "+
+			"with nothing happening; pod processes (shims or supervisors, pause): all pods together.\n", *cRuns, *idle)
+		if err := bench.WriteCurveTable(os.Stdout, res.Curve); err != nil {
+			return err
+		}
 	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
-	if err := writeFile(filepath.Join(*out, "results.json"), func(w io.Writer) error { return bench.WriteJSON(w, rows) }); err != nil {
+	if err := writeFile(filepath.Join(*out, "results.json"), func(w io.Writer) error { return bench.WriteJSON(w, res) }); err != nil {
 		return err
 	}
-	return writeFile(filepath.Join(*out, "results.svg"), func(w io.Writer) error { return bench.WriteSVG(w, rows) })
+	return writeFile(filepath.Join(*out, "results.svg"), func(w io.Writer) error { return bench.WriteSVG(w, res.Figures) })
 }
 
 func writeFile(path string, write func(io.Writer) error) error {

@@ -37,31 +37,88 @@ const (
 	figPerPodRSS    = "per-pod overhead RSS"
 	figPerPodPSS    = "per-pod overhead PSS"
 	msUnit, mibUnit = "ms", "MiB"
+	cpuUnit         = "s/min" // CPU seconds per minute of wall time
+	countUnit       = "procs"
 )
 
 var podSeq atomic.Int64
 
-// recorder collects the samples by runtime and figure.
+// recorder collects the samples by runtime, figure and number of resident
+// pods (the cost curve's level; 0 elsewhere).
 type recorder struct {
 	mu      sync.Mutex
-	samples map[[2]string][]float64
-	failed  map[[2]string]error
+	pods    int // the level add and fail record at
+	samples map[sampleKey][]float64
+	failed  map[sampleKey]error
+}
+
+type sampleKey struct {
+	rt, fig string
+	pods    int
+}
+
+func newRecorder() *recorder {
+	return &recorder{samples: map[sampleKey][]float64{}, failed: map[sampleKey]error{}}
+}
+
+// at makes add and fail record at pods resident pods.
+func (r *recorder) at(pods int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pods = pods
 }
 
 func (r *recorder) add(rt, fig string, v float64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.samples[[2]string{rt, fig}] = append(r.samples[[2]string{rt, fig}], v)
+	k := sampleKey{rt, fig, r.pods}
+	r.samples[k] = append(r.samples[k], v)
 }
 
 func (r *recorder) fail(rt, fig string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	k := [2]string{rt, fig}
+	k := sampleKey{rt, fig, r.pods}
 	if _, ok := r.failed[k]; !ok {
-		fmt.Fprintf(os.Stderr, "cribench: %s: %s: %v\n", rt, fig, err)
+		if k.pods > 0 {
+			fmt.Fprintf(os.Stderr, "cribench: %s: %s with %d pods: %v\n", rt, fig, k.pods, err)
+		} else {
+			fmt.Fprintf(os.Stderr, "cribench: %s: %s: %v\n", rt, fig, err)
+		}
 		r.failed[k] = err
 	}
+}
+
+// collect returns the samples figure by figure, level by level, cri-mini
+// before containerd.
+func (r *recorder) collect(figs []string, levels []int) []bench.Samples {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []bench.Samples
+	for _, fig := range figs {
+		for _, pods := range levels {
+			for _, rt := range []string{bench.Subject, bench.Reference} {
+				if v, ok := r.samples[sampleKey{rt, fig, pods}]; ok {
+					out = append(out, bench.Samples{Runtime: rt, Figure: fig, Unit: unitOf(fig), Values: v, Pods: pods})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// unitOf is a figure's unit: CPU seconds per minute, MiB for memory, a
+// count of processes, else milliseconds.
+func unitOf(fig string) string {
+	switch {
+	case strings.Contains(fig, "CPU"):
+		return cpuUnit
+	case strings.Contains(fig, "RSS") || strings.Contains(fig, "PSS"):
+		return mibUnit
+	case fig == figPodProcs:
+		return countUnit
+	}
+	return msUnit
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -69,7 +126,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // measure runs every figure runs times, alternating which runtime goes
 // first from run to run so that machine noise hits both.
 func measure(ctx context.Context, runtimes []*runtime, runs, burst int) []bench.Samples {
-	rec := &recorder{samples: map[[2]string][]float64{}, failed: map[[2]string]error{}}
+	rec := newRecorder()
 	for i := 0; i < runs && ctx.Err() == nil; i++ {
 		fmt.Fprintf(os.Stderr, "cribench: run %d/%d\n", i+1, runs)
 		for j := range runtimes {
@@ -80,23 +137,8 @@ func measure(ctx context.Context, runtimes []*runtime, runs, burst int) []bench.
 			burstAndMemory(ctx, rt, rec, burst)
 		}
 	}
-	var out []bench.Samples
-	for _, fig := range []string{figRunPod, figStopRemove, figCreateStart, figPodRunning, figPodLog, figExec,
-		figBurst, figPull, figRSSIdle, figRSSBurst, figPerPodRSS, figPerPodPSS} {
-		unit := msUnit
-		if strings.Contains(fig, "RSS") || strings.Contains(fig, "PSS") {
-			unit = mibUnit
-		}
-		if fig == figBurst {
-			fig = fmt.Sprintf("%s (%d)", figBurst, burst)
-		}
-		for _, rt := range []string{bench.Subject, bench.Reference} {
-			if v, ok := rec.samples[[2]string{rt, fig}]; ok {
-				out = append(out, bench.Samples{Runtime: rt, Figure: fig, Unit: unit, Values: v})
-			}
-		}
-	}
-	return out
+	return rec.collect([]string{figRunPod, figStopRemove, figCreateStart, figPodRunning, figPodLog, figExec,
+		fmt.Sprintf("%s (%d)", figBurst, burst), figPull, figRSSIdle, figRSSBurst, figPerPodRSS, figPerPodPSS}, []int{0})
 }
 
 func podConfig(rt *runtime) *runtimeapi.PodSandboxConfig {
@@ -114,18 +156,20 @@ func podConfig(rt *runtime) *runtimeapi.PodSandboxConfig {
 	}
 }
 
-func containerConfig(args ...string) *runtimeapi.ContainerConfig {
+// containerConfig is a busybox container named name (its log: name.log in
+// the pod's log directory) running args.
+func containerConfig(name string, args ...string) *runtimeapi.ContainerConfig {
 	return &runtimeapi.ContainerConfig{
-		Metadata: &runtimeapi.ContainerMetadata{Name: "work"},
+		Metadata: &runtimeapi.ContainerMetadata{Name: name},
 		Image:    &runtimeapi.ImageSpec{Image: busyboxImage},
 		Command:  args,
-		LogPath:  "work.log",
+		LogPath:  name + ".log",
 		Linux:    &runtimeapi.LinuxContainerConfig{},
 	}
 }
 
-// startPod runs a pod with one container; it returns the pod and container
-// ids and the time RunPodSandbox and Create+Start took.
+// startPod runs a pod with one container, "work"; it returns the pod and
+// container ids and the time RunPodSandbox and Create+Start took.
 func startPod(ctx context.Context, rt *runtime, args ...string) (pod, ctr string, cfg *runtimeapi.PodSandboxConfig, runp, create time.Duration, err error) {
 	cfg = podConfig(rt)
 	t0 := time.Now()
@@ -135,15 +179,26 @@ func startPod(ctx context.Context, rt *runtime, args ...string) (pod, ctr string
 	}
 	runp = time.Since(t0)
 	t1 := time.Now()
-	cr, err := rt.rs.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pr.PodSandboxId,
-		Config: containerConfig(args...), SandboxConfig: cfg})
+	ctr, err = startContainer(ctx, rt, pr.PodSandboxId, cfg, "work", args...)
 	if err != nil {
-		return pr.PodSandboxId, "", cfg, runp, 0, fmt.Errorf("CreateContainer: %w", err)
+		return pr.PodSandboxId, ctr, cfg, runp, 0, err
+	}
+	return pr.PodSandboxId, ctr, cfg, runp, time.Since(t1), nil
+}
+
+// startContainer creates and starts a container named name in a running
+// pod; it returns the container's id once created, also when the start
+// failed.
+func startContainer(ctx context.Context, rt *runtime, pod string, cfg *runtimeapi.PodSandboxConfig, name string, args ...string) (string, error) {
+	cr, err := rt.rs.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod,
+		Config: containerConfig(name, args...), SandboxConfig: cfg})
+	if err != nil {
+		return "", fmt.Errorf("CreateContainer: %w", err)
 	}
 	if _, err := rt.rs.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
-		return pr.PodSandboxId, cr.ContainerId, cfg, runp, 0, fmt.Errorf("StartContainer: %w", err)
+		return cr.ContainerId, fmt.Errorf("StartContainer: %w", err)
 	}
-	return pr.PodSandboxId, cr.ContainerId, cfg, runp, time.Since(t1), nil
+	return cr.ContainerId, nil
 }
 
 // removePod removes a pod's container, then stops and removes the pod, and
@@ -318,10 +373,15 @@ func readRollup(pid int) (memory, error) {
 }
 
 type procInfo struct {
-	ppid int
-	exe  string
-	comm string
+	ppid  int
+	exe   string
+	comm  string
+	ticks uint64 // CPU time, user and system, in clock ticks
 }
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's times: 100 on every
+// Linux architecture Kubernetes runs on.
+const clockTicks = 100
 
 func processes() map[int]procInfo {
 	out := map[int]procInfo{}
@@ -336,7 +396,7 @@ func processes() map[int]procInfo {
 			continue
 		}
 		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		out[pid] = procInfo{ppid: st.PPid, exe: exe, comm: st.Comm}
+		out[pid] = procInfo{ppid: st.PPid, exe: exe, comm: st.Comm, ticks: st.CPUTicks}
 	}
 	return out
 }
@@ -349,12 +409,11 @@ func pidSet() map[int]bool {
 	return set
 }
 
-// podOverhead sums RSS and PSS (MiB) of the processes that appeared since
-// before and belong to the runtime: its helper executables (shims,
-// re-exec'd supervisors and pause) and their descendants, except the
-// daemon and the pods' workload (sleep).
-func podOverhead(rt *runtime, before map[int]bool) (rss, pss float64, err error) {
-	procs := processes()
+// podProcesses are the processes in procs, other than those in before, that
+// belong to the runtime's pods: its helper executables (shims, re-exec'd
+// supervisors and pause) and their descendants, except the daemon and the
+// pods' workload (sleep).
+func podProcesses(rt *runtime, procs map[int]procInfo, before map[int]bool) []int {
 	helper := map[string]bool{}
 	for _, h := range rt.helpers {
 		helper[h] = true
@@ -367,21 +426,37 @@ func podOverhead(rt *runtime, before map[int]bool) (rss, pss float64, err error)
 		}
 		return helper[p.exe] || ours(p.ppid, depth+1)
 	}
-	count := 0
+	var pids []int
 	for pid, p := range procs {
 		if before[pid] || pid == rt.pid() || p.comm == "sleep" || !ours(pid, 0) {
 			continue
 		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// sumRollup adds up the RSS and PSS of the processes; n counts those still
+// there to read.
+func sumRollup(pids []int) (total memory, n int) {
+	for _, pid := range pids {
 		m, err := readRollup(pid)
 		if err != nil {
 			continue // exited meanwhile
 		}
-		rss += m.rss
-		pss += m.pss
-		count++
+		total.rss += m.rss
+		total.pss += m.pss
+		n++
 	}
-	if count == 0 {
+	return total, n
+}
+
+// podOverhead sums RSS and PSS (MiB) of the processes that appeared since
+// before and belong to the runtime's pods (podProcesses).
+func podOverhead(rt *runtime, before map[int]bool) (rss, pss float64, err error) {
+	total, n := sumRollup(podProcesses(rt, processes(), before))
+	if n == 0 {
 		return 0, 0, fmt.Errorf("no process of %s found for the pods", rt.name)
 	}
-	return rss, pss, nil
+	return total.rss, total.pss, nil
 }
