@@ -187,7 +187,8 @@ func TestDebugTarget(t *testing.T) {
 	}
 	dbg := runContainer(t, podID, podCfg, debug("debugger", app))
 	resp, err := suite.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: dbg, Timeout: 10,
-		Cmd: []string{"sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo; pidof sleep | wc -w"}})
+		// The debugger's own sleep may not be started yet: wait for it a while.
+		Cmd: []string{"sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo; for i in $(seq 50); do [ $(pidof sleep | wc -w) -ge 2 ] && break; sleep 0.1; done; pidof sleep | wc -w"}})
 	if err != nil || !strings.HasPrefix(string(resp.Stdout), "sleep 600 \n2") {
 		t.Errorf("the debug container's view: %q %q %v; want the target's sleep as PID 1 beside its own", resp.GetStdout(), resp.GetStderr(), err)
 	}
