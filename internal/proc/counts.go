@@ -1,6 +1,8 @@
 package proc
 
 import (
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,20 +27,35 @@ func Threads(pid int) (uint64, error) {
 }
 
 // FDs counts the open file descriptors of process pid and, of those, the
-// sockets, from /proc/<pid>/fd.
+// sockets, from /proc/<pid>/fd. The directory is read a batch at a time:
+// a container's process may hold a million descriptors, and the daemon's
+// memory must not grow with them.
 func FDs(pid int) (fds, sockets uint64, err error) {
 	fdDir := filepath.Join("/proc", strconv.Itoa(pid), "fd")
-	entries, err := os.ReadDir(fdDir)
+	d, err := os.Open(fdDir)
 	if err != nil {
 		return 0, 0, err
 	}
-	for _, e := range entries {
-		if target, err := os.Readlink(filepath.Join(fdDir, e.Name())); err == nil && strings.HasPrefix(target, "socket:[") {
-			sockets++
+	defer d.Close()
+	for {
+		names, err := d.Readdirnames(fdBatch)
+		for _, name := range names {
+			fds++
+			if target, err := os.Readlink(filepath.Join(fdDir, name)); err == nil && strings.HasPrefix(target, "socket:[") {
+				sockets++
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return fds, sockets, nil
+		}
+		if err != nil {
+			return 0, 0, err
 		}
 	}
-	return uint64(len(entries)), sockets, nil
 }
+
+// fdBatch is how many descriptors FDs reads at a time.
+const fdBatch = 1024
 
 // OpenFilesSoftLimit reads the soft RLIMIT_NOFILE of process pid from
 // /proc/<pid>/limits.

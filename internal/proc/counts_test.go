@@ -38,3 +38,32 @@ func TestCounts(t *testing.T) {
 		t.Error("threads of a pid that cannot exist")
 	}
 }
+
+// TestFDsOverManyBatches: descriptors beyond one batch of the directory
+// read (as a process holding thousands has) are all counted, and so are
+// the sockets among them.
+func TestFDsOverManyBatches(t *testing.T) {
+	before, sockBefore, err := FDs(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const files, socks = 3*fdBatch + 7, 50
+	for range files {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Skipf("open %d descriptors: %v", files, err)
+		}
+		defer f.Close()
+	}
+	for range socks {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+	}
+	fds, sockets, err := FDs(os.Getpid())
+	if err != nil || fds != before+files+socks || sockets != sockBefore+socks {
+		t.Errorf("%d fds and %d sockets (%v), want %d and %d", fds, sockets, err, before+files+socks, sockBefore+socks)
+	}
+}
