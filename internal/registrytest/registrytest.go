@@ -190,13 +190,6 @@ func (r *Registry) SetAPIRoot(root string) {
 	r.apiRoot = root
 }
 
-// APIRoot is where the API is served.
-func (r *Registry) APIRoot() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.apiRoot
-}
-
 // Log returns the requests the registry got so far, in order.
 func (r *Registry) Log() []*http.Request {
 	r.mu.Lock()
