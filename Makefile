@@ -4,11 +4,19 @@ BIN     := bin/cri-mini
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build test unit vet clean
+.PHONY: build test unit vet clean proto
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/cri-mini
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(dir $(BIN))cri-mini-shim ./cmd/cri-mini-shim
+
+# proto: regenerates proto/'s Go from its .proto files (the generated code
+# is committed; needs protoc, Debian's protobuf-compiler, and protoc-gen-go
+# of the google.golang.org/protobuf version go.mod names).
+PROTOC_GEN_GO_VERSION := $(shell $(GO) list -m -f '{{.Version}}' google.golang.org/protobuf)
+proto:
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	PATH=$(CURDIR)/bin:$$PATH protoc --go_out=. --go_opt=module=github.com/cri-mini/cri-mini proto/supervisor/v1/supervisor.proto
 
 # test: unit tests, the root integration tests (namespaces, mounts, cgroups,
 # a loopback registry, CNI), the CRI validation suite (make e2e), a real

@@ -17,7 +17,6 @@ import (
 	"github.com/cri-mini/cri-mini/container/cgroups"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/mountinfo"
-	"github.com/cri-mini/cri-mini/internal/proc"
 	"github.com/cri-mini/cri-mini/internal/randid"
 )
 
@@ -106,8 +105,8 @@ func TestSystemdDriver(t *testing.T) {
 	if got, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", st.Pid)); string(got) != "0::"+cgPath+"\n" {
 		t.Errorf("init in %q, want %s", got, cgPath)
 	}
-	var sup proc.ID
-	if err := readJSON(filepath.Join(rt.StateDir, id), supFile, &sup); err != nil {
+	sup, err := readProcess(filepath.Join(rt.StateDir, id), supFile)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", sup.Pid)); strings.Contains(string(got), unit) {

@@ -12,7 +12,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/cri-mini/cri-mini/internal/proc"
 	"github.com/cri-mini/cri-mini/internal/roottest"
 	"github.com/cri-mini/cri-mini/internal/treetest"
 )
@@ -235,8 +234,8 @@ func TestHelpersRunFromSealedCopy(t *testing.T) {
 // supervisorPid is the pid of container id's supervisor.
 func supervisorPid(t *testing.T, rt *testRuntime, id string) int {
 	t.Helper()
-	var sup proc.ID
-	if err := readJSON(filepath.Join(rt.StateDir, id), supFile, &sup); err != nil {
+	sup, err := readProcess(filepath.Join(rt.StateDir, id), supFile)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return sup.Pid

@@ -116,7 +116,7 @@ func (r *Runtime) execTarget(id string, o ExecOptions) (*config, proc.ID, error)
 	if len(o.Args) == 0 {
 		return nil, init, fmt.Errorf("exec in %s: no command: %w", id, errdefs.ErrInvalidArgument)
 	}
-	if readJSON(dir, initFile, &init) != nil || !init.Alive() {
+	if init, err = readProcess(dir, initFile); err != nil || !init.Alive() {
 		return nil, init, fmt.Errorf("exec in %s: container is not running: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	return cfg, init, nil
@@ -337,7 +337,7 @@ func execInContainer() error {
 		if err != nil {
 			return err
 		}
-		err = sendMsg(ctl, syncMsg{Type: msgReady}, master)
+		err = sendMsg(ctl, readyMsg(0), master)
 		unix.Close(master)
 		if err != nil {
 			return err
@@ -349,7 +349,7 @@ func execInContainer() error {
 	}
 	// Joined to the cgroup only now: the Go runtime's threads would count
 	// against the container's pids limit; after exec only one is left.
-	if err := sendMsg(ctl, syncMsg{Type: msgPid}); err != nil {
+	if err := sendMsg(ctl, pidMsg(0)); err != nil {
 		return err
 	}
 	if _, _, err := expectMsg(ctl, msgGo); err != nil {
@@ -384,7 +384,7 @@ func (r *Runtime) joinCgroup(ctl *net.UnixConn, parent int, path string) error {
 			return fmt.Errorf("join cgroup: %w", err)
 		}
 	}
-	return sendMsg(ctl, syncMsg{Type: msgGo})
+	return sendMsg(ctl, goMsg())
 }
 
 // killDescendants kills every process below pid. They are stopped first,

@@ -169,9 +169,8 @@ func (rt *testRuntime) deleteAndCheck(t testing.TB, id string) {
 	if err := readJSON(dir, configFile, &cfg); os.IsNotExist(err) {
 		return // deleted by the test itself
 	}
-	var init, sup proc.ID
-	_ = readJSON(dir, initFile, &init)
-	_ = readJSON(dir, supFile, &sup)
+	init, _ := readProcess(dir, initFile)
+	sup, _ := readProcess(dir, supFile)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := rt.Delete(ctx, id); err != nil {

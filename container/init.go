@@ -92,7 +92,7 @@ func initContainer(conn *net.UnixConn) error {
 	if err != nil {
 		return err
 	}
-	if err := sendMsg(conn, syncMsg{Type: msgReady}, ttyFDs...); err != nil {
+	if err := sendMsg(conn, readyMsg(0), ttyFDs...); err != nil {
 		return err
 	}
 	for _, fd := range ttyFDs {

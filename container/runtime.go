@@ -21,7 +21,6 @@ import (
 	"github.com/cri-mini/cri-mini/container/caps"
 	"github.com/cri-mini/cri-mini/container/seccomp"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
-	"github.com/cri-mini/cri-mini/internal/fsutil"
 	"github.com/cri-mini/cri-mini/internal/proc"
 	"github.com/cri-mini/cri-mini/internal/safeexec"
 )
@@ -348,7 +347,7 @@ func (r *Runtime) startSupervisor(ctx context.Context, dir string, cfg *config) 
 	}
 	// The supervisor is our child only until we restart; reap it meanwhile.
 	go func() { _ = cmd.Wait() }()
-	if err := writeJSON(dir, supFile, proc.Identify(cmd.Process.Pid)); err != nil {
+	if err := writeProcess(dir, supFile, proc.Identify(cmd.Process.Pid)); err != nil {
 		_ = cmd.Process.Kill()
 		return err
 	}
@@ -358,16 +357,17 @@ func (r *Runtime) startSupervisor(ctx context.Context, dir string, cfg *config) 
 	if err != nil {
 		return fmt.Errorf("supervisor: %w", orCtxErr(ctx, err))
 	}
+	pid := int(m.GetPid().GetPid())
 	if p := cfg.Spec.Process; p.OOMScoreAdj != nil {
-		setOOMScoreAdj(m.Pid, *p.OOMScoreAdj)
+		setOOMScoreAdj(pid, *p.OOMScoreAdj)
 	}
 	if cfg.CgroupPath != "" {
-		if err := r.Cgroups.Apply(cfg.CgroupPath, m.Pid); err != nil {
+		if err := r.Cgroups.Apply(cfg.CgroupPath, pid); err != nil {
 			// A cancelled create makes the supervisor kill the init: say so.
 			return fmt.Errorf("move init into cgroup %s: %w", cfg.CgroupPath, orCtxErr(ctx, err))
 		}
 	}
-	if err := sendMsg(ctl, syncMsg{Type: msgGo}); err != nil {
+	if err := sendMsg(ctl, goMsg()); err != nil {
 		return orCtxErr(ctx, err)
 	}
 	if _, _, err := expectMsg(ctl, msgReady); err != nil {
@@ -400,8 +400,8 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	var init proc.ID
-	if err := readJSON(dir, initFile, &init); err != nil {
+	init, err := readProcess(dir, initFile)
+	if err != nil {
 		return fmt.Errorf("container %s: not created: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	fifo := filepath.Join(dir, fifoFile)
@@ -446,8 +446,8 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 	if err != nil {
 		return err
 	}
-	var init proc.ID
-	if err := readJSON(dir, initFile, &init); err != nil {
+	init, err := readProcess(dir, initFile)
+	if err != nil {
 		return fmt.Errorf("container %s: no init to signal: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	return signalProc(init, sig)
@@ -487,16 +487,16 @@ func (r *Runtime) Wait(ctx context.Context, id string) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	var sup proc.ID
-	if err := readJSON(dir, supFile, &sup); err == nil {
+	sup, err := readProcess(dir, supFile)
+	if err == nil {
 		if err := waitProc(ctx, sup); err != nil {
 			return nil, fmt.Errorf("container %s: wait: %w", id, err)
 		}
 	}
 	// A supervisor that died abnormally leaves the init orphaned: wait for
 	// the init itself.
-	var init proc.ID
-	if err := readJSON(dir, initFile, &init); err == nil {
+	init, err := readProcess(dir, initFile)
+	if err == nil {
 		if err := waitProc(ctx, init); err != nil {
 			return nil, fmt.Errorf("container %s: wait: %w", id, err)
 		}
@@ -551,22 +551,20 @@ func (r *Runtime) readRecords(id, dir string) *records {
 	if cached, ok := r.records.Load(id); ok {
 		rec := cached.(*records)
 		if rec.exit == nil {
-			var ex exitRecord
-			if readJSON(dir, exitFile, &ex) == nil {
-				rec = &records{sup: rec.sup, init: rec.init, started: rec.started, haveInit: true, haveStarted: true, exit: &ex}
+			if ex, err := readExit(dir); err == nil {
+				rec = &records{sup: rec.sup, init: rec.init, started: rec.started, haveInit: true, haveStarted: true, exit: ex}
 				r.records.Store(id, rec)
 			}
 		}
 		return rec
 	}
 	rec := &records{}
-	_ = readJSON(dir, supFile, &rec.sup)
-	rec.haveInit = readJSON(dir, initFile, &rec.init) == nil
+	rec.sup, _ = readProcess(dir, supFile)
+	var err error
+	rec.init, err = readProcess(dir, initFile)
+	rec.haveInit = err == nil
 	rec.haveStarted = readJSON(dir, startedFile, &rec.started) == nil
-	var ex exitRecord
-	if readJSON(dir, exitFile, &ex) == nil {
-		rec.exit = &ex
-	}
+	rec.exit, _ = readExit(dir)
 	if rec.haveInit && (rec.haveStarted || rec.exit != nil) {
 		r.records.Store(id, rec)
 	}
@@ -599,50 +597,6 @@ func (r *Runtime) List() ([]*State, error) {
 	return out, nil
 }
 
-// ReopenLog makes the supervisor start a new log file (after rotation).
-func (r *Runtime) ReopenLog(id string) error {
-	dir, cfg, err := r.existing(id)
-	if err != nil {
-		return err
-	}
-	var sup proc.ID
-	if err := readJSON(dir, supFile, &sup); err != nil || !sup.Alive() {
-		return fmt.Errorf("container %s: not running: %w", id, errdefs.ErrFailedPrecondition)
-	}
-	if err := signalProc(sup, unix.SIGUSR1); err != nil {
-		return err
-	}
-	// kubelet renamed the old file and expects the new one when this
-	// returns: wait for the supervisor to create it.
-	if cfg.LogPath == "" {
-		return nil
-	}
-	dir, rel, err := logLocation(cfg.LogDir, cfg.LogPath)
-	if err != nil {
-		return fmt.Errorf("container %s: %w", id, err)
-	}
-	deadline := time.Now().Add(reopenTimeout)
-	for {
-		// Checked as the supervisor opens it: a symlink planted there is
-		// not followed by either, and no wait makes it a log.
-		f, err := fsutil.OpenBeneath(dir, rel, os.O_RDONLY, 0)
-		if err == nil {
-			f.Close()
-			return nil
-		}
-		if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("container %s: the log cannot be reopened: %v: %w", id, err, errdefs.ErrFailedPrecondition)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("container %s: the supervisor did not reopen %s within %s: %w", id, cfg.LogPath, reopenTimeout, errdefs.ErrDeadlineExceeded)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-// reopenTimeout bounds the wait for a supervisor to reopen its log.
-const reopenTimeout = 5 * time.Second
-
 // Delete stops the container if needed and removes everything made for it:
 // processes, cgroup and state. It also cleans up after a create that was cut
 // short by a crash.
@@ -655,13 +609,13 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 }
 
 func (r *Runtime) remove(ctx context.Context, id, dir string, cfg *config) error {
-	var init, sup proc.ID
-	if readJSON(dir, initFile, &init) == nil {
+	init, initErr := readProcess(dir, initFile)
+	if initErr == nil {
 		if err := signalProc(init, unix.SIGKILL); err != nil {
 			return fmt.Errorf("container %s: %w", id, err)
 		}
 	}
-	if readJSON(dir, supFile, &sup) == nil {
+	if sup, err := readProcess(dir, supFile); err == nil {
 		// Before init.json exists the supervisor may still hold a half-made
 		// init; killing the supervisor makes that init give up.
 		if init.Pid == 0 {

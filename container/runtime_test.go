@@ -19,7 +19,6 @@ import (
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/nspin"
-	"github.com/cri-mini/cri-mini/internal/proc"
 	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
@@ -470,8 +469,8 @@ func TestSupervisorKilled(t *testing.T) {
 	roottest.Require(t)
 	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
 	rt.startRunning(t, "orphan", rt.bundle(t, "orphan", rootfs, "sleep", "999"))
-	var sup proc.ID
-	if err := readJSON(filepath.Join(rt.StateDir, "orphan"), supFile, &sup); err != nil {
+	sup, err := readProcess(filepath.Join(rt.StateDir, "orphan"), supFile)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := syscall.Kill(sup.Pid, syscall.SIGKILL); err != nil {

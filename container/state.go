@@ -8,8 +8,13 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cri-mini/cri-mini/internal/fsutil"
+	"github.com/cri-mini/cri-mini/internal/proc"
+	pb "github.com/cri-mini/cri-mini/proto/supervisor/v1"
 )
 
 // A container's state directory holds one file per writer, so that the
@@ -83,13 +88,72 @@ type startedRecord struct {
 	Started time.Time `json:"started"`
 }
 
+// exitRecord is how the init ended: exit.json, pb.ExitRecord.
 type exitRecord struct {
-	ExitCode int       `json:"exitCode"`
-	Signal   int       `json:"signal,omitempty"`
-	Finished time.Time `json:"finished"`
+	ExitCode int
+	Signal   int
+	Finished time.Time
 	// OOMKilled: the OOM killer killed a process of the container's
 	// cgroup while the supervisor watched it (v2).
-	OOMKilled bool `json:"oomKilled,omitempty"`
+	OOMKilled bool
+}
+
+// The records a supervisor and the daemon leave for each other (init.json,
+// supervisor.json, exit.json) are messages of proto/supervisor/v1 in
+// protobuf's JSON form: a daemon upgraded while containers run reads what
+// their older supervisors wrote. Fields a reader does not know are skipped.
+
+// maxRecord bounds a record read: each is a few dozen bytes.
+const maxRecord = 64 << 10
+
+func writeRecord(dir, name string, m proto.Message) error {
+	data, err := protojson.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", name, err)
+	}
+	return fsutil.WriteFileAtomic(filepath.Join(dir, name), data, 0o600)
+}
+
+// readRecord reads a record into m; a missing file is reported with
+// os.ErrNotExist.
+func readRecord(dir, name string, m proto.Message) error {
+	path := filepath.Join(dir, name)
+	data, err := fsutil.ReadRegularFile(path, maxRecord)
+	if err != nil {
+		return err
+	}
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, m); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	return nil
+}
+
+// writeProcess records a process: init.json or supervisor.json.
+func writeProcess(dir, name string, id proc.ID) error {
+	return writeRecord(dir, name, &pb.ProcessRecord{Pid: int32(id.Pid), StartTime: id.StartTime})
+}
+
+// readProcess reads the process that init.json or supervisor.json records.
+func readProcess(dir, name string) (proc.ID, error) {
+	var m pb.ProcessRecord
+	if err := readRecord(dir, name, &m); err != nil {
+		return proc.ID{}, err
+	}
+	return proc.ID{Pid: int(m.GetPid()), StartTime: m.GetStartTime()}, nil
+}
+
+func writeExit(dir string, ex exitRecord) error {
+	return writeRecord(dir, exitFile, &pb.ExitRecord{ExitCode: int32(ex.ExitCode), Signal: int32(ex.Signal),
+		Finished: timestamppb.New(ex.Finished), OomKilled: ex.OOMKilled})
+}
+
+func readExit(dir string) (*exitRecord, error) {
+	var m pb.ExitRecord
+	if err := readRecord(dir, exitFile, &m); err != nil {
+		return nil, err
+	}
+	return &exitRecord{ExitCode: int(m.GetExitCode()), Signal: int(m.GetSignal()),
+		Finished: m.GetFinished().AsTime(), OOMKilled: m.GetOomKilled()}, nil
 }
 
 func writeJSON(dir, name string, v any) error {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/internal/nsexec"
 	"github.com/cri-mini/cri-mini/internal/proc"
+	pb "github.com/cri-mini/cri-mini/proto/supervisor/v1"
 )
 
 // runSupervisor is the small detached process (own session) that is the
@@ -50,11 +50,6 @@ func runSupervisor() {
 // container runs, and record how it ended. Until the daemon has been told
 // that the container is created, a failure kills the init.
 func supervise(dir string, ctl *net.UnixConn) error {
-	// ReopenLog may signal as soon as Create has returned, which is before
-	// the log copying starts: without a handler from the first moment, the
-	// signal's default action would end the supervisor.
-	reopen := make(chan os.Signal, 1)
-	signal.Notify(reopen, unix.SIGUSR1)
 	var cfg config
 	if err := readJSON(dir, configFile, &cfg); err != nil {
 		return err
@@ -103,19 +98,18 @@ func supervise(dir string, ctl *net.UnixConn) error {
 	if master != nil {
 		defer master.Close()
 	}
-	attach, err := listenAttach(dir, attachStdin(&cfg, master, pipes.stdinW), cfg.StdinOnce, master)
+	control, err := listenControl(dir, attachStdin(&cfg, master, pipes.stdinW), cfg.StdinOnce, master, logw)
 	if err != nil {
 		return err
 	}
-	defer attach.close()
-	if err := writeJSON(dir, initFile, proc.Identify(initProc.Pid)); err != nil {
+	defer control.close()
+	if err := writeProcess(dir, initFile, proc.Identify(initProc.Pid)); err != nil {
 		return err
 	}
 	failed = false
 	reportCreated(ctl, dir, initProc.Pid)
 
-	copies := copyOutput(logw, attach, master, pipes)
-	go reopenLogOnSignal(reopen, logw, dir, cfg.LogPath)
+	copies := copyOutput(logw, control, master, pipes)
 	state, err := initProc.Wait()
 	if err != nil {
 		return fmt.Errorf("wait for init %d: %w", initProc.Pid, err)
@@ -203,7 +197,7 @@ func closeInitEnds(cmd *exec.Cmd, peer *os.File) {
 // waitForCgroup tells the daemon the init's pid and waits for its go: the
 // daemon puts the init into its cgroup between "pid" and "go".
 func waitForCgroup(ctl *net.UnixConn, pid int) error {
-	if err := sendMsg(ctl, syncMsg{Type: msgPid, Pid: pid}); err != nil {
+	if err := sendMsg(ctl, pidMsg(pid)); err != nil {
 		return err
 	}
 	if _, _, err := expectMsg(ctl, msgGo); err != nil {
@@ -216,7 +210,7 @@ func waitForCgroup(ctl *net.UnixConn, pid int) error {
 // waits until it has (it then blocks on the start fifo). It returns the
 // descriptors the init sent with its ready: the pty master with a tty.
 func releaseInit(conn *net.UnixConn) ([]int, error) {
-	if err := sendMsg(conn, syncMsg{Type: msgGo}); err != nil {
+	if err := sendMsg(conn, goMsg()); err != nil {
 		return nil, err
 	}
 	_, fds, err := expectMsg(conn, msgReady)
@@ -253,7 +247,7 @@ func attachStdin(cfg *config, master, stdinW *os.File) io.WriteCloser {
 // reportCreated tells the daemon that the container is created and lets it
 // go: from here on the supervisor lives without it.
 func reportCreated(ctl *net.UnixConn, dir string, pid int) {
-	if err := sendMsg(ctl, syncMsg{Type: msgReady, Pid: pid}); err != nil {
+	if err := sendMsg(ctl, readyMsg(pid)); err != nil {
 		klog.InfoS("Supervisor: daemon gone after create", "container", filepath.Base(dir), "err", err)
 	}
 	ctl.Close()
@@ -262,11 +256,11 @@ func reportCreated(ctl *net.UnixConn, dir string, pid int) {
 // copyOutput copies the container's output into its log (or discards it
 // without one), through the attach sessions; the WaitGroup ends with the
 // output.
-func copyOutput(logw *criLog, attach *attachServer, master *os.File, pipes initPipes) *sync.WaitGroup {
+func copyOutput(logw *criLog, control *controlServer, master *os.File, pipes initPipes) *sync.WaitGroup {
 	var copies sync.WaitGroup
-	copyOut := func(stream string, r io.Reader, kind byte) {
+	copyOut := func(stream string, r io.Reader, kind pb.Stream) {
 		copies.Add(1)
-		r = io.TeeReader(r, attach.writer(kind))
+		r = io.TeeReader(r, control.writer(kind))
 		go func() {
 			defer copies.Done()
 			if logw != nil {
@@ -277,24 +271,12 @@ func copyOutput(logw *criLog, attach *attachServer, master *os.File, pipes initP
 		}()
 	}
 	if master != nil {
-		copyOut("stdout", master, frameStdout)
+		copyOut("stdout", master, pb.Stream_STREAM_STDOUT)
 	} else {
-		copyOut("stdout", pipes.outR, frameStdout)
-		copyOut("stderr", pipes.errR, frameStderr)
+		copyOut("stdout", pipes.outR, pb.Stream_STREAM_STDOUT)
+		copyOut("stderr", pipes.errR, pb.Stream_STREAM_STDERR)
 	}
 	return &copies
-}
-
-// reopenLogOnSignal reopens the log on each SIGUSR1 (ReopenLog, after
-// kubelet has rotated it).
-func reopenLogOnSignal(reopen <-chan os.Signal, logw *criLog, dir, path string) {
-	for range reopen {
-		if logw != nil {
-			if err := logw.reopen(); err != nil {
-				klog.ErrorS(err, "Reopen container log", "container", filepath.Base(dir), "path", path)
-			}
-		}
-	}
 }
 
 // drainOutput waits, at most timeout, for the output copies to end: output
@@ -320,7 +302,7 @@ func recordExit(dir string, state *os.ProcessState, oom *oomWatch) error {
 		ex.ExitCode = 128 + ex.Signal
 	}
 	ex.OOMKilled = oom.stop(ex.ExitCode == 128+int(syscall.SIGKILL))
-	return writeJSON(dir, exitFile, ex)
+	return writeExit(dir, ex)
 }
 
 // namespaceFlags splits the spec's namespaces into clone flags for new ones

@@ -1,7 +1,6 @@
 package container
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,41 +8,63 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	pb "github.com/cri-mini/cri-mini/proto/supervisor/v1"
 )
 
 // The daemon, the supervisor and the init talk over SOCK_SEQPACKET socket
-// pairs: one JSON message per packet, with descriptors (a pty master) passed
-// alongside. A closed peer reads as io.EOF, which every role treats as
-// "give up": a daemon that dies during create takes the half-made container
-// with it.
+// pairs: one pb.Sync (the create handshake of proto/supervisor/v1) per
+// packet, with descriptors (a pty master) passed alongside. A closed peer
+// reads as io.EOF, which every role treats as "give up": a daemon that
+// dies during create takes the half-made container with it.
 
-type syncMsg struct {
-	Type  string `json:"type"` // pid, go, ready, error
-	Pid   int    `json:"pid,omitempty"`
-	Error string `json:"error,omitempty"`
-	// Kind is the errdefs kind of Error, if it has one of errKinds: a
-	// container the supervisor or the init finds at fault is refused
-	// with the right code.
-	Kind string `json:"kind,omitempty"`
+// The steps of the handshake, as expectMsg names them.
+const (
+	msgPid     = "pid"
+	msgGo      = "go"
+	msgReady   = "ready"
+	msgFailure = "failure"
+)
+
+// maxSyncMsg bounds one packet: a failure's message is the longest.
+const maxSyncMsg = 1 << 16
+
+func pidMsg(pid int) *pb.Sync {
+	return &pb.Sync{Step: &pb.Sync_Pid{Pid: &pb.InitPid{Pid: int32(pid)}}}
+}
+
+func goMsg() *pb.Sync { return &pb.Sync{Step: &pb.Sync_Go{Go: &pb.Go{}}} }
+
+func readyMsg(pid int) *pb.Sync {
+	return &pb.Sync{Step: &pb.Sync_Ready{Ready: &pb.Ready{Pid: int32(pid)}}}
 }
 
 // errKinds are the errdefs kinds a failure keeps across the socket.
-var errKinds = []error{errdefs.ErrInvalidArgument, errdefs.ErrFailedPrecondition, errdefs.ErrNotFound}
-
-// errorMsg is the message that reports err.
-func errorMsg(err error) syncMsg {
-	m := syncMsg{Type: msgError, Error: err.Error()}
-	for _, k := range errKinds {
-		if errors.Is(err, k) {
-			m.Kind = k.Error()
-		}
-	}
-	return m
+var errKinds = map[pb.ErrorKind]error{
+	pb.ErrorKind_ERROR_KIND_INVALID_ARGUMENT:    errdefs.ErrInvalidArgument,
+	pb.ErrorKind_ERROR_KIND_FAILED_PRECONDITION: errdefs.ErrFailedPrecondition,
+	pb.ErrorKind_ERROR_KIND_NOT_FOUND:           errdefs.ErrNotFound,
 }
 
-// kindError is an error received over the socket, of the kind it was sent
+// failureOf describes err with its errdefs kind, if it has one of errKinds.
+func failureOf(err error) *pb.Failure {
+	f := &pb.Failure{Message: err.Error()}
+	for kind, e := range errKinds {
+		if errors.Is(err, e) {
+			f.Kind = kind
+		}
+	}
+	return f
+}
+
+// errorMsg is the message that reports err.
+func errorMsg(err error) *pb.Sync {
+	return &pb.Sync{Step: &pb.Sync_Failure{Failure: failureOf(err)}}
+}
+
+// kindError is a failure received over a socket, of the kind it was sent
 // with.
 type kindError struct {
 	msg  string
@@ -53,12 +74,25 @@ type kindError struct {
 func (e kindError) Error() string { return e.msg }
 func (e kindError) Unwrap() error { return e.kind }
 
-const (
-	msgPid   = "pid"
-	msgGo    = "go"
-	msgReady = "ready"
-	msgError = "error"
-)
+// errorOf is the error a received failure stands for.
+func errorOf(f *pb.Failure) error {
+	return kindError{msg: f.GetMessage(), kind: errKinds[f.GetKind()]}
+}
+
+// stepName names m's step as the msg constants do.
+func stepName(m *pb.Sync) string {
+	switch m.GetStep().(type) {
+	case *pb.Sync_Pid:
+		return msgPid
+	case *pb.Sync_Go:
+		return msgGo
+	case *pb.Sync_Ready:
+		return msgReady
+	case *pb.Sync_Failure:
+		return msgFailure
+	}
+	return "unknown"
+}
 
 // socketPair returns our end as a connection and the peer's end as a file
 // to hand to a child through ExtraFiles.
@@ -90,8 +124,8 @@ func fileConn(f *os.File) (*net.UnixConn, error) {
 	return uc, nil
 }
 
-func sendMsg(c *net.UnixConn, m syncMsg, fds ...int) error {
-	data, err := json.Marshal(m)
+func sendMsg(c *net.UnixConn, m *pb.Sync, fds ...int) error {
+	data, err := proto.Marshal(m)
 	if err != nil {
 		return err
 	}
@@ -100,21 +134,21 @@ func sendMsg(c *net.UnixConn, m syncMsg, fds ...int) error {
 		oob = unix.UnixRights(fds...)
 	}
 	if _, _, err := c.WriteMsgUnix(data, oob, nil); err != nil {
-		return fmt.Errorf("send %s: %w", m.Type, err)
+		return fmt.Errorf("send %s: %w", stepName(m), err)
 	}
 	return nil
 }
 
-// recvMsg reads one message; an "error" message becomes the error.
-func recvMsg(c *net.UnixConn) (syncMsg, []int, error) {
-	buf := make([]byte, 1<<16)
+// recvMsg reads one message; a failure becomes the error.
+func recvMsg(c *net.UnixConn) (*pb.Sync, []int, error) {
+	buf := make([]byte, maxSyncMsg)
 	oob := make([]byte, unix.CmsgSpace(4*4))
 	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
 	if err != nil {
-		return syncMsg{}, nil, err
+		return nil, nil, err
 	}
 	if n == 0 {
-		return syncMsg{}, nil, io.EOF
+		return nil, nil, io.EOF
 	}
 	var fds []int
 	if oobn > 0 {
@@ -127,30 +161,24 @@ func recvMsg(c *net.UnixConn) (syncMsg, []int, error) {
 			}
 		}
 	}
-	var m syncMsg
-	if err := json.Unmarshal(buf[:n], &m); err != nil {
-		return syncMsg{}, fds, fmt.Errorf("decode sync message: %w", err)
+	m := &pb.Sync{}
+	if err := proto.Unmarshal(buf[:n], m); err != nil {
+		return nil, fds, fmt.Errorf("decode sync message: %w", err)
 	}
-	if m.Type == msgError {
-		err := kindError{msg: m.Error}
-		for _, k := range errKinds {
-			if m.Kind == k.Error() {
-				err.kind = k
-			}
-		}
-		return m, fds, err
+	if f := m.GetFailure(); f != nil {
+		return m, fds, errorOf(f)
 	}
 	return m, fds, nil
 }
 
-// expectMsg reads one message and checks its type.
-func expectMsg(c *net.UnixConn, typ string) (syncMsg, []int, error) {
+// expectMsg reads one message and checks its step.
+func expectMsg(c *net.UnixConn, step string) (*pb.Sync, []int, error) {
 	m, fds, err := recvMsg(c)
 	if err != nil {
 		return m, fds, err
 	}
-	if m.Type != typ {
-		return m, fds, fmt.Errorf("sync: got %q, want %q", m.Type, typ)
+	if got := stepName(m); got != step {
+		return m, fds, fmt.Errorf("sync: got %q, want %q", got, step)
 	}
 	return m, fds, nil
 }

@@ -10,8 +10,6 @@ import (
 
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
-
-	"github.com/cri-mini/cri-mini/internal/proc"
 )
 
 // WatchExits sends the id of each container whose init has exited, once its
@@ -232,8 +230,10 @@ func (r *Runtime) Supervisors() ([]Supervisor, error) {
 	}
 	var out []Supervisor
 	for _, e := range entries {
-		var sup proc.ID
-		if e.IsDir() && readJSON(filepath.Join(r.StateDir, e.Name()), supFile, &sup) == nil && sup.Alive() {
+		if !e.IsDir() {
+			continue
+		}
+		if sup, err := readProcess(filepath.Join(r.StateDir, e.Name()), supFile); err == nil && sup.Alive() {
 			out = append(out, Supervisor{ID: e.Name(), Pid: sup.Pid})
 		}
 	}
