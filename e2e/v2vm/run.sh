@@ -26,6 +26,8 @@ mkdir -p "$out"
 echo "run.sh: building on the host into $out"
 make -s build
 cp bin/cri-mini bin/cri-mini-shim "$out/"
+# the older daemon of e2e's upgrade test (none from a shallow clone: exit 3)
+e2e/build-at.sh "$(cat e2e/upgrade-from)" "$out/upgrade-from" || [[ $? == 3 ]]
 go build -o "$out/imgbuild" ./e2e/cmd/imgbuild
 crictl=$(command -v crictl || echo "$(go env GOPATH)/bin/crictl")
 [[ -x $crictl ]] || { echo "run.sh: crictl missing: go install sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0" >&2; exit 1; }

@@ -8,6 +8,7 @@
 #
 # BINDIR holds what run.sh builds on the host (nothing is compiled here):
 # cri-mini, cri-mini-shim, imgbuild and the images it saved (images.tar),
+# the older cri-mini and shim of e2e's upgrade test (upgrade-from/),
 # crictl, critest, kubelet and one PKG.test per Go package
 # ("container/cgroups" -> container_cgroups.test).
 # A SUITE is a Go package directory (its root tests run with -test.v from
@@ -22,6 +23,7 @@ bin=$(cd "$1" && pwd)
 shift
 export PATH=$bin:$PATH CRI_MINI_BIN=$bin/cri-mini IMGBUILD_BIN=$bin/imgbuild IMGBUILD_LOAD=$bin/images.tar \
 	CRITEST_BIN=$bin/critest KUBELET_BIN=$bin/kubelet
+[[ -d $bin/upgrade-from ]] && export CRI_MINI_UPGRADE_FROM=$bin/upgrade-from
 logs=$(mktemp -d /tmp/cri-mini-suites.XXXXXX)
 summary=() failed=0
 

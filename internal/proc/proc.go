@@ -73,11 +73,11 @@ func Alive(pid int) bool {
 	return err == nil && s.Running()
 }
 
-// ID names one process for as long as it lives; its JSON is how the
-// runtime records the processes it starts.
+// ID names one process for as long as it lives: a pid is reused, a pid
+// and its start time are not.
 type ID struct {
-	Pid       int    `json:"pid"`
-	StartTime uint64 `json:"startTime"`
+	Pid       int
+	StartTime uint64
 }
 
 // Identify returns the ID of the running process pid. The caller must know
