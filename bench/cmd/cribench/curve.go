@@ -42,18 +42,18 @@ const (
 var curveFigures = []string{figRunPod, figCreateStart, figListContainers, figListPodStats, figContainerStatus,
 	figDaemonRSS, figDaemonCPU, figPodProcs, figPodProcsRSS, figPodProcsPSS, figPodProcsCPU}
 
-// parseLevels reads the -curve flag: numbers of resident pods separated by
-// commas, returned in ascending order without repeats; "" or "none" is no
-// curve.
-func parseLevels(s string) ([]int, error) {
+// parsePodCounts reads a flag of pod counts (-curve: numbers of resident
+// pods, from 0; -burst: sizes of bursts, from 1) separated by commas,
+// returned in ascending order without repeats; "" or "none" is none.
+func parsePodCounts(flag, s string, least int) ([]int, error) {
 	if s = strings.TrimSpace(s); s == "" || s == "none" {
 		return nil, nil
 	}
 	var levels []int
 	for _, f := range strings.Split(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 0 {
-			return nil, fmt.Errorf("-curve %q: %q is not a number of pods", s, f)
+		if err != nil || n < least {
+			return nil, fmt.Errorf("-%s %q: %q is not a number of pods from %d", flag, s, f, least)
 		}
 		levels = append(levels, n)
 	}

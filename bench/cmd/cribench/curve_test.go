@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-func TestParseLevels(t *testing.T) {
+func TestParsePodCounts(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
 		want []int
@@ -16,15 +16,18 @@ func TestParseLevels(t *testing.T) {
 		{"", nil},
 		{"none", nil},
 	} {
-		got, err := parseLevels(tc.in)
+		got, err := parsePodCounts("curve", tc.in, 0)
 		if err != nil || !slices.Equal(got, tc.want) {
-			t.Errorf("parseLevels(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+			t.Errorf("parsePodCounts(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
 		}
 	}
 	for _, bad := range []string{"0,,30", "-1", "ten", "0;30"} {
-		if got, err := parseLevels(bad); err == nil {
-			t.Errorf("parseLevels(%q) = %v, want an error", bad, got)
+		if got, err := parsePodCounts("curve", bad, 0); err == nil {
+			t.Errorf("parsePodCounts(%q) = %v, want an error", bad, got)
 		}
+	}
+	if got, err := parsePodCounts("burst", "0,10", 1); err == nil {
+		t.Errorf("a burst of 0 pods: %v, want an error", got)
 	}
 }
 

@@ -56,7 +56,7 @@ func run() error {
 		ctrdBin  = flag.String("containerd-bin", "", "directory with containerd, containerd-shim-runc-v2 and runc (bench/setup-containerd.sh)")
 		criMini  = flag.String("cri-mini", "", "cri-mini binary (empty: containerd only)")
 		runs     = flag.Int("runs", 20, "runs per figure")
-		burst    = flag.Int("burst", 30, "pods in the burst")
+		burst    = flag.String("burst", "10,30", "pods in each burst, comma-separated (the memory figures are taken at the largest)")
 		out      = flag.String("out", "bench-out", "directory for results.json and results.svg")
 		module   = flag.String("module", ".", "cri-mini module root (the image helper programs are built from it)")
 		bigBytes = flag.Int64("big-layer-bytes", 33<<20, "size of each of the 3 layers of the pull image")
@@ -68,7 +68,11 @@ func run() error {
 	if *ctrdBin == "" && *criMini == "" {
 		return fmt.Errorf("give -containerd-bin and/or -cri-mini")
 	}
-	levels, err := parseLevels(*curve)
+	levels, err := parsePodCounts("curve", *curve, 0)
+	if err != nil {
+		return err
+	}
+	bursts, err := parsePodCounts("burst", *burst, 1)
 	if err != nil {
 		return err
 	}
@@ -121,7 +125,7 @@ func run() error {
 		}
 	}
 
-	res := bench.Results{Figures: bench.Summarize(measure(ctx, runtimes, *runs, *burst))}
+	res := bench.Results{Figures: bench.Summarize(measure(ctx, runtimes, *runs, bursts))}
 	if len(res.Figures) > 0 {
 		if err := bench.WriteTable(os.Stdout, res.Figures); err != nil {
 			return err

@@ -125,7 +125,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // measure runs every figure runs times, alternating which runtime goes
 // first from run to run so that machine noise hits both.
-func measure(ctx context.Context, runtimes []*runtime, runs, burst int) []bench.Samples {
+func measure(ctx context.Context, runtimes []*runtime, runs int, bursts []int) []bench.Samples {
 	rec := newRecorder()
 	for i := 0; i < runs && ctx.Err() == nil; i++ {
 		fmt.Fprintf(os.Stderr, "cribench: run %d/%d\n", i+1, runs)
@@ -134,11 +134,17 @@ func measure(ctx context.Context, runtimes []*runtime, runs, burst int) []bench.
 			podLifecycle(ctx, rt, rec)
 			podToLog(ctx, rt, rec)
 			pull(ctx, rt, rec)
-			burstAndMemory(ctx, rt, rec, burst)
+			for k, n := range bursts {
+				burstAndMemory(ctx, rt, rec, n, k == len(bursts)-1)
+			}
 		}
 	}
-	return rec.collect([]string{figRunPod, figStopRemove, figCreateStart, figPodRunning, figPodLog, figExec,
-		fmt.Sprintf("%s (%d)", figBurst, burst), figPull, figRSSIdle, figRSSBurst, figPerPodRSS, figPerPodPSS}, []int{0})
+	figs := []string{figRunPod, figStopRemove, figCreateStart, figPodRunning, figPodLog, figExec}
+	for _, n := range bursts {
+		figs = append(figs, fmt.Sprintf("%s (%d)", figBurst, n))
+	}
+	figs = append(figs, figPull, figRSSIdle, figRSSBurst, figPerPodRSS, figPerPodPSS)
+	return rec.collect(figs, []int{0})
 }
 
 func podConfig(rt *runtime) *runtimeapi.PodSandboxConfig {
@@ -291,12 +297,13 @@ func pull(ctx context.Context, rt *runtime, rec *recorder) {
 	}
 }
 
-// burstAndMemory: the daemon's RSS idle; n pods with one container each
-// started concurrently until all run; then the daemon's RSS and the RSS and
-// PSS of the processes the pods added per pod; then removal (untimed).
-func burstAndMemory(ctx context.Context, rt *runtime, rec *recorder, n int) {
+// burstAndMemory: n pods with one container each started concurrently
+// until all run; then removal (untimed). withMemory adds the daemon's RSS
+// idle before and with the pods, and the RSS and PSS of the processes the
+// pods added per pod.
+func burstAndMemory(ctx context.Context, rt *runtime, rec *recorder, n int, withMemory bool) {
 	fig := fmt.Sprintf("%s (%d)", figBurst, n)
-	if m, err := readRollup(rt.pid()); err == nil {
+	if m, err := readRollup(rt.pid()); err == nil && withMemory {
 		rec.add(rt.name, figRSSIdle, m.rss)
 	}
 	before := pidSet()
@@ -325,6 +332,8 @@ func burstAndMemory(ctx context.Context, rt *runtime, rec *recorder, n int) {
 	}
 	if !failed {
 		rec.add(rt.name, fig, ms(elapsed))
+	}
+	if !failed && withMemory {
 		if m, err := readRollup(rt.pid()); err == nil {
 			rec.add(rt.name, figRSSBurst, m.rss)
 		}
