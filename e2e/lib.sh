@@ -1,8 +1,9 @@
 # shellcheck shell=bash
-# Helpers the e2e run scripts that drive kubelet source (e2e/kubelet/run.sh,
-# e2e/node/run.sh): stopping what they started and removing what it left,
-# each leftover reported through leak, which sets leaks=1.
-# The functions run from the scripts' EXIT traps.
+# Helpers the e2e run scripts source (e2e/critest/run.sh, e2e/kubelet/run.sh,
+# e2e/node/run.sh): their CNI network, and for the two that drive kubelet,
+# stopping what they started and removing what it left, each leftover
+# reported through leak, which sets leaks=1. Those run from the scripts'
+# EXIT traps.
 # shellcheck disable=SC2317
 leaks=0
 shopt -s extglob # remove_cgroup_tree's KEEP
@@ -82,6 +83,19 @@ remove_bridge() {
 	m=$(ip -o link show master "$1" | awk -F': ' '{print $2}' | cut -d@ -f1 | tr '\n' ' ')
 	[[ -z $m ]] || leak "veth $m"
 	ip link delete "$1" || true
+}
+
+# write_conflist FILE NAME BRIDGE SUBNET IPAM_DIR: the run's CNI network
+# NAME: a bridge with host-local addresses from SUBNET (kept in IPAM_DIR),
+# hostPort through portmap, and loopback.
+write_conflist() {
+	cat >"$1" <<EOF
+{"cniVersion": "1.0.0", "name": "$2", "plugins": [
+ {"type": "bridge", "bridge": "$3", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+  "ipam": {"type": "host-local", "ranges": [[{"subnet": "$4"}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$5"}},
+ {"type": "portmap", "capabilities": {"portMappings": true}},
+ {"type": "loopback"}]}
+EOF
 }
 
 # finish RC: the end of a cleanup: restores the sysctls, removes the run's

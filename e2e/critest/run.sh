@@ -21,6 +21,7 @@
 # and IMGBUILD_LOAD, the images as imgbuild -save wrote them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. e2e/lib.sh
 
 BIN=${CRI_MINI_BIN:-bin/cri-mini}
 CNI_PLUGINS=/usr/lib/cni
@@ -116,13 +117,7 @@ done
 registry=$(<"$work/registry.addr")
 
 mkdir -p "$work/net.d"
-cat >"$work/net.d/10-critest.conflist" <<EOF
-{"cniVersion":"1.0.0","name":"cri-mini-critest","plugins":[
- {"type":"bridge","bridge":"$bridge","isGateway":true,"ipMasq":true,"hairpinMode":true,
-  "ipam":{"type":"host-local","ranges":[[{"subnet":"$subnet"}]],"routes":[{"dst":"0.0.0.0/0"}],"dataDir":"$work/ipam"}},
- {"type":"portmap","capabilities":{"portMappings":true}},
- {"type":"loopback"}]}
-EOF
+write_conflist "$work/net.d/10-critest.conflist" cri-mini-critest "$bridge" "$subnet" "$work/ipam"
 
 echo "run.sh: starting cri-mini (images from $registry, $driver cgroup driver)"
 "$BIN" --root "$work/root" --runroot "$work/run" --listen "unix://$sock" --cgroup-driver "$driver" \

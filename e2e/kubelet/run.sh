@@ -189,10 +189,7 @@ registry=$(<"$work/registry.addr")
 
 printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 30\n' "$sock" "$sock" >"$work/crictl.yaml"
 mkdir -p "$work/net.d"
-printf '{"cniVersion": "1.0.0", "name": "cri-mini-kubelet-e2e", "plugins": [
-	{"type": "bridge", "bridge": "%s", "isGateway": true, "ipMasq": true, "ipam": {"type": "host-local",
-		"ranges": [[{"subnet": "%s"}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "%s"}},
-	{"type": "loopback"}]}\n' "$bridge" "$subnet" "$work/ipam" >"$work/net.d/10-kubelet-e2e.conflist"
+write_conflist "$work/net.d/10-kubelet-e2e.conflist" cri-mini-kubelet-e2e "$bridge" "$subnet" "$work/ipam"
 
 daemon_up() { crictl version >/dev/null 2>&1; }
 # start_daemon: starts cri-mini (again, after a crash: same state dirs).

@@ -172,13 +172,7 @@ wait_until 600 "$registry_pid" imgbuild test -s "$work/registry.addr" || { tail 
 registry=$(<"$work/registry.addr")
 
 mkdir -p "$work/net.d"
-cat >"$work/net.d/10-node-e2e.conflist" <<EOF
-{"cniVersion": "1.0.0", "name": "cri-mini-node-e2e", "plugins": [
- {"type": "bridge", "bridge": "$bridge", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-  "ipam": {"type": "host-local", "ranges": [[{"subnet": "$subnet"}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$work/ipam"}},
- {"type": "portmap", "capabilities": {"portMappings": true}},
- {"type": "loopback"}]}
-EOF
+write_conflist "$work/net.d/10-node-e2e.conflist" cri-mini-node-e2e "$bridge" "$subnet" "$work/ipam"
 
 runtime_up() { crictl info >/dev/null 2>&1; }
 echo "run.sh: starting $RUNTIME (images from $registry)"
