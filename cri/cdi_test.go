@@ -10,7 +10,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/cri-mini/cri-mini/internal/config"
+	"github.com/cri-mini/cri-mini/cri/config"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 )
 

@@ -5,11 +5,11 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/cri-mini/cri-mini/internal/stats"
+	"github.com/cri-mini/cri-mini/cri/stats"
 )
 
 // The CRI metrics (ListMetricDescriptors, ListPodSandboxMetrics) let
-// kubelet serve /metrics/cadvisor without cAdvisor: internal/stats reads
+// kubelet serve /metrics/cadvisor without cAdvisor: cri/stats reads
 // them, with cAdvisor's names, units and labels.
 
 var metricTypes = map[stats.MetricType]runtimeapi.MetricType{

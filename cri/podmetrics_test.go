@@ -6,7 +6,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/cri-mini/cri-mini/internal/stats"
+	"github.com/cri-mini/cri-mini/cri/stats"
 )
 
 // critestMetrics is the list critest v1.37.0 expects from

@@ -7,7 +7,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cri-mini/cri-mini/container"
-	"github.com/cri-mini/cri-mini/internal/stats"
+	"github.com/cri-mini/cri-mini/cri/stats"
 	"github.com/cri-mini/cri-mini/sandbox"
 )
 

@@ -3,7 +3,7 @@ package cri
 import (
 	"testing"
 
-	"github.com/cri-mini/cri-mini/internal/stats"
+	"github.com/cri-mini/cri-mini/cri/stats"
 )
 
 // TestCRINetwork: eth0 is the default interface; a pod without one reports

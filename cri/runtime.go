@@ -8,7 +8,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/cri-mini/cri-mini/internal/config"
+	"github.com/cri-mini/cri-mini/cri/config"
 )
 
 // RuntimeName is what Version reports as the runtime's name.

@@ -6,7 +6,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/cri-mini/cri-mini/internal/config"
+	"github.com/cri-mini/cri-mini/cri/config"
 	"github.com/cri-mini/cri-mini/sandbox"
 )
 

@@ -17,10 +17,10 @@ import (
 
 	"github.com/cri-mini/cri-mini/container"
 	"github.com/cri-mini/cri-mini/container/cgroups"
+	"github.com/cri-mini/cri-mini/cri/config"
+	"github.com/cri-mini/cri-mini/cri/stats"
 	"github.com/cri-mini/cri-mini/image"
-	"github.com/cri-mini/cri-mini/internal/config"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
-	"github.com/cri-mini/cri-mini/internal/stats"
 	"github.com/cri-mini/cri-mini/netns"
 	"github.com/cri-mini/cri-mini/sandbox"
 )

@@ -8,7 +8,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/container"
 	"github.com/cri-mini/cri-mini/container/cgroups"
-	"github.com/cri-mini/cri-mini/internal/stats"
+	"github.com/cri-mini/cri-mini/cri/stats"
 	"github.com/cri-mini/cri-mini/sandbox"
 )
 

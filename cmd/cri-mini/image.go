@@ -15,8 +15,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cri-mini/cri-mini/cri/config"
 	"github.com/cri-mini/cri-mini/image"
-	"github.com/cri-mini/cri-mini/internal/config"
 )
 
 const imageUsage = `usage: cri-mini image import [flags] FILE   load a docker save tarball or an OCI archive into the store

@@ -19,7 +19,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/cri-mini/cri-mini/container"
-	"github.com/cri-mini/cri-mini/internal/config"
+	"github.com/cri-mini/cri-mini/cri/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
