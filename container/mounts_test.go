@@ -113,6 +113,13 @@ func TestMounts(t *testing.T) {
 			t.Errorf("/sys/fs/cgroup/%s: %+v, want a read-only cgroup", h, m)
 		}
 	}
+	// A hybrid host's cgroup2 stays out, as with runc: no cgroup2 below
+	// a v1 container's /sys/fs/cgroup.
+	for p, m := range mounts {
+		if !unifiedHost(t) && m.fstype == "cgroup2" {
+			t.Errorf("%s: a cgroup2 in a container of a v1 host", p)
+		}
+	}
 	// R14: nothing of the host is visible.
 	for p := range mounts {
 		if strings.HasPrefix(p, host) || strings.HasPrefix(p, rootfs) || strings.HasPrefix(p, "/tmp") {

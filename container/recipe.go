@@ -177,16 +177,30 @@ func bindDevice(root *os.File, d DeviceNode, src *os.File) error {
 }
 
 // hostCgroups reads from mountinfo the cgroup hierarchies the host mounts:
-// a single cgroup2 at /sys/fs/cgroup (unified), or v1 hierarchies (hybrid).
+// a single cgroup2 at /sys/fs/cgroup (unified), or v1 hierarchies.
 func hostCgroups() ([]CgroupHierarchy, error) {
 	mounts, err := mountinfo.Read()
 	if err != nil {
 		return nil, err
 	}
+	return cgroupHierarchies(mounts), nil
+}
+
+// cgroupHierarchies are the cgroup mounts below /sys/fs/cgroup a container
+// gets. A hybrid host's cgroup2 (systemd's /sys/fs/cgroup/unified, beside
+// the v1 hierarchies) is left out, as runc leaves it out (libcontainer
+// mounts only the "cgroup" file systems of a v1 host): a container that
+// saw a cgroup2 below /sys/fs/cgroup would take itself for a v2 one, as
+// Kubernetes' e2e checks do (`mount -t cgroup2` naming /sys/fs/cgroup),
+// and look for memory.max where memory.limit_in_bytes is.
+func cgroupHierarchies(mounts []mountinfo.Mount) []CgroupHierarchy {
 	var out []CgroupHierarchy
 	for _, m := range mounts {
 		mp := m.Mountpoint
 		if (m.FSType != "cgroup" && m.FSType != "cgroup2") || (mp != "/sys/fs/cgroup" && !strings.HasPrefix(mp, "/sys/fs/cgroup/")) {
+			continue
+		}
+		if m.FSType == "cgroup2" && mp != "/sys/fs/cgroup" {
 			continue
 		}
 		hm := CgroupHierarchy{Dir: strings.TrimPrefix(strings.TrimPrefix(mp, "/sys/fs/cgroup"), "/"), FSType: m.FSType}
@@ -201,7 +215,7 @@ func hostCgroups() ([]CgroupHierarchy, error) {
 		}
 		out = append(out, hm)
 	}
-	return out, nil
+	return out
 }
 
 // mountCgroups is R11's /sys/fs/cgroup: the host's cgroup2 mount, or on a v1

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs Kubernetes' node e2e suite (k8s.io/kubernetes v1.37.2 test/e2e_node,
 # its PR-gating set: [NodeConformance] without Flaky, Slow, Serial or
-# Disruptive) against cri-mini, or against containerd + runc for comparison,
-# offline:
+# Disruptive; or, with NODE_E2E_SET, its Slow or its Serial specs) against
+# cri-mini, or against containerd + runc for comparison, offline:
 #
 #   e2e/node/run.sh [cri-mini|containerd]
 #
@@ -30,19 +30,26 @@
 # Exit status 1 if a spec failed or something was left behind.
 #
 # Environment: CRI_MINI_BIN (default: make build, bin/cri-mini),
+# NODE_E2E_SET (which [NodeConformance] specs: gating, the default, the
+# PR-gating set; slow, those marked [Slow] but not [Serial]; serial, those
+# marked [Serial], Slow or not, one process at a time; Flaky and Disruptive
+# specs are never run, the groups of e2e/node/skip.txt always skipped),
 # NODE_E2E_SPECS (a file of spec names, one a line, as e2e/node/ci-specs.txt:
-# run only those; default: the whole PR-gating set), NODE_E2E_PROCS
-# (parallel ginkgo processes, default 6), NODE_E2E_TIMEOUT (default 90m),
-# E2E_ARTIFACTS (a directory to keep the JSON report and the logs in).
+# run only those, less the set's skips; default: the whole set), NODE_E2E_PROCS
+# (parallel ginkgo processes, default 6; always 1 for serial), NODE_E2E_TIMEOUT
+# (default 90m), E2E_ARTIFACTS (a directory to keep the JSON report and the
+# logs in).
 # The functions below run from the EXIT trap.
 # shellcheck disable=SC2317
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 RUNTIME=${1:-cri-mini}
+SET=${NODE_E2E_SET:-gating}
 CNI_PLUGINS=/usr/lib/cni
 PORTS=(6443 10248 10250 10255)
 [[ $RUNTIME == cri-mini || $RUNTIME == containerd ]] || { echo "run.sh: runtime $RUNTIME: want cri-mini or containerd" >&2; exit 2; }
+[[ $SET == gating || $SET == slow || $SET == serial ]] || { echo "run.sh: NODE_E2E_SET=$SET: want gating, slow or serial" >&2; exit 2; }
 [[ $(id -u) == 0 ]] || { echo "run.sh: needs root" >&2; exit 1; }
 [[ -x $CNI_PLUGINS/bridge ]] || { echo "run.sh: CNI plugins missing: apt-get install containernetworking-plugins" >&2; exit 1; }
 command -v jq >/dev/null || { echo "run.sh: jq missing: apt-get install jq" >&2; exit 1; }
@@ -241,12 +248,27 @@ evictionHard:
   imagefs.available: 2%
 EOF
 
-skip='\[Flaky\]|\[Slow\]|\[Serial\]|\[Disruptive\]'
+# The set: its skips, its focus (both marks, in either order: the text
+# ginkgo matches has them where the Describe and It put them) and processes.
+procs=${NODE_E2E_PROCS:-6} focus='\[NodeConformance\]'
+case $SET in
+gating) skip='\[Flaky\]|\[Slow\]|\[Serial\]|\[Disruptive\]' ;;
+slow)
+	skip='\[Flaky\]|\[Serial\]|\[Disruptive\]'
+	focus='\[NodeConformance\].*\[Slow\]|\[Slow\].*\[NodeConformance\]'
+	;;
+serial)
+	# [Serial] specs restart kubelet, change its configuration or fill the
+	# node: nothing else may run beside them.
+	skip='\[Flaky\]|\[Disruptive\]' procs=1
+	focus='\[NodeConformance\].*\[Serial\]|\[Serial\].*\[NodeConformance\]'
+	;;
+esac
 while IFS= read -r line; do
 	[[ $line =~ ^[[:space:]]*(#|$) ]] && continue
 	skip+="|$(sed 's/[[:space:]]*|.*$//' <<<"$line")"
 done <e2e/node/skip.txt
-args=(--procs="${NODE_E2E_PROCS:-6}" --timeout="${NODE_E2E_TIMEOUT:-90m}" --no-color
+args=(--procs="$procs" --timeout="${NODE_E2E_TIMEOUT:-90m}" --no-color
 	--label-filter=NodeConformance --skip="$skip" --json-report="$work/report.json")
 if [[ -n ${NODE_E2E_SPECS:-} ]]; then
 	# The spec names as regular expressions, each matched to its end (the
@@ -256,7 +278,7 @@ if [[ -n ${NODE_E2E_SPECS:-} ]]; then
 		args+=(--focus="$(sed 's/[][\\.^$*+?(){}|]/\\&/g' <<<"$line")\$")
 	done <"$NODE_E2E_SPECS"
 else
-	args+=(--focus='\[NodeConformance\]')
+	args+=(--focus="$focus")
 fi
 suite_args=(--container-runtime-endpoint="unix://$sock" --image-service-endpoint="unix://$sock"
 	--prepull-images=false --kubelet-config-file="$work/kubelet-base.yaml"
@@ -276,21 +298,25 @@ if [[ ! -s $work/report.json ]]; then
 	echo "run.sh: the suite wrote no report (exit $suite_status)" >&2
 	exit 1
 fi
-# The specs of the selection: the PR-gating set, or the listed ones.
+# The specs of the selection: the set's, or the listed ones.
 selected='def name: [.ContainerHierarchyTexts[], .LeafNodeText] | join(" ");
-	def selected: if $list == "" then (name | test("\\[NodeConformance\\]") and (test("\\[(Flaky|Slow|Serial|Disruptive)\\]") | not))
-		else (name as $n | $list | split("\n") | any(. == $n)) end;
+	def selected: if $list != "" then (name as $n | $list | split("\n") | any(. == $n))
+		elif $set == "slow" then (name | test("\\[NodeConformance\\]") and test("\\[Slow\\]") and (test("\\[(Flaky|Serial|Disruptive)\\]") | not))
+		elif $set == "serial" then (name | test("\\[NodeConformance\\]") and test("\\[Serial\\]") and (test("\\[(Flaky|Disruptive)\\]") | not))
+		else (name | test("\\[NodeConformance\\]") and (test("\\[(Flaky|Slow|Serial|Disruptive)\\]") | not)) end;
 	def failed: .State | IN("failed", "panicked", "timedout", "interrupted", "aborted");
 	[.[].SpecReports[] | select(.LeafNodeType == "It")]'
 list=''
 [[ -z ${NODE_E2E_SPECS:-} ]] || list=$(grep -v '^[[:space:]]*\(#\|$\)' "$NODE_E2E_SPECS")
 # One line per failed spec: its name and the first line of its failure.
-jq -r --arg list "$list" "$selected"'[] | select(failed)
+jq -r --arg list "$list" --arg set "$SET" "$selected"'[] | select(failed)
 	| "failed: " + name + "\n    " + .State + ": "
 	+ ((.Failure.Message // "") | split("\n") | map(select(test("\\S"))) | first // "" | .[0:240])' "$work/report.json"
-read -r passed failed skipped < <(jq -r --arg list "$list" "$selected"' | map(select(selected))
+read -r passed failed skipped < <(jq -r --arg list "$list" --arg set "$SET" "$selected"' | map(select(selected))
 	| [(map(select(.State == "passed")) | length), (map(select(failed)) | length), (map(select(.State | IN("skipped", "pending"))) | length)]
 	| @tsv' "$work/report.json")
-echo "node e2e against $RUNTIME: $((passed + failed)) specs ran in $((took / 60))m$((took % 60))s ($skipped skipped: e2e/node/skip.txt, or by the suite itself)"
+what=''
+[[ $SET == gating ]] || what=" ($SET set)"
+echo "node e2e$what against $RUNTIME: $((passed + failed)) specs ran in $((took / 60))m$((took % 60))s ($skipped skipped: e2e/node/skip.txt, or by the suite itself)"
 echo "$passed passed, $failed failed, $skipped skipped"
 ((failed == 0 && suite_status == 0)) || exit 1
