@@ -197,7 +197,8 @@ func TestPidsLimit(t *testing.T) {
 		}
 		for _, pid := range pids {
 			b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-			if err == nil && !strings.Contains(string(b), ") Z ") {
+			// Z: a zombie; X: dead, being reaped (seen on v2 now and then).
+			if err == nil && !strings.Contains(string(b), ") Z ") && !strings.Contains(string(b), ") X ") {
 				t.Errorf("pid %d survived Destroy: %s", pid, b)
 			}
 		}
