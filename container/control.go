@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -32,9 +31,6 @@ import (
 // talks to the supervisors an older daemon started.
 const (
 	controlSocket = "supervisor.sock"
-	// preprotocolSocket is where supervisors of cri-mini before
-	// proto/supervisor/v1 listened: they cannot be talked to.
-	preprotocolSocket = "attach.sock"
 
 	// The control protocol versions this binary speaks, as client (the
 	// daemon) and as server (a supervisor).
@@ -272,9 +268,6 @@ func dialSupervisor(ctx context.Context, id, dir string) (*controlConn, error) {
 	c, err := (&net.Dialer{}).DialContext(ctx, "unix", "/proc/self/fd/"+strconv.Itoa(int(d.Fd()))+"/"+controlSocket)
 	d.Close()
 	if err != nil {
-		if _, statErr := os.Lstat(filepath.Join(dir, preprotocolSocket)); statErr == nil {
-			return nil, fmt.Errorf("container %s: its supervisor was started by a cri-mini older than the versioned control protocol: recreate the container: %w", id, errdefs.ErrFailedPrecondition)
-		}
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
 			return nil, fmt.Errorf("container %s is not running: %w", id, errdefs.ErrFailedPrecondition)
 		}

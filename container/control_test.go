@@ -211,18 +211,3 @@ func TestRecordsFromAnotherVersion(t *testing.T) {
 		t.Errorf("exit record written and read: %+v, %v", ex, err)
 	}
 }
-
-// TestPreprotocolSupervisorNamed: a supervisor from before the versioned
-// protocol (its attach.sock) is named as such, with what to do.
-func TestPreprotocolSupervisorNamed(t *testing.T) {
-	dir := t.TempDir()
-	ln, err := net.Listen("unix", filepath.Join(dir, preprotocolSocket))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, err = dialSupervisor(context.Background(), "old", dir)
-	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "older than the versioned control protocol: recreate the container") {
-		t.Fatalf("dial a pre-protocol supervisor: %v", err)
-	}
-}
