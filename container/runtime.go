@@ -448,9 +448,36 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 	}
 	init, err := readProcess(dir, initFile)
 	if err != nil {
-		return fmt.Errorf("container %s: no init to signal: %w", id, errdefs.ErrFailedPrecondition)
+		// No init yet: the create is under way, or a crash cut it short.
+		// No application has run to be given a grace period, so any
+		// signal ends the create (its caller rolls it back), and a pod
+		// being stopped is not held up by a container it is still making.
+		if err := abortCreate(ctx, dir); err != nil {
+			return fmt.Errorf("container %s: %w", id, err)
+		}
+		return nil
 	}
 	return signalProc(init, sig)
+}
+
+// abortCreate ends a create whose init is not recorded: the supervisor is
+// killed (a half-made init gives up with it) and waited for, and an init it
+// recorded before it died is killed too; a dead supervisor records no more.
+func abortCreate(ctx context.Context, dir string) error {
+	sup, err := readProcess(dir, supFile)
+	if err != nil {
+		return nil // it never got as far as a supervisor
+	}
+	if err := signalProc(sup, unix.SIGKILL); err != nil {
+		return fmt.Errorf("kill supervisor: %w", err)
+	}
+	if err := waitProc(ctx, sup); err != nil {
+		return fmt.Errorf("wait for supervisor: %w", err)
+	}
+	if init, err := readProcess(dir, initFile); err == nil {
+		return signalProc(init, unix.SIGKILL)
+	}
+	return nil
 }
 
 // signalProc signals through a pidfd, so a recycled pid is never hit.
@@ -609,18 +636,16 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 }
 
 func (r *Runtime) remove(ctx context.Context, id, dir string, cfg *config) error {
-	init, initErr := readProcess(dir, initFile)
-	if initErr == nil {
-		if err := signalProc(init, unix.SIGKILL); err != nil {
+	init, err := readProcess(dir, initFile)
+	if err != nil {
+		if err := abortCreate(ctx, dir); err != nil {
 			return fmt.Errorf("container %s: %w", id, err)
 		}
+		init, _ = readProcess(dir, initFile) // killed by abortCreate if there: waited for below
+	} else if err := signalProc(init, unix.SIGKILL); err != nil {
+		return fmt.Errorf("container %s: %w", id, err)
 	}
 	if sup, err := readProcess(dir, supFile); err == nil {
-		// Before init.json exists the supervisor may still hold a half-made
-		// init; killing the supervisor makes that init give up.
-		if init.Pid == 0 {
-			_ = signalProc(sup, unix.SIGKILL)
-		}
 		if err := waitProc(ctx, sup); err != nil {
 			return fmt.Errorf("container %s: wait for supervisor: %w", id, err)
 		}

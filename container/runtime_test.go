@@ -19,6 +19,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/nspin"
+	"github.com/cri-mini/cri-mini/internal/proc"
 	"github.com/cri-mini/cri-mini/internal/roottest"
 )
 
@@ -632,6 +633,51 @@ func TestKillCreated(t *testing.T) {
 	if err := rt.Start(ctx, "killed"); !errors.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Errorf("start after kill: %v, want FailedPrecondition", err)
 	}
+}
+
+// TestKillDuringCreate: Kill of a container whose create is under way (a
+// supervisor, no init recorded yet) ends the create, which fails and rolls
+// back, where it used to fail with "no init to signal" and so held up the
+// pod's stop. The supervisor is stopped as soon as it is recorded, so the
+// create cannot get as far as the init's record meanwhile.
+func TestKillDuringCreate(t *testing.T) {
+	roottest.Require(t)
+	rt, rootfs := newTestRuntime(t), busyboxRootfs(t)
+	b := rt.bundle(t, "halfway", rootfs, "sleep", "999")
+	dir := filepath.Join(rt.StateDir, "halfway")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	created := make(chan error, 1)
+	go func() { created <- rt.Create(ctx, "halfway", b) }()
+	var sup proc.ID
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var err error
+		if sup, err = readProcess(dir, supFile); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no supervisor recorded in 10s: %v", err)
+		}
+	}
+	if err := syscall.Kill(sup.Pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readProcess(dir, initFile); err == nil {
+		t.Fatal("the init was recorded before the supervisor could be stopped")
+	}
+	if st, err := rt.State("halfway"); err != nil || st.Status != StatusCreating {
+		t.Fatalf("state while the supervisor is held: %+v, %v", st, err)
+	}
+	if err := rt.Kill(ctx, "halfway", syscall.SIGTERM); err != nil {
+		t.Errorf("kill during create: %v", err)
+	}
+	if err := <-created; err == nil {
+		t.Error("create succeeded after a kill ended it")
+	}
+	if _, err := rt.State("halfway"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("state after the killed create rolled back: %v, want NotFound", err)
+	}
+	assertGone(t, dir, config{Spec: b.Spec, CgroupPath: b.CgroupPath}, sup)
 }
 
 // TestStateReadsFinalRecordsOnce: a started container's records and an

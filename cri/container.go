@@ -227,7 +227,8 @@ func (s *Service) StopContainer(ctx context.Context, req *runtimeapi.StopContain
 
 // stopContainer sends the container's stop signal (the CRI's, the image's,
 // or SIGTERM), waits up to grace, then kills it. Stopping a stopped
-// container does nothing.
+// container does nothing, nor does one that goes while it is stopped (a
+// create the signal ended, rolled back by its caller).
 func (s *Service) stopContainer(ctx context.Context, st *container.State, grace time.Duration) error {
 	if st.Status == container.StatusStopped {
 		return nil
@@ -239,12 +240,12 @@ func (s *Service) stopContainer(ctx context.Context, st *container.State, grace 
 			sig = syscall.SIGTERM
 		}
 		if err := s.containers.Kill(ctx, st.ID, sig); err != nil {
-			return err
+			return unlessGone(err)
 		}
 		wctx, cancel := context.WithTimeout(ctx, grace)
 		_, err = s.containers.Wait(wctx, st.ID)
 		cancel()
-		if err == nil {
+		if err == nil || errors.Is(err, errdefs.ErrNotFound) {
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -252,9 +253,17 @@ func (s *Service) stopContainer(ctx context.Context, st *container.State, grace 
 		}
 	}
 	if err := s.containers.Kill(ctx, st.ID, syscall.SIGKILL); err != nil {
-		return err
+		return unlessGone(err)
 	}
 	_, err := s.containers.Wait(ctx, st.ID)
+	return unlessGone(err)
+}
+
+// unlessGone is err, but nil when it says the container no longer exists.
+func unlessGone(err error) error {
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil
+	}
 	return err
 }
 

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -550,6 +551,60 @@ func TestHalfCreatedContainerCollected(t *testing.T) {
 	}
 	if st := containerStatus(t, id); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		t.Errorf("the whole container after the restart: %v", st.State)
+	}
+}
+
+// TestStopPodDuringCreate: kubelet may stop a pod while one of its
+// containers is still being created. StopPodSandbox used to fail on that
+// container ("no init to signal", FailedPrecondition) and kept failing;
+// now it ends the create, which answers with an error and leaves nothing,
+// and the pod stops and goes. The new container's supervisor is stopped as
+// soon as the daemon records it, so the create is held half way.
+func TestStopPodDuringCreate(t *testing.T) {
+	pullTestImage(t)
+	podID, podCfg := podWithLogs(t, "stop-mid-create")
+	dirs := filepath.Join(suite.run, "containers")
+	before, _ := filepath.Glob(filepath.Join(dirs, "*"))
+	done := createAsync(ctx(t), podID, podCfg, containerConfig("late", "sleep", "600"))
+	var sup struct{ Pid int }
+	var dir string
+	for deadline := time.Now().Add(30 * time.Second); sup.Pid == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("no supervisor recorded for the new container in 30s")
+		}
+		now, _ := filepath.Glob(filepath.Join(dirs, "*"))
+		for _, d := range now {
+			if slices.Contains(before, d) {
+				continue
+			}
+			if data, err := os.ReadFile(filepath.Join(d, "supervisor.json")); err == nil && json.Unmarshal(data, &sup) == nil && sup.Pid > 0 {
+				dir = d
+				break
+			}
+		}
+	}
+	if err := syscall.Kill(sup.Pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "init.json")); err == nil {
+		t.Fatal("the init was recorded before the supervisor could be stopped")
+	}
+	if _, err := suite.rt.StopPodSandbox(ctx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Errorf("StopPodSandbox during a create: %v", err)
+	}
+	if r := <-done; r.err == nil {
+		removeContainer(r.id)
+		t.Error("CreateContainer succeeded in a pod stopped during it")
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state of the ended create is still there: %v", err)
+	}
+	if err := syscall.Kill(sup.Pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("supervisor %d of the ended create: %v, want gone", sup.Pid, err)
+	}
+	list, err := suite.rt.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: podID}})
+	if err != nil || len(list.Containers) != 0 {
+		t.Errorf("containers of the stopped pod: %v, %v", list.GetContainers(), err)
 	}
 }
 
