@@ -127,3 +127,45 @@ func BenchmarkListContainers(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFullNode measures the calls kubelet repeats over every pod with
+// a node full of them: 110 pods (kubelet's default maximum), each with its
+// network and one sleeping container.
+func BenchmarkFullNode(b *testing.B) {
+	c := context.Background()
+	if _, err := runtimeapi.NewImageServiceClient(suite.conn).PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: suite.image}}); err != nil {
+		b.Fatal(err)
+	}
+	for i := range 110 {
+		podID, podCfg := podWithLogs(b, fmt.Sprintf("full-%d", i))
+		ctr, err := suite.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: containerConfig("sleeper", "sleep", "600"), SandboxConfig: podCfg})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { removeContainer(ctr.ContainerId) })
+		if _, err := suite.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: ctr.ContainerId}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("ListContainers", func(b *testing.B) {
+		for b.Loop() {
+			if resp, err := suite.rt.ListContainers(c, &runtimeapi.ListContainersRequest{}); err != nil || len(resp.Containers) < 110 {
+				b.Fatalf("ListContainers: %d containers, %v", len(resp.GetContainers()), err)
+			}
+		}
+	})
+	b.Run("ListPodSandboxStats", func(b *testing.B) {
+		for b.Loop() {
+			if resp, err := suite.rt.ListPodSandboxStats(c, &runtimeapi.ListPodSandboxStatsRequest{}); err != nil || len(resp.Stats) < 110 {
+				b.Fatalf("ListPodSandboxStats: %d pods, %v", len(resp.GetStats()), err)
+			}
+		}
+	})
+	b.Run("ListContainerStats", func(b *testing.B) {
+		for b.Loop() {
+			if resp, err := suite.rt.ListContainerStats(c, &runtimeapi.ListContainerStatsRequest{}); err != nil || len(resp.Stats) < 110 {
+				b.Fatalf("ListContainerStats: %d containers, %v", len(resp.GetStats()), err)
+			}
+		}
+	})
+}

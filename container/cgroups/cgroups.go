@@ -34,6 +34,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/fsutil"
 )
 
 // DefaultRoot is where cgroup file systems are mounted.
@@ -405,7 +406,7 @@ func writeFile(dir, file, value string) error {
 }
 
 func readFile(dir, file string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(dir, file))
+	b, err := fsutil.ReadKernelFile(filepath.Join(dir, file))
 	return string(bytes.TrimSpace(b)), err
 }
 
@@ -422,7 +423,7 @@ func readUint(dir, file string) (uint64, error) {
 
 // readKeyed parses "key value" lines (memory.stat, cpu.stat, *.events).
 func readKeyed(dir, file string) (map[string]uint64, error) {
-	b, err := os.ReadFile(filepath.Join(dir, file))
+	b, err := fsutil.ReadKernelFile(filepath.Join(dir, file))
 	if err != nil {
 		return nil, err
 	}
@@ -442,7 +443,7 @@ func readKeyed(dir, file string) (map[string]uint64, error) {
 
 // readPids reads cgroup.procs of one cgroup directory.
 func readPids(dir string) ([]int, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	b, err := fsutil.ReadKernelFile(filepath.Join(dir, "cgroup.procs"))
 	if err != nil {
 		return nil, err
 	}
@@ -609,7 +610,7 @@ func hugepageFile(size string) (string, error) {
 // readPSI parses a pressure file ("some avg10=0.00 ... total=123" lines).
 // A missing file gives nil.
 func readPSI(dir, file string) *PSI {
-	b, err := os.ReadFile(filepath.Join(dir, file))
+	b, err := fsutil.ReadKernelFile(filepath.Join(dir, file))
 	if err != nil {
 		return nil
 	}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/fsutil"
 )
 
 // v1 manages a cgroup as one directory per mounted hierarchy.
@@ -483,7 +484,7 @@ func v1IO(d string) []IODevice {
 	const bytesFile, opsFile = "blkio.throttle.io_service_bytes_recursive", "blkio.throttle.io_serviced_recursive"
 	var devs []IODevice
 	for _, file := range []string{bytesFile, opsFile} {
-		b, err := os.ReadFile(filepath.Join(d, file))
+		b, err := fsutil.ReadKernelFile(filepath.Join(d, file))
 		if err != nil {
 			continue
 		}

@@ -13,6 +13,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
+	"github.com/cri-mini/cri-mini/internal/fsutil"
 )
 
 // v2 manages cgroups in the unified hierarchy mounted at root.
@@ -315,7 +316,7 @@ func (m *v2) Stats(path string) (*Stats, error) {
 		s.Pids.Current = cur
 		s.Pids.Limit, _ = readUint(d, "pids.max")
 	}
-	if st, err := os.ReadFile(filepath.Join(d, "io.stat")); err == nil {
+	if st, err := fsutil.ReadKernelFile(filepath.Join(d, "io.stat")); err == nil {
 		s.IO = parseIOStat(string(st))
 	}
 	for _, size := range hugepageSizes(d, "current") {

@@ -7,12 +7,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/cri-mini/cri-mini/internal/fsutil"
 )
 
 // Threads is the number of threads of process pid, from
 // /proc/<pid>/status.
 func Threads(pid int) (uint64, error) {
-	status, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	status, err := fsutil.ReadKernelFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
 	if err != nil {
 		return 0, err
 	}
@@ -63,7 +65,7 @@ func OpenFilesSoftLimit(pid int) (uint64, bool) {
 	if pid <= 0 {
 		return 0, false
 	}
-	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "limits"))
+	data, err := fsutil.ReadKernelFile(filepath.Join("/proc", strconv.Itoa(pid), "limits"))
 	if err != nil {
 		return 0, false
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/cri-mini/cri-mini/internal/fsutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,7 +30,7 @@ type Stat struct {
 // ReadStat reads /proc/<pid>/stat. A process that is gone is an error
 // wrapping os.ErrNotExist.
 func ReadStat(pid int) (Stat, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	data, err := fsutil.ReadKernelFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return Stat{}, err
 	}
