@@ -51,6 +51,11 @@ type Manager interface {
 	// Update applies r to an existing cgroup; unset fields stay as they are.
 	Update(path string, r *specs.LinuxResources) error
 	Stats(path string) (*Stats, error)
+	// Usage reads the part of Stats the CRI's stats report, at a fraction
+	// of its reads (kubelet asks for every container every ten seconds):
+	// CPU usage, memory usage with memory.stat's figures and the memory and
+	// swap limits, the number of tasks, and pressure. The rest is zero.
+	Usage(path string) (*Stats, error)
 	// Freeze stops every process in the cgroup and its descendants, and
 	// returns once they are frozen; Thaw lets them run again.
 	Freeze(path string) error

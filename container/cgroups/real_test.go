@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -258,6 +259,22 @@ func TestStatsAndThrottling(t *testing.T) {
 		}
 		if m.Version() == 2 && (st.Pressure.CPU == nil || st.Pressure.CPU.SomeMicros == 0) {
 			t.Errorf("cpu pressure %+v: two spinners on a fifth of a CPU stall", st.Pressure.CPU)
+		}
+		// Usage is Stats' part the CRI reports, the rest left zero; nothing
+		// runs but the sleep, so the figures are Stats' own.
+		u, err := m.Usage(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := Stats{CPU: CPUStats{UsageNanos: c.UsageNanos}, Pids: PidsStats{Current: st.Pids.Current}, Pressure: u.Pressure,
+			Memory: MemoryStats{Usage: u.Memory.Usage, WorkingSet: u.Memory.WorkingSet, RSS: mem.RSS, Cache: u.Memory.Cache,
+				MappedFile: mem.MappedFile, KernelUsage: u.Memory.KernelUsage, Swap: mem.Swap, PageFaults: u.Memory.PageFaults,
+				MajorPageFaults: mem.MajorPageFaults, Limit: mem.Limit, SwapLimit: mem.SwapLimit}}
+		if !reflect.DeepEqual(*u, want) || u.Memory.Usage == 0 || u.Memory.PageFaults < mem.PageFaults {
+			t.Errorf("Usage %+v\nwant %+v", *u, want)
+		}
+		if (u.Pressure.CPU == nil) != (st.Pressure.CPU == nil) || (u.Pressure.Memory == nil) != (st.Pressure.Memory == nil) {
+			t.Errorf("pressure: Usage %+v, Stats %+v", u.Pressure, st.Pressure)
 		}
 	})
 }

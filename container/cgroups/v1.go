@@ -374,15 +374,12 @@ func (m *v1) memory(d string, mem *specs.LinuxMemory) ([]kv, error) {
 }
 
 func (m *v1) Stats(path string) (*Stats, error) {
-	p, err := m.conv(path)
+	s, err := m.Usage(path)
 	if err != nil {
 		return nil, err
 	}
-	s := &Stats{}
+	p, _ := m.conv(path) // Usage has converted it
 	if d, ok := m.dir("cpuacct", p); ok {
-		if s.CPU.UsageNanos, err = readUint(d, "cpuacct.usage"); err != nil {
-			return nil, notFound(path, err)
-		}
 		s.CPU.UserNanos, _ = readUint(d, "cpuacct.usage_user")
 		s.CPU.SystemNanos, _ = readUint(d, "cpuacct.usage_sys")
 	}
@@ -398,36 +395,15 @@ func (m *v1) Stats(path string) (*Stats, error) {
 				s.CPU.QuotaMicros = n
 			}
 		}
-		s.Pressure.CPU = readPSI(d, "cpu.pressure")
 	}
 	if d, ok := m.dir("memory", p); ok {
-		if err := v1Memory(d, &s.Memory); err != nil {
-			return nil, notFound(path, err)
-		}
-		s.Pressure.Memory = readPSI(d, "memory.pressure")
+		v1MemoryExtra(d, &s.Memory)
 	}
 	if d, ok := m.dir("pids", p); ok {
-		if s.Pids.Current, err = readUint(d, "pids.current"); err != nil {
-			return nil, notFound(path, err)
-		}
 		s.Pids.Limit, _ = readUint(d, "pids.max")
 	}
 	if d, ok := m.dir("blkio", p); ok {
 		s.IO = v1IO(d)
-		s.Pressure.IO = readPSI(d, "io.pressure")
-	}
-	if m.unified != "" {
-		// The kernel keeps pressure per cgroup of the unified hierarchy
-		// (v1's own files need the psi=1 cgroup1 boot option).
-		d := filepath.Join(m.unified, p)
-		for _, r := range []struct {
-			psi  **PSI
-			file string
-		}{{&s.Pressure.CPU, "cpu.pressure"}, {&s.Pressure.Memory, "memory.pressure"}, {&s.Pressure.IO, "io.pressure"}} {
-			if psi := readPSI(d, r.file); psi != nil {
-				*r.psi = psi
-			}
-		}
 	}
 	if d, ok := m.dir("hugetlb", p); ok {
 		for _, size := range hugepageSizes(d, "usage_in_bytes") {
@@ -447,7 +423,54 @@ func (m *v1) Stats(path string) (*Stats, error) {
 // page-aligned int64, 9223372036854771712 with 4k pages).
 const v1Unlimited = 1 << 62
 
-func v1Memory(d string, mem *MemoryStats) error {
+// Usage reads what the CRI's stats report (see Manager): 5 files and
+// pressure where Stats reads some 30.
+func (m *v1) Usage(path string) (*Stats, error) {
+	p, err := m.conv(path)
+	if err != nil {
+		return nil, err
+	}
+	s := &Stats{}
+	if d, ok := m.dir("cpuacct", p); ok {
+		if s.CPU.UsageNanos, err = readUint(d, "cpuacct.usage"); err != nil {
+			return nil, notFound(path, err)
+		}
+	}
+	if d, ok := m.dir("memory", p); ok {
+		if err := v1MemoryUsage(d, &s.Memory); err != nil {
+			return nil, notFound(path, err)
+		}
+	}
+	if d, ok := m.dir("pids", p); ok {
+		if s.Pids.Current, err = readUint(d, "pids.current"); err != nil {
+			return nil, notFound(path, err)
+		}
+	}
+	m.pressure(p, &s.Pressure)
+	return s, nil
+}
+
+// pressure reads the cgroup's pressure stall information: v1's own files,
+// which need the psi=1 cgroup1 boot option, and, on a hybrid host, those
+// of its cgroup in the unified hierarchy, where the kernel keeps it.
+func (m *v1) pressure(p string, ps *PressureStats) {
+	for _, r := range []struct {
+		controller, file string
+		psi              **PSI
+	}{{"cpu", "cpu.pressure", &ps.CPU}, {"memory", "memory.pressure", &ps.Memory}, {"blkio", "io.pressure", &ps.IO}} {
+		if d, ok := m.dir(r.controller, p); ok {
+			*r.psi = readPSI(d, r.file)
+		}
+		if m.unified != "" {
+			if psi := readPSI(filepath.Join(m.unified, p), r.file); psi != nil {
+				*r.psi = psi
+			}
+		}
+	}
+}
+
+// v1MemoryUsage reads the memory figures Usage reports.
+func v1MemoryUsage(d string, mem *MemoryStats) error {
 	var err error
 	if mem.Usage, err = readUint(d, "memory.usage_in_bytes"); err != nil {
 		return err
@@ -460,22 +483,28 @@ func v1Memory(d string, mem *MemoryStats) error {
 	mem.Swap = st["total_swap"]
 	mem.PageFaults, mem.MajorPageFaults = st["total_pgfault"], st["total_pgmajfault"]
 	mem.WorkingSet = workingSet(mem.Usage, st["total_inactive_file"])
-	limited := func(file string) uint64 {
-		if n, err := readUint(d, file); err == nil && n < v1Unlimited {
-			return n
-		}
-		return 0
+	mem.Limit = v1Limit(d, "memory.limit_in_bytes")
+	mem.SwapLimit = v1Limit(d, "memory.memsw.limit_in_bytes") // absent without swap accounting
+	return nil
+}
+
+// v1Limit is a limit file's value, 0 for none.
+func v1Limit(d, file string) uint64 {
+	if n, err := readUint(d, file); err == nil && n < v1Unlimited {
+		return n
 	}
-	mem.Limit = limited("memory.limit_in_bytes")
-	mem.Reservation = limited("memory.soft_limit_in_bytes")
-	mem.SwapLimit = limited("memory.memsw.limit_in_bytes") // absent without swap accounting
+	return 0
+}
+
+// v1MemoryExtra reads the memory figures Stats adds to Usage's.
+func v1MemoryExtra(d string, mem *MemoryStats) {
+	mem.Reservation = v1Limit(d, "memory.soft_limit_in_bytes")
 	mem.MaxUsage, _ = readUint(d, "memory.max_usage_in_bytes")
 	mem.Failcnt, _ = readUint(d, "memory.failcnt")
 	mem.KernelUsage, _ = readUint(d, "memory.kmem.usage_in_bytes")
 	if oom, err := readKeyed(d, "memory.oom_control"); err == nil {
 		mem.OOMKills = oom["oom_kill"]
 	}
-	return nil
 }
 
 // v1IO reads the blkio throttle counters, which the kernel keeps on every

@@ -283,19 +283,17 @@ func limitValue(n int64) string {
 }
 
 func (m *v2) Stats(path string) (*Stats, error) {
-	d, err := m.dir(path)
+	s, err := m.Usage(path)
 	if err != nil {
 		return nil, err
 	}
-	s := &Stats{}
+	d, _ := m.dir(path) // Usage has found it
 	// Files of controllers not enabled for this cgroup are absent; their
 	// figures stay zero.
+	s.CPU.QuotaMicros = -1
 	if st, err := readKeyed(d, "cpu.stat"); err == nil {
-		s.CPU = CPUStats{
-			UsageNanos: st["usage_usec"] * 1000, UserNanos: st["user_usec"] * 1000,
-			SystemNanos: st["system_usec"] * 1000, Periods: st["nr_periods"], ThrottledPeriods: st["nr_throttled"],
-			ThrottledNanos: st["throttled_usec"] * 1000, QuotaMicros: -1,
-		}
+		s.CPU.UserNanos, s.CPU.SystemNanos = st["user_usec"]*1000, st["system_usec"]*1000
+		s.CPU.Periods, s.CPU.ThrottledPeriods, s.CPU.ThrottledNanos = st["nr_periods"], st["nr_throttled"], st["throttled_usec"]*1000
 	}
 	if w, err := readUint(d, "cpu.weight"); err == nil {
 		s.CPU.Shares = WeightToShares(w)
@@ -307,15 +305,8 @@ func (m *v2) Stats(path string) (*Stats, error) {
 			s.CPU.QuotaMicros = q
 		}
 	}
-	if usage, err := readUint(d, "memory.current"); err == nil {
-		if err := v2Memory(d, usage, &s.Memory); err != nil {
-			return nil, notFound(path, err)
-		}
-	}
-	if cur, err := readUint(d, "pids.current"); err == nil {
-		s.Pids.Current = cur
-		s.Pids.Limit, _ = readUint(d, "pids.max")
-	}
+	v2MemoryExtra(d, &s.Memory)
+	s.Pids.Limit, _ = readUint(d, "pids.max")
 	if st, err := fsutil.ReadKernelFile(filepath.Join(d, "io.stat")); err == nil {
 		s.IO = parseIOStat(string(st))
 	}
@@ -326,11 +317,34 @@ func (m *v2) Stats(path string) (*Stats, error) {
 		}
 		s.Hugetlb[size] = HugetlbStats{Usage: usage}
 	}
-	s.Pressure = PressureStats{CPU: readPSI(d, "cpu.pressure"), Memory: readPSI(d, "memory.pressure"), IO: readPSI(d, "io.pressure")}
 	return s, nil
 }
 
-func v2Memory(d string, usage uint64, mem *MemoryStats) error {
+func (m *v2) Usage(path string) (*Stats, error) {
+	d, err := m.dir(path)
+	if err != nil {
+		return nil, err
+	}
+	s := &Stats{}
+	if st, err := readKeyed(d, "cpu.stat"); err == nil {
+		s.CPU.UsageNanos = st["usage_usec"] * 1000
+	}
+	if usage, err := readUint(d, "memory.current"); err == nil {
+		if err := v2MemoryUsage(d, usage, &s.Memory); err != nil {
+			return nil, notFound(path, err)
+		}
+	}
+	s.Pids.Current, _ = readUint(d, "pids.current")
+	s.Pressure = v2Pressure(d)
+	return s, nil
+}
+
+func v2Pressure(d string) PressureStats {
+	return PressureStats{CPU: readPSI(d, "cpu.pressure"), Memory: readPSI(d, "memory.pressure"), IO: readPSI(d, "io.pressure")}
+}
+
+// v2MemoryUsage reads the memory figures Usage reports.
+func v2MemoryUsage(d string, usage uint64, mem *MemoryStats) error {
 	st, err := readKeyed(d, "memory.stat")
 	if err != nil {
 		return err
@@ -341,17 +355,21 @@ func v2Memory(d string, usage uint64, mem *MemoryStats) error {
 	mem.PageFaults, mem.MajorPageFaults = st["pgfault"], st["pgmajfault"]
 	mem.WorkingSet = workingSet(usage, st["inactive_file"])
 	mem.Limit, _ = readUint(d, "memory.max")
-	mem.Reservation, _ = readUint(d, "memory.low")
-	mem.MaxUsage, _ = readUint(d, "memory.peak")
 	mem.Swap, _ = readUint(d, "memory.swap.current")
 	// v2 limits swap alone; report memory+swap as v1 does, when both are set.
 	if swapMax, err := readUint(d, "memory.swap.max"); err == nil && swapMax > 0 && mem.Limit > 0 {
 		mem.SwapLimit = mem.Limit + swapMax
 	}
+	return nil
+}
+
+// v2MemoryExtra reads the memory figures Stats adds to Usage's.
+func v2MemoryExtra(d string, mem *MemoryStats) {
+	mem.Reservation, _ = readUint(d, "memory.low")
+	mem.MaxUsage, _ = readUint(d, "memory.peak")
 	if ev, err := readKeyed(d, "memory.events"); err == nil {
 		mem.OOMKills, mem.Failcnt = ev["oom_kill"], ev["max"]
 	}
-	return nil
 }
 
 // parseIOStat reads io.stat lines: "8:0 rbytes=1 wbytes=2 rios=3 wios=4 ...".

@@ -119,7 +119,7 @@ func ptr(v uint64) *uint64 { return &v }
 
 // usage reads the usage of the cgroup at path.
 func (r *Reader) usage(path string) (Usage, error) {
-	st, err := r.Cgroups.Stats(path)
+	st, err := r.Cgroups.Usage(path)
 	if err != nil {
 		return Usage{}, err
 	}

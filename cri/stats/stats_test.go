@@ -35,7 +35,8 @@ func TestCPURates(t *testing.T) {
 	}
 }
 
-// fakeCgroups serves Stats from a table and records the order of reads.
+// fakeCgroups serves Stats, and Usage alike, from a table and records the
+// order of reads.
 type fakeCgroups struct {
 	cgroups.Manager
 	stats map[string]*cgroups.Stats
@@ -49,6 +50,8 @@ func (f *fakeCgroups) Stats(path string) (*cgroups.Stats, error) {
 	}
 	return nil, fmt.Errorf("cgroup %s: %w", path, os.ErrNotExist)
 }
+
+func (f *fakeCgroups) Usage(path string) (*cgroups.Stats, error) { return f.Stats(path) }
 
 func cgroupOf(cpu, ws, limit, tasks uint64) *cgroups.Stats {
 	return &cgroups.Stats{CPU: cgroups.CPUStats{UsageNanos: cpu}, Memory: cgroups.MemoryStats{WorkingSet: ws, Usage: ws, Limit: limit},
