@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"sync"
 	"syscall"
@@ -22,6 +21,7 @@ import (
 	"github.com/cri-mini/cri-mini/container/seccomp"
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/proc"
+	"github.com/cri-mini/cri-mini/internal/randid"
 	"github.com/cri-mini/cri-mini/internal/safeexec"
 )
 
@@ -127,10 +127,8 @@ type State struct {
 	Tty        bool
 }
 
-var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
-
 func (r *Runtime) dir(id string) (string, error) {
-	if !validID.MatchString(id) {
+	if !randid.Valid(id) {
 		return "", fmt.Errorf("container id %q: must be 1-128 letters, digits, '.', '_' or '-': %w", id, errdefs.ErrInvalidArgument)
 	}
 	return filepath.Join(r.StateDir, id), nil

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/fsutil"
 	"github.com/cri-mini/cri-mini/internal/mountfd"
+	"github.com/cri-mini/cri-mini/internal/randid"
 )
 
 // containerRecord is written before a container's rootfs is mounted, so the
@@ -26,8 +26,6 @@ type containerRecord struct {
 	ImageID string   `json:"imageID"`
 	Layers  []string `json:"layers"`
 }
-
-var containerIDPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
 
 func (s *Store) containerDir(id string) string { return filepath.Join(s.root, "containers", id) }
 
@@ -61,7 +59,7 @@ func (s *Store) MountImage(id, imageID, target string, idmap *IDMap) error {
 }
 
 func (s *Store) mount(ctrID, imageID, target string, writable bool, idmap *IDMap) (err error) {
-	if !containerIDPattern.MatchString(ctrID) {
+	if !randid.Valid(ctrID) {
 		return fmt.Errorf("container id %q: %w", ctrID, errdefs.ErrInvalidArgument)
 	}
 	dir := s.containerDir(ctrID)
@@ -297,7 +295,7 @@ func removeContainerDir(dir string) error {
 // deletes its writable layer, then the layers nothing uses any more.
 // Releasing twice, or a container that has none, is not an error.
 func (s *Store) ReleaseRootfs(ctrID, target string) error {
-	if !containerIDPattern.MatchString(ctrID) {
+	if !randid.Valid(ctrID) {
 		return fmt.Errorf("container id %q: %w", ctrID, errdefs.ErrInvalidArgument)
 	}
 	if target != "" {

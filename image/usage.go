@@ -10,6 +10,7 @@ import (
 
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/mountinfo"
+	"github.com/cri-mini/cri-mini/internal/randid"
 )
 
 // ContainerFsUsage is what one container's writable layer occupies, and
@@ -30,7 +31,7 @@ type ContainerFsUsage struct {
 // container without one (never prepared, or released) is ErrNotFound.
 func (s *Store) ContainerUsage(ctrID string) (ContainerFsUsage, error) {
 	var u ContainerFsUsage
-	if !containerIDPattern.MatchString(ctrID) {
+	if !randid.Valid(ctrID) {
 		return u, fmt.Errorf("container id %q: %w", ctrID, errdefs.ErrInvalidArgument)
 	}
 	upper := filepath.Join(s.containerDir(ctrID), "upper")

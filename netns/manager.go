@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -24,6 +23,7 @@ import (
 	"github.com/cri-mini/cri-mini/internal/errdefs"
 	"github.com/cri-mini/cri-mini/internal/fsutil"
 	"github.com/cri-mini/cri-mini/internal/nspin"
+	"github.com/cri-mini/cri-mini/internal/randid"
 )
 
 // Defaults for Config fields left empty.
@@ -172,11 +172,10 @@ type attachment struct {
 	CapabilityArgs map[string]any  `json:"capabilityArgs,omitempty"`
 }
 
-// validID is what CNI accepts as a container ID; pod IDs also name files.
-var validID = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
-
+// checkPodID admits what CNI accepts as a container ID; pod IDs also name
+// files.
 func checkPodID(podID string) error {
-	if !validID.MatchString(podID) || len(podID) > 128 {
+	if !randid.Valid(podID) {
 		return fmt.Errorf("pod id %q (want letters, digits, '_', '.', '-'): %w", podID, errdefs.ErrInvalidArgument)
 	}
 	return nil
