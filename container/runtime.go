@@ -543,7 +543,7 @@ func (r *Runtime) State(id string) (*State, error) {
 	case rec.exit != nil:
 		ex := rec.exit
 		s.Status, s.ExitCode, s.Signal, s.Finished, s.OOMKilled = StatusStopped, ex.ExitCode, ex.Signal, ex.Finished, ex.OOMKilled
-	case rec.haveInit && (rec.init.Alive() || rec.sup.Alive()):
+	case rec.haveInit && (rec.initAlive() || rec.sup.Alive()):
 		s.Status, s.Pid = StatusCreated, rec.init.Pid
 		if rec.haveStarted {
 			s.Status = StatusRunning
@@ -567,15 +567,29 @@ type records struct {
 	started               startedRecord
 	haveInit, haveStarted bool
 	exit                  *exitRecord
+	// initHandle, of a started init without an exit record when the
+	// records were kept, makes its liveness one system call per State.
+	initHandle *proc.Handle
+}
+
+// initAlive reports whether the init still runs.
+func (rec *records) initAlive() bool {
+	if rec.initHandle != nil {
+		if exited, err := rec.initHandle.Exited(); err == nil {
+			return !exited
+		}
+	}
+	return rec.init.Alive()
 }
 
 // readRecords reads what is not yet known of the container's records. Once
 // the container has started every record but the exit is final, and once
-// it has exited all are: they are kept and not read again.
+// it has exited all are: they are kept and not read again. The exit is
+// looked for once the init has gone: the supervisor records it after that.
 func (r *Runtime) readRecords(id, dir string) *records {
 	if cached, ok := r.records.Load(id); ok {
 		rec := cached.(*records)
-		if rec.exit == nil {
+		if rec.exit == nil && !rec.initAlive() {
 			if ex, err := readExit(dir); err == nil {
 				rec = &records{sup: rec.sup, init: rec.init, started: rec.started, haveInit: true, haveStarted: true, exit: ex}
 				r.records.Store(id, rec)
@@ -591,6 +605,9 @@ func (r *Runtime) readRecords(id, dir string) *records {
 	rec.haveStarted = readJSON(dir, startedFile, &rec.started) == nil
 	rec.exit, _ = readExit(dir)
 	if rec.haveInit && (rec.haveStarted || rec.exit != nil) {
+		if rec.exit == nil {
+			rec.initHandle, _ = rec.init.Handle() // nil once it has gone
+		}
 		r.records.Store(id, rec)
 	}
 	return rec

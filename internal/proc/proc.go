@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -113,6 +114,41 @@ func (id ID) Open() (int, error) {
 		return -1, fmt.Errorf("process %d: %w", id.Pid, os.ErrProcessDone)
 	}
 	return fd, nil
+}
+
+// Handle is an open pidfd of one process, for a question asked about it
+// again and again (Exited) at one system call each, where Alive reads and
+// parses /proc. Its descriptor is closed once the Handle is unreachable, so
+// a Handle may be shared and dropped without a Close.
+type Handle struct{ fd int }
+
+// Handle opens a Handle of the process, or returns an error when it has
+// gone (see Open).
+func (id ID) Handle() (*Handle, error) {
+	fd, err := id.Open()
+	if err != nil {
+		return nil, err
+	}
+	h := &Handle{fd: fd}
+	runtime.AddCleanup(h, func(fd int) { unix.Close(fd) }, fd)
+	return h, nil
+}
+
+// Exited reports, without waiting, whether the process has exited (a
+// zombie has).
+func (h *Handle) Exited() (bool, error) {
+	defer runtime.KeepAlive(h) // its descriptor stays open through the poll
+	fds := []unix.PollFd{{Fd: int32(h.fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("poll pidfd: %w", err)
+		}
+		return n > 0, nil
+	}
 }
 
 // Open returns a pidfd of process pid, for a caller that tells by other

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -132,4 +133,66 @@ func TestOpenChecksStartTime(t *testing.T) {
 	if _, err := Open(-1); err == nil {
 		t.Error("Open(-1) gave a pidfd")
 	}
+}
+
+// TestHandle: a Handle tells a running process from an exited one (a
+// zombie), is refused for a reused pid, and its descriptor goes with it.
+func TestHandle(t *testing.T) {
+	cmd := child(t)
+	id := Identify(cmd.Process.Pid)
+	h, err := id.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exited, err := h.Exited(); err != nil || exited {
+		t.Fatalf("Exited of a running child: %v, %v", exited, err)
+	}
+	if _, err := (ID{Pid: id.Pid, StartTime: id.StartTime + 1}).Handle(); !errors.Is(err, os.ErrProcessDone) {
+		t.Errorf("Handle of a reused pid: %v, want ErrProcessDone", err)
+	}
+	before := openFDs(t)
+	for range 200 {
+		if _, err := id.Handle(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := openFDs(t); n < before+200 {
+		t.Fatalf("%d descriptors open after 200 handles, %d before: they are not pidfds of their own", n, before)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for openFDs(t) > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d descriptors open, %d before 200 dropped handles", openFDs(t), before)
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := unix.Kill(id.Pid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		exited, err := h.Exited()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if exited {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Exited false 10 s after SIGKILL")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if st, err := ReadStat(id.Pid); err != nil || st.State != 'Z' {
+		t.Errorf("the killed child: %+v, %v, want a zombie, which Exited counts", st, err)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
