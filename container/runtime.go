@@ -137,6 +137,12 @@ func (r *Runtime) dir(id string) (string, error) {
 // existing returns the state directory and the config of a container that
 // exists. The config is decoded once and shared: callers read it only.
 func (r *Runtime) existing(id string) (string, *config, error) {
+	return r.lookup(id, false)
+}
+
+// lookup is existing; listed says the caller has just read the container's
+// directory entry (List), which is then truth enough.
+func (r *Runtime) lookup(id string, listed bool) (string, *config, error) {
 	dir, err := r.dir(id)
 	if err != nil {
 		return "", nil, err
@@ -144,6 +150,9 @@ func (r *Runtime) existing(id string) (string, *config, error) {
 	if cached, ok := r.configs.Load(id); ok {
 		// The directory stays the truth: a container another Runtime on
 		// the same StateDir removed is not served from memory.
+		if listed {
+			return dir, cached.(*config), nil
+		}
 		if _, err := os.Lstat(filepath.Join(dir, configFile)); err == nil {
 			return dir, cached.(*config), nil
 		}
@@ -531,7 +540,12 @@ func (r *Runtime) Wait(ctx context.Context, id string) (*State, error) {
 
 // State describes the container from its state directory.
 func (r *Runtime) State(id string) (*State, error) {
-	dir, cfg, err := r.existing(id)
+	return r.state(id, false)
+}
+
+// state is State; listed as lookup's.
+func (r *Runtime) state(id string, listed bool) (*State, error) {
+	dir, cfg, err := r.lookup(id, listed)
 	if err != nil {
 		return nil, err
 	}
@@ -627,7 +641,7 @@ func (r *Runtime) List() ([]*State, error) {
 		if !e.IsDir() {
 			continue
 		}
-		s, err := r.State(e.Name())
+		s, err := r.state(e.Name(), true)
 		if err != nil {
 			if errors.Is(err, errdefs.ErrNotFound) {
 				continue
