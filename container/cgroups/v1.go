@@ -423,7 +423,7 @@ func (m *v1) Stats(path string) (*Stats, error) {
 // page-aligned int64, 9223372036854771712 with 4k pages).
 const v1Unlimited = 1 << 62
 
-// Usage reads what the CRI's stats report (see Manager): 5 files and
+// Usage reads what the CRI's stats report (see Manager): 6 files and
 // pressure where Stats reads some 30.
 func (m *v1) Usage(path string) (*Stats, error) {
 	p, err := m.conv(path)
