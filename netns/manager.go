@@ -132,7 +132,7 @@ func (m *Manager) Status(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("network not ready: %w", err)
 	}
-	if _, err := m.cni.ValidateNetworkList(ctx, list); err != nil {
+	if _, err := m.cni.ValidateNetworkList(ctx, withoutLoopback(list)); err != nil {
 		return fmt.Errorf("network %q not ready: plugins in %s: %v: %w",
 			list.Name, strings.Join(m.pluginDirs, ":"), err, errdefs.ErrFailedPrecondition)
 	}
@@ -231,7 +231,7 @@ func (m *Manager) Setup(ctx context.Context, podID, nsPath string, pod PodNetwor
 	}
 
 	rt := runtimeConf(podID, rec)
-	res, err := m.cni.AddNetworkList(ctx, list, rt)
+	res, err := m.cni.AddNetworkList(ctx, withoutLoopback(list), rt)
 	if err != nil {
 		err = fmt.Errorf("pod %s: attach to network %q: %w", podID, list.Name, err)
 		if delErr := m.Teardown(context.WithoutCancel(ctx), podID); delErr != nil {
@@ -283,7 +283,7 @@ func (m *Manager) Teardown(ctx context.Context, podID string) error {
 	if ok, _ := nspin.IsPinned(rec.NetNS); !ok {
 		rt.NetNS = ""
 	}
-	if err := m.cni.DelNetworkList(ctx, list, rt); err != nil {
+	if err := m.cni.DelNetworkList(ctx, withoutLoopback(list), rt); err != nil {
 		return fmt.Errorf("pod %s: detach from network %q: %w", podID, list.Name, err)
 	}
 	if err := os.Remove(m.recordPath(podID)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -291,6 +291,25 @@ func (m *Manager) Teardown(ctx context.Context, podID string) error {
 	}
 	klog.V(2).InfoS("Pod detached from network", "pod", podID, "network", list.Name)
 	return nil
+}
+
+// withoutLoopback is list without its loopback plugins, which the chain
+// runs on no pod: Setup brings lo up itself, in-process, where the plugin
+// is a process to start on ADD and on DEL (where it only sets lo down in a
+// namespace about to go), some 5-10 ms each. Chained after the interface's
+// plugin, as configurations put it, the loopback plugin hands the previous
+// result on, so the chain's result is the same. A list of nothing else is
+// left as it is.
+func withoutLoopback(list *libcni.NetworkConfigList) *libcni.NetworkConfigList {
+	kept := slices.DeleteFunc(slices.Clone(list.Plugins), func(p *libcni.PluginConfig) bool {
+		return p.Network.Type == "loopback"
+	})
+	if len(kept) == len(list.Plugins) || len(kept) == 0 {
+		return list
+	}
+	out := *list
+	out.Plugins = kept
+	return &out
 }
 
 func runtimeConf(podID string, rec attachment) *libcni.RuntimeConf {

@@ -623,3 +623,41 @@ func TestConcurrentPods(t *testing.T) {
 		t.Errorf("host-local allocations left: %v", entries)
 	}
 }
+
+// TestLoopbackPluginNotRun: a chain that lists the loopback plugin gets
+// lo up from Setup itself, and the plugin, a failing stand-in here, is
+// never started, on ADD or on DEL.
+func TestLoopbackPluginNotRun(t *testing.T) {
+	requireNetworking(t)
+	tn := newTestNet(t, "lo", 4)
+	standIns := t.TempDir()
+	ran := filepath.Join(t.TempDir(), "loopback-ran")
+	script := fmt.Sprintf("#!/bin/sh\necho \"$CNI_COMMAND\" >> %s\nexit 7\n", ran)
+	if err := os.WriteFile(filepath.Join(standIns, "loopback"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tn.cfg.PluginDirs = []string{standIns, debianPlugins}
+	m, pod, path := tn.managerWithConf(t, false, `{"type":"loopback"}`)
+	ctx := context.Background()
+	if err := m.Status(ctx); err != nil {
+		t.Errorf("Status: %v", err)
+	}
+	ips, err := m.Setup(ctx, pod, path, PodNetwork{Name: "p", Namespace: "ns", UID: "u"})
+	if err != nil || len(ips) == 0 || !tn.subnet.Contains(ips[0]) {
+		t.Fatalf("Setup: %v, %v", ips, err)
+	}
+	var loUp bool
+	if err := nspin.Run(path, nspin.Net, func() error {
+		lo, err := net.InterfaceByName("lo")
+		loUp = err == nil && lo.Flags&net.FlagUp != 0
+		return err
+	}); err != nil || !loUp {
+		t.Errorf("lo in the pod: up %v, %v", loUp, err)
+	}
+	if err := m.Teardown(ctx, pod); err != nil {
+		t.Errorf("Teardown: %v", err)
+	}
+	if data, err := os.ReadFile(ran); err == nil {
+		t.Errorf("the loopback plugin ran: %q", data)
+	}
+}
