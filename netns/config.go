@@ -42,7 +42,8 @@ func (d DefaultNetwork) withDefaults() DefaultNetwork {
 const defaultCNIVersion = "1.0.0"
 
 // configList renders the default network: bridge with host-local IPAM,
-// masquerade and a default route, portmap for hostPorts, and loopback.
+// masquerade and a default route, and portmap for hostPorts (lo is Setup's
+// own).
 func (d DefaultNetwork) configList() (*libcni.NetworkConfigList, error) {
 	prefix, err := netip.ParsePrefix(d.Subnet)
 	if err != nil {
@@ -76,7 +77,6 @@ func (d DefaultNetwork) configList() (*libcni.NetworkConfigList, error) {
 				"ipam":        ipam,
 			},
 			{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}},
-			{"type": "loopback"},
 		},
 	}
 	data, err := json.Marshal(conf)

@@ -391,7 +391,7 @@ func TestDefaultNetworkAndPodCIDR(t *testing.T) {
 	for _, p := range list.Plugins {
 		types = append(types, p.Network.Type)
 	}
-	if got := strings.Join(types, ","); got != "bridge,portmap,loopback" || list.Name != "cri-mini" {
+	if got := strings.Join(types, ","); got != "bridge,portmap" || list.Name != "cri-mini" {
 		t.Errorf("default network %s = %s", list.Name, got)
 	}
 	if !strings.Contains(string(list.Bytes), `"10.88.0.0/16"`) || !strings.Contains(string(list.Bytes), `"cri-mini0"`) {
