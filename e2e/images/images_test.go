@@ -3,6 +3,7 @@ package images
 import (
 	"archive/tar"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -637,5 +638,42 @@ func TestAgnhostTools(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// TestAgnhostFakeRegistry: agnhost carries pause:testing where its
+// fake-registry-server looks (the private-registry specs pull it), a tag
+// file naming a manifest whose config and layers are there too.
+func TestAgnhostFakeRegistry(t *testing.T) {
+	root := filepath.Join(rootfs(t, "e2e-test-images/agnhost:2.66.1"), "var/registry/pause")
+	data := func(kind, digest string) []byte {
+		algo, hex, _ := strings.Cut(strings.TrimSpace(digest), ":")
+		if len(hex) < 2 {
+			t.Fatalf("digest %q", digest)
+		}
+		b, err := os.ReadFile(filepath.Join(root, kind, algo, hex[:2], hex, "data"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	tag, err := os.ReadFile(filepath.Join(root, "manifests/testing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		MediaType string
+		Config    struct{ Digest string }
+		Layers    []struct{ Digest string }
+	}
+	if err := json.Unmarshal(data("manifests", string(tag)), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.MediaType == "" || len(m.Layers) == 0 {
+		t.Fatalf("manifest: %+v", m)
+	}
+	data("blobs", m.Config.Digest)
+	for _, l := range m.Layers {
+		data("blobs", l.Digest)
 	}
 }

@@ -1,6 +1,8 @@
 package images
 
 import (
+	"fmt"
+	"io"
 	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -61,7 +63,19 @@ func BuildNode(in NodeInputs) ([]Tagged, error) {
 	nnp := v1.Config{Env: []string{pathEnv}, Entrypoint: []string{"/usr/local/bin/nnp"}, User: "1000"}
 	b.add(nnp, append(layers, programLayer(in.NoNewPrivs, "usr/local/bin/nnp", 0o4755)), e2e+"nonewprivs:1.4")
 
+	pause := v1.Config{Entrypoint: []string{"/pause"}, User: "65535:65535"}
+	pauseLayers := []*layer{programLayer(in.Pause, "pause", 0o755)}
+	pauseImg, err := newImage(pause, pauseLayers...)
+	if err != nil {
+		return nil, fmt.Errorf("image pause: %w", err)
+	}
 	agn := agnhostLayer(in)
+	// Upstream's agnhost carries registry.k8s.io/pause:3.10.2 as
+	// pause:testing for its fake-registry-server, from which the
+	// private-registry specs pull: this pause, as that server lays it out.
+	if err := fakeRegistry(agn, "pause", "testing", pauseImg); err != nil {
+		return nil, err
+	}
 	// Two versions, two image IDs: a spec updates a pod from one to the
 	// other and waits for the new one in the pod's status.
 	for _, version := range []string{"2.66.1", "2.55"} {
@@ -69,8 +83,7 @@ func BuildNode(in NodeInputs) ([]Tagged, error) {
 			Labels: map[string]string{"io.cri-mini.e2e.agnhost-version": version}}
 		b.add(cfg, append(layers, agn), e2e+"agnhost:"+version)
 	}
-	pause := v1.Config{Entrypoint: []string{"/pause"}, User: "65535:65535"}
-	b.add(pause, []*layer{programLayer(in.Pause, "pause", 0o755)}, "pause:3.10.2")
+	b.add(pause, pauseLayers, "pause:3.10.2")
 	if b.err != nil {
 		return nil, b.err
 	}
@@ -92,4 +105,61 @@ func agnhostLayer(in NodeInputs) *layer {
 	l.dir("uploads", 0o755, 0, 0)
 	l.imageUser("user-defined-in-image")
 	return l
+}
+
+// fakeRegistry adds img to l as repository name, tag tag, of the file
+// tree agnhost's fake-registry-server serves (below /var/registry, as
+// upstream's prepare_registry.sh writes it): manifests/TAG holds the
+// manifest's digest, manifests/sha256/XX/HASH/data the manifest,
+// blobs/sha256/XX/HASH/data the config and the compressed layers. The
+// server runs as a user of its own: everything is world-readable.
+func fakeRegistry(l *layer, name, tag string, img v1.Image) error {
+	dir := "var/registry/" + name + "/"
+	path := func(kind string, d v1.Hash) string {
+		return fmt.Sprintf("%s%s/%s/%s/%s/data", dir, kind, d.Algorithm, d.Hex[:2], d.Hex)
+	}
+	add := func(name string, data []byte) {
+		l.parents(name)
+		l.file(name, 0o644, data)
+	}
+	manifest, err := img.RawManifest()
+	if err != nil {
+		return err
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return err
+	}
+	add(dir+"manifests/"+tag, []byte(digest.String()+"\n"))
+	add(path("manifests", digest), manifest)
+	config, err := img.RawConfigFile()
+	if err != nil {
+		return err
+	}
+	cd, err := img.ConfigName()
+	if err != nil {
+		return err
+	}
+	add(path("blobs", cd), config)
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	for _, ly := range layers {
+		d, err := ly.Digest()
+		if err != nil {
+			return err
+		}
+		rc, err := ly.Compressed()
+		if err != nil {
+			return err
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			return err
+		}
+		add(path("blobs", d), data)
+	}
+	return l.err
 }

@@ -24,9 +24,12 @@
 #      was left behind (also after a failure or Ctrl-C).
 # Needs root, the CNI plugins (/usr/lib/cni), jq, the ports the suite fixes,
 # 6443 (API server), 10248, 10250 and 10255 (kubelet), and no other kubelet
-# running (the device plugin directory is fixed too). kubelet is
-# started through systemd-run when that is on PATH; the suite runs with a
-# PATH without it, so that kubelet is its child here, systemd or not.
+# running (the device plugin directory is fixed too). The suite starts
+# kubelet through systemd-run when that is on PATH and restarts and stops it
+# with "sudo systemctl": it runs with e2e/node/fake-systemd first on PATH, a
+# stand-in for the three that keeps its units below the run's directory
+# (units/, calls.log the calls), systemd or not (this host has no systemd
+# running and no sudo).
 # Exit status 1 if a spec failed or something was left behind.
 #
 # Environment: CRI_MINI_BIN (default: make build, bin/cri-mini),
@@ -87,7 +90,7 @@ sock=$work/runtime.sock
 bridge=node$(($$ % 100000))
 subnet=10.180.$(($$ % 200)).0/24
 made_logs_dirs=() made_cgroups=()
-registry_pid='' runtime_pid='' suite_status=0
+registry_pid='' runtime_pid='' suite_status=0 suite_done=''
 . e2e/lib.sh
 
 crictl() { "$crictl_bin" --runtime-endpoint "unix://$sock" --timeout 60s "$@"; }
@@ -111,14 +114,17 @@ cleanup() {
 	for d in /proc/[0-9]*; do
 		[[ $(readlink "$d/exe" 2>/dev/null) != "$suite" ]] || kill -INT "${d#/proc/}" 2>/dev/null || true
 	done
-	for _ in $(seq 300); do
-		m=''
-		for d in /proc/[0-9]*; do
-			[[ $(readlink "$d/exe" 2>/dev/null) == "$work/e2e/"* ]] && m=1 && break
-		done
-		[[ -n $m ]] || break
-		sleep 0.2
-	done
+	for _ in $(seq 300); do gone "$suite" && break; sleep 0.2; done
+	# kubelet runs as a unit of the systemd stand-in, no child of the
+	# suite's: the suite stops it when it ends (systemctl kill, then stop);
+	# cut short, it may not have.
+	if [[ -d $work/units ]]; then
+		while read -r m _; do
+			[[ -z $suite_done ]] || leak "unit $m of the systemd stand-in, still running"
+			FAKE_SYSTEMD_STATE=$work/units "$work/fake-systemd/systemctl" stop "$m" || true
+		done < <(FAKE_SYSTEMD_STATE=$work/units "$work/fake-systemd/systemctl" list-units --state=running --no-legend)
+	fi
+	for _ in $(seq 300); do gone "$work/e2e/" && break; sleep 0.2; done
 	if [[ -n $runtime_pid ]] && kill -0 "$runtime_pid" 2>/dev/null; then
 		# Pods of a cut-short run remain: the runtime removes them (kubelet
 		# is gone by now), so that their mounts and network go too.
@@ -136,6 +142,7 @@ cleanup() {
 		mkdir -p "$E2E_ARTIFACTS"
 		cp "$work"/runtime.log "$work"/report.json "$work"/suite.log "$E2E_ARTIFACTS"/ 2>/dev/null || true
 		cp "$work"/report/kubelet.log "$E2E_ARTIFACTS"/ 2>/dev/null || true
+		cp "$work"/units/calls.log "$E2E_ARTIFACTS"/systemd-calls.log 2>/dev/null || true
 	fi
 	# kubelet's pod volumes (secrets, projected, emptyDir on memory) and
 	# its root bind mount.
@@ -156,6 +163,14 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# gone PREFIX: no process runs an executable whose path starts with PREFIX.
+gone() {
+	local d
+	for d in /proc/[0-9]*; do
+		[[ $(readlink "$d/exe" 2>/dev/null) != "$1"* ]] || return 1
+	done
+}
 
 # wait_until SECONDS PID NAME CMD...: polls CMD while PID lives.
 wait_until() {
@@ -217,12 +232,10 @@ for d in /sys/fs/cgroup/*/; do
 	[[ -e ${d}kubepods ]] || made_cgroups+=("${d}kubepods")
 done
 
-# A PATH without systemd-run: the suite then starts kubelet as its child.
-mkdir "$work/path"
-for f in /usr/bin/* /usr/sbin/*; do
-	[[ ${f##*/} == systemd-run || -e $work/path/${f##*/} ]] || ln -s "$f" "$work/path/"
-done
-suite_path=$work/path:/usr/local/sbin:/usr/local/bin
+# systemd-run, systemctl and sudo for the suite: the stand-in's (a copy,
+# so that the run does not depend on the tree's files changing under it).
+cp -r e2e/node/fake-systemd "$work/fake-systemd"
+suite_path=$work/fake-systemd:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 mkdir -p "$work/report" "$work/tmp"
 cat >"$work/kubelet-base.yaml" <<EOF
@@ -294,8 +307,9 @@ echo "run.sh: $ginkgo ${args[*]} $suite -- ${suite_args[*]}"
 start=$SECONDS
 # In the background: a signal to this script is handled (by cleanup) at
 # once, not after the suite.
-(cd "$work" && PATH=$suite_path TMPDIR=$work/tmp exec "$ginkgo" run "${args[@]}" "$suite" -- "${suite_args[@]}") >"$work/suite.log" 2>&1 &
+(cd "$work" && PATH=$suite_path TMPDIR=$work/tmp FAKE_SYSTEMD_STATE=$work/units exec "$ginkgo" run "${args[@]}" "$suite" -- "${suite_args[@]}") >"$work/suite.log" 2>&1 &
 wait $! || suite_status=$?
+suite_done=1
 took=$((SECONDS - start))
 
 if [[ ! -s $work/report.json ]]; then
