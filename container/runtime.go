@@ -551,13 +551,13 @@ func (r *Runtime) state(id string, listed bool) (*State, error) {
 	}
 	s := &State{ID: id, Status: StatusCreating, Created: cfg.Created, Spec: cfg.Spec,
 		LogPath: cfg.LogPath, CgroupPath: cfg.CgroupPath, Tty: cfg.Tty}
-	rec := r.readRecords(id, dir)
+	rec, initAlive := r.readRecords(id, dir)
 	s.Started = rec.started.Started
 	switch {
 	case rec.exit != nil:
 		ex := rec.exit
 		s.Status, s.ExitCode, s.Signal, s.Finished, s.OOMKilled = StatusStopped, ex.ExitCode, ex.Signal, ex.Finished, ex.OOMKilled
-	case rec.haveInit && (rec.initAlive() || rec.sup.Alive()):
+	case rec.haveInit && (initAlive || rec.sup.Alive()):
 		s.Status, s.Pid = StatusCreated, rec.init.Pid
 		if rec.haveStarted {
 			s.Status = StatusRunning
@@ -600,18 +600,24 @@ func (rec *records) initAlive() bool {
 // the container has started every record but the exit is final, and once
 // it has exited all are: they are kept and not read again. The exit is
 // looked for once the init has gone: the supervisor records it after that.
-func (r *Runtime) readRecords(id, dir string) *records {
+// initAlive is whether the init runs, as seen meanwhile; false when it has
+// no record, or an exit.
+func (r *Runtime) readRecords(id, dir string) (rec *records, initAlive bool) {
 	if cached, ok := r.records.Load(id); ok {
-		rec := cached.(*records)
-		if rec.exit == nil && !rec.initAlive() {
-			if ex, err := readExit(dir); err == nil {
-				rec = &records{sup: rec.sup, init: rec.init, started: rec.started, haveInit: true, haveStarted: true, exit: ex}
-				r.records.Store(id, rec)
-			}
+		rec = cached.(*records)
+		if rec.exit != nil {
+			return rec, false
 		}
-		return rec
+		if rec.initAlive() {
+			return rec, true
+		}
+		if ex, err := readExit(dir); err == nil {
+			rec = &records{sup: rec.sup, init: rec.init, started: rec.started, haveInit: true, haveStarted: true, exit: ex}
+			r.records.Store(id, rec)
+		}
+		return rec, false
 	}
-	rec := &records{}
+	rec = &records{}
 	rec.sup, _ = readProcess(dir, supFile)
 	var err error
 	rec.init, err = readProcess(dir, initFile)
@@ -624,7 +630,7 @@ func (r *Runtime) readRecords(id, dir string) *records {
 		}
 		r.records.Store(id, rec)
 	}
-	return rec
+	return rec, rec.haveInit && rec.exit == nil && rec.initAlive()
 }
 
 // List returns the state of every container in StateDir.
