@@ -196,3 +196,24 @@ func openFDs(t *testing.T) int {
 	}
 	return len(ents)
 }
+
+// FuzzParseStat: a process names itself (prctl PR_SET_NAME, up to 15
+// bytes, any but NUL), and its name lands in /proc/PID/stat between the
+// parentheses: whatever it holds, the fields after it are read right, and
+// no line makes parseStat panic.
+func FuzzParseStat(f *testing.F) {
+	for _, s := range []string{"sh", "a) S 1 2 (", ")))", "x\n) R 9", " ", "("} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, comm string) {
+		_, _ = parseStat(7, comm) // any line at all: no panic
+		if len(comm) > 15 || strings.IndexByte(comm, 0) >= 0 {
+			return
+		}
+		line := "7 (" + comm + ") S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 4242 20 21"
+		st, err := parseStat(7, line)
+		if want := (Stat{Comm: comm, State: 'S', PPid: 1, CPUTicks: 23, StartTime: 4242}); err != nil || st != want {
+			t.Errorf("parseStat(%q) = %+v, %v; want %+v", line, st, err, want)
+		}
+	})
+}
